@@ -1,0 +1,44 @@
+//! The sans-IO heart of metaparticle-sync.
+//!
+//! Everything here is deterministic: no sockets, no runtime, no clock. Every
+//! function that depends on time takes `now`, a [`Duration`](core::time::Duration)
+//! since an arbitrary origin of a monotonic clock that the caller owns. The
+//! elector, the `mpsync` host, the guest component and the Envoy filter only
+//! move bytes and call into this crate, so the safety rules are written once.
+//!
+//! # Modules
+//!
+//! - [`name`]: lock and election names (Kubernetes object names, DNS-1123
+//!   subdomains), validated before any store sees them.
+//! - [`wire`]: the JSON types of the elector's versioned HTTP API, and the
+//!   lock document of the original (compatible) API.
+//! - [`record`]: the store-side rules: who may take a record, when a lease
+//!   has expired, how fencing tokens advance.
+//! - [`judge`]: expiry judged on the judge's own monotonic clock, from the
+//!   moment it last saw a record change.
+//! - [`lease`]: the client lease state machine: acquire, renew when due,
+//!   report the lease lost before the store could hand it to anyone else.
+//!
+//! # The safety story in one paragraph
+//!
+//! A client counts its lease from the moment it *sent* the request that
+//! granted or renewed it, and reports it lost at `sent + ttl × (1 − margin)`.
+//! The store counts the same lease from the moment it *observed* the write,
+//! which is later, and lets another holder in only at `observed + ttl`. So the
+//! holder always learns it lost the lock before anyone else can take it.
+//! Fencing tokens grow by one each time a record changes hands and never
+//! otherwise, so a resource guarded by the token can refuse a stale holder.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod judge;
+pub mod lease;
+pub mod name;
+pub mod record;
+pub mod wire;
+
+pub use judge::Judge;
+pub use lease::{LeaseClient, LeaseConfig, Output, RequestId};
+pub use name::{NameError, validate_name};
+pub use record::{Claim, Conflict, ConflictReason, Current, Outcome, Record, ReleaseOutcome};
+pub use wire::Kind;

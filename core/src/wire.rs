@@ -1,0 +1,314 @@
+//! JSON types of the elector's HTTP API.
+//!
+//! The versioned surface (`/v1/locks/{name}`, `/v1/elections/{name}`) is
+//! described in `elector/openapi.yaml`; these types are its single Rust
+//! definition, shared by the elector and every client. Request bodies refuse
+//! unknown fields so a typo such as `"tll_ms"` is an error, not a default.
+
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The shortest lease a client may ask for.
+pub const MIN_TTL_MS: u64 = 10;
+/// The longest lease a client may ask for (one day).
+pub const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// The longest a long-poll (`GET …?wait=`) may be asked to wait.
+pub const MAX_WAIT_MS: u64 = 5 * 60 * 1000;
+/// The longest holder identity accepted (the length of a Kubernetes name).
+pub const MAX_HOLDER_LEN: usize = 253;
+
+/// What a record guards: a plain lock, or an election whose holder is the
+/// leader and advertises an address. Locks and elections of the same name
+/// are different records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// `/v1/locks/{name}` and the compatible `/locks/{name}`.
+    Lock,
+    /// `/v1/elections/{name}`.
+    Election,
+}
+
+impl Kind {
+    /// The plural used in URL paths: `locks` or `elections`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Lock => "locks",
+            Kind::Election => "elections",
+        }
+    }
+}
+
+/// Body of `PUT /v1/{locks,elections}/{name}`: acquire (no `token`) or renew
+/// (with the current `token`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireRequest {
+    /// Who asks: a stable identity of one client (pod name, host:pid, …).
+    pub holder: String,
+    /// How long the lease lasts after the elector sees this request.
+    pub ttl_ms: u64,
+    /// The fencing token of the lease being renewed; absent to acquire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<u64>,
+    /// Elections only: the `ip:port` where the leader serves traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// Body of `DELETE /v1/{locks,elections}/{name}`: release at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The holder that acquired the lease.
+    pub holder: String,
+    /// The fencing token it was granted.
+    pub token: u64,
+}
+
+/// A request field that failed validation, with a message for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidField {
+    /// The JSON field name.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Checks a holder identity: non-empty, at most [`MAX_HOLDER_LEN`] bytes, no
+/// control characters.
+pub fn validate_holder(holder: &str) -> Result<(), InvalidField> {
+    if holder.is_empty() {
+        return Err(invalid("holder", "holder must not be empty"));
+    }
+    if holder.len() > MAX_HOLDER_LEN {
+        return Err(invalid(
+            "holder",
+            format!(
+                "holder is {} bytes long; at most {MAX_HOLDER_LEN} are allowed",
+                holder.len()
+            ),
+        ));
+    }
+    if holder.chars().any(char::is_control) {
+        return Err(invalid(
+            "holder",
+            "holder must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+impl AcquireRequest {
+    /// Checks every field against the documented bounds for a record of
+    /// `kind`.
+    pub fn validate(&self, kind: Kind) -> Result<(), InvalidField> {
+        validate_holder(&self.holder)?;
+        if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&self.ttl_ms) {
+            return Err(invalid(
+                "ttl_ms",
+                format!(
+                    "ttl_ms is {}; it must be between {MIN_TTL_MS} and {MAX_TTL_MS}",
+                    self.ttl_ms
+                ),
+            ));
+        }
+        if self.token == Some(0) {
+            return Err(invalid(
+                "token",
+                "token 0 is never granted; omit token to acquire",
+            ));
+        }
+        match (kind, &self.address) {
+            (Kind::Lock, Some(_)) => {
+                Err(invalid("address", "address is only accepted for elections"))
+            }
+            (Kind::Election, Some(addr)) if addr.parse::<SocketAddr>().is_err() => Err(invalid(
+                "address",
+                format!("address {addr:?} is not an ip:port pair such as \"10.0.0.7:8080\""),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The requested lease duration.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms)
+    }
+}
+
+impl ReleaseRequest {
+    /// Checks the holder identity.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        validate_holder(&self.holder)
+    }
+}
+
+/// A held lease as the elector reports it: the body of a granted `PUT` and
+/// of `GET` while the record is held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// The lock or election name.
+    pub name: String,
+    /// The current holder (for an election: the leader).
+    pub holder: String,
+    /// The fencing token: grows each time the record changes hands.
+    pub token: u64,
+    /// The lease duration the holder asked for.
+    pub ttl_ms: u64,
+    /// The record's version; pass it as `?wait=` to long-poll for a change.
+    pub version: u64,
+    /// How long until the elector would let someone else in, unless renewed.
+    pub expires_in_ms: u64,
+    /// Elections: the leader's advertised `ip:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// Why a `PUT` or `DELETE` was refused with 409.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictReason {
+    /// Another holder has the lease.
+    Held,
+    /// The caller named a token that is not the current one: its lease
+    /// changed hands or was released since.
+    StaleToken,
+    /// The caller's lease is gone (expired or released) and nobody holds the
+    /// record: acquire again, without a token.
+    NotHeld,
+}
+
+/// Body of a 409: who holds the record, and when it may expire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictView {
+    /// The current holder, if any.
+    pub holder: Option<String>,
+    /// How long until the current lease may expire (0 when nobody holds it).
+    pub expires_in_ms: u64,
+    /// The record's version; long-poll `GET …?wait=VERSION` to learn of a
+    /// release at once.
+    pub version: u64,
+    /// Why the request was refused.
+    pub reason: ConflictReason,
+}
+
+/// The machine-readable code of an error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the name is not a valid Kubernetes object name.
+    InvalidName,
+    /// 400: the body is not JSON of the documented shape.
+    MalformedBody,
+    /// 400: a field is present but out of bounds.
+    InvalidField,
+    /// 400: a query parameter is malformed.
+    InvalidQuery,
+    /// 404: no such record, or the record is free (then `version` is set).
+    NotFound,
+    /// 405: the path exists but not with this method.
+    MethodNotAllowed,
+    /// 413: the body is larger than the elector accepts.
+    BodyTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 503: the store is unreachable or failed; retry later.
+    Unavailable,
+}
+
+/// Every error the elector answers with, whatever the status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub error: ErrorCode,
+    /// What is wrong, for a person.
+    pub message: String,
+    /// The offending field or parameter, when one is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// For a 404 on a record that exists but is free: its version, to
+    /// long-poll on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// The lock document of the original (compatible) API, `GET /locks/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompatLock {
+    /// The lock name.
+    pub name: String,
+    /// Who holds it.
+    pub owner: String,
+    /// When the lease expires unless renewed, RFC 3339 (an estimate from
+    /// the elector's clock, for people; expiry itself is judged on a
+    /// monotonic clock).
+    pub expiry: String,
+    /// Milliseconds until expiry.
+    pub expires_in_ms: u64,
+    /// The fencing token.
+    pub token: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: &str) -> Result<AcquireRequest, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn acquire_request_round_trips_and_refuses_unknown_fields() {
+        let r = req(r#"{"holder":"a","ttl_ms":1000}"#).unwrap();
+        assert_eq!(r.token, None);
+        assert!(r.validate(Kind::Lock).is_ok());
+        assert!(req(r#"{"holder":"a","tll_ms":1000}"#).is_err());
+        assert!(
+            req(r#"{"ttl_ms":1000}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("holder")
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let bad = |json: &str, kind| req(json).unwrap().validate(kind).unwrap_err().field;
+        assert_eq!(bad(r#"{"holder":"","ttl_ms":1000}"#, Kind::Lock), "holder");
+        assert_eq!(bad(r#"{"holder":"a","ttl_ms":1}"#, Kind::Lock), "ttl_ms");
+        assert_eq!(
+            bad(r#"{"holder":"a","ttl_ms":1000,"token":0}"#, Kind::Lock),
+            "token"
+        );
+        assert_eq!(
+            bad(
+                r#"{"holder":"a","ttl_ms":1000,"address":"1.2.3.4:5"}"#,
+                Kind::Lock
+            ),
+            "address"
+        );
+        assert_eq!(
+            bad(
+                r#"{"holder":"a","ttl_ms":1000,"address":"nowhere"}"#,
+                Kind::Election
+            ),
+            "address"
+        );
+        assert!(
+            req(r#"{"holder":"a","ttl_ms":1000,"address":"[::1]:80"}"#)
+                .unwrap()
+                .validate(Kind::Election)
+                .is_ok()
+        );
+    }
+}

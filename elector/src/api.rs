@@ -1,0 +1,362 @@
+//! The HTTP API: routes, request parsing and responses.
+//!
+//! Two surfaces on one listener (see `elector/openapi.yaml`):
+//! - compatible: `GET`/`PUT /locks/{name}`, as the original metaparticle
+//!   clients drive it, holding locks as this elector's identity;
+//! - versioned: `/v1/locks/{name}` and `/v1/elections/{name}` with
+//!   `PUT` (acquire/renew), `DELETE` (release) and `GET` (read, long-poll);
+//!
+//! Plus `/healthz`, `/readyz` and `/metrics`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use mpsync_core::wire::{
+    AcquireRequest, CompatLock, ConflictView, ErrorCode, Kind, LeaseView, MAX_WAIT_MS,
+    ReleaseRequest,
+};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::service::{ClaimResult, ReleaseResult, Service, View};
+use crate::store::Key;
+
+/// The largest request body accepted (bytes).
+pub const MAX_BODY: usize = 16 * 1024;
+/// How long a long-poll waits when `timeout_ms` is not given.
+pub const DEFAULT_WAIT_MS: u64 = 30_000;
+
+type Shared = State<Arc<Service>>;
+
+/// The elector's routes over `service`.
+pub fn router(service: Arc<Service>) -> Router {
+    let v1 = |kind: Kind| {
+        get(move |s: Shared, p, q| v1_get(kind, s, p, q))
+            .put(move |s: Shared, p, b| v1_put(kind, s, p, b))
+            .delete(move |s: Shared, p, b| v1_delete(kind, s, p, b))
+    };
+    Router::new()
+        .route("/locks/{name}", get(compat_get).put(compat_put))
+        .route("/v1/locks/{name}", v1(Kind::Lock))
+        .route("/v1/elections/{name}", v1(Kind::Election))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(service.clone(), track))
+        .with_state(service)
+}
+
+fn route_label(method: &Method, path: &str, query: Option<&str>) -> &'static str {
+    let watching = query.is_some_and(|q| q.split('&').any(|p| p.starts_with("wait=")));
+    let surface = if path.starts_with("/v1/locks/") {
+        "lock"
+    } else if path.starts_with("/v1/elections/") {
+        "election"
+    } else if path.starts_with("/locks/") {
+        "compat"
+    } else {
+        return "other";
+    };
+    match (surface, method.as_str(), watching) {
+        ("lock", "GET", true) => "lock_watch",
+        ("lock", "GET", false) => "lock_get",
+        ("lock", "PUT", _) => "lock_put",
+        ("lock", "DELETE", _) => "lock_delete",
+        ("election", "GET", true) => "election_watch",
+        ("election", "GET", false) => "election_get",
+        ("election", "PUT", _) => "election_put",
+        ("election", "DELETE", _) => "election_delete",
+        ("compat", "GET", _) => "compat_get",
+        ("compat", "PUT", _) => "compat_put",
+        _ => "other",
+    }
+}
+
+async fn track(State(service): Shared, request: Request, next: Next) -> Response {
+    let route = route_label(
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+    );
+    let start = Instant::now();
+    let response = next.run(request).await;
+    service
+        .metrics()
+        .observe_request(route, response.status().as_u16(), start.elapsed());
+    response
+}
+
+fn key(kind: Kind, path: Result<Path<String>, PathRejection>) -> Result<Key, ApiError> {
+    let Path(name) =
+        path.map_err(|e| ApiError::bad(ErrorCode::InvalidName, "name", e.body_text()))?;
+    mpsync_core::validate_name(&name).map_err(|e| {
+        ApiError::bad(
+            ErrorCode::InvalidName,
+            "name",
+            format!(
+                "invalid {} name {name:?}: {e}",
+                kind.plural().trim_end_matches('s')
+            ),
+        )
+    })?;
+    Ok(Key { kind, name })
+}
+
+async fn read_json<T: DeserializeOwned>(body: Body, example: &str) -> Result<T, ApiError> {
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::BodyTooLarge,
+                format!("request body is larger than {MAX_BODY} bytes"),
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedBody,
+                format!("could not read the body: {e}"),
+            ));
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedBody,
+            format!("the body is empty; expected JSON such as {example}"),
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = format!("the body is not valid: {inner}; expected JSON such as {example}");
+        // serde names a missing or unknown field in its message, not in the path.
+        // A syntax error has no path ("?"); the root has ".".
+        let field = if path == "." || path == "?" {
+            let msg = inner.to_string();
+            msg.split('`')
+                .nth(1)
+                .map(str::to_owned)
+                .filter(|_| msg.contains(" field `"))
+        } else {
+            Some(path)
+        };
+        match field {
+            Some(field) => ApiError::bad(ErrorCode::MalformedBody, field, message),
+            None => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedBody, message),
+        }
+    })
+}
+
+/// `?wait=VERSION&timeout_ms=N`, parsed with messages that name the culprit.
+fn parse_wait(query: Option<&str>) -> Result<Option<(u64, Duration)>, ApiError> {
+    let (mut wait, mut timeout) = (None, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = |what: &str| {
+            v.parse::<u64>().map_err(|_| {
+                ApiError::bad(
+                    ErrorCode::InvalidQuery,
+                    k,
+                    format!("{k}={v:?} is not {what}"),
+                )
+            })
+        };
+        match k {
+            "wait" => wait = Some(number("a version (a non-negative integer)")?),
+            "timeout_ms" => timeout = Some(number("a number of milliseconds")?),
+            _ => {
+                return Err(ApiError::bad(
+                    ErrorCode::InvalidQuery,
+                    k,
+                    format!("unknown query parameter {k:?}; only wait and timeout_ms are accepted"),
+                ));
+            }
+        }
+    }
+    match (wait, timeout) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ApiError::bad(
+            ErrorCode::InvalidQuery,
+            "timeout_ms",
+            "timeout_ms needs wait=VERSION",
+        )),
+        (Some(_), Some(t)) if t > MAX_WAIT_MS => Err(ApiError::bad(
+            ErrorCode::InvalidQuery,
+            "timeout_ms",
+            format!("timeout_ms is {t}; at most {MAX_WAIT_MS} is allowed"),
+        )),
+        (Some(v), t) => Ok(Some((
+            v,
+            Duration::from_millis(t.unwrap_or(DEFAULT_WAIT_MS)),
+        ))),
+    }
+}
+
+fn view_response(key: &Key, view: View) -> Response {
+    let what = key.kind.plural().trim_end_matches('s');
+    match view {
+        View::Held(lease) => Json(lease).into_response(),
+        View::Free { version } => {
+            ApiError::free(format!("{what} {:?} is free", key.name), version).into_response()
+        }
+        View::Absent => {
+            ApiError::free(format!("no {what} named {:?}", key.name), 0).into_response()
+        }
+    }
+}
+
+fn conflict(view: ConflictView) -> Response {
+    (StatusCode::CONFLICT, Json(view)).into_response()
+}
+
+async fn v1_get(
+    kind: Kind,
+    State(s): Shared,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let result = async {
+        let key = key(kind, path)?;
+        let view = match parse_wait(q.as_deref())? {
+            Some((version, timeout)) => s.wait(&key, version, timeout).await?,
+            None => s.read(&key).await?,
+        };
+        Ok::<_, ApiError>(view_response(&key, view))
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn v1_put(
+    kind: Kind,
+    State(s): Shared,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    let result = async {
+        let key = key(kind, path)?;
+        let example = match kind {
+            Kind::Lock => r#"{"holder":"worker-1","ttl_ms":10000}"#,
+            Kind::Election => r#"{"holder":"replica-1","ttl_ms":10000,"address":"10.0.0.7:8080"}"#,
+        };
+        let request: AcquireRequest = read_json(body, example).await?;
+        request
+            .validate(kind)
+            .map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
+        Ok::<_, ApiError>(match s.claim(&key, &request).await? {
+            ClaimResult::Granted(lease) => Json(lease).into_response(),
+            ClaimResult::Refused(view) => conflict(view),
+        })
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn v1_delete(
+    kind: Kind,
+    State(s): Shared,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    let result = async {
+        let key = key(kind, path)?;
+        let request: ReleaseRequest =
+            read_json(body, r#"{"holder":"worker-1","token":42}"#).await?;
+        request
+            .validate()
+            .map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
+        Ok::<_, ApiError>(match s.release(&key, &request).await? {
+            ReleaseResult::Released => StatusCode::NO_CONTENT.into_response(),
+            ReleaseResult::NotFound => view_response(&key, View::Absent),
+            ReleaseResult::Refused(view) => conflict(view),
+        })
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn compat_lock(lease: LeaseView) -> CompatLock {
+    let expires_in = Duration::from_millis(lease.expires_in_ms);
+    CompatLock {
+        expiry: humantime::format_rfc3339_millis(SystemTime::now() + expires_in).to_string(),
+        name: lease.name,
+        owner: lease.holder,
+        expires_in_ms: lease.expires_in_ms,
+        token: lease.token,
+    }
+}
+
+async fn compat_get(State(s): Shared, path: Result<Path<String>, PathRejection>) -> Response {
+    let result = async {
+        let key = key(Kind::Lock, path)?;
+        Ok::<_, ApiError>(match s.read(&key).await? {
+            View::Held(lease) => Json(compat_lock(lease)).into_response(),
+            other => view_response(&key, other),
+        })
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn compat_put(State(s): Shared, path: Result<Path<String>, PathRejection>) -> Response {
+    let result = async {
+        let key = key(Kind::Lock, path)?;
+        Ok::<_, ApiError>(match s.compat_put(&key).await? {
+            ClaimResult::Granted(lease) => Json(compat_lock(lease)).into_response(),
+            ClaimResult::Refused(view) => conflict(view),
+        })
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(s): Shared) -> Response {
+    match s.ready().await {
+        Ok(()) => {
+            Json(serde_json::json!({"status": "ready", "store": s.store_name()})).into_response()
+        }
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            format!("{} store: {e}", s.store_name()),
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics(State(s): Shared) -> Response {
+    let text = s.metrics().render(s.held_count());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!(
+            "no route for {method} {}; the API is described in elector/openapi.yaml",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,63 @@
+//! The metaparticle-sync elector: a sidecar that serves locks and leader
+//! elections over HTTP, backed by a pluggable store.
+//!
+//! Clients (the `mpsync` host, the guest component, the Envoy filter, the
+//! original metaparticle libraries) talk to it on loopback; it does the
+//! heavy lifting against the store. The lease rules themselves live in
+//! `mpsync_core`; this crate moves bytes.
+//!
+//! # Modules
+//!
+//! - [`api`]: routes, request parsing and responses.
+//! - [`error`]: JSON error answers.
+//! - [`service`]: the lease operations over a store (claim, release, read,
+//!   long-poll), independent of HTTP.
+//! - [`store`]: the [`Store`](store::Store) trait (compare-and-swap on a
+//!   version, change notification) and the memory store.
+//! - [`metrics`]: Prometheus counters and latency histograms.
+//! - [`client`]: a small HTTP/1.1 client for the API (demo, tests, benches).
+//! - [`child`]: starts a real elector binary as a child process.
+//!
+//! # Running it
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use elector::{service::Service, store::MemoryStore};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let service = Arc::new(Service::new(Arc::new(MemoryStore::new()), "me".into(), std::time::Duration::from_secs(30)));
+//! elector::run(listener, service, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub mod api;
+pub mod child;
+pub mod client;
+pub mod error;
+pub mod metrics;
+pub mod service;
+pub mod store;
+
+/// Serves the API on an already-bound `listener` until `shutdown` resolves;
+/// then stops accepting, answers pending long-polls at once, finishes the
+/// requests in flight and returns.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    service: Arc<service::Service>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = api::router(service.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight");
+            service.begin_shutdown();
+        })
+        .await
+}

@@ -1,0 +1,126 @@
+//! `elector`: the metaparticle-sync sidecar. Parses flags, sets up logging,
+//! binds and serves until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use elector::service::Service;
+use elector::store::{MemoryStore, Store};
+
+/// Where records are kept.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StoreKind {
+    /// In this process's memory: one elector serves every app on one
+    /// machine; nothing survives a restart (tokens start again at 1).
+    Memory,
+}
+
+/// The metaparticle-sync elector: named locks and leader elections over
+/// HTTP for the apps next to it.
+///
+/// Apps (the mpsync host, the guest component, the Envoy leader filter, or
+/// the original metaparticle libraries) talk to it on loopback. Two
+/// surfaces share one port: the original `GET`/`PUT /locks/{name}`, which
+/// holds locks as this elector's --identity for --ttl, and the versioned
+/// `/v1/locks/{name}` and `/v1/elections/{name}` (acquire, renew, release
+/// at once, long-poll for changes, fencing tokens). The API is described in
+/// elector/openapi.yaml; `/healthz`, `/readyz` and `/metrics` serve
+/// operations.
+///
+/// On start it prints one line to stdout, `elector listening on
+/// http://ADDR`, with the bound address (useful with --listen
+/// 127.0.0.1:0). SIGTERM or SIGINT: stop accepting, answer pending
+/// long-polls, finish requests in flight, exit 0.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Address to listen on. Keep it on loopback unless the elector must be
+    /// reached from elsewhere: the API has no authentication. Port 0 picks a
+    /// free port.
+    #[arg(long, env = "ELECTOR_LISTEN", default_value = "127.0.0.1:13131")]
+    listen: SocketAddr,
+
+    /// Who this elector is on the compatible surface: the holder recorded
+    /// when an original client PUTs /locks/{name}. Defaults to the hostname
+    /// (the pod name in Kubernetes), as the original elector did.
+    #[arg(long, env = "ELECTOR_IDENTITY")]
+    identity: Option<String>,
+
+    /// Lease duration for locks taken through the compatible surface
+    /// (original clients heartbeat every 10 s). Examples: 30s, 1500ms, 2m.
+    #[arg(long, env = "ELECTOR_TTL", default_value = "30s", value_parser = parse_ttl)]
+    ttl: Duration,
+
+    /// Where records are kept.
+    #[arg(long, env = "ELECTOR_STORE", value_enum, default_value = "memory")]
+    store: StoreKind,
+
+    /// Log filter (tracing's EnvFilter syntax), e.g. info, elector=debug.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let ttl =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 1500ms, 2m)"))?;
+    let ms = ttl.as_millis();
+    let (min, max) = (mpsync_core::wire::MIN_TTL_MS, mpsync_core::wire::MAX_TTL_MS);
+    if ms < u128::from(min) || ms > u128::from(max) {
+        return Err(format!(
+            "must be between {min} ms and {} h",
+            max / 3_600_000
+        ));
+    }
+    Ok(ttl)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); only SIGINT stops the elector");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let identity = match args.identity {
+        Some(id) => id,
+        None => gethostname::gethostname()
+            .into_string()
+            .map_err(|h| anyhow::anyhow!("hostname {h:?} is not UTF-8; pass --identity"))?,
+    };
+    mpsync_core::wire::validate_holder(&identity)
+        .map_err(|e| anyhow::anyhow!("--identity: {}", e.message))?;
+    let store: Arc<dyn Store> = match args.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, store = store.name(), %identity, ttl = ?args.ttl, "elector starting");
+    println!("elector listening on http://{addr}");
+    let service = Arc::new(Service::new(store, identity, args.ttl));
+    elector::run(listener, service, shutdown_signal())
+        .await
+        .context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! The lease service: the elector's behaviour, independent of HTTP.
+//!
+//! Each operation reads a record from the [`Store`], lets the judge date it
+//! on this process's monotonic clock, asks `mpsync_core::record` what to do,
+//! and writes back with compare-and-swap, retrying from the read when
+//! another writer got in between.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mpsync_core::record::{Claim, Outcome, ReleaseOutcome, decide_claim, decide_release};
+use mpsync_core::wire::{AcquireRequest, ConflictView, LeaseView, ReleaseRequest};
+use mpsync_core::{Conflict, Judge};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::metrics::{Event, Metrics};
+use crate::store::{Key, Store, StoreError, Versioned};
+
+/// How many times a write is retried after losing a compare-and-swap race.
+const CAS_ATTEMPTS: usize = 16;
+
+/// Errors of the service; each becomes a 503 with its message.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The store failed or could not be reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Every compare-and-swap attempt lost a race; retrying later helps.
+    #[error("the record kept changing during {CAS_ATTEMPTS} attempts; retry")]
+    Contended,
+}
+
+/// The state of a record as this elector judges it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    /// Someone holds the lease.
+    Held(LeaseView),
+    /// The record exists but nobody holds it (released or expired).
+    Free {
+        /// Its version.
+        version: u64,
+    },
+    /// The record was never written.
+    Absent,
+}
+
+impl View {
+    /// The version the view was taken at (0 when absent).
+    pub fn version(&self) -> u64 {
+        match self {
+            View::Held(lease) => lease.version,
+            View::Free { version } => *version,
+            View::Absent => 0,
+        }
+    }
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimResult {
+    /// Granted (acquired or renewed).
+    Granted(LeaseView),
+    /// Refused: someone else holds it, or the token is stale.
+    Refused(ConflictView),
+}
+
+/// The answer to a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseResult {
+    /// Released.
+    Released,
+    /// No record by that name.
+    NotFound,
+    /// The caller does not hold it with that token.
+    Refused(ConflictView),
+}
+
+/// Locks and elections over one store.
+pub struct Service {
+    store: Arc<dyn Store>,
+    judge: Mutex<Judge<Key>>,
+    metrics: Metrics,
+    origin: Instant,
+    identity: String,
+    compat_ttl: Duration,
+    stopping: watch::Sender<bool>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn conflict_view(c: Conflict) -> ConflictView {
+    ConflictView {
+        holder: c.holder,
+        expires_in_ms: ms(c.expires_in),
+        version: c.version,
+        reason: c.reason,
+    }
+}
+
+impl Service {
+    /// A service over `store`. `identity` and `compat_ttl` serve the
+    /// compatible surface (`/locks/{name}`), whose clients name neither.
+    pub fn new(store: Arc<dyn Store>, identity: String, compat_ttl: Duration) -> Self {
+        Service {
+            store,
+            judge: Mutex::new(Judge::new()),
+            metrics: Metrics::default(),
+            origin: Instant::now(),
+            identity,
+            compat_ttl,
+            stopping: watch::channel(false).0,
+        }
+    }
+
+    /// This elector's identity on the compatible surface.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The store's name.
+    pub fn store_name(&self) -> &'static str {
+        self.store.name()
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn judge(&self) -> std::sync::MutexGuard<'_, Judge<Key>> {
+        self.judge
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The number of leases held right now, as this elector last saw them.
+    pub fn held_count(&self) -> usize {
+        self.judge().held_count(self.now())
+    }
+
+    /// Tells long-polls to answer now: the server is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Checks that the store answers.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    fn view(&self, key: &Key, stored: Option<&Versioned>, now: Duration) -> View {
+        let Some(v) = stored else { return View::Absent };
+        let cur = self.judge().observe(key, &v.record, v.version, now);
+        match cur.live_holder(now) {
+            Some(holder) => View::Held(LeaseView {
+                name: key.name.clone(),
+                holder: holder.to_owned(),
+                token: v.record.token,
+                ttl_ms: v.record.ttl_ms,
+                version: v.version,
+                expires_in_ms: ms(cur.expires_in(now)),
+                address: v.record.address.clone(),
+            }),
+            None => View::Free { version: v.version },
+        }
+    }
+
+    /// Reads a record as judged now.
+    pub async fn read(&self, key: &Key) -> Result<View, ServiceError> {
+        let stored = self.store.get(key).await?;
+        Ok(self.view(key, stored.as_ref(), self.now()))
+    }
+
+    /// Long-poll: answers as soon as the record's version differs from
+    /// `version`, when the lease it shows runs out, at shutdown, or after
+    /// `timeout` with the unchanged record.
+    pub async fn wait(
+        &self,
+        key: &Key,
+        version: u64,
+        timeout: Duration,
+    ) -> Result<View, ServiceError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _watching = self.metrics.watching();
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            let view = self.read(key).await?;
+            if view.version() != version || *stopping.borrow_and_update() {
+                return Ok(view);
+            }
+            let expiry = match &view {
+                View::Held(lease) => {
+                    Some(tokio::time::Instant::now() + Duration::from_millis(lease.expires_in_ms))
+                }
+                _ => None,
+            };
+            tokio::select! {
+                changed = self.store.wait_change(key, version) => changed?,
+                () = tokio::time::sleep_until(deadline) => return Ok(view),
+                () = async { tokio::time::sleep_until(expiry.unwrap_or(deadline)).await }, if expiry.is_some() => {
+                    return self.read(key).await;
+                }
+                _ = stopping.changed() => return self.read(key).await,
+            }
+        }
+    }
+
+    /// Acquires (no token) or renews (with token) a lease.
+    pub async fn claim(
+        &self,
+        key: &Key,
+        request: &AcquireRequest,
+    ) -> Result<ClaimResult, ServiceError> {
+        let claim = Claim {
+            holder: &request.holder,
+            ttl_ms: request.ttl_ms,
+            token: request.token,
+            address: request.address.as_deref(),
+        };
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self.store.get(key).await?;
+            let now = self.now();
+            let outcome = {
+                let mut judge = self.judge();
+                let current = stored
+                    .as_ref()
+                    .map(|v| judge.observe(key, &v.record, v.version, now));
+                decide_claim(current.as_ref(), &claim, now)
+            };
+            let (record, event) = match outcome {
+                Outcome::Refused(conflict) => {
+                    self.metrics.count(key.kind, Event::Conflict);
+                    return Ok(ClaimResult::Refused(conflict_view(conflict)));
+                }
+                Outcome::Acquired {
+                    record,
+                    took_over_expired,
+                } => {
+                    if took_over_expired {
+                        self.metrics.count(key.kind, Event::Expiry);
+                    }
+                    (record, Event::Acquisition)
+                }
+                Outcome::Renewed { record } => (record, Event::Renewal),
+            };
+            match self
+                .store
+                .put(key, &record, stored.as_ref().map(|v| v.version))
+                .await
+            {
+                Ok(version) => {
+                    // Dated from before the write: never later than the
+                    // moment the store applied it, so the judge's expiry
+                    // can only come early for others, never late.
+                    self.judge().observe(key, &record, version, now);
+                    self.metrics.count(key.kind, event);
+                    let expires_in = (now + record.ttl()).saturating_sub(self.now());
+                    return Ok(ClaimResult::Granted(LeaseView {
+                        name: key.name.clone(),
+                        holder: request.holder.clone(),
+                        token: record.token,
+                        ttl_ms: record.ttl_ms,
+                        version,
+                        expires_in_ms: ms(expires_in),
+                        address: record.address,
+                    }));
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contended)
+    }
+
+    /// Releases a lease at once.
+    pub async fn release(
+        &self,
+        key: &Key,
+        request: &ReleaseRequest,
+    ) -> Result<ReleaseResult, ServiceError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self.store.get(key).await?;
+            let now = self.now();
+            let outcome = {
+                let mut judge = self.judge();
+                let current = stored
+                    .as_ref()
+                    .map(|v| judge.observe(key, &v.record, v.version, now));
+                decide_release(current.as_ref(), &request.holder, request.token, now)
+            };
+            let record = match outcome {
+                ReleaseOutcome::NotFound => return Ok(ReleaseResult::NotFound),
+                ReleaseOutcome::Refused(conflict) => {
+                    self.metrics.count(key.kind, Event::Conflict);
+                    return Ok(ReleaseResult::Refused(conflict_view(conflict)));
+                }
+                ReleaseOutcome::Released { record } => record,
+            };
+            match self
+                .store
+                .put(key, &record, stored.as_ref().map(|v| v.version))
+                .await
+            {
+                Ok(version) => {
+                    self.judge().observe(key, &record, version, now);
+                    self.metrics.count(key.kind, Event::Release);
+                    return Ok(ReleaseResult::Released);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contended)
+    }
+
+    /// The compatible `PUT /locks/{name}`: acquire or heartbeat as this
+    /// elector's identity with the compatible TTL.
+    pub async fn compat_put(&self, key: &Key) -> Result<ClaimResult, ServiceError> {
+        let token = match self.read(key).await? {
+            View::Held(lease) if lease.holder == self.identity => Some(lease.token),
+            _ => None,
+        };
+        let request = AcquireRequest {
+            holder: self.identity.clone(),
+            ttl_ms: ms(self.compat_ttl),
+            token,
+            address: None,
+        };
+        self.claim(key, &request).await
+    }
+}
