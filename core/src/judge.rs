@@ -29,9 +29,7 @@ pub struct Judge<K> {
 
 impl<K> Default for Judge<K> {
     fn default() -> Self {
-        Judge {
-            seen: HashMap::new(),
-        }
+        Judge { seen: HashMap::new() }
     }
 }
 
@@ -43,33 +41,16 @@ impl<K: Eq + Hash + Clone> Judge<K> {
 
     /// Records that `record` at `version` was seen at `now`, and returns the
     /// record as judged: `observed_at` is when this version was first seen.
-    pub fn observe<'r>(
-        &mut self,
-        key: &K,
-        record: &'r Record,
-        version: u64,
-        now: Duration,
-    ) -> Current<'r> {
+    pub fn observe<'r>(&mut self, key: &K, record: &'r Record, version: u64, now: Duration) -> Current<'r> {
         let at = match self.seen.get(key) {
             Some(seen) if seen.version == version => seen.at,
             _ => {
                 let expires_at = record.holder.as_ref().map(|_| now + record.ttl());
-                self.seen.insert(
-                    key.clone(),
-                    Seen {
-                        version,
-                        at: now,
-                        expires_at,
-                    },
-                );
+                self.seen.insert(key.clone(), Seen { version, at: now, expires_at });
                 now
             }
         };
-        Current {
-            record,
-            version,
-            observed_at: at,
-        }
+        Current { record, version, observed_at: at }
     }
 
     /// Forgets a key (its record is gone from the store).
@@ -80,10 +61,7 @@ impl<K: Eq + Hash + Clone> Judge<K> {
     /// How many records this judge last saw held with a lease still running
     /// at `now`.
     pub fn held_count(&self, now: Duration) -> usize {
-        self.seen
-            .values()
-            .filter(|s| s.expires_at.is_some_and(|at| now < at))
-            .count()
+        self.seen.values().filter(|s| s.expires_at.is_some_and(|at| now < at)).count()
     }
 }
 
@@ -94,12 +72,7 @@ mod tests {
     #[test]
     fn counts_from_first_sight_of_each_version() {
         let mut judge = Judge::new();
-        let r = Record {
-            holder: Some("a".into()),
-            token: 1,
-            ttl_ms: 1000,
-            address: None,
-        };
+        let r = Record { holder: Some("a".into()), token: 1, ttl_ms: 1000, address: None };
         let s = Duration::from_secs;
         assert_eq!(judge.observe(&"k", &r, 1, s(5)).observed_at, s(5));
         assert_eq!(judge.observe(&"k", &r, 1, s(9)).observed_at, s(5));

@@ -43,9 +43,7 @@ pub enum ConfigError {
     #[error("margin {0} must be greater than 0 and less than 1")]
     Margin(f64),
     /// Renewals would be due only after the lease is already lost.
-    #[error(
-        "renew_after {renew_after:?} must be shorter than the usable lease {usable:?} (ttl minus margin)"
-    )]
+    #[error("renew_after {renew_after:?} must be shorter than the usable lease {usable:?} (ttl minus margin)")]
     RenewTooLate {
         /// The configured renewal delay.
         renew_after: Duration,
@@ -60,12 +58,7 @@ pub enum ConfigError {
 impl LeaseConfig {
     /// The defaults for `ttl`: renew at a third, 20% margin, retry at a tenth.
     pub fn new(ttl: Duration) -> Self {
-        LeaseConfig {
-            ttl,
-            renew_after: ttl / 3,
-            margin: 0.2,
-            retry_after: ttl / 10,
-        }
+        LeaseConfig { ttl, renew_after: ttl / 3, margin: 0.2, retry_after: ttl / 10 }
     }
 
     /// How long a lease is usable after the request that granted it was sent.
@@ -82,10 +75,7 @@ impl LeaseConfig {
             return Err(ConfigError::Margin(self.margin));
         }
         if self.renew_after >= self.usable() {
-            return Err(ConfigError::RenewTooLate {
-                renew_after: self.renew_after,
-                usable: self.usable(),
-            });
+            return Err(ConfigError::RenewTooLate { renew_after: self.renew_after, usable: self.usable() });
         }
         Ok(())
     }
@@ -177,15 +167,8 @@ pub enum StateError {
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     Idle,
-    Acquiring {
-        id: RequestId,
-        sent: Duration,
-    },
-    Held {
-        lease: Held,
-        renew_at: Duration,
-        renewing: Option<(RequestId, Duration)>,
-    },
+    Acquiring { id: RequestId, sent: Duration },
+    Held { lease: Held, renew_at: Duration, renewing: Option<(RequestId, Duration)> },
 }
 
 /// Follows one lease of one holder. See the [module docs](self).
@@ -201,12 +184,7 @@ impl LeaseClient {
     /// A client that holds nothing yet.
     pub fn new(config: LeaseConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(LeaseClient {
-            config,
-            phase: Phase::Idle,
-            next_id: 0,
-            outputs: VecDeque::new(),
-        })
+        Ok(LeaseClient { config, phase: Phase::Idle, next_id: 0, outputs: VecDeque::new() })
     }
 
     /// The configuration.
@@ -259,19 +237,11 @@ impl LeaseClient {
     /// Feeds the response to request `id`, received at `now`.
     pub fn handle_response(&mut self, id: RequestId, response: Response, now: Duration) {
         match (self.phase, response) {
-            (Phase::Acquiring { id: want, sent }, _) if want == id => {
-                self.on_acquired(sent, response, now)
+            (Phase::Acquiring { id: want, sent }, _) if want == id => self.on_acquired(sent, response, now),
+            (Phase::Held { lease, renewing: Some((want, sent)), .. }, _) if want == id => {
+                self.on_renewed(lease, sent, response, now)
             }
-            (
-                Phase::Held {
-                    lease,
-                    renewing: Some((want, sent)),
-                    ..
-                },
-                _,
-            ) if want == id => self.on_renewed(lease, sent, response, now),
-            (Phase::Held { lease, .. }, Response::Granted { token, .. })
-                if token == lease.token => {}
+            (Phase::Held { lease, .. }, Response::Granted { token, .. }) if token == lease.token => {}
             // A grant nobody waits for (an abandoned acquisition, a renewal
             // answered after the lease was reported lost): the store believes
             // we hold a lease we do not want. Hand it back.
@@ -293,15 +263,7 @@ impl LeaseClient {
                     return;
                 }
                 let renew_at = sent + self.config.renew_after;
-                self.phase = Phase::Held {
-                    lease: Held {
-                        token,
-                        version,
-                        valid_until,
-                    },
-                    renew_at,
-                    renewing: None,
-                };
+                self.phase = Phase::Held { lease: Held { token, version, valid_until }, renew_at, renewing: None };
                 self.outputs.push_back(Output::Acquired { token });
             }
             Response::Refused | Response::Failed => {
@@ -313,28 +275,14 @@ impl LeaseClient {
 
     fn on_renewed(&mut self, lease: Held, sent: Duration, response: Response, now: Duration) {
         match response {
-            Response::Granted { token, version }
-                if token == lease.token && now < lease.valid_until =>
-            {
+            Response::Granted { token, version } if token == lease.token && now < lease.valid_until => {
                 let valid_until = lease.valid_until.max(sent + self.config.usable());
                 let renew_at = sent + self.config.renew_after;
-                self.phase = Phase::Held {
-                    lease: Held {
-                        token,
-                        version,
-                        valid_until,
-                    },
-                    renew_at,
-                    renewing: None,
-                };
+                self.phase = Phase::Held { lease: Held { token, version, valid_until }, renew_at, renewing: None };
             }
             Response::Failed if now < lease.valid_until => {
                 let renew_at = now + self.config.retry_after;
-                self.phase = Phase::Held {
-                    lease,
-                    renew_at,
-                    renewing: None,
-                };
+                self.phase = Phase::Held { lease, renew_at, renewing: None };
             }
             Response::Granted { token, .. } if token != lease.token => {
                 self.lose(lease.token);
@@ -352,21 +300,12 @@ impl LeaseClient {
     /// Lets time pass to `now`: reports the lease lost at its deadline and
     /// queues a renewal when one is due.
     pub fn handle_timeout(&mut self, now: Duration) {
-        if let Phase::Held {
-            lease,
-            renew_at,
-            renewing,
-        } = self.phase
-        {
+        if let Phase::Held { lease, renew_at, renewing } = self.phase {
             if now >= lease.valid_until {
                 self.lose(lease.token);
             } else if renewing.is_none() && now >= renew_at {
                 let id = self.send(Request::Renew { token: lease.token });
-                self.phase = Phase::Held {
-                    lease,
-                    renew_at,
-                    renewing: Some((id, now)),
-                };
+                self.phase = Phase::Held { lease, renew_at, renewing: Some((id, now)) };
             }
         }
     }
@@ -374,11 +313,7 @@ impl LeaseClient {
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<Duration> {
         match self.phase {
-            Phase::Held {
-                lease,
-                renewing: None,
-                renew_at,
-            } => Some(renew_at.min(lease.valid_until)),
+            Phase::Held { lease, renewing: None, renew_at } => Some(renew_at.min(lease.valid_until)),
             Phase::Held { lease, .. } => Some(lease.valid_until),
             _ => None,
         }
@@ -408,49 +343,17 @@ mod tests {
     fn counts_the_lease_from_the_send_and_renews_at_a_third() {
         let mut c = client();
         let id = c.acquire(MS * 100).unwrap();
-        assert_eq!(
-            drain(&mut c),
-            [Output::Send {
-                id,
-                request: Request::Acquire
-            }]
-        );
-        c.handle_response(
-            id,
-            Response::Granted {
-                token: 7,
-                version: 1,
-            },
-            MS * 900,
-        );
+        assert_eq!(drain(&mut c), [Output::Send { id, request: Request::Acquire }]);
+        c.handle_response(id, Response::Granted { token: 7, version: 1 }, MS * 900);
         assert_eq!(drain(&mut c), [Output::Acquired { token: 7 }]);
         assert_eq!(c.lease(MS * 900).unwrap().valid_until, MS * 2500);
         assert_eq!(c.poll_timeout(), Some(MS * 1100));
         c.handle_timeout(MS * 1100);
-        let [
-            Output::Send {
-                id: renew,
-                request: Request::Renew { token: 7 },
-            },
-        ] = drain(&mut c)[..]
-        else {
-            panic!()
-        };
+        let [Output::Send { id: renew, request: Request::Renew { token: 7 } }] = drain(&mut c)[..] else { panic!() };
         assert_eq!(c.poll_timeout(), Some(MS * 2500));
-        c.handle_response(
-            renew,
-            Response::Granted {
-                token: 7,
-                version: 2,
-            },
-            MS * 1200,
-        );
+        c.handle_response(renew, Response::Granted { token: 7, version: 2 }, MS * 1200);
         assert_eq!(c.lease(MS * 1200).unwrap().valid_until, MS * 3500);
-        assert_eq!(
-            c.lease(MS * 3500),
-            None,
-            "lost at the deadline even before handle_timeout"
-        );
+        assert_eq!(c.lease(MS * 3500), None, "lost at the deadline even before handle_timeout");
         c.handle_timeout(MS * 3500);
         assert!(drain(&mut c).contains(&Output::Lost { token: 7 }));
     }
@@ -460,25 +363,9 @@ mod tests {
         let mut c = client();
         let id = c.acquire(Duration::ZERO).unwrap();
         drain(&mut c);
-        c.handle_response(
-            id,
-            Response::Granted {
-                token: 3,
-                version: 1,
-            },
-            MS * 2400,
-        );
+        c.handle_response(id, Response::Granted { token: 3, version: 1 }, MS * 2400);
         let out = drain(&mut c);
-        assert!(matches!(
-            out[..],
-            [
-                Output::Send {
-                    request: Request::Release { token: 3 },
-                    ..
-                },
-                Output::NotAcquired
-            ]
-        ));
+        assert!(matches!(out[..], [Output::Send { request: Request::Release { token: 3 }, .. }, Output::NotAcquired]));
         assert_eq!(c.lease(MS * 2400), None);
     }
 
@@ -486,24 +373,13 @@ mod tests {
     fn failed_renewal_is_retried_and_refused_renewal_loses() {
         let mut c = client();
         let id = c.acquire(Duration::ZERO).unwrap();
-        c.handle_response(
-            id,
-            Response::Granted {
-                token: 1,
-                version: 1,
-            },
-            MS,
-        );
+        c.handle_response(id, Response::Granted { token: 1, version: 1 }, MS);
         c.handle_timeout(MS * 1000);
-        let Some(Output::Send { id: r1, .. }) = drain(&mut c).pop() else {
-            panic!()
-        };
+        let Some(Output::Send { id: r1, .. }) = drain(&mut c).pop() else { panic!() };
         c.handle_response(r1, Response::Failed, MS * 1010);
         assert_eq!(c.poll_timeout(), Some(MS * 1310));
         c.handle_timeout(MS * 1310);
-        let Some(Output::Send { id: r2, .. }) = drain(&mut c).pop() else {
-            panic!()
-        };
+        let Some(Output::Send { id: r2, .. }) = drain(&mut c).pop() else { panic!() };
         c.handle_response(r2, Response::Refused, MS * 1320);
         assert_eq!(drain(&mut c), [Output::Lost { token: 1 }]);
         assert!(c.acquire(MS * 1400).is_ok());
@@ -515,21 +391,8 @@ mod tests {
         let id = c.acquire(Duration::ZERO).unwrap();
         assert_eq!(c.release(), None);
         drain(&mut c);
-        c.handle_response(
-            id,
-            Response::Granted {
-                token: 9,
-                version: 1,
-            },
-            MS,
-        );
-        assert!(matches!(
-            drain(&mut c)[..],
-            [Output::Send {
-                request: Request::Release { token: 9 },
-                ..
-            }]
-        ));
+        c.handle_response(id, Response::Granted { token: 9, version: 1 }, MS);
+        assert!(matches!(drain(&mut c)[..], [Output::Send { request: Request::Release { token: 9 }, .. }]));
     }
 
     #[test]
@@ -539,13 +402,7 @@ mod tests {
         assert!(LeaseClient::new(cfg).is_err());
         cfg.margin = 0.2;
         cfg.renew_after = MS * 800;
-        assert!(matches!(
-            LeaseClient::new(cfg),
-            Err(ConfigError::RenewTooLate { .. })
-        ));
-        assert_eq!(
-            LeaseClient::new(LeaseConfig::new(Duration::ZERO)).unwrap_err(),
-            ConfigError::ZeroTtl
-        );
+        assert!(matches!(LeaseClient::new(cfg), Err(ConfigError::RenewTooLate { .. })));
+        assert_eq!(LeaseClient::new(LeaseConfig::new(Duration::ZERO)).unwrap_err(), ConfigError::ZeroTtl);
     }
 }

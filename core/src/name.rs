@@ -23,9 +23,7 @@ pub enum NameError {
         len: usize,
     },
     /// The name holds a character other than `a-z`, `0-9`, `-` and `.`.
-    #[error(
-        "name contains {found:?} at position {position}; only lowercase letters, digits, '-' and '.' are allowed"
-    )]
+    #[error("name contains {found:?} at position {position}; only lowercase letters, digits, '-' and '.' are allowed")]
     BadCharacter {
         /// The offending character.
         found: char,
@@ -76,9 +74,7 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
             _ => false,
         };
         if !ok {
-            return Err(NameError::BadLabel {
-                label: label.to_owned(),
-            });
+            return Err(NameError::BadLabel { label: label.to_owned() });
         }
     }
     Ok(())
@@ -91,15 +87,7 @@ mod tests {
 
     #[test]
     fn accepts_kubernetes_names() {
-        for ok in [
-            "a",
-            "0",
-            "test",
-            "orders-12",
-            "a.b.c",
-            "x-1.y-2",
-            &"a".repeat(253),
-        ] {
+        for ok in ["a", "0", "test", "orders-12", "a.b.c", "x-1.y-2", &"a".repeat(253)] {
             assert_eq!(validate_name(ok), Ok(()), "{ok}");
         }
     }
@@ -107,34 +95,13 @@ mod tests {
     #[test]
     fn refuses_what_kubernetes_refuses() {
         assert_eq!(validate_name(""), Err(NameError::Empty));
-        assert_eq!(
-            validate_name(&"a".repeat(254)),
-            Err(NameError::TooLong { len: 254 })
-        );
-        assert!(matches!(
-            validate_name("Test"),
-            Err(NameError::BadCharacter {
-                found: 'T',
-                position: 0
-            })
-        ));
-        assert!(matches!(
-            validate_name("a_b"),
-            Err(NameError::BadCharacter { found: '_', .. })
-        ));
-        assert!(matches!(
-            validate_name("a/b"),
-            Err(NameError::BadCharacter { found: '/', .. })
-        ));
-        assert!(matches!(
-            validate_name("é"),
-            Err(NameError::BadCharacter { .. })
-        ));
+        assert_eq!(validate_name(&"a".repeat(254)), Err(NameError::TooLong { len: 254 }));
+        assert!(matches!(validate_name("Test"), Err(NameError::BadCharacter { found: 'T', position: 0 })));
+        assert!(matches!(validate_name("a_b"), Err(NameError::BadCharacter { found: '_', .. })));
+        assert!(matches!(validate_name("a/b"), Err(NameError::BadCharacter { found: '/', .. })));
+        assert!(matches!(validate_name("é"), Err(NameError::BadCharacter { .. })));
         for bad in ["-a", "a-", ".a", "a.", "a..b", "a.-b"] {
-            assert!(
-                matches!(validate_name(bad), Err(NameError::BadLabel { .. })),
-                "{bad}"
-            );
+            assert!(matches!(validate_name(bad), Err(NameError::BadLabel { .. })), "{bad}");
         }
     }
 

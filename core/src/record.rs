@@ -62,10 +62,7 @@ pub struct Current<'a> {
 impl Current<'_> {
     /// When the current lease runs out, if there is a holder.
     pub fn expires_at(&self) -> Option<Duration> {
-        self.record
-            .holder
-            .as_ref()
-            .map(|_| self.observed_at + self.record.ttl())
+        self.record.holder.as_ref().map(|_| self.observed_at + self.record.ttl())
     }
 
     /// The holder, if there is one whose lease has not run out at `now`.
@@ -78,8 +75,7 @@ impl Current<'_> {
 
     /// Time left on the current lease at `now` (zero when free or expired).
     pub fn expires_in(&self, now: Duration) -> Duration {
-        self.expires_at()
-            .map_or(Duration::ZERO, |at| at.saturating_sub(now))
+        self.expires_at().map_or(Duration::ZERO, |at| at.saturating_sub(now))
     }
 
     /// True when the record has a holder whose lease ran out by `now`.
@@ -89,17 +85,8 @@ impl Current<'_> {
 
     fn conflict(&self, now: Duration, reason: ConflictReason) -> Conflict {
         let holder = self.live_holder(now).map(str::to_owned);
-        let expires_in = if holder.is_some() {
-            self.expires_in(now)
-        } else {
-            Duration::ZERO
-        };
-        Conflict {
-            holder,
-            expires_in,
-            version: self.version,
-            reason,
-        }
+        let expires_in = if holder.is_some() { self.expires_in(now) } else { Duration::ZERO };
+        Conflict { holder, expires_in, version: self.version, reason }
     }
 }
 
@@ -172,10 +159,7 @@ pub fn decide_claim(current: Option<&Current<'_>>, claim: &Claim<'_>, now: Durat
     };
     let Some(cur) = current else {
         return match claim.token {
-            None => Outcome::Acquired {
-                record: granted(1),
-                took_over_expired: false,
-            },
+            None => Outcome::Acquired { record: granted(1), took_over_expired: false },
             Some(_) => Outcome::Refused(Conflict {
                 holder: None,
                 expires_in: Duration::ZERO,
@@ -187,20 +171,13 @@ pub fn decide_claim(current: Option<&Current<'_>>, claim: &Claim<'_>, now: Durat
     let live = cur.live_holder(now);
     let mine = live == Some(claim.holder);
     match claim.token {
-        None if live.is_none() => Outcome::Acquired {
-            record: granted(cur.record.token + 1),
-            took_over_expired: cur.is_expired(now),
-        },
+        None if live.is_none() => {
+            Outcome::Acquired { record: granted(cur.record.token + 1), took_over_expired: cur.is_expired(now) }
+        }
         None => Outcome::Refused(cur.conflict(now, ConflictReason::Held)),
-        Some(token) if mine && token == cur.record.token => Outcome::Renewed {
-            record: granted(token),
-        },
-        Some(_) if live.is_some() && !mine => {
-            Outcome::Refused(cur.conflict(now, ConflictReason::Held))
-        }
-        Some(token) if token != cur.record.token => {
-            Outcome::Refused(cur.conflict(now, ConflictReason::StaleToken))
-        }
+        Some(token) if mine && token == cur.record.token => Outcome::Renewed { record: granted(token) },
+        Some(_) if live.is_some() && !mine => Outcome::Refused(cur.conflict(now, ConflictReason::Held)),
+        Some(token) if token != cur.record.token => Outcome::Refused(cur.conflict(now, ConflictReason::StaleToken)),
         Some(_) => Outcome::Refused(cur.conflict(now, ConflictReason::NotHeld)),
     }
 }
@@ -209,23 +186,13 @@ pub fn decide_claim(current: Option<&Current<'_>>, claim: &Claim<'_>, now: Durat
 ///
 /// A holder whose lease ran out but that nobody took over may still release
 /// it: the version has not changed, so no one else can have held it since.
-pub fn decide_release(
-    current: Option<&Current<'_>>,
-    holder: &str,
-    token: u64,
-    now: Duration,
-) -> ReleaseOutcome {
+pub fn decide_release(current: Option<&Current<'_>>, holder: &str, token: u64, now: Duration) -> ReleaseOutcome {
     let Some(cur) = current else {
         return ReleaseOutcome::NotFound;
     };
     if cur.record.holder.as_deref() == Some(holder) && cur.record.token == token {
         return ReleaseOutcome::Released {
-            record: Record {
-                holder: None,
-                token,
-                ttl_ms: cur.record.ttl_ms,
-                address: None,
-            },
+            record: Record { holder: None, token, ttl_ms: cur.record.ttl_ms, address: None },
         };
     }
     let reason = match (cur.live_holder(now), cur.record.holder.as_deref()) {
@@ -243,37 +210,21 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     fn claim(holder: &str, token: Option<u64>) -> Claim<'_> {
-        Claim {
-            holder,
-            ttl_ms: 10_000,
-            token,
-            address: None,
-        }
+        Claim { holder, ttl_ms: 10_000, token, address: None }
     }
 
     fn held(holder: &str, token: u64) -> Record {
-        Record {
-            holder: Some(holder.into()),
-            token,
-            ttl_ms: 10_000,
-            address: None,
-        }
+        Record { holder: Some(holder.into()), token, ttl_ms: 10_000, address: None }
     }
 
     fn at(record: &Record, observed_secs: u64) -> Current<'_> {
-        Current {
-            record,
-            version: 7,
-            observed_at: S * observed_secs as u32,
-        }
+        Current { record, version: 7, observed_at: S * observed_secs as u32 }
     }
 
     #[test]
     fn first_claim_gets_token_one() {
         let out = decide_claim(None, &claim("a", None), S);
-        assert!(
-            matches!(out, Outcome::Acquired { record, took_over_expired: false } if record.token == 1)
-        );
+        assert!(matches!(out, Outcome::Acquired { record, took_over_expired: false } if record.token == 1));
     }
 
     #[test]
@@ -283,9 +234,7 @@ mod tests {
         assert!(
             matches!(decide_claim(Some(&cur), &claim("a", Some(4)), S), Outcome::Renewed { record } if record.token == 4)
         );
-        let Outcome::Refused(c) = decide_claim(Some(&cur), &claim("a", Some(3)), S) else {
-            panic!()
-        };
+        let Outcome::Refused(c) = decide_claim(Some(&cur), &claim("a", Some(3)), S) else { panic!() };
         assert_eq!(c.reason, ConflictReason::StaleToken);
     }
 
@@ -293,38 +242,23 @@ mod tests {
     fn another_holder_is_refused_until_expiry_judged_from_observation() {
         let r = held("a", 4);
         let cur = at(&r, 100);
-        let Outcome::Refused(c) = decide_claim(Some(&cur), &claim("b", None), S * 109) else {
-            panic!()
-        };
-        assert_eq!(
-            (c.holder.as_deref(), c.expires_in, c.reason),
-            (Some("a"), S, ConflictReason::Held)
-        );
+        let Outcome::Refused(c) = decide_claim(Some(&cur), &claim("b", None), S * 109) else { panic!() };
+        assert_eq!((c.holder.as_deref(), c.expires_in, c.reason), (Some("a"), S, ConflictReason::Held));
         let out = decide_claim(Some(&cur), &claim("b", None), S * 110);
-        assert!(
-            matches!(out, Outcome::Acquired { record, took_over_expired: true } if record.token == 5)
-        );
+        assert!(matches!(out, Outcome::Acquired { record, took_over_expired: true } if record.token == 5));
     }
 
     #[test]
     fn acquiring_what_you_hold_is_refused() {
         let r = held("a", 4);
-        let Outcome::Refused(c) = decide_claim(Some(&at(&r, 0)), &claim("a", None), S) else {
-            panic!()
-        };
-        assert_eq!(
-            (c.holder.as_deref(), c.reason),
-            (Some("a"), ConflictReason::Held)
-        );
+        let Outcome::Refused(c) = decide_claim(Some(&at(&r, 0)), &claim("a", None), S) else { panic!() };
+        assert_eq!((c.holder.as_deref(), c.reason), (Some("a"), ConflictReason::Held));
     }
 
     #[test]
     fn expired_lease_cannot_be_renewed() {
         let r = held("a", 4);
-        let Outcome::Refused(c) = decide_claim(Some(&at(&r, 0)), &claim("a", Some(4)), S * 11)
-        else {
-            panic!()
-        };
+        let Outcome::Refused(c) = decide_claim(Some(&at(&r, 0)), &claim("a", Some(4)), S * 11) else { panic!() };
         assert_eq!((c.holder, c.reason), (None, ConflictReason::NotHeld));
     }
 
@@ -332,29 +266,15 @@ mod tests {
     fn release_needs_holder_and_token_and_keeps_the_token() {
         let r = held("a", 4);
         let cur = at(&r, 0);
-        assert!(matches!(
-            decide_release(None, "a", 4, S),
-            ReleaseOutcome::NotFound
-        ));
-        let ReleaseOutcome::Refused(c) = decide_release(Some(&cur), "b", 4, S) else {
-            panic!()
-        };
+        assert!(matches!(decide_release(None, "a", 4, S), ReleaseOutcome::NotFound));
+        let ReleaseOutcome::Refused(c) = decide_release(Some(&cur), "b", 4, S) else { panic!() };
         assert_eq!(c.reason, ConflictReason::Held);
-        let ReleaseOutcome::Refused(c) = decide_release(Some(&cur), "a", 3, S) else {
-            panic!()
-        };
+        let ReleaseOutcome::Refused(c) = decide_release(Some(&cur), "a", 3, S) else { panic!() };
         assert_eq!(c.reason, ConflictReason::StaleToken);
-        let ReleaseOutcome::Released { record } = decide_release(Some(&cur), "a", 4, S) else {
-            panic!()
-        };
+        let ReleaseOutcome::Released { record } = decide_release(Some(&cur), "a", 4, S) else { panic!() };
         assert_eq!((record.holder, record.token), (None, 4));
-        let free = Record {
-            holder: None,
-            ..r.clone()
-        };
-        let ReleaseOutcome::Refused(c) = decide_release(Some(&at(&free, 0)), "a", 4, S) else {
-            panic!()
-        };
+        let free = Record { holder: None, ..r.clone() };
+        let ReleaseOutcome::Refused(c) = decide_release(Some(&at(&free, 0)), "a", 4, S) else { panic!() };
         assert_eq!(c.reason, ConflictReason::NotHeld);
     }
 }

@@ -78,10 +78,7 @@ pub struct InvalidField {
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
-    InvalidField {
-        field,
-        message: message.into(),
-    }
+    InvalidField { field, message: message.into() }
 }
 
 /// Checks a holder identity: non-empty, at most [`MAX_HOLDER_LEN`] bytes, no
@@ -93,17 +90,11 @@ pub fn validate_holder(holder: &str) -> Result<(), InvalidField> {
     if holder.len() > MAX_HOLDER_LEN {
         return Err(invalid(
             "holder",
-            format!(
-                "holder is {} bytes long; at most {MAX_HOLDER_LEN} are allowed",
-                holder.len()
-            ),
+            format!("holder is {} bytes long; at most {MAX_HOLDER_LEN} are allowed", holder.len()),
         ));
     }
     if holder.chars().any(char::is_control) {
-        return Err(invalid(
-            "holder",
-            "holder must not contain control characters",
-        ));
+        return Err(invalid("holder", "holder must not contain control characters"));
     }
     Ok(())
 }
@@ -116,26 +107,17 @@ impl AcquireRequest {
         if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&self.ttl_ms) {
             return Err(invalid(
                 "ttl_ms",
-                format!(
-                    "ttl_ms is {}; it must be between {MIN_TTL_MS} and {MAX_TTL_MS}",
-                    self.ttl_ms
-                ),
+                format!("ttl_ms is {}; it must be between {MIN_TTL_MS} and {MAX_TTL_MS}", self.ttl_ms),
             ));
         }
         if self.token == Some(0) {
-            return Err(invalid(
-                "token",
-                "token 0 is never granted; omit token to acquire",
-            ));
+            return Err(invalid("token", "token 0 is never granted; omit token to acquire"));
         }
         match (kind, &self.address) {
-            (Kind::Lock, Some(_)) => {
-                Err(invalid("address", "address is only accepted for elections"))
+            (Kind::Lock, Some(_)) => Err(invalid("address", "address is only accepted for elections")),
+            (Kind::Election, Some(addr)) if addr.parse::<SocketAddr>().is_err() => {
+                Err(invalid("address", format!("address {addr:?} is not an ip:port pair such as \"10.0.0.7:8080\"")))
             }
-            (Kind::Election, Some(addr)) if addr.parse::<SocketAddr>().is_err() => Err(invalid(
-                "address",
-                format!("address {addr:?} is not an ip:port pair such as \"10.0.0.7:8080\""),
-            )),
             _ => Ok(()),
         }
     }
@@ -273,12 +255,7 @@ mod tests {
         assert_eq!(r.token, None);
         assert!(r.validate(Kind::Lock).is_ok());
         assert!(req(r#"{"holder":"a","tll_ms":1000}"#).is_err());
-        assert!(
-            req(r#"{"ttl_ms":1000}"#)
-                .unwrap_err()
-                .to_string()
-                .contains("holder")
-        );
+        assert!(req(r#"{"ttl_ms":1000}"#).unwrap_err().to_string().contains("holder"));
     }
 
     #[test]
@@ -286,29 +263,9 @@ mod tests {
         let bad = |json: &str, kind| req(json).unwrap().validate(kind).unwrap_err().field;
         assert_eq!(bad(r#"{"holder":"","ttl_ms":1000}"#, Kind::Lock), "holder");
         assert_eq!(bad(r#"{"holder":"a","ttl_ms":1}"#, Kind::Lock), "ttl_ms");
-        assert_eq!(
-            bad(r#"{"holder":"a","ttl_ms":1000,"token":0}"#, Kind::Lock),
-            "token"
-        );
-        assert_eq!(
-            bad(
-                r#"{"holder":"a","ttl_ms":1000,"address":"1.2.3.4:5"}"#,
-                Kind::Lock
-            ),
-            "address"
-        );
-        assert_eq!(
-            bad(
-                r#"{"holder":"a","ttl_ms":1000,"address":"nowhere"}"#,
-                Kind::Election
-            ),
-            "address"
-        );
-        assert!(
-            req(r#"{"holder":"a","ttl_ms":1000,"address":"[::1]:80"}"#)
-                .unwrap()
-                .validate(Kind::Election)
-                .is_ok()
-        );
+        assert_eq!(bad(r#"{"holder":"a","ttl_ms":1000,"token":0}"#, Kind::Lock), "token");
+        assert_eq!(bad(r#"{"holder":"a","ttl_ms":1000,"address":"1.2.3.4:5"}"#, Kind::Lock), "address");
+        assert_eq!(bad(r#"{"holder":"a","ttl_ms":1000,"address":"nowhere"}"#, Kind::Election), "address");
+        assert!(req(r#"{"holder":"a","ttl_ms":1000,"address":"[::1]:80"}"#).unwrap().validate(Kind::Election).is_ok());
     }
 }

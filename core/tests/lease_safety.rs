@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use mpsync_core::lease::{Output, Request, Response};
 use mpsync_core::record::{decide_claim, decide_release};
-use mpsync_core::{
-    Claim, Current, LeaseClient, LeaseConfig, Outcome, Record, ReleaseOutcome, RequestId,
-};
+use mpsync_core::{Claim, Current, LeaseClient, LeaseConfig, Outcome, Record, ReleaseOutcome, RequestId};
 use proptest::prelude::*;
 
 const MS: Duration = Duration::from_millis(1);
@@ -34,11 +32,7 @@ struct Store {
 
 impl Store {
     fn current(&self) -> Option<Current<'_>> {
-        self.record.as_ref().map(|record| Current {
-            record,
-            version: self.version,
-            observed_at: self.observed_at,
-        })
+        self.record.as_ref().map(|record| Current { record, version: self.version, observed_at: self.observed_at })
     }
 
     fn write(&mut self, record: Record, now: Duration) {
@@ -59,34 +53,20 @@ impl Store {
                 return Response::Refused;
             }
         };
-        let claim = Claim {
-            holder,
-            ttl_ms,
-            token,
-            address: None,
-        };
+        let claim = Claim { holder, ttl_ms, token, address: None };
         match decide_claim(self.current().as_ref(), &claim, now) {
             Outcome::Acquired { record, .. } => {
-                assert!(
-                    record.token > self.last_granted,
-                    "a new grant must get a higher token"
-                );
+                assert!(record.token > self.last_granted, "a new grant must get a higher token");
                 self.last_granted = record.token;
                 let token = record.token;
                 self.write(record, now);
-                Response::Granted {
-                    token,
-                    version: self.version,
-                }
+                Response::Granted { token, version: self.version }
             }
             Outcome::Renewed { record } => {
                 assert_eq!(Some(record.token), token, "a renewal keeps its token");
                 let token = record.token;
                 self.write(record, now);
-                Response::Granted {
-                    token,
-                    version: self.version,
-                }
+                Response::Granted { token, version: self.version }
             }
             Outcome::Refused(_) => Response::Refused,
         }
@@ -94,16 +74,8 @@ impl Store {
 }
 
 enum Msg {
-    ToStore {
-        client: usize,
-        id: RequestId,
-        request: Request,
-    },
-    ToClient {
-        client: usize,
-        id: RequestId,
-        response: Response,
-    },
+    ToStore { client: usize, id: RequestId, request: Request },
+    ToClient { client: usize, id: RequestId, response: Response },
 }
 
 struct Client {
@@ -134,12 +106,7 @@ impl Sim {
                 lease: LeaseClient::new(LeaseConfig::new(MS * ttl_ms as u32)).unwrap(),
             })
             .collect();
-        let store = Store {
-            record: None,
-            version: 0,
-            observed_at: Duration::ZERO,
-            last_granted: 0,
-        };
+        let store = Store { record: None, version: 0, observed_at: Duration::ZERO, last_granted: 0 };
         Sim {
             now: Duration::ZERO,
             rng: seed | 1,
@@ -183,31 +150,13 @@ impl Sim {
                     let at = self.now + self.delay(ttl);
                     if self.rand().is_multiple_of(12) {
                         // Lost on the way: the client hears nothing but a failure.
-                        self.post(
-                            at,
-                            Msg::ToClient {
-                                client: c,
-                                id,
-                                response: Response::Failed,
-                            },
-                        );
+                        self.post(at, Msg::ToClient { client: c, id, response: Response::Failed });
                     } else {
-                        self.post(
-                            at,
-                            Msg::ToStore {
-                                client: c,
-                                id,
-                                request,
-                            },
-                        );
+                        self.post(at, Msg::ToStore { client: c, id, request });
                     }
                 }
                 Output::Acquired { token } => {
-                    assert!(
-                        token > self.believed,
-                        "token {token} after {} was believed",
-                        self.believed
-                    );
+                    assert!(token > self.believed, "token {token} after {} was believed", self.believed);
                     self.believed = token;
                     self.acquisitions += 1;
                 }
@@ -218,15 +167,8 @@ impl Sim {
 
     fn deliver(&mut self, msg: Msg) {
         match msg {
-            Msg::ToStore {
-                client,
-                id,
-                request,
-            } => {
-                let (name, ttl_ms) = (
-                    self.clients[client].name.clone(),
-                    self.clients[client].ttl_ms,
-                );
+            Msg::ToStore { client, id, request } => {
+                let (name, ttl_ms) = (self.clients[client].name.clone(), self.clients[client].ttl_ms);
                 let mut response = self.store.handle(&name, ttl_ms, request, self.now);
                 if matches!(request, Request::Release { .. }) {
                     return;
@@ -235,23 +177,10 @@ impl Sim {
                     response = Response::Failed;
                 }
                 let at = self.now + self.delay(ttl_ms);
-                self.post(
-                    at,
-                    Msg::ToClient {
-                        client,
-                        id,
-                        response,
-                    },
-                );
+                self.post(at, Msg::ToClient { client, id, response });
             }
-            Msg::ToClient {
-                client,
-                id,
-                response,
-            } => {
-                self.clients[client]
-                    .lease
-                    .handle_response(id, response, self.now);
+            Msg::ToClient { client, id, response } => {
+                self.clients[client].lease.handle_response(id, response, self.now);
                 self.flush(client);
             }
         }
@@ -283,18 +212,10 @@ impl Sim {
 
     fn run_until(&mut self, target: Duration) {
         loop {
-            let msg = self
-                .net
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, (at, seq, _))| (*at, *seq))
-                .map(|(i, (at, ..))| (*at, i));
-            let timer = self
-                .clients
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| c.lease.poll_timeout().map(|t| (t, i)))
-                .min();
+            let msg =
+                self.net.iter().enumerate().min_by_key(|(_, (at, seq, _))| (*at, *seq)).map(|(i, (at, ..))| (*at, i));
+            let timer =
+                self.clients.iter().enumerate().filter_map(|(i, c)| c.lease.poll_timeout().map(|t| (t, i))).min();
             let next = match (msg, timer) {
                 (Some((m, i)), Some((t, _))) if m <= t => (m, Some(i), None),
                 (_, Some((t, c))) => (t, None, Some(c)),
@@ -364,11 +285,7 @@ proptest! {
 /// leases do change hands many times.
 #[test]
 fn the_simulation_hands_the_lease_around() {
-    let ops: Vec<_> = (0..300)
-        .map(|i| (i % 3, (i % 4) as u8, 137 * (i as u64 % 7)))
-        .collect();
-    let total: usize = (1..20)
-        .map(|seed| run(seed * 7919, [50, 200, 1000], &ops))
-        .sum();
+    let ops: Vec<_> = (0..300).map(|i| (i % 3, (i % 4) as u8, 137 * (i as u64 % 7))).collect();
+    let total: usize = (1..20).map(|seed| run(seed * 7919, [50, 200, 1000], &ops)).sum();
     assert!(total > 100, "only {total} acquisitions");
 }

@@ -21,8 +21,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mpsync_core::wire::{
-    AcquireRequest, CompatLock, ConflictView, ErrorCode, Kind, LeaseView, MAX_WAIT_MS,
-    ReleaseRequest,
+    AcquireRequest, CompatLock, ConflictView, ErrorCode, Kind, LeaseView, MAX_WAIT_MS, ReleaseRequest,
 };
 use serde::de::DeserializeOwned;
 
@@ -84,30 +83,20 @@ fn route_label(method: &Method, path: &str, query: Option<&str>) -> &'static str
 }
 
 async fn track(State(service): Shared, request: Request, next: Next) -> Response {
-    let route = route_label(
-        request.method(),
-        request.uri().path(),
-        request.uri().query(),
-    );
+    let route = route_label(request.method(), request.uri().path(), request.uri().query());
     let start = Instant::now();
     let response = next.run(request).await;
-    service
-        .metrics()
-        .observe_request(route, response.status().as_u16(), start.elapsed());
+    service.metrics().observe_request(route, response.status().as_u16(), start.elapsed());
     response
 }
 
 fn key(kind: Kind, path: Result<Path<String>, PathRejection>) -> Result<Key, ApiError> {
-    let Path(name) =
-        path.map_err(|e| ApiError::bad(ErrorCode::InvalidName, "name", e.body_text()))?;
+    let Path(name) = path.map_err(|e| ApiError::bad(ErrorCode::InvalidName, "name", e.body_text()))?;
     mpsync_core::validate_name(&name).map_err(|e| {
         ApiError::bad(
             ErrorCode::InvalidName,
             "name",
-            format!(
-                "invalid {} name {name:?}: {e}",
-                kind.plural().trim_end_matches('s')
-            ),
+            format!("invalid {} name {name:?}: {e}", kind.plural().trim_end_matches('s')),
         )
     })?;
     Ok(Key { kind, name })
@@ -147,10 +136,7 @@ async fn read_json<T: DeserializeOwned>(body: Body, example: &str) -> Result<T, 
         // A syntax error has no path ("?"); the root has ".".
         let field = if path == "." || path == "?" {
             let msg = inner.to_string();
-            msg.split('`')
-                .nth(1)
-                .map(str::to_owned)
-                .filter(|_| msg.contains(" field `"))
+            msg.split('`').nth(1).map(str::to_owned).filter(|_| msg.contains(" field `"))
         } else {
             Some(path)
         };
@@ -167,13 +153,7 @@ fn parse_wait(query: Option<&str>) -> Result<Option<(u64, Duration)>, ApiError> 
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let number = |what: &str| {
-            v.parse::<u64>().map_err(|_| {
-                ApiError::bad(
-                    ErrorCode::InvalidQuery,
-                    k,
-                    format!("{k}={v:?} is not {what}"),
-                )
-            })
+            v.parse::<u64>().map_err(|_| ApiError::bad(ErrorCode::InvalidQuery, k, format!("{k}={v:?} is not {what}")))
         };
         match k {
             "wait" => wait = Some(number("a version (a non-negative integer)")?),
@@ -189,20 +169,13 @@ fn parse_wait(query: Option<&str>) -> Result<Option<(u64, Duration)>, ApiError> 
     }
     match (wait, timeout) {
         (None, None) => Ok(None),
-        (None, Some(_)) => Err(ApiError::bad(
-            ErrorCode::InvalidQuery,
-            "timeout_ms",
-            "timeout_ms needs wait=VERSION",
-        )),
+        (None, Some(_)) => Err(ApiError::bad(ErrorCode::InvalidQuery, "timeout_ms", "timeout_ms needs wait=VERSION")),
         (Some(_), Some(t)) if t > MAX_WAIT_MS => Err(ApiError::bad(
             ErrorCode::InvalidQuery,
             "timeout_ms",
             format!("timeout_ms is {t}; at most {MAX_WAIT_MS} is allowed"),
         )),
-        (Some(v), t) => Ok(Some((
-            v,
-            Duration::from_millis(t.unwrap_or(DEFAULT_WAIT_MS)),
-        ))),
+        (Some(v), t) => Ok(Some((v, Duration::from_millis(t.unwrap_or(DEFAULT_WAIT_MS))))),
     }
 }
 
@@ -210,12 +183,8 @@ fn view_response(key: &Key, view: View) -> Response {
     let what = key.kind.plural().trim_end_matches('s');
     match view {
         View::Held(lease) => Json(lease).into_response(),
-        View::Free { version } => {
-            ApiError::free(format!("{what} {:?} is free", key.name), version).into_response()
-        }
-        View::Absent => {
-            ApiError::free(format!("no {what} named {:?}", key.name), 0).into_response()
-        }
+        View::Free { version } => ApiError::free(format!("{what} {:?} is free", key.name), version).into_response(),
+        View::Absent => ApiError::free(format!("no {what} named {:?}", key.name), 0).into_response(),
     }
 }
 
@@ -240,12 +209,7 @@ async fn v1_get(
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn v1_put(
-    kind: Kind,
-    State(s): Shared,
-    path: Result<Path<String>, PathRejection>,
-    body: Body,
-) -> Response {
+async fn v1_put(kind: Kind, State(s): Shared, path: Result<Path<String>, PathRejection>, body: Body) -> Response {
     let result = async {
         let key = key(kind, path)?;
         let example = match kind {
@@ -253,9 +217,7 @@ async fn v1_put(
             Kind::Election => r#"{"holder":"replica-1","ttl_ms":10000,"address":"10.0.0.7:8080"}"#,
         };
         let request: AcquireRequest = read_json(body, example).await?;
-        request
-            .validate(kind)
-            .map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
+        request.validate(kind).map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
         Ok::<_, ApiError>(match s.claim(&key, &request).await? {
             ClaimResult::Granted(lease) => Json(lease).into_response(),
             ClaimResult::Refused(view) => conflict(view),
@@ -264,19 +226,11 @@ async fn v1_put(
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn v1_delete(
-    kind: Kind,
-    State(s): Shared,
-    path: Result<Path<String>, PathRejection>,
-    body: Body,
-) -> Response {
+async fn v1_delete(kind: Kind, State(s): Shared, path: Result<Path<String>, PathRejection>, body: Body) -> Response {
     let result = async {
         let key = key(kind, path)?;
-        let request: ReleaseRequest =
-            read_json(body, r#"{"holder":"worker-1","token":42}"#).await?;
-        request
-            .validate()
-            .map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
+        let request: ReleaseRequest = read_json(body, r#"{"holder":"worker-1","token":42}"#).await?;
+        request.validate().map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
         Ok::<_, ApiError>(match s.release(&key, &request).await? {
             ReleaseResult::Released => StatusCode::NO_CONTENT.into_response(),
             ReleaseResult::NotFound => view_response(&key, View::Absent),
@@ -325,9 +279,7 @@ async fn healthz() -> Response {
 
 async fn readyz(State(s): Shared) -> Response {
     match s.ready().await {
-        Ok(()) => {
-            Json(serde_json::json!({"status": "ready", "store": s.store_name()})).into_response()
-        }
+        Ok(()) => Json(serde_json::json!({"status": "ready", "store": s.store_name()})).into_response(),
         Err(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
@@ -346,10 +298,7 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         ErrorCode::NotFound,
-        format!(
-            "no route for {method} {}; the API is described in elector/openapi.yaml",
-            uri.path()
-        ),
+        format!("no route for {method} {}; the API is described in elector/openapi.yaml", uri.path()),
     )
 }
 

@@ -39,28 +39,18 @@ impl ElectorProcess {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| other(format!("starting {}: {e}", bin.display())))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| other("no stdout".into()))?;
+        let stdout = child.stdout.take().ok_or_else(|| other("no stdout".into()))?;
         let mut lines = BufReader::new(stdout).lines();
         let addr = tokio::time::timeout(START_TIMEOUT, async {
             while let Some(line) = lines.next_line().await? {
                 if let Some(addr) = line.strip_prefix("elector listening on http://") {
-                    return addr
-                        .parse::<SocketAddr>()
-                        .map_err(|e| other(format!("bad address {addr:?}: {e}")));
+                    return addr.parse::<SocketAddr>().map_err(|e| other(format!("bad address {addr:?}: {e}")));
                 }
             }
             Err(other(format!("{} exited before listening", bin.display())))
         })
         .await
-        .map_err(|_| {
-            other(format!(
-                "{} did not start listening within {START_TIMEOUT:?}",
-                bin.display()
-            ))
-        })??;
+        .map_err(|_| other(format!("{} did not start listening within {START_TIMEOUT:?}", bin.display())))??;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(ElectorProcess { child, addr })
@@ -83,18 +73,9 @@ impl ElectorProcess {
 
     /// Sends a signal by name (`TERM`, `INT`, `KILL`, `STOP`, `CONT`).
     pub fn signal(&self, name: &str) -> std::io::Result<()> {
-        let pid = self
-            .pid()
-            .ok_or_else(|| other("the elector has already exited".into()))?;
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(other(format!("kill -{name} {pid} failed: {status}")))
-        }
+        let pid = self.pid().ok_or_else(|| other("the elector has already exited".into()))?;
+        let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
+        if status.success() { Ok(()) } else { Err(other(format!("kill -{name} {pid} failed: {status}"))) }
     }
 
     /// Waits for it to exit.

@@ -62,10 +62,8 @@ pub struct Reply {
 impl Reply {
     /// Decodes the body as JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
-        serde_json::from_slice(&self.body).map_err(|e| ClientError::Decode {
-            url: self.url.clone(),
-            reason: e.to_string(),
-        })
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ClientError::Decode { url: self.url.clone(), reason: e.to_string() })
     }
 
     fn unexpected(&self) -> ClientError {
@@ -111,13 +109,8 @@ impl Client {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let http = HyperClient::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Client {
-            base: base.trim_end_matches('/').to_owned(),
-            http,
-        }
+        let http = HyperClient::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector);
+        Client { base: base.trim_end_matches('/').to_owned(), http }
     }
 
     /// The base URL.
@@ -133,11 +126,9 @@ impl Client {
         body: Option<&impl Serialize>,
     ) -> Result<Reply, ClientError> {
         let bytes = match body {
-            Some(b) => Some(Bytes::from(serde_json::to_vec(b).map_err(|e| {
-                ClientError::Decode {
-                    url: format!("{}{path}", self.base),
-                    reason: format!("cannot encode the request: {e}"),
-                }
+            Some(b) => Some(Bytes::from(serde_json::to_vec(b).map_err(|e| ClientError::Decode {
+                url: format!("{}{path}", self.base),
+                reason: format!("cannot encode the request: {e}"),
             })?)),
             None => None,
         };
@@ -145,36 +136,17 @@ impl Client {
     }
 
     /// Sends `method path` with an optional body of raw bytes, labelled JSON.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<Reply, ClientError> {
+    pub async fn send(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<Reply, ClientError> {
         let url = format!("{}{path}", self.base);
-        let unavailable = |reason: String| ClientError::Unavailable {
-            url: url.clone(),
-            reason,
-        };
+        let unavailable = |reason: String| ClientError::Unavailable { url: url.clone(), reason };
         let mut builder = Request::builder().method(method).uri(&url);
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
         }
-        let request = builder
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| unavailable(e.to_string()))?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| unavailable(format!("{e:?}")))?;
+        let request = builder.body(Full::new(body.unwrap_or_default())).map_err(|e| unavailable(e.to_string()))?;
+        let response = self.http.request(request).await.map_err(|e| unavailable(format!("{e:?}")))?;
         let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?
-            .to_bytes();
+        let body = response.into_body().collect().await.map_err(|e| unavailable(e.to_string()))?.to_bytes();
         Ok(Reply { status, body, url })
     }
 
@@ -183,15 +155,8 @@ impl Client {
     }
 
     /// `PUT`: acquire (no token) or renew (with token).
-    pub async fn claim(
-        &self,
-        kind: Kind,
-        name: &str,
-        request: &AcquireRequest,
-    ) -> Result<Claimed, ClientError> {
-        let reply = self
-            .request(Method::PUT, &Self::path(kind, name), Some(request))
-            .await?;
+    pub async fn claim(&self, kind: Kind, name: &str, request: &AcquireRequest) -> Result<Claimed, ClientError> {
+        let reply = self.request(Method::PUT, &Self::path(kind, name), Some(request)).await?;
         match reply.status {
             StatusCode::OK => Ok(Claimed::Granted(reply.json()?)),
             StatusCode::CONFLICT => Ok(Claimed::Refused(reply.json()?)),
@@ -201,20 +166,9 @@ impl Client {
 
     /// `DELETE`: release. `Ok(true)` when released, `Ok(false)` when the
     /// elector says the caller does not hold it (409) or it does not exist.
-    pub async fn release(
-        &self,
-        kind: Kind,
-        name: &str,
-        holder: &str,
-        token: u64,
-    ) -> Result<bool, ClientError> {
-        let body = ReleaseRequest {
-            holder: holder.to_owned(),
-            token,
-        };
-        let reply = self
-            .request(Method::DELETE, &Self::path(kind, name), Some(&body))
-            .await?;
+    pub async fn release(&self, kind: Kind, name: &str, holder: &str, token: u64) -> Result<bool, ClientError> {
+        let body = ReleaseRequest { holder: holder.to_owned(), token };
+        let reply = self.request(Method::DELETE, &Self::path(kind, name), Some(&body)).await?;
         match reply.status {
             StatusCode::NO_CONTENT => Ok(true),
             StatusCode::CONFLICT | StatusCode::NOT_FOUND => Ok(false),
@@ -224,12 +178,7 @@ impl Client {
 
     /// `GET`, or with `wait` a long-poll for a version other than the given
     /// one.
-    pub async fn read(
-        &self,
-        kind: Kind,
-        name: &str,
-        wait: Option<(u64, Duration)>,
-    ) -> Result<Read, ClientError> {
+    pub async fn read(&self, kind: Kind, name: &str, wait: Option<(u64, Duration)>) -> Result<Read, ClientError> {
         let mut path = Self::path(kind, name);
         if let Some((version, timeout)) = wait {
             path = format!("{path}?wait={version}&timeout_ms={}", timeout.as_millis());
@@ -239,9 +188,7 @@ impl Client {
             StatusCode::OK => Ok(Read::Held(reply.json()?)),
             StatusCode::NOT_FOUND => {
                 let body: ErrorBody = reply.json()?;
-                Ok(Read::Free {
-                    version: body.version.unwrap_or(0),
-                })
+                Ok(Read::Free { version: body.version.unwrap_or(0) })
             }
             _ => Err(reply.unexpected()),
         }

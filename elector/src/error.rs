@@ -19,15 +19,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with `status`, `code` and a message for a person.
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            body: ErrorBody {
-                error: code,
-                message: message.into(),
-                field: None,
-                version: None,
-            },
-        }
+        ApiError { status, body: ErrorBody { error: code, message: message.into(), field: None, version: None } }
     }
 
     /// 400 with the offending field or parameter named.
@@ -53,11 +45,7 @@ impl ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         tracing::warn!(error = %e, "store request failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            e.to_string(),
-        )
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, e.to_string())
     }
 }
 
@@ -65,9 +53,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
         }
         response
     }

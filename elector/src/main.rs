@@ -64,15 +64,11 @@ struct Args {
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let ttl =
-        humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 1500ms, 2m)"))?;
+    let ttl = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 1500ms, 2m)"))?;
     let ms = ttl.as_millis();
     let (min, max) = (mpsync_core::wire::MIN_TTL_MS, mpsync_core::wire::MAX_TTL_MS);
     if ms < u128::from(min) || ms > u128::from(max) {
-        return Err(format!(
-            "must be between {min} ms and {} h",
-            max / 3_600_000
-        ));
+        return Err(format!("must be between {min} ms and {} h", max / 3_600_000));
     }
     Ok(ttl)
 }
@@ -106,21 +102,17 @@ async fn main() -> anyhow::Result<()> {
             .into_string()
             .map_err(|h| anyhow::anyhow!("hostname {h:?} is not UTF-8; pass --identity"))?,
     };
-    mpsync_core::wire::validate_holder(&identity)
-        .map_err(|e| anyhow::anyhow!("--identity: {}", e.message))?;
+    mpsync_core::wire::validate_holder(&identity).map_err(|e| anyhow::anyhow!("--identity: {}", e.message))?;
     let store: Arc<dyn Store> = match args.store {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store.name(), %identity, ttl = ?args.ttl, "elector starting");
     println!("elector listening on http://{addr}");
     let service = Arc::new(Service::new(store, identity, args.ttl));
-    elector::run(listener, service, shutdown_signal())
-        .await
-        .context("serving")?;
+    elector::run(listener, service, shutdown_signal()).await.context("serving")?;
     tracing::info!("stopped");
     Ok(())
 }

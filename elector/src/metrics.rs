@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use mpsync_core::Kind;
 
-const BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
-];
+const BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
 
 /// A lease event that is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,31 +31,11 @@ pub enum Event {
 }
 
 const EVENTS: [(Event, &str, &str); 5] = [
-    (
-        Event::Acquisition,
-        "mpsync_acquisitions_total",
-        "Leases granted to a new holder.",
-    ),
-    (
-        Event::Renewal,
-        "mpsync_renewals_total",
-        "Leases renewed by their holder.",
-    ),
-    (
-        Event::Release,
-        "mpsync_releases_total",
-        "Leases released by their holder.",
-    ),
-    (
-        Event::Expiry,
-        "mpsync_expiries_total",
-        "Leases that ran out and were taken over.",
-    ),
-    (
-        Event::Conflict,
-        "mpsync_conflicts_total",
-        "Claims and releases refused with 409.",
-    ),
+    (Event::Acquisition, "mpsync_acquisitions_total", "Leases granted to a new holder."),
+    (Event::Renewal, "mpsync_renewals_total", "Leases renewed by their holder."),
+    (Event::Release, "mpsync_releases_total", "Leases released by their holder."),
+    (Event::Expiry, "mpsync_expiries_total", "Leases that ran out and were taken over."),
+    (Event::Conflict, "mpsync_conflicts_total", "Claims and releases refused with 409."),
 ];
 
 #[derive(Default)]
@@ -112,10 +91,7 @@ impl Metrics {
     /// Records how long a request on `route` took and its status code.
     pub fn observe_request(&self, route: &'static str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        let mut latency = self
-            .latency
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut latency = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let h = latency.entry((route, status)).or_default();
         h.count += 1;
         h.sum += secs;
@@ -132,39 +108,17 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for kind in [Kind::Lock, Kind::Election] {
                 let v = self.events[i][kind_index(kind)].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "{name}{{kind=\"{}\"}} {v}",
-                    kind.plural().trim_end_matches('s')
-                );
+                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {v}", kind.plural().trim_end_matches('s'));
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP mpsync_held_leases Leases held right now, as this elector last saw them."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE mpsync_held_leases gauge\nmpsync_held_leases {held}"
-        );
+        let _ = writeln!(out, "# HELP mpsync_held_leases Leases held right now, as this elector last saw them.");
+        let _ = writeln!(out, "# TYPE mpsync_held_leases gauge\nmpsync_held_leases {held}");
         let watchers = self.watchers.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP mpsync_watchers Long-polls waiting for a change right now."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE mpsync_watchers gauge\nmpsync_watchers {watchers}"
-        );
+        let _ = writeln!(out, "# HELP mpsync_watchers Long-polls waiting for a change right now.");
+        let _ = writeln!(out, "# TYPE mpsync_watchers gauge\nmpsync_watchers {watchers}");
         let name = "mpsync_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to answer a request, by route and status.\n# TYPE {name} histogram"
-        );
-        let latency = self
-            .latency
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = writeln!(out, "# HELP {name} Time to answer a request, by route and status.\n# TYPE {name} histogram");
+        let latency = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for ((route, status), h) in latency.iter() {
             let labels = format!("route=\"{route}\",status=\"{status}\"");
             let mut cumulative = 0;
@@ -173,11 +127,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
             }
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(
-                out,
-                "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}",
-                h.sum, h.count
-            );
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}", h.sum, h.count);
         }
         out
     }

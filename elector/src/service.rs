@@ -92,12 +92,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn conflict_view(c: Conflict) -> ConflictView {
-    ConflictView {
-        holder: c.holder,
-        expires_in_ms: ms(c.expires_in),
-        version: c.version,
-        reason: c.reason,
-    }
+    ConflictView { holder: c.holder, expires_in_ms: ms(c.expires_in), version: c.version, reason: c.reason }
 }
 
 impl Service {
@@ -135,9 +130,7 @@ impl Service {
     }
 
     fn judge(&self) -> std::sync::MutexGuard<'_, Judge<Key>> {
-        self.judge
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.judge.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The number of leases held right now, as this elector last saw them.
@@ -181,12 +174,7 @@ impl Service {
     /// Long-poll: answers as soon as the record's version differs from
     /// `version`, when the lease it shows runs out, at shutdown, or after
     /// `timeout` with the unchanged record.
-    pub async fn wait(
-        &self,
-        key: &Key,
-        version: u64,
-        timeout: Duration,
-    ) -> Result<View, ServiceError> {
+    pub async fn wait(&self, key: &Key, version: u64, timeout: Duration) -> Result<View, ServiceError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let _watching = self.metrics.watching();
         let mut stopping = self.stopping.subscribe();
@@ -196,9 +184,7 @@ impl Service {
                 return Ok(view);
             }
             let expiry = match &view {
-                View::Held(lease) => {
-                    Some(tokio::time::Instant::now() + Duration::from_millis(lease.expires_in_ms))
-                }
+                View::Held(lease) => Some(tokio::time::Instant::now() + Duration::from_millis(lease.expires_in_ms)),
                 _ => None,
             };
             tokio::select! {
@@ -213,11 +199,7 @@ impl Service {
     }
 
     /// Acquires (no token) or renews (with token) a lease.
-    pub async fn claim(
-        &self,
-        key: &Key,
-        request: &AcquireRequest,
-    ) -> Result<ClaimResult, ServiceError> {
+    pub async fn claim(&self, key: &Key, request: &AcquireRequest) -> Result<ClaimResult, ServiceError> {
         let claim = Claim {
             holder: &request.holder,
             ttl_ms: request.ttl_ms,
@@ -229,9 +211,7 @@ impl Service {
             let now = self.now();
             let outcome = {
                 let mut judge = self.judge();
-                let current = stored
-                    .as_ref()
-                    .map(|v| judge.observe(key, &v.record, v.version, now));
+                let current = stored.as_ref().map(|v| judge.observe(key, &v.record, v.version, now));
                 decide_claim(current.as_ref(), &claim, now)
             };
             let (record, event) = match outcome {
@@ -239,10 +219,7 @@ impl Service {
                     self.metrics.count(key.kind, Event::Conflict);
                     return Ok(ClaimResult::Refused(conflict_view(conflict)));
                 }
-                Outcome::Acquired {
-                    record,
-                    took_over_expired,
-                } => {
+                Outcome::Acquired { record, took_over_expired } => {
                     if took_over_expired {
                         self.metrics.count(key.kind, Event::Expiry);
                     }
@@ -250,11 +227,7 @@ impl Service {
                 }
                 Outcome::Renewed { record } => (record, Event::Renewal),
             };
-            match self
-                .store
-                .put(key, &record, stored.as_ref().map(|v| v.version))
-                .await
-            {
+            match self.store.put(key, &record, stored.as_ref().map(|v| v.version)).await {
                 Ok(version) => {
                     // Dated from before the write: never later than the
                     // moment the store applied it, so the judge's expiry
@@ -280,19 +253,13 @@ impl Service {
     }
 
     /// Releases a lease at once.
-    pub async fn release(
-        &self,
-        key: &Key,
-        request: &ReleaseRequest,
-    ) -> Result<ReleaseResult, ServiceError> {
+    pub async fn release(&self, key: &Key, request: &ReleaseRequest) -> Result<ReleaseResult, ServiceError> {
         for _ in 0..CAS_ATTEMPTS {
             let stored = self.store.get(key).await?;
             let now = self.now();
             let outcome = {
                 let mut judge = self.judge();
-                let current = stored
-                    .as_ref()
-                    .map(|v| judge.observe(key, &v.record, v.version, now));
+                let current = stored.as_ref().map(|v| judge.observe(key, &v.record, v.version, now));
                 decide_release(current.as_ref(), &request.holder, request.token, now)
             };
             let record = match outcome {
@@ -303,11 +270,7 @@ impl Service {
                 }
                 ReleaseOutcome::Released { record } => record,
             };
-            match self
-                .store
-                .put(key, &record, stored.as_ref().map(|v| v.version))
-                .await
-            {
+            match self.store.put(key, &record, stored.as_ref().map(|v| v.version)).await {
                 Ok(version) => {
                     self.judge().observe(key, &record, version, now);
                     self.metrics.count(key.kind, Event::Release);
@@ -327,12 +290,8 @@ impl Service {
             View::Held(lease) if lease.holder == self.identity => Some(lease.token),
             _ => None,
         };
-        let request = AcquireRequest {
-            holder: self.identity.clone(),
-            ttl_ms: ms(self.compat_ttl),
-            token,
-            address: None,
-        };
+        let request =
+            AcquireRequest { holder: self.identity.clone(), ttl_ms: ms(self.compat_ttl), token, address: None };
         self.claim(key, &request).await
     }
 }

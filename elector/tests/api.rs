@@ -7,9 +7,7 @@ use std::time::Duration;
 use elector::child::ElectorProcess;
 use elector::client::{Claimed, Client, Read};
 use hyper::{Method, StatusCode};
-use mpsync_core::wire::{
-    AcquireRequest, CompatLock, ConflictReason, ErrorBody, ErrorCode, Kind, LeaseView,
-};
+use mpsync_core::wire::{AcquireRequest, CompatLock, ConflictReason, ErrorBody, ErrorCode, Kind, LeaseView};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elector");
@@ -26,19 +24,11 @@ async fn start(extra: &[&str]) -> (ElectorProcess, Client) {
 }
 
 fn acquire(holder: &str, ttl_ms: u64) -> AcquireRequest {
-    AcquireRequest {
-        holder: holder.into(),
-        ttl_ms,
-        token: None,
-        address: None,
-    }
+    AcquireRequest { holder: holder.into(), ttl_ms, token: None, address: None }
 }
 
 fn renew(holder: &str, ttl_ms: u64, token: u64) -> AcquireRequest {
-    AcquireRequest {
-        token: Some(token),
-        ..acquire(holder, ttl_ms)
-    }
+    AcquireRequest { token: Some(token), ..acquire(holder, ttl_ms) }
 }
 
 async fn granted(client: &Client, kind: Kind, name: &str, req: &AcquireRequest) -> LeaseView {
@@ -48,12 +38,7 @@ async fn granted(client: &Client, kind: Kind, name: &str, req: &AcquireRequest) 
     }
 }
 
-async fn refused(
-    client: &Client,
-    kind: Kind,
-    name: &str,
-    req: &AcquireRequest,
-) -> mpsync_core::wire::ConflictView {
+async fn refused(client: &Client, kind: Kind, name: &str, req: &AcquireRequest) -> mpsync_core::wire::ConflictView {
     match client.claim(kind, name, req).await.unwrap() {
         Claimed::Refused(c) => c,
         Claimed::Granted(l) => panic!("{req:?} granted: {l:?}"),
@@ -65,104 +50,52 @@ async fn compatible_surface_as_an_original_client_drives_it() {
     let (_elector, client) = start(&[]).await;
     // The original client: GET (404 or 200 means "try"), PUT, then every
     // 10 s GET + PUT as a heartbeat. No body, no token.
-    let get = client
-        .request(Method::GET, "/locks/test", None::<&()>)
-        .await
-        .unwrap();
+    let get = client.request(Method::GET, "/locks/test", None::<&()>).await.unwrap();
     assert_eq!(get.status, StatusCode::NOT_FOUND);
-    let put = client
-        .request(Method::PUT, "/locks/test", None::<&()>)
-        .await
-        .unwrap();
+    let put = client.request(Method::PUT, "/locks/test", None::<&()>).await.unwrap();
     assert_eq!(put.status, StatusCode::OK);
     let first: CompatLock = put.json().unwrap();
-    assert_eq!(
-        (first.name.as_str(), first.owner.as_str()),
-        ("test", "pod-a")
-    );
-    assert!(
-        first.expires_in_ms > 29_000 && first.expires_in_ms <= 30_000,
-        "default TTL is 30 s: {first:?}"
-    );
+    assert_eq!((first.name.as_str(), first.owner.as_str()), ("test", "pod-a"));
+    assert!(first.expires_in_ms > 29_000 && first.expires_in_ms <= 30_000, "default TTL is 30 s: {first:?}");
     humantime::parse_rfc3339(&first.expiry).unwrap();
     for _ in 0..3 {
-        let get = client
-            .request(Method::GET, "/locks/test", None::<&()>)
-            .await
-            .unwrap();
+        let get = client.request(Method::GET, "/locks/test", None::<&()>).await.unwrap();
         assert_eq!(get.status, StatusCode::OK);
         assert_eq!(get.json::<CompatLock>().unwrap().owner, "pod-a");
-        let put = client
-            .request(Method::PUT, "/locks/test", None::<&()>)
-            .await
-            .unwrap();
+        let put = client.request(Method::PUT, "/locks/test", None::<&()>).await.unwrap();
         assert_eq!(put.status, StatusCode::OK);
-        assert_eq!(
-            put.json::<CompatLock>().unwrap().token,
-            first.token,
-            "a heartbeat keeps the token"
-        );
+        assert_eq!(put.json::<CompatLock>().unwrap().token, first.token, "a heartbeat keeps the token");
     }
     // The same lock on the versioned surface: held by the elector's identity.
-    let Read::Held(lease) = client.read(Kind::Lock, "test", None).await.unwrap() else {
-        panic!()
-    };
+    let Read::Held(lease) = client.read(Kind::Lock, "test", None).await.unwrap() else { panic!() };
     assert_eq!((lease.holder.as_str(), lease.token), ("pod-a", first.token));
-    assert_eq!(
-        refused(&client, Kind::Lock, "test", &acquire("worker-1", 1000))
-            .await
-            .holder
-            .as_deref(),
-        Some("pod-a")
-    );
+    assert_eq!(refused(&client, Kind::Lock, "test", &acquire("worker-1", 1000)).await.holder.as_deref(), Some("pod-a"));
 }
 
 #[tokio::test]
 async fn a_v1_holder_makes_a_compatible_put_return_409() {
     let (_elector, client) = start(&[]).await;
     granted(&client, Kind::Lock, "shared", &acquire("worker-1", 60_000)).await;
-    let put = client
-        .request(Method::PUT, "/locks/shared", None::<&()>)
-        .await
-        .unwrap();
+    let put = client.request(Method::PUT, "/locks/shared", None::<&()>).await.unwrap();
     assert_eq!(put.status, StatusCode::CONFLICT);
     let body: serde_json::Value = put.json().unwrap();
     assert_eq!(body["holder"], "worker-1");
     // GET on the compatible surface shows the v1 holder as the owner.
-    let get = client
-        .request(Method::GET, "/locks/shared", None::<&()>)
-        .await
-        .unwrap();
+    let get = client.request(Method::GET, "/locks/shared", None::<&()>).await.unwrap();
     assert_eq!(get.json::<CompatLock>().unwrap().owner, "worker-1");
 }
 
 #[tokio::test]
 async fn compatible_lock_expires_after_the_elector_ttl() {
     let (_elector, client) = start(&["--ttl", "300ms"]).await;
-    let put = client
-        .request(Method::PUT, "/locks/short", None::<&()>)
-        .await
-        .unwrap();
+    let put = client.request(Method::PUT, "/locks/short", None::<&()>).await.unwrap();
     let lock: CompatLock = put.json().unwrap();
     assert!(lock.expires_in_ms <= 300);
     // Wait for the expiry as an event: the long-poll answers when it runs out.
-    let Read::Held(lease) = client.read(Kind::Lock, "short", None).await.unwrap() else {
-        panic!()
-    };
-    let after = client
-        .read(Kind::Lock, "short", Some((lease.version, PATIENCE)))
-        .await
-        .unwrap();
-    assert_eq!(
-        after,
-        Read::Free {
-            version: lease.version
-        }
-    );
-    let get = client
-        .request(Method::GET, "/locks/short", None::<&()>)
-        .await
-        .unwrap();
+    let Read::Held(lease) = client.read(Kind::Lock, "short", None).await.unwrap() else { panic!() };
+    let after = client.read(Kind::Lock, "short", Some((lease.version, PATIENCE))).await.unwrap();
+    assert_eq!(after, Read::Free { version: lease.version });
+    let get = client.request(Method::GET, "/locks/short", None::<&()>).await.unwrap();
     assert_eq!(get.status, StatusCode::NOT_FOUND);
 }
 
@@ -175,46 +108,17 @@ async fn fencing_tokens_grow_across_holders_and_stay_across_renewals() {
         assert_eq!(r.token, a.token);
         assert!(r.version > a.version);
     }
-    let stale = refused(
-        &client,
-        Kind::Lock,
-        "fence",
-        &renew("a", 60_000, a.token + 1),
-    )
-    .await;
+    let stale = refused(&client, Kind::Lock, "fence", &renew("a", 60_000, a.token + 1)).await;
     assert_eq!(stale.reason, ConflictReason::StaleToken);
-    assert!(
-        client
-            .release(Kind::Lock, "fence", "a", a.token)
-            .await
-            .unwrap()
-    );
+    assert!(client.release(Kind::Lock, "fence", "a", a.token).await.unwrap());
     let b = granted(&client, Kind::Lock, "fence", &acquire("b", 60_000)).await;
     assert!(b.token > a.token);
     // a's token is dead for good: it cannot renew or release b's lease.
-    assert_eq!(
-        refused(&client, Kind::Lock, "fence", &renew("a", 60_000, a.token))
-            .await
-            .reason,
-        ConflictReason::Held
-    );
-    assert!(
-        !client
-            .release(Kind::Lock, "fence", "a", a.token)
-            .await
-            .unwrap()
-    );
-    assert!(
-        client
-            .release(Kind::Lock, "fence", "b", b.token)
-            .await
-            .unwrap()
-    );
+    assert_eq!(refused(&client, Kind::Lock, "fence", &renew("a", 60_000, a.token)).await.reason, ConflictReason::Held);
+    assert!(!client.release(Kind::Lock, "fence", "a", a.token).await.unwrap());
+    assert!(client.release(Kind::Lock, "fence", "b", b.token).await.unwrap());
     let a2 = granted(&client, Kind::Lock, "fence", &acquire("a", 60_000)).await;
-    assert!(
-        a2.token > b.token,
-        "the same holder coming back gets a new, higher token"
-    );
+    assert!(a2.token > b.token, "the same holder coming back gets a new, higher token");
 }
 
 #[tokio::test]
@@ -222,35 +126,20 @@ async fn a_holder_that_stops_renewing_loses_the_lock_after_its_ttl() {
     let (_elector, client) = start(&[]).await;
     let a = granted(&client, Kind::Lock, "stale", &acquire("a", 400)).await;
     let c = refused(&client, Kind::Lock, "stale", &acquire("b", 60_000)).await;
-    assert_eq!(
-        (c.holder.as_deref(), c.reason),
-        (Some("a"), ConflictReason::Held)
-    );
+    assert_eq!((c.holder.as_deref(), c.reason), (Some("a"), ConflictReason::Held));
     assert!(c.expires_in_ms > 0 && c.expires_in_ms <= 400);
     // b waits on the version it was refused at; the elector answers when
     // a's lease runs out.
-    let read = client
-        .read(Kind::Lock, "stale", Some((c.version, PATIENCE)))
-        .await
-        .unwrap();
+    let read = client.read(Kind::Lock, "stale", Some((c.version, PATIENCE))).await.unwrap();
     assert_eq!(read, Read::Free { version: a.version });
     let b = granted(&client, Kind::Lock, "stale", &acquire("b", 60_000)).await;
     assert!(b.token > a.token);
     // a comes back too late: its renewal is refused.
     let late = refused(&client, Kind::Lock, "stale", &renew("a", 400, a.token)).await;
-    assert_eq!(
-        (late.holder.as_deref(), late.reason),
-        (Some("b"), ConflictReason::Held)
-    );
-    let metrics = client
-        .request(Method::GET, "/metrics", None::<&()>)
-        .await
-        .unwrap();
+    assert_eq!((late.holder.as_deref(), late.reason), (Some("b"), ConflictReason::Held));
+    let metrics = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
     let text = String::from_utf8(metrics.body.to_vec()).unwrap();
-    assert!(
-        text.contains("mpsync_expiries_total{kind=\"lock\"} 1"),
-        "{text}"
-    );
+    assert!(text.contains("mpsync_expiries_total{kind=\"lock\"} 1"), "{text}");
 }
 
 #[tokio::test]
@@ -260,32 +149,13 @@ async fn delete_frees_the_lock_and_a_pending_long_poll_answers_at_once() {
     let waiter = tokio::spawn({
         let client = client.clone();
         let version = a.version;
-        async move {
-            client
-                .read(
-                    Kind::Lock,
-                    "watched",
-                    Some((version, Duration::from_secs(120))),
-                )
-                .await
-        }
+        async move { client.read(Kind::Lock, "watched", Some((version, Duration::from_secs(120)))).await }
     });
     // The waiter is parked on the lease until the DELETE (a 120 s timeout or
     // the 60 s TTL would otherwise answer, and answer "held").
-    assert!(
-        client
-            .release(Kind::Lock, "watched", "a", a.token)
-            .await
-            .unwrap()
-    );
-    let read = tokio::time::timeout(PATIENCE, waiter)
-        .await
-        .expect("long-poll did not answer")
-        .unwrap()
-        .unwrap();
-    let Read::Free { version } = read else {
-        panic!("expected free, got {read:?}")
-    };
+    assert!(client.release(Kind::Lock, "watched", "a", a.token).await.unwrap());
+    let read = tokio::time::timeout(PATIENCE, waiter).await.expect("long-poll did not answer").unwrap().unwrap();
+    let Read::Free { version } = read else { panic!("expected free, got {read:?}") };
     assert!(version > a.version);
     let b = granted(&client, Kind::Lock, "watched", &acquire("b", 60_000)).await;
     assert!(b.token > a.token);
@@ -295,22 +165,11 @@ async fn delete_frees_the_lock_and_a_pending_long_poll_answers_at_once() {
 async fn a_long_poll_answers_with_the_unchanged_record_at_its_timeout() {
     let (_elector, client) = start(&[]).await;
     let a = granted(&client, Kind::Lock, "quiet", &acquire("a", 60_000)).await;
-    let read = client
-        .read(
-            Kind::Lock,
-            "quiet",
-            Some((a.version, Duration::from_millis(50))),
-        )
-        .await
-        .unwrap();
+    let read = client.read(Kind::Lock, "quiet", Some((a.version, Duration::from_millis(50)))).await.unwrap();
     let Read::Held(lease) = read else { panic!() };
     assert_eq!((lease.version, lease.holder.as_str()), (a.version, "a"));
     // A stale version answers at once, with the current record.
-    let Read::Held(now) = client
-        .read(Kind::Lock, "quiet", Some((a.version - 1, PATIENCE)))
-        .await
-        .unwrap()
-    else {
+    let Read::Held(now) = client.read(Kind::Lock, "quiet", Some((a.version - 1, PATIENCE))).await.unwrap() else {
         panic!()
     };
     assert_eq!(now.version, a.version);
@@ -325,10 +184,7 @@ async fn thirty_two_clients_racing_for_one_lock_get_exactly_one_winner() {
             let (client, barrier) = (client.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                client
-                    .claim(Kind::Lock, "race", &acquire(&format!("racer-{i}"), 60_000))
-                    .await
-                    .unwrap()
+                client.claim(Kind::Lock, "race", &acquire(&format!("racer-{i}"), 60_000)).await.unwrap()
             })
         })
         .collect();
@@ -343,56 +199,25 @@ async fn thirty_two_clients_racing_for_one_lock_get_exactly_one_winner() {
         }
     }
     assert_eq!(winners.len(), 1, "{winners:?}");
-    assert_eq!(
-        holders_named.into_iter().collect::<Vec<_>>(),
-        [winners[0].holder.clone()]
-    );
+    assert_eq!(holders_named.into_iter().collect::<Vec<_>>(), [winners[0].holder.clone()]);
     assert_eq!(winners[0].token, 1);
 }
 
 #[tokio::test]
 async fn elections_carry_the_leader_address() {
     let (_elector, client) = start(&[]).await;
-    let req = AcquireRequest {
-        address: Some("127.0.0.1:8080".into()),
-        ..acquire("replica-1", 60_000)
-    };
+    let req = AcquireRequest { address: Some("127.0.0.1:8080".into()), ..acquire("replica-1", 60_000) };
     let leader = granted(&client, Kind::Election, "orders", &req).await;
     assert_eq!(leader.address.as_deref(), Some("127.0.0.1:8080"));
-    let Read::Held(seen) = client.read(Kind::Election, "orders", None).await.unwrap() else {
-        panic!()
-    };
-    assert_eq!(
-        (seen.holder.as_str(), seen.address.as_deref()),
-        ("replica-1", Some("127.0.0.1:8080"))
-    );
+    let Read::Held(seen) = client.read(Kind::Election, "orders", None).await.unwrap() else { panic!() };
+    assert_eq!((seen.holder.as_str(), seen.address.as_deref()), ("replica-1", Some("127.0.0.1:8080")));
     // Locks and elections of the same name are different records.
-    assert_eq!(
-        client.read(Kind::Lock, "orders", None).await.unwrap(),
-        Read::Free { version: 0 }
-    );
-    let follower = AcquireRequest {
-        address: Some("127.0.0.1:8081".into()),
-        ..acquire("replica-2", 60_000)
-    };
-    assert_eq!(
-        refused(&client, Kind::Election, "orders", &follower)
-            .await
-            .holder
-            .as_deref(),
-        Some("replica-1")
-    );
-    assert!(
-        client
-            .release(Kind::Election, "orders", "replica-1", leader.token)
-            .await
-            .unwrap()
-    );
+    assert_eq!(client.read(Kind::Lock, "orders", None).await.unwrap(), Read::Free { version: 0 });
+    let follower = AcquireRequest { address: Some("127.0.0.1:8081".into()), ..acquire("replica-2", 60_000) };
+    assert_eq!(refused(&client, Kind::Election, "orders", &follower).await.holder.as_deref(), Some("replica-1"));
+    assert!(client.release(Kind::Election, "orders", "replica-1", leader.token).await.unwrap());
     let next = granted(&client, Kind::Election, "orders", &follower).await;
-    assert_eq!(
-        (next.address.as_deref(), next.token > leader.token),
-        (Some("127.0.0.1:8081"), true)
-    );
+    assert_eq!((next.address.as_deref(), next.token > leader.token), (Some("127.0.0.1:8081"), true));
 }
 
 #[tokio::test]
@@ -402,78 +227,16 @@ async fn bad_input_gets_its_documented_status_and_error() {
     let big = json!({"holder": "x".repeat(20_000), "ttl_ms": 1000});
     let ok = r#"{"holder":"w","ttl_ms":1000}"#;
     // (method, path, body, status, code, field)
-    let cases: Vec<(
-        Method,
-        &str,
-        Option<String>,
-        u16,
-        Option<ErrorCode>,
-        Option<&str>,
-    )> = vec![
-        (
-            Method::PUT,
-            "/v1/locks/Upper",
-            Some(ok.into()),
-            400,
-            Some(ErrorCode::InvalidName),
-            Some("name"),
-        ),
-        (
-            Method::PUT,
-            "/v1/locks/under_score",
-            Some(ok.into()),
-            400,
-            Some(ErrorCode::InvalidName),
-            Some("name"),
-        ),
-        (
-            Method::PUT,
-            "/v1/locks/-dash",
-            Some(ok.into()),
-            400,
-            Some(ErrorCode::InvalidName),
-            Some("name"),
-        ),
-        (
-            Method::PUT,
-            &long,
-            Some(ok.into()),
-            400,
-            Some(ErrorCode::InvalidName),
-            Some("name"),
-        ),
-        (
-            Method::GET,
-            "/locks/a%2Fb",
-            None,
-            400,
-            Some(ErrorCode::InvalidName),
-            Some("name"),
-        ),
-        (
-            Method::PUT,
-            "/v1/elections/a..b",
-            Some(ok.into()),
-            400,
-            Some(ErrorCode::InvalidName),
-            Some("name"),
-        ),
-        (
-            Method::PUT,
-            "/v1/locks/ok",
-            None,
-            400,
-            Some(ErrorCode::MalformedBody),
-            None,
-        ),
-        (
-            Method::PUT,
-            "/v1/locks/ok",
-            Some("{not json".into()),
-            400,
-            Some(ErrorCode::MalformedBody),
-            None,
-        ),
+    type Case<'a> = (Method, &'a str, Option<String>, u16, Option<ErrorCode>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        (Method::PUT, "/v1/locks/Upper", Some(ok.into()), 400, Some(ErrorCode::InvalidName), Some("name")),
+        (Method::PUT, "/v1/locks/under_score", Some(ok.into()), 400, Some(ErrorCode::InvalidName), Some("name")),
+        (Method::PUT, "/v1/locks/-dash", Some(ok.into()), 400, Some(ErrorCode::InvalidName), Some("name")),
+        (Method::PUT, &long, Some(ok.into()), 400, Some(ErrorCode::InvalidName), Some("name")),
+        (Method::GET, "/locks/a%2Fb", None, 400, Some(ErrorCode::InvalidName), Some("name")),
+        (Method::PUT, "/v1/elections/a..b", Some(ok.into()), 400, Some(ErrorCode::InvalidName), Some("name")),
+        (Method::PUT, "/v1/locks/ok", None, 400, Some(ErrorCode::MalformedBody), None),
+        (Method::PUT, "/v1/locks/ok", Some("{not json".into()), 400, Some(ErrorCode::MalformedBody), None),
         (
             Method::PUT,
             "/v1/locks/ok",
@@ -570,22 +333,8 @@ async fn bad_input_gets_its_documented_status_and_error() {
             Some(ErrorCode::NotFound),
             None,
         ),
-        (
-            Method::GET,
-            "/v1/locks/ok?wait=abc",
-            None,
-            400,
-            Some(ErrorCode::InvalidQuery),
-            Some("wait"),
-        ),
-        (
-            Method::GET,
-            "/v1/locks/ok?timeout_ms=5",
-            None,
-            400,
-            Some(ErrorCode::InvalidQuery),
-            Some("timeout_ms"),
-        ),
+        (Method::GET, "/v1/locks/ok?wait=abc", None, 400, Some(ErrorCode::InvalidQuery), Some("wait")),
+        (Method::GET, "/v1/locks/ok?timeout_ms=5", None, 400, Some(ErrorCode::InvalidQuery), Some("timeout_ms")),
         (
             Method::GET,
             "/v1/locks/ok?wait=1&timeout_ms=999999999",
@@ -594,92 +343,27 @@ async fn bad_input_gets_its_documented_status_and_error() {
             Some(ErrorCode::InvalidQuery),
             Some("timeout_ms"),
         ),
-        (
-            Method::GET,
-            "/v1/locks/ok?colour=red",
-            None,
-            400,
-            Some(ErrorCode::InvalidQuery),
-            Some("colour"),
-        ),
-        (
-            Method::PUT,
-            "/v1/locks/ok",
-            Some(big.to_string()),
-            413,
-            Some(ErrorCode::BodyTooLarge),
-            None,
-        ),
-        (
-            Method::POST,
-            "/v1/locks/ok",
-            Some(ok.into()),
-            405,
-            Some(ErrorCode::MethodNotAllowed),
-            None,
-        ),
-        (
-            Method::DELETE,
-            "/locks/ok",
-            None,
-            405,
-            Some(ErrorCode::MethodNotAllowed),
-            None,
-        ),
-        (
-            Method::GET,
-            "/v2/locks/ok",
-            None,
-            404,
-            Some(ErrorCode::NotFound),
-            None,
-        ),
-        (
-            Method::GET,
-            "/v1/locks/",
-            None,
-            404,
-            Some(ErrorCode::NotFound),
-            None,
-        ),
-        (
-            Method::GET,
-            "/v1/locks/a/b",
-            None,
-            404,
-            Some(ErrorCode::NotFound),
-            None,
-        ),
+        (Method::GET, "/v1/locks/ok?colour=red", None, 400, Some(ErrorCode::InvalidQuery), Some("colour")),
+        (Method::PUT, "/v1/locks/ok", Some(big.to_string()), 413, Some(ErrorCode::BodyTooLarge), None),
+        (Method::POST, "/v1/locks/ok", Some(ok.into()), 405, Some(ErrorCode::MethodNotAllowed), None),
+        (Method::DELETE, "/locks/ok", None, 405, Some(ErrorCode::MethodNotAllowed), None),
+        (Method::GET, "/v2/locks/ok", None, 404, Some(ErrorCode::NotFound), None),
+        (Method::GET, "/v1/locks/", None, 404, Some(ErrorCode::NotFound), None),
+        (Method::GET, "/v1/locks/a/b", None, 404, Some(ErrorCode::NotFound), None),
     ];
     assert!(cases.len() >= 15);
     for (method, path, body, status, code, field) in cases {
-        let reply = client
-            .send(method.clone(), path, body.clone().map(Into::into))
-            .await
-            .unwrap();
-        assert_eq!(
-            reply.status.as_u16(),
-            status,
-            "{method} {path} {body:?}: {:?}",
-            reply.body
-        );
-        let err: ErrorBody = reply
-            .json()
-            .unwrap_or_else(|e| panic!("{method} {path}: not a JSON error: {e}"));
+        let reply = client.send(method.clone(), path, body.clone().map(Into::into)).await.unwrap();
+        assert_eq!(reply.status.as_u16(), status, "{method} {path} {body:?}: {:?}", reply.body);
+        let err: ErrorBody = reply.json().unwrap_or_else(|e| panic!("{method} {path}: not a JSON error: {e}"));
         assert_eq!(Some(err.error), code, "{method} {path}: {err:?}");
         assert_eq!(err.field.as_deref(), field, "{method} {path}: {err:?}");
         assert!(!err.message.is_empty());
     }
     // Nothing above reached the store.
-    let metrics = client
-        .request(Method::GET, "/metrics", None::<&()>)
-        .await
-        .unwrap();
+    let metrics = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
     let text = String::from_utf8(metrics.body.to_vec()).unwrap();
-    assert!(
-        text.contains("mpsync_acquisitions_total{kind=\"lock\"} 0"),
-        "{text}"
-    );
+    assert!(text.contains("mpsync_acquisitions_total{kind=\"lock\"} 0"), "{text}");
 }
 
 #[tokio::test]
@@ -688,80 +372,36 @@ async fn sigterm_answers_pending_long_polls_and_exits_zero() {
     let a = granted(&client, Kind::Lock, "bye", &acquire("a", 60_000)).await;
     let waiter = tokio::spawn({
         let client = client.clone();
-        async move {
-            client
-                .read(
-                    Kind::Lock,
-                    "bye",
-                    Some((a.version, Duration::from_secs(120))),
-                )
-                .await
-        }
+        async move { client.read(Kind::Lock, "bye", Some((a.version, Duration::from_secs(120)))).await }
     });
     // Signal only once the elector reports the long-poll as waiting.
     let parked = tokio::time::timeout(PATIENCE, async {
         loop {
-            let reply = client
-                .request(Method::GET, "/metrics", None::<&()>)
-                .await
-                .unwrap();
+            let reply = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
             if String::from_utf8_lossy(&reply.body).contains("mpsync_watchers 1") {
                 break;
             }
             tokio::task::yield_now().await;
         }
     });
-    parked
-        .await
-        .expect("the long-poll never reached the elector");
+    parked.await.expect("the long-poll never reached the elector");
     elector.signal("TERM").unwrap();
-    let read = tokio::time::timeout(PATIENCE, waiter)
-        .await
-        .expect("long-poll hung at shutdown")
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(read, Read::Held(ref l) if l.holder == "a"),
-        "{read:?}"
-    );
-    let status = tokio::time::timeout(PATIENCE, elector.wait())
-        .await
-        .expect("elector did not exit")
-        .unwrap();
+    let read = tokio::time::timeout(PATIENCE, waiter).await.expect("long-poll hung at shutdown").unwrap().unwrap();
+    assert!(matches!(read, Read::Held(ref l) if l.holder == "a"), "{read:?}");
+    let status = tokio::time::timeout(PATIENCE, elector.wait()).await.expect("elector did not exit").unwrap();
     assert!(status.success(), "{status}");
-    assert!(
-        client
-            .request(Method::GET, "/healthz", None::<&()>)
-            .await
-            .is_err(),
-        "stopped accepting"
-    );
+    assert!(client.request(Method::GET, "/healthz", None::<&()>).await.is_err(), "stopped accepting");
 }
 
 #[tokio::test]
 async fn operations_endpoints_answer() {
     let (_elector, client) = start(&[]).await;
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(
-            client
-                .request(Method::GET, path, None::<&()>)
-                .await
-                .unwrap()
-                .status,
-            StatusCode::OK,
-            "{path}"
-        );
+        assert_eq!(client.request(Method::GET, path, None::<&()>).await.unwrap().status, StatusCode::OK, "{path}");
     }
     granted(&client, Kind::Election, "ops", &acquire("x", 60_000)).await;
-    let text = String::from_utf8(
-        client
-            .request(Method::GET, "/metrics", None::<&()>)
-            .await
-            .unwrap()
-            .body
-            .to_vec(),
-    )
-    .unwrap();
+    let text =
+        String::from_utf8(client.request(Method::GET, "/metrics", None::<&()>).await.unwrap().body.to_vec()).unwrap();
     for needle in [
         "mpsync_acquisitions_total{kind=\"election\"} 1",
         "mpsync_held_leases 1",

@@ -21,10 +21,7 @@ struct Entry {
 
 impl Entry {
     fn new() -> Entry {
-        Entry {
-            value: None,
-            changes: watch::channel(0).0,
-        }
+        Entry { value: None, changes: watch::channel(0).0 }
     }
 }
 
@@ -49,9 +46,7 @@ impl MemoryStore {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock would be a bug in the few lines
         // below; the map is still consistent, so keep serving.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -65,42 +60,26 @@ impl Store for MemoryStore {
         Ok(self.inner().entries.get(key).and_then(|e| e.value.clone()))
     }
 
-    async fn put(
-        &self,
-        key: &Key,
-        record: &Record,
-        expected: Option<u64>,
-    ) -> Result<u64, StoreError> {
+    async fn put(&self, key: &Key, record: &Record, expected: Option<u64>) -> Result<u64, StoreError> {
         let mut inner = self.inner();
         let version = inner.last_version + 1;
         let entry = inner.entries.entry(key.clone()).or_insert_with(Entry::new);
         if entry.value.as_ref().map(|v| v.version) != expected {
             return Err(StoreError::Conflict);
         }
-        entry.value = Some(Versioned {
-            record: record.clone(),
-            version,
-        });
+        entry.value = Some(Versioned { record: record.clone(), version });
         entry.changes.send_replace(version);
         inner.last_version = version;
         Ok(version)
     }
 
     async fn wait_change(&self, key: &Key, version: u64) -> Result<(), StoreError> {
-        let mut changes = self
-            .inner()
-            .entries
-            .entry(key.clone())
-            .or_insert_with(Entry::new)
-            .changes
-            .subscribe();
+        let mut changes = self.inner().entries.entry(key.clone()).or_insert_with(Entry::new).changes.subscribe();
         // The sender lives as long as the entry, which lives as long as the
         // store, so `changed` only fails if the store is being dropped.
         while *changes.borrow_and_update() == version {
             if changes.changed().await.is_err() {
-                return Err(StoreError::Unavailable(
-                    "the memory store is shutting down".into(),
-                ));
+                return Err(StoreError::Unavailable("the memory store is shutting down".into()));
             }
         }
         Ok(())
@@ -117,48 +96,24 @@ mod tests {
     use mpsync_core::Kind;
 
     fn key(name: &str) -> Key {
-        Key {
-            kind: Kind::Lock,
-            name: name.into(),
-        }
+        Key { kind: Kind::Lock, name: name.into() }
     }
 
     fn rec(holder: &str) -> Record {
-        Record {
-            holder: Some(holder.into()),
-            token: 1,
-            ttl_ms: 1000,
-            address: None,
-        }
+        Record { holder: Some(holder.into()), token: 1, ttl_ms: 1000, address: None }
     }
 
     #[tokio::test]
     async fn compare_and_swap_on_the_version() {
         let store = MemoryStore::new();
         let v1 = store.put(&key("a"), &rec("x"), None).await.unwrap();
-        assert_eq!(
-            store.put(&key("a"), &rec("y"), None).await,
-            Err(StoreError::Conflict)
-        );
-        assert_eq!(
-            store.put(&key("a"), &rec("y"), Some(v1 + 1)).await,
-            Err(StoreError::Conflict)
-        );
+        assert_eq!(store.put(&key("a"), &rec("y"), None).await, Err(StoreError::Conflict));
+        assert_eq!(store.put(&key("a"), &rec("y"), Some(v1 + 1)).await, Err(StoreError::Conflict));
         let v2 = store.put(&key("a"), &rec("y"), Some(v1)).await.unwrap();
         assert!(v2 > v1);
         let other = store.put(&key("b"), &rec("x"), None).await.unwrap();
         assert!(other > v2, "versions are never reused across names");
-        assert_eq!(
-            store
-                .get(&key("a"))
-                .await
-                .unwrap()
-                .unwrap()
-                .record
-                .holder
-                .as_deref(),
-            Some("y")
-        );
+        assert_eq!(store.get(&key("a")).await.unwrap().unwrap().record.holder.as_deref(), Some("y"));
     }
 
     #[tokio::test]

@@ -67,12 +67,7 @@ pub trait Store: Send + Sync + 'static {
     /// Writes `record` if the stored version is `expected` (`None`: only if
     /// the record does not exist). Returns the new version, or
     /// [`StoreError::Conflict`].
-    async fn put(
-        &self,
-        key: &Key,
-        record: &Record,
-        expected: Option<u64>,
-    ) -> Result<u64, StoreError>;
+    async fn put(&self, key: &Key, record: &Record, expected: Option<u64>) -> Result<u64, StoreError>;
 
     /// Resolves once the record's version differs from `version` (0 for
     /// "absent"); at once if it already does. Must be cancel-safe.

@@ -1,0 +1,16 @@
+# metaparticle-sync: the two commands of the README, and the benchmarks.
+# Each target first runs scripts/setup.sh, which installs what is missing.
+
+.PHONY: setup demo test bench
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	@scripts/demo.sh
+
+test: setup
+	@scripts/test.sh
+
+bench: setup
+	cargo bench --locked -p elector --bench elector

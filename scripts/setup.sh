@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything metaparticle-sync needs to build, test and demo, into
+# the user's Rust toolchain or the project's .tools/ folder. Idempotent: a
+# second run checks and does nothing. Called by `make demo`, `make test` and
+# `make bench`; safe to run by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+command -v cargo >/dev/null || { say "cargo is missing: install Rust with rustup first"; exit 1; }
+command -v rustup >/dev/null || { say "rustup is missing: the wasm targets are added with it"; exit 1; }
+
+installed_targets=$(rustup target list --installed)
+for target in wasm32-wasip2 wasm32-wasip1; do
+  if ! grep -qx "$target" <<<"$installed_targets"; then
+    say "adding Rust target $target"
+    rustup target add "$target"
+  fi
+done
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  say "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test of metaparticle-sync: formatting and lints, the core's unit
+# and property tests, the elector's integration tests against real elector
+# processes, doc tests, and the core's wasm builds. `make test` calls it
+# after scripts/setup.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "core builds for wasm32-wasip2 and wasm32-wasip1 (guest component, Envoy filter)"
+cargo build --locked -p mpsync-core --target wasm32-wasip2
+cargo build --locked -p mpsync-core --target wasm32-wasip1
+
+step "doc tests"
+cargo test --locked --workspace --doc
+
+step "unit, property and integration tests"
+cargo nextest run --locked --workspace --all-targets --no-fail-fast
