@@ -22,4 +22,4 @@ step "doc tests"
 cargo test --locked --workspace --doc
 
 step "unit, property and integration tests"
-cargo nextest run --locked --workspace --all-targets --no-fail-fast
+cargo nextest run --locked --workspace --no-fail-fast

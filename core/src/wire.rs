@@ -202,8 +202,6 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 413: the body is larger than the elector accepts.
     BodyTooLarge,
-    /// 415: the body is not `application/json`.
-    UnsupportedMediaType,
     /// 503: the store is unreachable or failed; retry later.
     Unavailable,
 }
