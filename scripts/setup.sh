@@ -23,3 +23,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+
+# wac composes an app with the sync-guest component (`wac plug`).
+WAC_VERSION=0.12.0
+if ! .tools/wac/bin/wac --version 2>/dev/null | grep -q " $WAC_VERSION"; then
+  say "installing wac-cli $WAC_VERSION into .tools/wac (a few minutes, once)"
+  cargo install --locked --quiet wac-cli --version "$WAC_VERSION" --root .tools/wac
+fi

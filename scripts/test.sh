@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of metaparticle-sync: formatting and lints, the core's unit
-# and property tests, the elector's integration tests against real elector
-# processes, doc tests, and the core's wasm builds. `make test` calls it
+# Runs every test of metaparticle-sync: formatting and lints, the core's wasm
+# builds, the wasm components, the core's unit and property tests, the
+# elector's integration tests against real elector processes, and the host's
+# tests running real components under real mpsync processes. `make test` calls it
 # after scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,12 @@ step "core builds for wasm32-wasip2 and wasm32-wasip1 (guest component, Envoy fi
 cargo build --locked -p mpsync-core --target wasm32-wasip2
 cargo build --locked -p mpsync-core --target wasm32-wasip1
 
+step "wasm components (apps, sync-guest, portable compositions)"
+MPSYNC_WASM_DIR=$(scripts/build-wasm.sh | tail -n 1)
+export MPSYNC_WASM_DIR
+
 step "doc tests"
 cargo test --locked --workspace --doc
 
 step "unit, property and integration tests"
-cargo nextest run --locked --workspace --no-fail-fast
+cargo nextest run --locked --workspace --exclude sync-guest --exclude sync-apps --no-fail-fast

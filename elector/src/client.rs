@@ -49,6 +49,18 @@ pub enum ClientError {
     },
 }
 
+/// An error and its sources, as `outer: inner: root cause`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A raw answer.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -144,7 +156,7 @@ impl Client {
             builder = builder.header("content-type", "application/json");
         }
         let request = builder.body(Full::new(body.unwrap_or_default())).map_err(|e| unavailable(e.to_string()))?;
-        let response = self.http.request(request).await.map_err(|e| unavailable(format!("{e:?}")))?;
+        let response = self.http.request(request).await.map_err(|e| unavailable(error_chain(&e)))?;
         let status = response.status();
         let body = response.into_body().collect().await.map_err(|e| unavailable(e.to_string()))?.to_bytes();
         Ok(Reply { status, body, url })

@@ -1,0 +1,41 @@
+//! The seed's lock example: take the lock `test`, hold it for 45 s, unlock.
+//!
+//! Flags (or the same names in the environment, e.g. `HOLD_MS`):
+//! `--name test`, `--id ID`, `--ttl-ms 10000`, `--hold-ms 45000`.
+//! While holding it waits on the lock's pollable and a timer, and reports
+//! the moment the lease is lost.
+
+use sync_apps::lock::{Lock, LockOptions};
+use sync_apps::{Flags, now, say, wait};
+
+fn main() {
+    let flags = Flags::parse();
+    let name = flags.str("name", "test");
+    let hold = flags.ms("hold-ms", 45_000);
+    let options = LockOptions { ttl_ms: flags.get("ttl-ms").and_then(|v| v.parse().ok()), holder: flags.get("id") };
+    let lock = Lock::new(&name, &options);
+    say("Attempting to lock");
+    let lease = match lock.lock_within(u64::MAX) {
+        Ok(lease) => lease,
+        Err(e) => {
+            say(format!("Could not lock: {e:?}"));
+            std::process::exit(2);
+        }
+    };
+    say(format!("I have the lock! (fencing token {})", lease.token));
+    say(format!("Holding the lock for {} seconds", hold.as_secs_f64()));
+    let until = now() + hold;
+    while now() < until {
+        let changed = lock.subscribe();
+        wait(&changed, until.saturating_sub(now()));
+        drop(changed);
+        if lock.lease().is_none() {
+            say(format!("I lost the lock! (fencing token {})", lease.token));
+            std::process::exit(1);
+        }
+    }
+    match lock.unlock() {
+        Ok(()) => say("Unlocked"),
+        Err(e) => say(format!("Unlock failed: {e:?}")),
+    }
+}

@@ -1,0 +1,154 @@
+//! A test app for the host's tests: `--mode api` calls every function of
+//! metaparticle:sync and checks the answers; the other modes misbehave on
+//! purpose (trap, hog memory or CPU, busy-loop while holding a lock, keep
+//! working until the lease is lost). Prints `probe FAILED: …` and exits 1
+//! when an answer is not the documented one.
+
+use std::time::Duration;
+
+use sync_apps::election::{Election, ElectionOptions};
+use sync_apps::lock::{Lock, LockOptions};
+use sync_apps::types::Error;
+use sync_apps::{Flags, now, say, wait};
+
+fn check(ok: bool, what: &str) {
+    if !ok {
+        say(format!("probe FAILED: {what}"));
+        std::process::exit(1);
+    }
+}
+
+fn opts(id: &str, ttl_ms: u64) -> LockOptions {
+    LockOptions { ttl_ms: Some(ttl_ms), holder: Some(id.into()) }
+}
+
+fn api(prefix: &str) {
+    let name = format!("{prefix}-lock");
+    let a = Lock::new(&name, &opts("probe-a", 2000));
+    check(a.lease().is_none(), "lease() before locking is none");
+    let first = a.try_lock();
+    check(matches!(first, Ok(ref l) if l.holder == "probe-a" && l.name == name), "try-lock acquires");
+    let token = first.map(|l| l.token).unwrap_or_default();
+    check(a.try_lock().is_ok_and(|l| l.token == token), "try-lock while holding returns the same lease");
+    check(a.lease().is_some_and(|l| l.token == token && l.ttl_ms == 2000), "lease() while held");
+    let b = Lock::new(&name, &opts("probe-b", 2000));
+    check(matches!(b.try_lock(), Err(Error::HeldBy(ref h)) if h == "probe-a"), "try-lock by another is held-by");
+    check(matches!(b.lock_within(50), Err(Error::Timeout)), "lock(timeout) times out while held");
+    let changed = a.subscribe();
+    check(!wait(&changed, Duration::ZERO), "subscribe() is not ready while nothing changed");
+    drop(changed);
+    check(a.unlock().is_ok(), "unlock");
+    check(matches!(a.unlock(), Err(Error::NotHeld)), "unlock twice is not-held");
+    check(a.lease().is_none(), "lease() after unlock is none");
+    let second = b.lock_within(2000);
+    check(second.as_ref().is_ok_and(|l| l.token > token), "the next holder gets a higher token");
+    let changed = b.subscribe();
+    drop(changed);
+    drop(b);
+    check(a.try_lock().is_ok(), "a dropped lock is released");
+    check(a.unlock().is_ok(), "unlock again");
+
+    let bad = Lock::new("Bad_Name", &opts("probe-a", 2000));
+    match bad.try_lock() {
+        Err(Error::InvalidName(reason)) => say(format!("invalid name: {reason}")),
+        other => check(false, &format!("an invalid name is invalid-name, got {other:?}")),
+    }
+    let bad_ttl = Lock::new(&name, &opts("probe-a", 1));
+    check(matches!(bad_ttl.try_lock(), Err(Error::InvalidOption(_))), "a 1 ms ttl is invalid-option");
+
+    let ename = format!("{prefix}-election");
+    let eo = |id: &str, addr: &str| ElectionOptions {
+        ttl_ms: Some(2000),
+        candidate: Some(id.into()),
+        address: Some(addr.into()),
+    };
+    let x = Election::new(&ename, &eo("cand-x", "127.0.0.1:9001"));
+    let y = Election::new(&ename, &eo("cand-y", "127.0.0.1:9002"));
+    check(!x.is_leader() && x.leader().is_none(), "no leader before any campaign");
+    let won = x.campaign(2000);
+    check(
+        matches!(won, Ok(ref l) if l.id == "cand-x" && l.address.as_deref() == Some("127.0.0.1:9001")),
+        "campaign wins",
+    );
+    check(x.is_leader(), "is-leader after winning");
+    check(matches!(y.campaign(50), Err(Error::Timeout)), "a second candidate times out");
+    check(y.leader().is_some_and(|l| l.id == "cand-x"), "the other candidate sees the leader");
+    let change = y.subscribe();
+    check(x.resign().is_ok(), "resign");
+    check(wait(&change, Duration::from_secs(5)), "subscribe() is ready after the leader resigns");
+    drop(change);
+    check(matches!(x.resign(), Err(Error::NotHeld)), "resign twice is not-held");
+    check(y.campaign(2000).is_ok_and(|l| l.id == "cand-y"), "the next candidate leads at once");
+    check(x.leader().is_some_and(|l| l.id == "cand-y"), "the new leader is seen");
+    check(y.resign().is_ok(), "resign the second leader");
+    say("probe api ok");
+}
+
+fn main() {
+    let flags = Flags::parse();
+    let mode = flags.str("mode", "api");
+    let name = flags.str("name", "probe");
+    let ttl = flags.ms("ttl-ms", 1000).as_millis() as u64;
+    match mode.as_str() {
+        "api" => api(&name),
+        "unavailable" => match Lock::new(&name, &opts("probe", ttl)).try_lock() {
+            Err(Error::Unavailable(reason)) => say(format!("unavailable: {reason}")),
+            other => check(false, &format!("an unreachable elector is unavailable, got {other:?}")),
+        },
+        "trap" | "busy" | "work" => {
+            let lock = Lock::new(&name, &opts(&flags.str("id", "probe"), ttl));
+            let lease = lock.lock_within(u64::MAX).unwrap_or_else(|e| {
+                check(false, &format!("lock: {e:?}"));
+                unreachable!()
+            });
+            say(format!("I have the lock! (fencing token {})", lease.token));
+            match mode.as_str() {
+                "trap" => panic!("trapping on purpose while holding the lock"),
+                "busy" => {
+                    // Compute without calling into metaparticle:sync.
+                    let until = now() + flags.ms("busy-ms", 3 * ttl);
+                    let mut x = 0u64;
+                    while now() < until {
+                        for i in 0..10_000u64 {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+                        }
+                    }
+                    match lock.lease() {
+                        Some(l) if l.token == lease.token => {
+                            say(format!("still held after busy loop (fencing token {}, {x})", l.token))
+                        }
+                        other => say(format!("lost during busy loop: {other:?}")),
+                    }
+                }
+                _ => loop {
+                    // Act only while the lease is valid; report the loss first.
+                    if lock.lease().is_none() {
+                        say(format!("I lost the lock! (fencing token {})", lease.token));
+                        return;
+                    }
+                    say(format!("working with fencing token {}", lease.token));
+                    let changed = lock.subscribe();
+                    wait(&changed, Duration::from_millis(50));
+                },
+            }
+        }
+        "memory" => {
+            let mut hog: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hog.push(vec![1u8; 16 << 20]);
+                say(format!("allocated {} MiB", hog.len() * 16));
+            }
+        }
+        "cpu" => {
+            let mut x = 1u64;
+            loop {
+                x = x.wrapping_mul(3).wrapping_add(1);
+                if x == 0 {
+                    say("never");
+                }
+            }
+        }
+        "noop" => {}
+        other => check(false, &format!("unknown mode {other}")),
+    }
+}

@@ -1,0 +1,77 @@
+//! A blocking HTTP/1.1 client over `wasi:http/outgoing-handler`, just enough
+//! for the elector's JSON API.
+
+use std::time::Duration;
+
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
+use wasip2::io::streams::StreamError;
+
+/// Where the elector is: `MPSYNC_ELECTOR` from the environment, default
+/// `http://127.0.0.1:13131`.
+pub fn elector_url() -> String {
+    wasip2::cli::environment::get_environment()
+        .into_iter()
+        .find(|(k, _)| k == "MPSYNC_ELECTOR")
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| "http://127.0.0.1:13131".into())
+}
+
+/// An answer: status and body.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Sends one request and reads the whole answer, within `timeout` for the
+/// first byte. Errors name the URL.
+pub fn request(
+    method: Method,
+    base: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let url = format!("{base}{path}");
+    let fail = |what: String| format!("elector at {url}: {what}");
+    let authority = base.strip_prefix("http://").ok_or_else(|| fail("only http:// URLs are supported".into()))?;
+    let headers = Fields::from_list(&[("content-type".into(), b"application/json".to_vec())])
+        .map_err(|e| fail(format!("{e:?}")))?;
+    let req = OutgoingRequest::new(headers);
+    req.set_method(&method).map_err(|()| fail("bad method".into()))?;
+    req.set_scheme(Some(&Scheme::Http)).map_err(|()| fail("bad scheme".into()))?;
+    req.set_authority(Some(authority.trim_end_matches('/'))).map_err(|()| fail("bad authority".into()))?;
+    req.set_path_with_query(Some(path)).map_err(|()| fail("bad path".into()))?;
+    let outgoing = req.body().map_err(|()| fail("no request body".into()))?;
+    if let Some(bytes) = body {
+        let stream = outgoing.write().map_err(|()| fail("no body stream".into()))?;
+        for chunk in bytes.chunks(4096) {
+            stream.blocking_write_and_flush(chunk).map_err(|e| fail(format!("writing: {e:?}")))?;
+        }
+    }
+    let options = RequestOptions::new();
+    let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    let _ = options.set_connect_timeout(Some(nanos.min(5_000_000_000)));
+    let _ = options.set_first_byte_timeout(Some(nanos));
+    let _ = options.set_between_bytes_timeout(Some(nanos));
+    let future = outgoing_handler::handle(req, Some(options)).map_err(|e| fail(format!("{e:?}")))?;
+    OutgoingBody::finish(outgoing, None).map_err(|e| fail(format!("{e:?}")))?;
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(e))) => return Err(fail(format!("{e:?}"))),
+        _ => return Err(fail("no response".into())),
+    };
+    let status = response.status();
+    let incoming = response.consume().map_err(|()| fail("no response body".into()))?;
+    let stream = incoming.stream().map_err(|()| fail("no response stream".into()))?;
+    let mut body = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => body.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => break,
+            Err(e) => return Err(fail(format!("reading: {e:?}"))),
+        }
+    }
+    Ok(Reply { status, body })
+}

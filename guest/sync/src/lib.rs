@@ -1,0 +1,158 @@
+//! `sync-guest`: metaparticle:sync as a portable component.
+//!
+//! It exports `metaparticle:sync/lock` and `election`, implemented over
+//! `wasi:http` (to the elector named by `MPSYNC_ELECTOR`, default
+//! `http://127.0.0.1:13131`) and `wasi:clocks`, with `mpsync_core`'s lease
+//! state machine. Compose it into an app with `wac plug APP --plug
+//! sync_guest.wasm -o OUT`; OUT runs on any WASI-HTTP runtime.
+//!
+//! Unlike the `mpsync` host, a component cannot run in the background: it
+//! renews whenever the app calls into it and while one of its own blocking
+//! calls waits. A lease the app does not touch for longer than the usable
+//! part of the TTL is reported lost at its local deadline, never later.
+//!
+//! - `http`: a blocking HTTP client over `wasi:http/outgoing-handler`.
+//! - `lease`: one lease driven from inside the guest.
+
+#![allow(missing_docs)]
+// The export glue that wit-bindgen generates is `unsafe` by nature.
+#![allow(unsafe_code)]
+
+mod http;
+mod lease;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use mpsync_core::wire::Kind;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "metaparticle:sync/provider",
+    with: { "wasi:io/poll@0.2.12": wasip2::io::poll },
+});
+
+use exports::metaparticle::sync::election::{self as election, ElectionOptions};
+use exports::metaparticle::sync::lock::{self as lock, LockOptions};
+use exports::metaparticle::sync::types::{Error, Leader as LeaderRecord, Lease as LeaseRecord};
+use wasip2::io::poll::Pollable;
+
+struct Provider;
+
+fn to_wit(e: lease::Error) -> Error {
+    match e {
+        lease::Error::HeldBy(h) => Error::HeldBy(h),
+        lease::Error::Timeout => Error::Timeout,
+        lease::Error::NotHeld => Error::NotHeld,
+        lease::Error::InvalidName(r) => Error::InvalidName(r),
+        lease::Error::InvalidOption(r) => Error::InvalidOption(r),
+        lease::Error::Unavailable(r) => Error::Unavailable(r),
+    }
+}
+
+/// A handle: the lease, or why it could not be opened.
+pub struct Handle(Result<Rc<lease::Lease>, lease::Error>);
+
+impl Handle {
+    fn get(&self) -> Result<&Rc<lease::Lease>, Error> {
+        self.0.as_ref().map_err(|e| to_wit(e.clone()))
+    }
+
+    fn record(&self) -> Option<LeaseRecord> {
+        let l = self.0.as_ref().ok()?;
+        l.tick();
+        l.held().map(|h| LeaseRecord {
+            name: l.name.clone(),
+            holder: l.holder.clone(),
+            token: h.token,
+            ttl_ms: l.ttl.as_millis() as u64,
+        })
+    }
+
+    fn wake(&self) -> Pollable {
+        match &self.0 {
+            Ok(l) => l.next_wake(),
+            Err(_) => wasip2::clocks::monotonic_clock::subscribe_duration(0),
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Ok(l) = &self.0 {
+            let _ = l.release();
+        }
+    }
+}
+
+fn leader_record(l: lease::Leader) -> LeaderRecord {
+    LeaderRecord { id: l.id, address: l.address, token: l.token }
+}
+
+impl lock::Guest for Provider {
+    type Lock = Handle;
+}
+
+impl lock::GuestLock for Handle {
+    fn new(name: String, options: LockOptions) -> Self {
+        Handle(lease::Lease::open(Kind::Lock, &name, options.ttl_ms, options.holder, None))
+    }
+
+    fn try_lock(&self) -> Result<LeaseRecord, Error> {
+        self.get()?.try_acquire().map_err(to_wit)?;
+        self.record().ok_or(Error::NotHeld)
+    }
+
+    fn lock_within(&self, timeout_ms: u64) -> Result<LeaseRecord, Error> {
+        self.get()?.acquire(Duration::from_millis(timeout_ms)).map_err(to_wit)?;
+        self.record().ok_or(Error::NotHeld)
+    }
+
+    fn unlock(&self) -> Result<(), Error> {
+        self.get()?.release().map_err(to_wit)
+    }
+
+    fn lease(&self) -> Option<LeaseRecord> {
+        lease::tick_all();
+        self.record()
+    }
+
+    fn subscribe(&self) -> Pollable {
+        self.wake()
+    }
+}
+
+impl election::Guest for Provider {
+    type Election = Handle;
+}
+
+impl election::GuestElection for Handle {
+    fn new(name: String, options: ElectionOptions) -> Self {
+        Handle(lease::Lease::open(Kind::Election, &name, options.ttl_ms, options.candidate, options.address))
+    }
+
+    fn campaign(&self, timeout_ms: u64) -> Result<LeaderRecord, Error> {
+        let l = self.get()?;
+        l.acquire(Duration::from_millis(timeout_ms)).map_err(to_wit)?;
+        l.leader().map(leader_record).ok_or(Error::NotHeld)
+    }
+
+    fn resign(&self) -> Result<(), Error> {
+        self.get()?.release().map_err(to_wit)
+    }
+
+    fn is_leader(&self) -> bool {
+        lease::tick_all();
+        self.0.as_ref().is_ok_and(|l| l.held().is_some())
+    }
+
+    fn leader(&self) -> Option<LeaderRecord> {
+        self.0.as_ref().ok()?.leader().map(leader_record)
+    }
+
+    fn subscribe(&self) -> Pollable {
+        self.wake()
+    }
+}
+
+export!(Provider);

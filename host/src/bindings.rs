@@ -1,0 +1,22 @@
+//! Host bindings generated from `wit/` (world `metaparticle:sync/client`).
+//!
+//! `wasi:io` maps onto wasmtime-wasi's own bindings so the pollables we hand
+//! out are the same `pollable` resource every WASI call understands; the two
+//! resources map onto [`LockHandle`](crate::imports::LockHandle) and
+//! [`ElectionHandle`](crate::imports::ElectionHandle).
+
+#![allow(missing_docs)]
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "metaparticle:sync/client",
+    imports: { default: async | trappable },
+    require_store_data_send: true,
+    with: {
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "metaparticle:sync/lock.lock": crate::imports::LockHandle,
+        "metaparticle:sync/election.election": crate::imports::ElectionHandle,
+    },
+});
+
+pub use metaparticle::sync::{election, lock, types};

@@ -1,0 +1,284 @@
+//! `mpsync`: run wasm apps with metaparticle:sync, hold a lock around a
+//! command, or watch an election.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, Parser, Subcommand};
+use elector::client::{Client, Read};
+use mpsync::lease::{Lease, Options};
+use mpsync::runtime::{RunOptions, Runtime, hostname};
+use mpsync_core::wire::Kind;
+
+/// Locks and leader elections for WebAssembly apps and commands, through a
+/// metaparticle-sync elector.
+///
+/// `mpsync run` runs a wasm command component and provides the
+/// metaparticle:sync imports natively (leases renewed in the background),
+/// plus WASI 0.2 and wasi:http. `mpsync lock` holds a lock while a command
+/// runs. `mpsync leader` prints (or watches) the leader of an election.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing's EnvFilter syntax). Logs go to stderr.
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
+    log: String,
+}
+
+#[derive(Debug, Args)]
+struct ElectorArg {
+    /// The elector's URL.
+    #[arg(long, env = "MPSYNC_ELECTOR", default_value = "http://127.0.0.1:13131")]
+    elector: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a wasm command component (wasm32-wasip2 `bin`). Exits with the
+    /// guest's exit code; leases it still holds are released when it ends,
+    /// traps or is stopped by a limit.
+    Run {
+        #[command(flatten)]
+        elector: ElectorArg,
+        /// Set an environment variable for the guest (repeatable).
+        #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Preopen a host directory for the guest, as HOST or HOST::GUEST
+        /// (repeatable).
+        #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
+        dirs: Vec<(PathBuf, String)>,
+        /// Largest linear memory the guest may grow to (e.g. 64MiB, 1GiB).
+        #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+        max_memory: usize,
+        /// Most CPU time the guest may spend running its own code (time
+        /// spent waiting in the host does not count), e.g. 30s. Unlimited
+        /// by default.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_cpu: Option<Duration>,
+        /// Do not provide the metaparticle:sync imports (for composed,
+        /// portable components that bring their own).
+        #[arg(long)]
+        no_sync_imports: bool,
+        /// Compile without the compilation cache (it lives in
+        /// $MPSYNC_CACHE_DIR, else $XDG_CACHE_HOME/mpsync or ~/.cache/mpsync).
+        #[arg(long)]
+        no_cache: bool,
+        /// The component.
+        app: PathBuf,
+        /// Arguments for the guest.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Hold a lock while a command runs, like `etcdctl lock` and `consul
+    /// lock`. The command gets the fencing token in MPSYNC_LOCK_TOKEN (and
+    /// the name in MPSYNC_LOCK_NAME). The lock is released when the command
+    /// exits; if the lock is lost first, the command gets SIGTERM and, after
+    /// --grace, SIGKILL. Exits with the command's code, or 3 if the lock was
+    /// lost, or 4 if it could not be acquired in time.
+    Lock {
+        #[command(flatten)]
+        elector: ElectorArg,
+        /// Lease duration (renewed at a third of it).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Give up if the lock is not acquired within this long.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// Holder id (default: HOSTNAME-PID).
+        #[arg(long)]
+        holder: Option<String>,
+        /// How long the command gets between SIGTERM and SIGKILL after the
+        /// lock is lost. Keep it under a fifth of the TTL: that is the time
+        /// left before another holder can get in.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        grace: Duration,
+        /// The lock name.
+        name: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print the leader of an election as `LEADER ADDRESS TOKEN` (or
+    /// `none`). With --watch, print every change of leader as it happens.
+    Leader {
+        #[command(flatten)]
+        elector: ElectorArg,
+        /// Keep watching and print each change.
+        #[arg(long)]
+        watch: bool,
+        /// The election name.
+        name: String,
+    },
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
+}
+
+fn parse_dir(s: &str) -> Result<(PathBuf, String), String> {
+    let (host, guest) = s.split_once("::").unwrap_or((s, s));
+    Ok((PathBuf::from(host), guest.to_owned()))
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits.parse().map_err(|_| format!("{s:?} is not a size such as 64MiB"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s} is too large"))
+}
+
+fn leader_line(read: &Read) -> String {
+    match read {
+        Read::Held(l) => format!("{} {} {}", l.holder, l.address.as_deref().unwrap_or("-"), l.token),
+        Read::Free { .. } => "none".into(),
+    }
+}
+
+async fn leader(url: &str, name: &str, watch: bool) -> anyhow::Result<ExitCode> {
+    mpsync_core::validate_name(name).map_err(|e| anyhow!("invalid election name {name:?}: {e}"))?;
+    let client = Client::new(url);
+    let mut read = client.read(Kind::Election, name, None).await?;
+    println!("{}", leader_line(&read));
+    if !watch {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        let version = match &read {
+            Read::Held(l) => l.version,
+            Read::Free { version } => *version,
+        };
+        let next = client.read(Kind::Election, name, Some((version, Duration::from_secs(60)))).await?;
+        let changed = match (&read, &next) {
+            (Read::Held(a), Read::Held(b)) => (&a.holder, a.token) != (&b.holder, b.token),
+            (Read::Free { .. }, Read::Free { .. }) => false,
+            _ => true,
+        };
+        if changed {
+            println!("{}", leader_line(&next));
+        }
+        read = next;
+    }
+}
+
+async fn lock_command(
+    url: &str,
+    name: &str,
+    options: Options,
+    timeout: Option<Duration>,
+    grace: Duration,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    let lease = Lease::new(Client::new(url), Kind::Lock, name, options).map_err(|e| anyhow!("{e}"))?;
+    let wait = timeout.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
+    let granted = match lease.acquire(wait).await {
+        Ok(g) => g,
+        Err(mpsync::lease::SyncError::Timeout) => {
+            eprintln!("mpsync: lock {name} not acquired within {}", humantime::format_duration(wait));
+            return Ok(ExitCode::from(4));
+        }
+        Err(e) => return Err(anyhow!("lock {name}: {e}")),
+    };
+    eprintln!("mpsync: holding lock {name} (fencing token {})", granted.token);
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .env("MPSYNC_LOCK_TOKEN", granted.token.to_string())
+        .env("MPSYNC_LOCK_NAME", name)
+        .spawn()
+        .with_context(|| format!("starting {}", command[0]))?;
+    let mut changes = lease.changes();
+    let lost = async {
+        loop {
+            let Some(held) = lease.held() else { return };
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep_until(held.valid_until.into()) => {}
+            }
+        }
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            let _ = lease.release().await;
+            Ok(ExitCode::from(status.code().unwrap_or(128).clamp(0, 255) as u8))
+        }
+        () = lost => {
+            eprintln!("mpsync: lost lock {name}; stopping the command");
+            stop(&mut child, grace).await;
+            Ok(ExitCode::from(3))
+        }
+        _ = term.recv() => {
+            stop(&mut child, grace).await;
+            let _ = lease.release().await;
+            Ok(ExitCode::from(143))
+        }
+    }
+}
+
+async fn stop(child: &mut tokio::process::Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Run { elector, env, dirs, max_memory, max_cpu, no_sync_imports, no_cache, app, args } => {
+            run(
+                &app,
+                RunOptions {
+                    elector: elector.elector,
+                    args,
+                    env,
+                    dirs,
+                    max_memory,
+                    max_cpu,
+                    link_sync: !no_sync_imports,
+                    program: app.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                },
+                !no_cache,
+            )
+            .await
+        }
+        Command::Lock { elector, ttl, timeout, holder, grace, name, command } => {
+            let holder = holder.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+            lock_command(&elector.elector, &name, Options { ttl, holder, address: None }, timeout, grace, &command)
+                .await
+        }
+        Command::Leader { elector, watch, name } => leader(&elector.elector, &name, watch).await,
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("mpsync: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+async fn run(app: &std::path::Path, options: RunOptions, cache: bool) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(cache)?;
+    let component = runtime.load(app)?;
+    let code = runtime.run(&component, &app.display().to_string(), &options).await?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}

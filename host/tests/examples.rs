@@ -1,0 +1,91 @@
+//! The seed's examples as wasm apps under `mpsync run`, against a real
+//! elector: two lock contenders, three election replicas.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::{PATIENCE, Proc, elector, metric, token};
+use elector::client::{Client, Read};
+use mpsync_core::Kind;
+use mpsync_core::wire::LeaseView;
+
+#[tokio::test]
+async fn two_lock_examples_contend_and_the_second_gets_it_at_release() {
+    let elector = elector().await;
+    let url = elector.url();
+    let mut alice =
+        Proc::run("alice", &url, &[], "lock.wasm", &["--id", "alice", "--hold-ms", "1500", "--ttl-ms", "600"]);
+    let first = alice.expect_line("I have the lock!").await;
+    let mut bob = Proc::run("bob", &url, &[], "lock.wasm", &["--id", "bob", "--hold-ms", "200", "--ttl-ms", "600"]);
+    bob.expect_line("Attempting to lock").await;
+    let second = bob.expect_line("I have the lock!").await;
+    // bob got in only once alice unlocked: alice says so, bob's token is the
+    // next one, and the elector saw no expiry (it was a release, not a TTL
+    // running out). The hold (1.5 s) spans several TTLs (0.6 s), so alice
+    // also renewed in the background while bob waited.
+    alice.expect_line("Unlocked").await;
+    assert!(!alice.output().contains("I lost the lock"));
+    assert_eq!(token(&second), token(&first) + 1, "{first} / {second}");
+    assert_eq!(metric(&elector, "mpsync_expiries_total{kind=\"lock\"}").await, 0);
+    assert!(metric(&elector, "mpsync_renewals_total{kind=\"lock\"}").await >= 2);
+    bob.expect_line("Unlocked").await;
+    assert!(alice.wait().await.success() && bob.wait().await.success());
+}
+
+/// Long-polls the elector until someone other than `not` leads `name`.
+async fn next_leader(url: &str, name: &str, not: &str) -> LeaseView {
+    let client = Client::new(url);
+    let mut version = 0;
+    loop {
+        match client.read(Kind::Election, name, Some((version, PATIENCE))).await.unwrap() {
+            Read::Held(l) if l.holder != not => return l,
+            Read::Held(l) => version = l.version,
+            Read::Free { version: v } => version = v,
+        }
+    }
+}
+
+#[tokio::test]
+async fn three_replicas_one_leader_failover_on_kill_and_handover_on_resign() {
+    let elector = elector().await;
+    let url = elector.url();
+    let replica = |i: usize, extra: &[&str]| {
+        let (id, addr) = (format!("replica-{i}"), format!("127.0.0.1:{}", 9000 + i));
+        let mut args = vec!["--id", &id, "--address", &addr, "--ttl-ms", "800", "--name", "shard"];
+        args.extend_from_slice(extra);
+        Proc::run(&id, &url, &[], "election.wasm", &args)
+    };
+    // replica-0 leads first; it will be killed. Start it alone so we know.
+    let mut replicas = vec![replica(0, &[])];
+    let first = replicas[0].expect_line("I am the leader").await;
+    replicas.push(replica(1, &["--resign-after-ms", "300"]));
+    replicas.push(replica(2, &["--resign-after-ms", "300"]));
+    let held = Client::new(&url).read(Kind::Election, "shard", None).await.unwrap();
+    assert!(
+        matches!(held, Read::Held(ref l) if l.holder == "replica-0" && l.address.as_deref() == Some("127.0.0.1:9000"))
+    );
+
+    // SIGKILL: no release. Another replica leads once the lease runs out.
+    replicas[0].signal("KILL");
+    let leader = next_leader(&url, "shard", "replica-0").await;
+    let second: usize = leader.holder.trim_start_matches("replica-").parse().unwrap();
+    let line = replicas[second].expect_line("I am the leader").await;
+    assert_eq!(token(&line), leader.token);
+    assert!(leader.token > token(&first));
+    assert_eq!(metric(&elector, "mpsync_expiries_total{kind=\"election\"}").await, 1, "failover came from the expiry");
+    let third = 3 - second;
+    assert!(!replicas[third].output().contains("I am the leader"), "two leaders at once");
+
+    // The new leader resigns after 300 ms: the last replica leads at once
+    // (a release, not a second expiry).
+    replicas[second].expect_line("I resigned").await;
+    let line3 = replicas[third].expect_line("I am the leader").await;
+    assert!(token(&line3) > leader.token);
+    assert_eq!(
+        metric(&elector, "mpsync_expiries_total{kind=\"election\"}").await,
+        1,
+        "the hand-over was not an expiry"
+    );
+    assert!(metric(&elector, "mpsync_releases_total{kind=\"election\"}").await >= 1);
+}

@@ -1,0 +1,82 @@
+//! The portable build: each example composed with the sync-guest component
+//! (`wac plug`) needs only WASI and wasi:http. Run under `mpsync run
+//! --no-sync-imports` (nothing of metaparticle:sync linked) it behaves like
+//! the native build; with a `wasmtime` CLI on PATH, the same under
+//! `wasmtime run -S http`.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::{Proc, elector, metric, token, wasm};
+
+fn portable(name: &str, url: &str, app: &str, args: &[&str]) -> Proc {
+    let env = format!("MPSYNC_ELECTOR={url}");
+    Proc::run(name, url, &["--no-sync-imports", "--env", &env], app, args)
+}
+
+#[tokio::test]
+async fn the_portable_probe_answers_every_call_as_documented() {
+    let elector = elector().await;
+    let mut probe = portable("probe", &elector.url(), "probe.portable.wasm", &["--mode", "api"]);
+    assert!(probe.wait().await.success(), "{}", probe.output());
+    assert!(probe.output().contains("probe api ok"));
+}
+
+#[tokio::test]
+async fn the_native_app_is_refused_without_the_imports() {
+    let elector = elector().await;
+    let mut p = Proc::run("native", &elector.url(), &["--no-sync-imports"], "lock.wasm", &[]);
+    assert_eq!(p.wait().await.code(), Some(2));
+    assert!(p.output().contains("metaparticle:sync/lock@0.1.0"), "{}", p.output());
+}
+
+#[tokio::test]
+async fn portable_lock_examples_contend_like_native_ones() {
+    let elector = elector().await;
+    let url = elector.url();
+    let mut alice =
+        portable("alice", &url, "lock.portable.wasm", &["--id", "alice", "--hold-ms", "1500", "--ttl-ms", "900"]);
+    let first = alice.expect_line("I have the lock!").await;
+    let mut bob = portable("bob", &url, "lock.portable.wasm", &["--id", "bob", "--hold-ms", "200", "--ttl-ms", "900"]);
+    let second = bob.expect_line("I have the lock!").await;
+    alice.expect_line("Unlocked").await;
+    assert!(!alice.output().contains("I lost the lock"), "the app's waits renewed its lease");
+    assert_eq!(token(&second), token(&first) + 1);
+    assert_eq!(metric(&elector, "mpsync_expiries_total{kind=\"lock\"}").await, 0);
+    assert!(alice.wait().await.success() && bob.wait().await.success());
+}
+
+#[tokio::test]
+async fn portable_election_fails_over_when_the_leader_is_killed() {
+    let elector = elector().await;
+    let url = elector.url();
+    let args = |id: &'static str| ["--id", id, "--ttl-ms", "900", "--name", "portable"];
+    let mut a = portable("a", &url, "election.portable.wasm", &args("a"));
+    let first = a.expect_line("I am the leader").await;
+    let mut b = portable("b", &url, "election.portable.wasm", &args("b"));
+    a.signal("KILL");
+    let second = b.expect_line("I am the leader").await;
+    assert!(token(&second) > token(&first));
+    assert_eq!(metric(&elector, "mpsync_expiries_total{kind=\"election\"}").await, 1);
+}
+
+#[tokio::test]
+async fn the_portable_app_runs_under_the_wasmtime_cli_when_there_is_one() {
+    let Some(wasmtime) = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("wasmtime")).find(|f| f.is_file()))
+    else {
+        eprintln!("no wasmtime CLI on PATH: the stock-runtime check is skipped (mpsync --no-sync-imports covered it)");
+        return;
+    };
+    let elector = elector().await;
+    let env = format!("MPSYNC_ELECTOR={}", elector.url());
+    let args: Vec<String> =
+        ["run", "-S", "http", "--env", &env, &wasm("probe.portable.wasm").display().to_string(), "--mode", "api"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let mut p = Proc::spawn("wasmtime", &wasmtime.display().to_string(), &args);
+    assert!(p.wait().await.success(), "{}", p.output());
+    assert!(p.output().contains("probe api ok"));
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the wasm components once, in release mode for wasm32-wasip2, into
+# the shared target directory, and composes the portable variant of each
+# example app with the sync-guest component:
+#   lock.wasm, election.wasm, probe.wasm     apps importing metaparticle:sync
+#   sync_guest.wasm                          the portable provider
+#   *.portable.wasm                          app + provider: WASI and wasi:http only
+# Prints the output directory on its last line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --locked --release --target wasm32-wasip2 -p sync-guest -p sync-apps
+out="${CARGO_TARGET_DIR:-$PWD/target}/wasm32-wasip2/release"
+for app in lock election probe; do
+  .tools/wac/bin/wac plug "$out/$app.wasm" --plug "$out/sync_guest.wasm" -o "$out/$app.portable.wasm"
+done
+echo "$out"
