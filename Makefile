@@ -13,4 +13,7 @@ test: setup
 	@scripts/test.sh
 
 bench: setup
-	cargo bench --locked -p elector --bench elector
+	cargo build --locked --release -p elector --bin elector
+	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
+	cargo bench --locked -p elector --bench elector && \
+	cargo bench --locked -p mpsync --bench host

@@ -5,11 +5,13 @@
 #   lock.wasm, election.wasm, probe.wasm     apps importing metaparticle:sync
 #   sync_guest.wasm                          the portable provider
 #   *.portable.wasm                          app + provider: WASI and wasi:http only
+#   ../../wasm32-wasip1/release/leader_filter.wasm   the Envoy leader filter
 # Prints the output directory on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --locked --release --target wasm32-wasip2 -p sync-guest -p sync-apps
+cargo build --locked --release --target wasm32-wasip1 -p leader-filter
 out="${CARGO_TARGET_DIR:-$PWD/target}/wasm32-wasip2/release"
 for app in lock election probe; do
   .tools/wac/bin/wac plug "$out/$app.wasm" --plug "$out/sync_guest.wasm" -o "$out/$app.portable.wasm"

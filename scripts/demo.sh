@@ -1,42 +1,66 @@
 #!/usr/bin/env bash
-# The demo: an elector on the embedded (memory) store, and the seed's lock
-# example played by two contenders. alice takes the lock, holds it while it
-# is renewed in the background, and releases it; bob, who was waiting on a
-# long-poll, gets it at once with a higher fencing token.
+# The demo: an elector on the embedded (memory) store, and the seed's two
+# examples as WebAssembly apps under `mpsync run`:
+#  1. locks: alice and bob contend for lock "test"; alice holds it (renewed
+#     in the background by the host), unlocks, and bob gets it at once with
+#     a higher fencing token;
+#  2. elections: three replicas stand in election "shard"; the leader is
+#     killed (SIGKILL) and another takes over when its lease runs out; that
+#     one resigns and the last takes over at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-HOLD=${HOLD:-5s}
-TTL=${TTL:-2s}
-
-cargo build --release --locked -q -p elector --bin elector --example lock
+echo "== building the elector, mpsync and the wasm apps (the first build takes a few minutes)"
+cargo build --release --locked -q -p elector -p mpsync
+wasm=$(scripts/build-wasm.sh 2>/dev/null | tail -n 1)
 bin=target/release
+export MPSYNC_CACHE_DIR=${MPSYNC_CACHE_DIR:-$PWD/target/mpsync-cache}
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
+trap cleanup EXIT
 
 # Start the elector on a port the OS picks and read the address it prints.
 exec 3< <(exec "$bin/elector" --listen 127.0.0.1:0 --identity demo --log warn)
-elector_pid=$!
-trap 'kill "$elector_pid" 2>/dev/null || true' EXIT
+pids+=($!)
 read -r -t 30 -u 3 line || { echo "the elector did not start" >&2; exit 1; }
 url=${line#elector listening on }
 echo "== elector (memory store) listening on $url"
-echo "== two contenders for lock \"test\": hold $HOLD each, lease TTL $TTL (renewed at a third of it)"
-echo
 
-log=$(mktemp -d)
-"$bin/examples/lock" --elector "$url" --id alice --hold "$HOLD" --ttl "$TTL" | tee "$log/alice" &
+# Runs `mpsync run APP ARGS…` with every output line stamped and labelled.
+app() {
+  local who=$1 wasm_file=$2; shift 2
+  "$bin/mpsync" run --elector "$url" "$wasm/$wasm_file" "$@" 2>&1 |
+    while IFS= read -r l; do printf '%s [%-9s] %s\n' "$(date +%T.%3N)" "$who" "$l"; done
+}
+
+echo
+echo "== 1. the lock example: two contenders for lock \"test\" (hold 3 s, TTL 1 s, renewed by the host)"
+app alice lock.wasm --id alice --hold-ms 3000 --ttl-ms 1000 &
 alice=$!
-# Give alice a head start so the story is always told the same way round.
-sleep 0.3
-"$bin/examples/lock" --elector "$url" --id bob --hold "$HOLD" --ttl "$TTL" | tee "$log/bob" &
+sleep 0.5
+app bob lock.wasm --id bob --hold-ms 1000 --ttl-ms 1000 &
 bob=$!
 wait "$alice" "$bob"
 
-ms() { awk -F'[:.]' '{ print (($1 * 60 + $2) * 60 + $3) * 1000 + $4 }' <<<"$1"; }
-released=$(grep 'Unlocked' "$log/alice" | cut -c1-12)
-acquired=$(grep 'I have the lock' "$log/bob" | cut -c1-12)
-token_a=$(grep -o 'fencing token [0-9]*' "$log/alice" | grep -o '[0-9]*$')
-token_b=$(grep -o 'fencing token [0-9]*' "$log/bob" | grep -o '[0-9]*$')
 echo
-echo "== bob got the lock $(( $(ms "$acquired") - $(ms "$released") )) ms after alice unlocked, with fencing token $token_b (alice had $token_a)."
-echo "   The original elector never released a lock: bob would have waited out the TTL (30 s) plus its 10 s poll."
-rm -rf "$log"
+echo "== 2. the election example: three replicas of \"shard\" (TTL 1.5 s)"
+"$bin/mpsync" leader --elector "$url" --watch shard |
+  while IFS= read -r l; do printf '%s [%-9s] leader: %s\n' "$(date +%T.%3N)" watch "$l"; done &
+pids+=($!)
+app replica-1 election.wasm --name shard --id replica-1 --address 127.0.0.1:8081 --ttl-ms 1500 &
+pids+=($!)
+sleep 1
+app replica-2 election.wasm --name shard --id replica-2 --address 127.0.0.1:8082 --ttl-ms 1500 --resign-after-ms 2000 &
+second=$!
+app replica-3 election.wasm --name shard --id replica-3 --address 127.0.0.1:8083 --ttl-ms 1500 --resign-after-ms 2000 &
+third=$!
+pids+=("$second" "$third")
+sleep 1
+echo "$(date +%T.%3N) == killing replica-1's host process (SIGKILL): no release; its lease must run out"
+pkill -KILL -f "mpsync run .* --id replica-1 " || true
+# replica-2 and replica-3 each lead in turn, resign after 2 s and exit.
+wait "$second" "$third" 2>/dev/null || true
+sleep 0.5
+echo
+echo "== done: after the kill, a new leader took over once the 1.5 s lease ran out; after the resignation, at once."

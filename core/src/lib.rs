@@ -16,6 +16,8 @@
 //!   has expired, how fencing tokens advance.
 //! - [`judge`]: expiry judged on the judge's own monotonic clock, from the
 //!   moment it last saw a record change.
+//! - [`route`]: the leader-routing decision for proxies, and the allowlist
+//!   of addresses leaders may advertise.
 //! - [`lease`]: the client lease state machine: acquire, renew when due,
 //!   report the lease lost before the store could hand it to anyone else.
 //!
@@ -35,6 +37,7 @@ pub mod judge;
 pub mod lease;
 pub mod name;
 pub mod record;
+pub mod route;
 pub mod wire;
 
 pub use judge::Judge;

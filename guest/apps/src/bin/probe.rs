@@ -149,6 +149,31 @@ fn main() {
             }
         }
         "noop" => {}
+        "bench" => {
+            // Guest->host call cost: is-leader (a metaparticle:sync import)
+            // next to monotonic-clock.resolution (a WASI import that does
+            // nothing but return a constant), same loop, same run.
+            let n: u32 = flags.get("iterations").and_then(|v| v.parse().ok()).unwrap_or(200_000);
+            let e = Election::new(
+                &name,
+                &ElectionOptions { ttl_ms: Some(10_000), candidate: Some("bench".into()), address: None },
+            );
+            check(e.campaign(5_000).is_ok(), "bench campaign");
+            let time = |f: &dyn Fn() -> bool| {
+                let start = wasip2::clocks::monotonic_clock::now();
+                let mut yes = 0u32;
+                for _ in 0..n {
+                    yes += u32::from(f());
+                }
+                (wasip2::clocks::monotonic_clock::now() - start, yes)
+            };
+            let _ = time(&|| e.is_leader());
+            let (leader_ns, yes) = time(&|| e.is_leader());
+            check(yes == n, "is-leader stayed true");
+            let (noop_ns, _) = time(&|| wasip2::clocks::monotonic_clock::resolution() > 0);
+            say(format!("bench iterations={n} is_leader_ns={leader_ns} noop_ns={noop_ns}"));
+            let _ = e.resign();
+        }
         other => check(false, &format!("unknown mode {other}")),
     }
 }

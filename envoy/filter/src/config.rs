@@ -1,0 +1,253 @@
+//! The filter's JSON configuration, checked in full in `on_configure` so
+//! that Envoy refuses a bad one with a message saying what is wrong.
+
+use std::net::SocketAddr;
+
+use mpsync_core::route::{Allowlist, Mode};
+use serde::Deserialize;
+
+/// The configuration as written in the Envoy config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    elector_cluster: String,
+    #[serde(default)]
+    elector_authority: Option<String>,
+    #[serde(default)]
+    election: Option<String>,
+    #[serde(default)]
+    shard: Option<RawShard>,
+    #[serde(default = "default_mode")]
+    mode: String,
+    #[serde(default)]
+    self_address: Option<String>,
+    #[serde(default)]
+    on_follower: Option<String>,
+    allow: Vec<String>,
+    #[serde(default = "default_hold")]
+    hold_ms: u64,
+    #[serde(default = "default_poll")]
+    poll_timeout_ms: u64,
+    #[serde(default)]
+    headers: RawHeaders,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShard {
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    path_segment: Option<usize>,
+    template: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    #[serde(default)]
+    leader_id: Option<String>,
+    #[serde(default)]
+    leader_token: Option<String>,
+}
+
+fn default_mode() -> String {
+    "gateway".into()
+}
+fn default_hold() -> u64 {
+    2000
+}
+fn default_poll() -> u64 {
+    30_000
+}
+
+/// Where the election name of a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Election {
+    /// One election for all traffic.
+    Fixed(String),
+    /// A shard key from a header or a path segment, mapped by `template`
+    /// (`orders-{shard}`).
+    Sharded {
+        /// Header name (lowercase) to read the shard from.
+        header: Option<String>,
+        /// Or the path segment (0 = the first after `/`).
+        path_segment: Option<usize>,
+        /// The election name, with `{shard}` replaced.
+        template: String,
+    },
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Envoy cluster of the elector.
+    pub cluster: String,
+    /// `:authority` for calls to the elector.
+    pub authority: String,
+    /// The election(s).
+    pub election: Election,
+    /// Gateway or sidecar.
+    pub mode: Mode,
+    /// Addresses leaders may advertise.
+    pub allow: Allowlist,
+    /// How long to hold a request while no leader is known.
+    pub hold_ms: u64,
+    /// Long-poll timeout for watching the elector.
+    pub poll_timeout_ms: u64,
+    /// Header carrying the leader's id upstream.
+    pub leader_id_header: String,
+    /// Header carrying the leader's fencing token upstream.
+    pub leader_token_header: String,
+}
+
+fn header_name(name: &str, what: &str) -> Result<String, String> {
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(name.to_ascii_lowercase()) } else { Err(format!("{what}: {name:?} is not a valid header name")) }
+}
+
+impl Config {
+    /// Parses and checks `json`; the error says what is wrong, for the log.
+    pub fn parse(json: &[u8]) -> Result<Config, String> {
+        if json.is_empty() {
+            return Err(
+                "the configuration is empty; it needs at least elector_cluster, election (or shard) and allow".into()
+            );
+        }
+        let raw: Raw = serde_json::from_slice(json).map_err(|e| format!("the configuration is not valid: {e}"))?;
+        if raw.elector_cluster.is_empty() {
+            return Err("elector_cluster must name the Envoy cluster of the elector".into());
+        }
+        let election = match (raw.election, raw.shard) {
+            (Some(_), Some(_)) => return Err("set election or shard, not both".into()),
+            (None, None) => {
+                return Err("set election (one election for all traffic) or shard (an election per shard)".into());
+            }
+            (Some(name), None) => {
+                mpsync_core::validate_name(&name).map_err(|e| format!("election {name:?}: {e}"))?;
+                Election::Fixed(name)
+            }
+            (None, Some(shard)) => {
+                if !shard.template.contains("{shard}") {
+                    return Err(format!(
+                        "shard.template {:?} must contain {{shard}}, e.g. \"orders-{{shard}}\"",
+                        shard.template
+                    ));
+                }
+                let sample = shard.template.replace("{shard}", "1");
+                mpsync_core::validate_name(&sample)
+                    .map_err(|e| format!("shard.template {:?} gives invalid names: {e}", shard.template))?;
+                let header = shard.header.as_deref().map(|h| header_name(h, "shard.header")).transpose()?;
+                match (&header, shard.path_segment) {
+                    (Some(_), Some(_)) => return Err("set shard.header or shard.path_segment, not both".into()),
+                    (None, None) => return Err("shard needs header or path_segment".into()),
+                    _ => {}
+                }
+                Election::Sharded { header, path_segment: shard.path_segment, template: shard.template }
+            }
+        };
+        let mode = match raw.mode.as_str() {
+            "gateway" => {
+                if raw.self_address.is_some() || raw.on_follower.is_some() {
+                    return Err("self_address and on_follower are for mode \"sidecar\"".into());
+                }
+                Mode::Gateway
+            }
+            "sidecar" => {
+                let addr = raw
+                    .self_address
+                    .ok_or("mode \"sidecar\" needs self_address, the ip:port this replica advertises")?;
+                let self_address: SocketAddr =
+                    addr.parse().map_err(|_| format!("self_address {addr:?} is not an ip:port"))?;
+                let forward = match raw.on_follower.as_deref().unwrap_or("reject") {
+                    "reject" => false,
+                    "forward" => true,
+                    other => return Err(format!("on_follower {other:?} must be \"reject\" or \"forward\"")),
+                };
+                Mode::Sidecar { self_address, forward }
+            }
+            other => return Err(format!("mode {other:?} must be \"gateway\" or \"sidecar\"")),
+        };
+        if raw.allow.is_empty() {
+            return Err("allow must list the networks leaders may advertise (e.g. [\"10.0.0.0/8\"]); traffic never goes elsewhere".into());
+        }
+        let allow = Allowlist::parse(raw.allow.iter().map(String::as_str)).map_err(|e| e.to_string())?;
+        if raw.hold_ms > 60_000 {
+            return Err(format!("hold_ms is {}; at most 60000 is allowed", raw.hold_ms));
+        }
+        if !(100..=300_000).contains(&raw.poll_timeout_ms) {
+            return Err(format!("poll_timeout_ms is {}; it must be between 100 and 300000", raw.poll_timeout_ms));
+        }
+        Ok(Config {
+            authority: raw.elector_authority.unwrap_or_else(|| raw.elector_cluster.clone()),
+            cluster: raw.elector_cluster,
+            election,
+            mode,
+            allow,
+            hold_ms: raw.hold_ms,
+            poll_timeout_ms: raw.poll_timeout_ms,
+            leader_id_header: header_name(
+                raw.headers.leader_id.as_deref().unwrap_or("x-leader-id"),
+                "headers.leader_id",
+            )?,
+            leader_token_header: header_name(
+                raw.headers.leader_token.as_deref().unwrap_or("x-leader-token"),
+                "headers.leader_token",
+            )?,
+        })
+    }
+
+    /// The election a request belongs to, from its headers and path; `Err`
+    /// says why the request names none (answered with 400).
+    pub fn election_for(&self, header: impl Fn(&str) -> Option<String>, path: &str) -> Result<String, String> {
+        match &self.election {
+            Election::Fixed(name) => Ok(name.clone()),
+            Election::Sharded { header: Some(h), template, .. } => {
+                let shard = header(h).ok_or_else(|| format!("the request has no {h} header naming its shard"))?;
+                shard_name(template, &shard)
+            }
+            Election::Sharded { path_segment: Some(i), template, .. } => {
+                let path = path.split(['?', '#']).next().unwrap_or("");
+                let shard = path
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .nth(*i)
+                    .ok_or_else(|| format!("the path has no segment {i} naming its shard"))?;
+                shard_name(template, shard)
+            }
+            Election::Sharded { .. } => Err("no shard source configured".into()),
+        }
+    }
+}
+
+fn shard_name(template: &str, shard: &str) -> Result<String, String> {
+    let name = template.replace("{shard}", shard);
+    mpsync_core::validate_name(&name).map_err(|e| format!("shard {shard:?} gives election name {name:?}: {e}"))?;
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_gateway_config() {
+        let c = Config::parse(br#"{"elector_cluster":"elector","election":"web","allow":["127.0.0.0/8"]}"#).unwrap();
+        assert_eq!((c.hold_ms, c.leader_id_header.as_str(), c.authority.as_str()), (2000, "x-leader-id", "elector"));
+        assert_eq!(c.election_for(|_| None, "/x").unwrap(), "web");
+    }
+
+    #[test]
+    fn shards_from_headers_and_paths() {
+        let c = Config::parse(br#"{"elector_cluster":"e","shard":{"header":"X-Shard","template":"orders-{shard}"},"allow":["0.0.0.0/0"]}"#).unwrap();
+        assert_eq!(c.election_for(|h| (h == "x-shard").then(|| "7".into()), "/").unwrap(), "orders-7");
+        assert!(c.election_for(|_| None, "/").is_err());
+        assert!(c.election_for(|_| Some("Bad!".into()), "/").is_err());
+        let p = Config::parse(
+            br#"{"elector_cluster":"e","shard":{"path_segment":1,"template":"t-{shard}"},"allow":["0.0.0.0/0"]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.election_for(|_| None, "/orders/42/items?x=1").unwrap(), "t-42");
+        assert!(p.election_for(|_| None, "/orders").is_err());
+    }
+}
