@@ -16,6 +16,7 @@
 //! Modules: [`config`] (the JSON configuration, checked in `on_configure`).
 
 #![allow(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
 

@@ -13,6 +13,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+pub mod envoy;
+
 /// Bound on waiting for something that should happen in well under a
 /// second; reaching it means it never came.
 pub const PATIENCE: Duration = Duration::from_secs(30);

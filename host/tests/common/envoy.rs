@@ -1,0 +1,251 @@
+//! A real Envoy (from `.tools/envoy`, installed by scripts/setup.sh) with the
+//! leader filter, upstream replicas that answer with their own id, and an
+//! HTTP client that can set any header.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::process::{Child, Command};
+
+use super::PATIENCE;
+
+pub fn envoy_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/envoy/envoy/_bin/envoy");
+    assert!(bin.is_file(), "{} is missing: run scripts/setup.sh (make test does)", bin.display());
+    bin
+}
+
+pub fn filter_wasm() -> PathBuf {
+    let path = super::wasm("lock.wasm").parent().unwrap().join("../../wasm32-wasip1/release/leader_filter.wasm");
+    assert!(path.is_file(), "{} is missing: run scripts/build-wasm.sh", path.display());
+    path.canonicalize().unwrap()
+}
+
+/// An upstream replica: answers every request with
+/// `ID leader-id=… leader-token=…` (the headers the filter stamped).
+pub struct Upstream {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub async fn start(id: &str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (name, counter) = (id.to_owned(), hits.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (name, counter) = (name.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let h = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+                        let body =
+                            format!("{name} leader-id={} leader-token={}", h("x-leader-id"), h("x-leader-token"));
+                        async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Upstream { id: id.to_owned(), addr, hits }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// An answer from Envoy.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+#[derive(Clone)]
+pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
+
+impl HttpClient {
+    pub fn new() -> HttpClient {
+        HttpClient(Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
+    }
+
+    pub async fn get(&self, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = Request::get(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self.0.request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers =
+            resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned())).collect();
+        let body = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
+        Answer { status, headers, body }
+    }
+}
+
+/// The filter's JSON configuration inside an Envoy listener, routing either
+/// to an ORIGINAL_DST cluster (gateway) or to one static replica (sidecar).
+pub fn config(filter_json: &str, elector: SocketAddr, local_replica: Option<SocketAddr>) -> String {
+    let wasm = filter_wasm().display().to_string();
+    let (route_cluster, extra_cluster) = match local_replica {
+        None => (
+            "leader",
+            "  - name: leader\n    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    connect_timeout: 1s\n    original_dst_lb_config: { use_http_header: true }\n".to_owned(),
+            ),
+        Some(addr) => (
+            "local_replica",
+            format!(
+                "  - name: local_replica\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: local_replica\n      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]\n",
+                addr.ip(),
+                addr.port()
+            ),
+        ),
+    };
+    let json = serde_json::to_string(filter_json).unwrap();
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: {route_cluster}, timeout: 30s }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: leader_filter
+                root_id: leader_filter
+                vm_config:
+                  vm_id: leader_filter
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: {wasm} }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {json}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: elector
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: elector
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]
+{extra_cluster}"#,
+        elector.ip(),
+        elector.port()
+    )
+}
+
+/// A running Envoy.
+pub struct Envoy {
+    child: Child,
+    pub admin: SocketAddr,
+    pub listener: SocketAddr,
+    dir: PathBuf,
+}
+
+fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir =
+        std::env::temp_dir().join(format!("mpsync-envoy-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Envoy {
+    pub async fn start(yaml: &str) -> Envoy {
+        let dir = temp_dir();
+        let (config, admin_file) = (dir.join("envoy.yaml"), dir.join("admin"));
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
+        let child = Command::new(envoy_bin())
+            .args(["-c", &config.display().to_string(), "--disable-hot-restart", "--concurrency", "2", "-l", "info"])
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let http = HttpClient::new();
+        // Envoy writes its admin address once it listens; then the listener
+        // shows up in /listeners. Both are awaited with a bounded retry.
+        let found = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Ok(text) = std::fs::read_to_string(&admin_file)
+                    && let Ok(admin) = text.trim().parse::<SocketAddr>()
+                {
+                    let answer = http.get(admin, "/listeners?format=json", &[]).await;
+                    let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+                    let port = json["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64();
+                    let ready = http.get(admin, "/ready", &[]).await.status == 200;
+                    if let (Some(port), true) = (port, ready) {
+                        return (admin, SocketAddr::from(([127, 0, 0, 1], port as u16)));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let Ok((admin, listener)) = found else {
+            panic!("envoy did not start; log:\n{}", std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default());
+        };
+        Envoy { child, admin, listener, dir }
+    }
+
+    /// A counter of the filter (`routed`, `held`, …).
+    pub async fn stat(&self, name: &str) -> u64 {
+        let text = HttpClient::new().get(self.admin, "/stats?filter=leader_filter", &[]).await.body;
+        let key = format!("wasmcustom.leader_filter.{name}: ");
+        text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
