@@ -91,7 +91,7 @@ async fn traffic_follows_a_resignation_at_once_and_a_killed_leader_after_its_ttl
     let mut first = replica(&url, "web", "first", &["--resign-after-ms", "1500"]).await;
     led_by(&url, "web", &["first"]).await;
     until_served_by(&http, envoy.listener, "first").await;
-    let mut others = vec![replica(&url, "web", "second", &[]).await, replica(&url, "web", "third", &[]).await];
+    let others = [replica(&url, "web", "second", &[]).await, replica(&url, "web", "third", &[]).await];
 
     // Resign: the next leader gets the traffic; the elector saw a release.
     first.campaign.expect_line("I resigned").await;
