@@ -174,6 +174,15 @@ static_resources:
     )
 }
 
+/// The same listener with a plain route to `upstream` and no filter: the
+/// comparison for the benchmark.
+pub fn plain_config(upstream: SocketAddr) -> String {
+    let with_filter = config("{}", upstream, Some(upstream));
+    let start = with_filter.find("          - name: envoy.filters.http.wasm").unwrap();
+    let end = with_filter.find("          - name: envoy.filters.http.router").unwrap();
+    with_filter[..start].to_owned() + &with_filter[end..]
+}
+
 /// A running Envoy.
 pub struct Envoy {
     child: Child,
