@@ -17,7 +17,10 @@ bin=target/release
 export MPSYNC_CACHE_DIR=${MPSYNC_CACHE_DIR:-$PWD/target/mpsync-cache}
 
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
+# Stop in reverse order of start: watchers before the elector they watch.
+cleanup() {
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
 # Start the elector on a port the OS picks and read the address it prints.
@@ -45,10 +48,11 @@ wait "$alice" "$bob"
 
 echo
 echo "== 2. the election example: three replicas of \"shard\" (TTL 1.5 s)"
-"$bin/mpsync" leader --elector "$url" --watch shard |
+"$bin/mpsync" leader --elector "$url" --watch shard 2>/dev/null |
   while IFS= read -r l; do printf '%s [%-9s] leader: %s\n' "$(date +%T.%3N)" watch "$l"; done &
 pids+=($!)
-app replica-1 election.wasm --name shard --id replica-1 --address 127.0.0.1:8081 --ttl-ms 1500 &
+# In a subshell with its own stderr, so bash's "Killed" notice stays out of the story.
+(app replica-1 election.wasm --name shard --id replica-1 --address 127.0.0.1:8081 --ttl-ms 1500) 2>/dev/null &
 pids+=($!)
 sleep 1
 app replica-2 election.wasm --name shard --id replica-2 --address 127.0.0.1:8082 --ttl-ms 1500 --resign-after-ms 2000 &
