@@ -38,7 +38,12 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
-async fn load(http: &HttpClient, target: std::net::SocketAddr, clients: usize, length: Duration) -> (f64, Duration, Duration) {
+async fn load(
+    http: &HttpClient,
+    target: std::net::SocketAddr,
+    clients: usize,
+    length: Duration,
+) -> (f64, Duration, Duration) {
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
@@ -120,7 +125,9 @@ async fn main() {
     let filter = r#"{"elector_cluster":"elector","election":"bench","allow":["127.0.0.0/8"],"hold_ms":5000}"#;
     let gateway = Envoy::start(&config(filter, elector.addr(), None)).await;
     let plain = Envoy::start(&plain_config(a.addr)).await;
-    let Claimed::Granted(lease) = client.claim(Kind::Election, "bench", &claim(a.addr, "a")).await.unwrap() else { panic!() };
+    let Claimed::Granted(lease) = client.claim(Kind::Election, "bench", &claim(a.addr, "a")).await.unwrap() else {
+        panic!()
+    };
     first_served_by(&http, gateway.listener, "a").await;
     let _ = load(&http, gateway.listener, clients, Duration::from_millis(500)).await;
     let _ = load(&http, plain.listener, clients, Duration::from_millis(500)).await;
@@ -164,14 +171,27 @@ async fn main() {
     let mut kills = Vec::new();
     for i in 0..failovers {
         let name = format!("crash-{i}");
-        let filter = format!(r#"{{"elector_cluster":"elector","election":"{name}","allow":["127.0.0.0/8"],"hold_ms":5000}}"#);
+        let filter =
+            format!(r#"{{"elector_cluster":"elector","election":"{name}","allow":["127.0.0.0/8"],"hold_ms":5000}}"#);
         let envoy = Envoy::start(&config(&filter, elector.addr(), None)).await;
         let ttl = ttl_ms.to_string();
         let (aa, ba) = (a.addr.to_string(), b.addr.to_string());
-        let mut first = Proc::run("a", &url, &[], "election.wasm", &["--name", &name, "--id", "a", "--address", &aa, "--ttl-ms", &ttl]);
+        let mut first = Proc::run(
+            "a",
+            &url,
+            &[],
+            "election.wasm",
+            &["--name", &name, "--id", "a", "--address", &aa, "--ttl-ms", &ttl],
+        );
         first.expect_line("I am the leader").await;
         first_served_by(&http, envoy.listener, "a").await;
-        let mut second = Proc::run("b", &url, &[], "election.wasm", &["--name", &name, "--id", "b", "--address", &ba, "--ttl-ms", &ttl]);
+        let mut second = Proc::run(
+            "b",
+            &url,
+            &[],
+            "election.wasm",
+            &["--name", &name, "--id", "b", "--address", &ba, "--ttl-ms", &ttl],
+        );
         // b is campaigning (its campaign is a long-poll on the election).
         let killed = Instant::now();
         first.signal("KILL");
@@ -180,6 +200,8 @@ async fn main() {
         second.expect_line("I am the leader").await;
     }
     kills.sort();
-    println!("\nCrash failover, SIGKILL of the leader -> first request served by the new one (TTL {ttl_ms} ms, {failovers} runs):");
+    println!(
+        "\nCrash failover, SIGKILL of the leader -> first request served by the new one (TTL {ttl_ms} ms, {failovers} runs):"
+    );
     println!("  min {}   median {}   max {}", ms(kills[0]), ms(pct(&kills, 0.5)), ms(kills[failovers - 1]));
 }

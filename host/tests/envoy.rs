@@ -24,7 +24,7 @@ struct Replica {
 async fn replica(url: &str, election: &str, id: &str, extra: &[&str]) -> Replica {
     let upstream = Upstream::start(id).await;
     let addr = upstream.addr.to_string();
-    let mut args = vec!["--name", election, "--id", id, "--address", &addr, "--ttl-ms", "1000"];
+    let mut args = vec!["--name", election, "--id", id, "--address", &addr, "--ttl-ms", "2000"];
     args.extend_from_slice(extra);
     let campaign = Proc::run(id, url, &[], "election.wasm", &args);
     Replica { upstream, campaign }
@@ -37,14 +37,17 @@ fn gateway(election: &str, hold_ms: u64, allow: &str) -> String {
 /// Long-polls the elector until `election` is led by someone in `ids`.
 async fn led_by(url: &str, election: &str, ids: &[&str]) -> (String, u64) {
     let client = Client::new(url);
-    let mut version = 0;
-    loop {
-        match client.read(Kind::Election, election, Some((version, PATIENCE))).await.unwrap() {
-            Read::Held(l) if ids.contains(&l.holder.as_str()) => return (l.holder, l.token),
-            Read::Held(l) => version = l.version,
-            Read::Free { version: v } => version = v,
+    let wait = async {
+        let mut version = 0;
+        loop {
+            match client.read(Kind::Election, election, Some((version, PATIENCE))).await.unwrap() {
+                Read::Held(l) if ids.contains(&l.holder.as_str()) => return (l.holder, l.token),
+                Read::Held(l) => version = l.version,
+                Read::Free { version: v } => version = v,
+            }
         }
-    }
+    };
+    tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("{election} never led by any of {ids:?}"))
 }
 
 /// Sends requests until one is answered by `id`; returns how many it took.
@@ -105,7 +108,7 @@ async fn traffic_follows_a_resignation_at_once_and_a_killed_leader_after_its_ttl
     assert_eq!(first.upstream.hits(), before, "nothing for the leader that resigned");
 
     // SIGKILL the new leader's campaign: no release; the last replica takes
-    // over when the 1 s lease runs out, and traffic follows.
+    // over when the 2 s lease runs out, and traffic follows.
     let leading = others.iter().position(|r| r.upstream.id == next).unwrap();
     others[leading].campaign.signal("KILL");
     let survivor = others[1 - leading].upstream.id.clone();
@@ -224,8 +227,8 @@ async fn each_shard_reaches_its_own_leader() {
 async fn a_sidecar_passes_on_the_leader_and_refuses_on_a_follower() {
     let elector = elector().await;
     let url = elector.url();
-    let me = replica(&url, "web", "me", &["--resign-after-ms", "1000"]).await;
-    led_by(&url, "web", &["me"]).await;
+    let me = replica(&url, "web", "me", &[]).await;
+    let (_, token) = led_by(&url, "web", &["me"]).await;
     let filter = format!(
         r#"{{"elector_cluster":"elector","election":"web","mode":"sidecar","self_address":"{}","allow":["127.0.0.0/8"],"hold_ms":3000}}"#,
         me.upstream.addr
@@ -233,8 +236,11 @@ async fn a_sidecar_passes_on_the_leader_and_refuses_on_a_follower() {
     let envoy = Envoy::start(&config(&filter, elector.addr(), Some(me.upstream.addr))).await;
     let http = HttpClient::new();
     let answer = http.get(envoy.listener, "/", &[]).await;
-    assert_eq!(answer.body, format!("me leader-id=me leader-token={}", led_by(&url, "web", &["me"]).await.1));
+    assert_eq!(answer.body, format!("me leader-id=me leader-token={token}"));
+    // `me` dies; `other` leads once me's lease runs out; this sidecar,
+    // still in front of me's replica, refuses and names the leader.
     let _other = replica(&url, "web", "other", &[]).await;
+    me.campaign.signal("KILL");
     led_by(&url, "web", &["other"]).await;
     let refused = tokio::time::timeout(PATIENCE, async {
         loop {
@@ -247,6 +253,32 @@ async fn a_sidecar_passes_on_the_leader_and_refuses_on_a_follower() {
     .await
     .unwrap();
     assert_eq!(refused.headers.get("x-leader-id").map(String::as_str), Some("other"));
+}
+
+#[tokio::test]
+async fn a_forwarding_sidecar_sends_follower_traffic_to_the_leader() {
+    let elector = elector().await;
+    let url = elector.url();
+    let me = replica(&url, "web", "me", &[]).await;
+    let (_, token) = led_by(&url, "web", &["me"]).await;
+    let other = Upstream::start("other").await;
+    // This sidecar fronts `other`, a follower; the route is ORIGINAL_DST.
+    let filter = format!(
+        r#"{{"elector_cluster":"elector","election":"web","mode":"sidecar","self_address":"{}","on_follower":"forward","allow":["127.0.0.0/8"]}}"#,
+        other.addr
+    );
+    let envoy = Envoy::start(&config(&filter, elector.addr(), None)).await;
+    let http = HttpClient::new();
+    let answer = http.get(envoy.listener, "/", &[]).await;
+    assert_eq!(answer.body, format!("me leader-id=me leader-token={token}"));
+    assert_eq!(other.hits(), 0);
+    // A sidecar on the leader sends its traffic to its own replica.
+    let filter = format!(
+        r#"{{"elector_cluster":"elector","election":"web","mode":"sidecar","self_address":"{}","on_follower":"forward","allow":["127.0.0.0/8"]}}"#,
+        me.upstream.addr
+    );
+    let on_leader = Envoy::start(&config(&filter, elector.addr(), None)).await;
+    assert!(http.get(on_leader.listener, "/", &[]).await.body.starts_with("me "));
 }
 
 #[tokio::test]

@@ -15,14 +15,14 @@ async fn two_lock_examples_contend_and_the_second_gets_it_at_release() {
     let elector = elector().await;
     let url = elector.url();
     let mut alice =
-        Proc::run("alice", &url, &[], "lock.wasm", &["--id", "alice", "--hold-ms", "1500", "--ttl-ms", "600"]);
+        Proc::run("alice", &url, &[], "lock.wasm", &["--id", "alice", "--hold-ms", "2500", "--ttl-ms", "1000"]);
     let first = alice.expect_line("I have the lock!").await;
-    let mut bob = Proc::run("bob", &url, &[], "lock.wasm", &["--id", "bob", "--hold-ms", "200", "--ttl-ms", "600"]);
+    let mut bob = Proc::run("bob", &url, &[], "lock.wasm", &["--id", "bob", "--hold-ms", "200", "--ttl-ms", "1000"]);
     bob.expect_line("Attempting to lock").await;
     let second = bob.expect_line("I have the lock!").await;
     // bob got in only once alice unlocked: alice says so, bob's token is the
     // next one, and the elector saw no expiry (it was a release, not a TTL
-    // running out). The hold (1.5 s) spans several TTLs (0.6 s), so alice
+    // running out). The hold (2.5 s) spans several TTLs (1 s), so alice
     // also renewed in the background while bob waited.
     alice.expect_line("Unlocked").await;
     assert!(!alice.output().contains("I lost the lock"));
@@ -52,15 +52,15 @@ async fn three_replicas_one_leader_failover_on_kill_and_handover_on_resign() {
     let url = elector.url();
     let replica = |i: usize, extra: &[&str]| {
         let (id, addr) = (format!("replica-{i}"), format!("127.0.0.1:{}", 9000 + i));
-        let mut args = vec!["--id", &id, "--address", &addr, "--ttl-ms", "800", "--name", "shard"];
+        let mut args = vec!["--id", &id, "--address", &addr, "--ttl-ms", "1500", "--name", "shard"];
         args.extend_from_slice(extra);
         Proc::run(&id, &url, &[], "election.wasm", &args)
     };
     // replica-0 leads first; it will be killed. Start it alone so we know.
     let mut replicas = vec![replica(0, &[])];
     let first = replicas[0].expect_line("I am the leader").await;
-    replicas.push(replica(1, &["--resign-after-ms", "300"]));
-    replicas.push(replica(2, &["--resign-after-ms", "300"]));
+    replicas.push(replica(1, &["--resign-after-ms", "500"]));
+    replicas.push(replica(2, &["--resign-after-ms", "500"]));
     let held = Client::new(&url).read(Kind::Election, "shard", None).await.unwrap();
     assert!(
         matches!(held, Read::Held(ref l) if l.holder == "replica-0" && l.address.as_deref() == Some("127.0.0.1:9000"))
@@ -77,7 +77,7 @@ async fn three_replicas_one_leader_failover_on_kill_and_handover_on_resign() {
     let third = 3 - second;
     assert!(!replicas[third].output().contains("I am the leader"), "two leaders at once");
 
-    // The new leader resigns after 300 ms: the last replica leads at once
+    // The new leader resigns after 500 ms: the last replica leads at once
     // (a release, not a second expiry).
     replicas[second].expect_line("I resigned").await;
     let line3 = replicas[third].expect_line("I am the leader").await;

@@ -38,7 +38,7 @@ async fn a_busy_guest_keeps_its_lock_through_background_renewal() {
         &elector.url(),
         &[],
         "probe.wasm",
-        &["--mode", "busy", "--ttl-ms", "500", "--busy-ms", "1500"],
+        &["--mode", "busy", "--ttl-ms", "1000", "--busy-ms", "3000"],
     );
     let got = busy.expect_line("I have the lock!").await;
     let line = busy.expect(": still held or lost", |l| l.contains("busy loop")).await;

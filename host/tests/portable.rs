@@ -36,9 +36,9 @@ async fn portable_lock_examples_contend_like_native_ones() {
     let elector = elector().await;
     let url = elector.url();
     let mut alice =
-        portable("alice", &url, "lock.portable.wasm", &["--id", "alice", "--hold-ms", "1500", "--ttl-ms", "900"]);
+        portable("alice", &url, "lock.portable.wasm", &["--id", "alice", "--hold-ms", "2500", "--ttl-ms", "1500"]);
     let first = alice.expect_line("I have the lock!").await;
-    let mut bob = portable("bob", &url, "lock.portable.wasm", &["--id", "bob", "--hold-ms", "200", "--ttl-ms", "900"]);
+    let mut bob = portable("bob", &url, "lock.portable.wasm", &["--id", "bob", "--hold-ms", "200", "--ttl-ms", "1500"]);
     let second = bob.expect_line("I have the lock!").await;
     alice.expect_line("Unlocked").await;
     assert!(!alice.output().contains("I lost the lock"), "the app's waits renewed its lease");
@@ -51,7 +51,7 @@ async fn portable_lock_examples_contend_like_native_ones() {
 async fn portable_election_fails_over_when_the_leader_is_killed() {
     let elector = elector().await;
     let url = elector.url();
-    let args = |id: &'static str| ["--id", id, "--ttl-ms", "900", "--name", "portable"];
+    let args = |id: &'static str| ["--id", id, "--ttl-ms", "1500", "--name", "portable"];
     let mut a = portable("a", &url, "election.portable.wasm", &args("a"));
     let first = a.expect_line("I am the leader").await;
     let mut b = portable("b", &url, "election.portable.wasm", &args("b"));

@@ -26,7 +26,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use config::{Config, Election};
-use mpsync_core::route::{Decision, Leader, decide};
+use mpsync_core::route::{Decision, Leader, Mode, decide};
 use mpsync_core::wire::{ErrorBody, LeaseView};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -306,6 +306,11 @@ impl Request {
                 Action::Continue
             }
             Decision::Pass { id, token } => {
+                // A forwarding sidecar routes through ORIGINAL_DST: on the
+                // leader, that destination is the local replica itself.
+                if let Mode::Sidecar { self_address, forward: true } = &config.mode {
+                    self.set_http_request_header(DST_HOST, Some(&self_address.to_string()));
+                }
                 self.stamp(&id, token);
                 Action::Continue
             }

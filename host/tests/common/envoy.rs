@@ -96,7 +96,11 @@ impl HttpClient {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = self.0.request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        let sent = self.0.request(req.body(Full::new(Bytes::new())).unwrap());
+        let resp = tokio::time::timeout(PATIENCE, sent)
+            .await
+            .unwrap_or_else(|_| panic!("no answer from {addr}{path}"))
+            .unwrap();
         let status = resp.status().as_u16();
         let headers =
             resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned())).collect();
