@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mpsync_core::record::{Claim, Outcome, ReleaseOutcome, decide_claim, decide_release};
 use mpsync_core::wire::{AcquireRequest, ConflictView, LeaseView, ReleaseRequest};
-use mpsync_core::{Conflict, Judge};
+use mpsync_core::{Conflict, Current, Judge, Record};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -74,6 +74,22 @@ pub enum ReleaseResult {
     NotFound,
     /// The caller does not hold it with that token.
     Refused(ConflictView),
+}
+
+/// What a decision inside [`Service::apply`] asks for.
+enum Step<W, A> {
+    /// Write this record (compare-and-swap); report `W` once written.
+    Write(Record, W),
+    /// Write nothing; answer `A`.
+    Answer(A),
+}
+
+/// What [`Service::apply`] did.
+enum Applied<W, A> {
+    /// The record was written at `version`, decided at `now`.
+    Written { value: W, record: Record, version: u64, now: Duration },
+    /// Nothing was written.
+    Answered(A),
 }
 
 /// Locks and elections over one store.
@@ -198,34 +214,25 @@ impl Service {
         }
     }
 
-    /// Acquires (no token) or renews (with token) a lease.
-    pub async fn claim(&self, key: &Key, request: &AcquireRequest) -> Result<ClaimResult, ServiceError> {
-        let claim = Claim {
-            holder: &request.holder,
-            ttl_ms: request.ttl_ms,
-            token: request.token,
-            address: request.address.as_deref(),
-        };
+    /// Reads the record, lets `decide` choose at `now`, and writes what it
+    /// chose with compare-and-swap, reading and deciding again when another
+    /// writer got in between.
+    async fn apply<W, A>(
+        &self,
+        key: &Key,
+        decide: impl Fn(Option<&Current<'_>>, Duration) -> Step<W, A>,
+    ) -> Result<Applied<W, A>, ServiceError> {
         for _ in 0..CAS_ATTEMPTS {
             let stored = self.store.get(key).await?;
             let now = self.now();
-            let outcome = {
+            let step = {
                 let mut judge = self.judge();
                 let current = stored.as_ref().map(|v| judge.observe(key, &v.record, v.version, now));
-                decide_claim(current.as_ref(), &claim, now)
+                decide(current.as_ref(), now)
             };
-            let (record, event) = match outcome {
-                Outcome::Refused(conflict) => {
-                    self.metrics.count(key.kind, Event::Conflict);
-                    return Ok(ClaimResult::Refused(conflict_view(conflict)));
-                }
-                Outcome::Acquired { record, took_over_expired } => {
-                    if took_over_expired {
-                        self.metrics.count(key.kind, Event::Expiry);
-                    }
-                    (record, Event::Acquisition)
-                }
-                Outcome::Renewed { record } => (record, Event::Renewal),
+            let (record, value) = match step {
+                Step::Answer(value) => return Ok(Applied::Answered(value)),
+                Step::Write(record, value) => (record, value),
             };
             match self.store.put(key, &record, stored.as_ref().map(|v| v.version)).await {
                 Ok(version) => {
@@ -233,17 +240,7 @@ impl Service {
                     // moment the store applied it, so the judge's expiry
                     // can only come early for others, never late.
                     self.judge().observe(key, &record, version, now);
-                    self.metrics.count(key.kind, event);
-                    let expires_in = (now + record.ttl()).saturating_sub(self.now());
-                    return Ok(ClaimResult::Granted(LeaseView {
-                        name: key.name.clone(),
-                        holder: request.holder.clone(),
-                        token: record.token,
-                        ttl_ms: record.ttl_ms,
-                        version,
-                        expires_in_ms: ms(expires_in),
-                        address: record.address,
-                    }));
+                    return Ok(Applied::Written { value, record, version, now });
                 }
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
@@ -252,35 +249,66 @@ impl Service {
         Err(ServiceError::Contended)
     }
 
-    /// Releases a lease at once.
-    pub async fn release(&self, key: &Key, request: &ReleaseRequest) -> Result<ReleaseResult, ServiceError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self.store.get(key).await?;
-            let now = self.now();
-            let outcome = {
-                let mut judge = self.judge();
-                let current = stored.as_ref().map(|v| judge.observe(key, &v.record, v.version, now));
-                decide_release(current.as_ref(), &request.holder, request.token, now)
-            };
-            let record = match outcome {
-                ReleaseOutcome::NotFound => return Ok(ReleaseResult::NotFound),
-                ReleaseOutcome::Refused(conflict) => {
-                    self.metrics.count(key.kind, Event::Conflict);
-                    return Ok(ReleaseResult::Refused(conflict_view(conflict)));
+    /// Acquires (no token) or renews (with token) a lease.
+    pub async fn claim(&self, key: &Key, request: &AcquireRequest) -> Result<ClaimResult, ServiceError> {
+        let claim = Claim {
+            holder: &request.holder,
+            ttl_ms: request.ttl_ms,
+            token: request.token,
+            address: request.address.as_deref(),
+        };
+        let applied = self
+            .apply(key, |current, now| match decide_claim(current, &claim, now) {
+                Outcome::Refused(conflict) => Step::Answer(conflict),
+                Outcome::Acquired { record, took_over_expired } => {
+                    Step::Write(record, (Event::Acquisition, took_over_expired))
                 }
-                ReleaseOutcome::Released { record } => record,
-            };
-            match self.store.put(key, &record, stored.as_ref().map(|v| v.version)).await {
-                Ok(version) => {
-                    self.judge().observe(key, &record, version, now);
-                    self.metrics.count(key.kind, Event::Release);
-                    return Ok(ReleaseResult::Released);
+                Outcome::Renewed { record } => Step::Write(record, (Event::Renewal, false)),
+            })
+            .await?;
+        match applied {
+            Applied::Answered(conflict) => {
+                self.metrics.count(key.kind, Event::Conflict);
+                Ok(ClaimResult::Refused(conflict_view(conflict)))
+            }
+            Applied::Written { value: (event, took_over_expired), record, version, now } => {
+                if took_over_expired {
+                    self.metrics.count(key.kind, Event::Expiry);
                 }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+                self.metrics.count(key.kind, event);
+                let expires_in = (now + record.ttl()).saturating_sub(self.now());
+                Ok(ClaimResult::Granted(LeaseView {
+                    name: key.name.clone(),
+                    holder: request.holder.clone(),
+                    token: record.token,
+                    ttl_ms: record.ttl_ms,
+                    version,
+                    expires_in_ms: ms(expires_in),
+                    address: record.address,
+                }))
             }
         }
-        Err(ServiceError::Contended)
+    }
+
+    /// Releases a lease at once.
+    pub async fn release(&self, key: &Key, request: &ReleaseRequest) -> Result<ReleaseResult, ServiceError> {
+        let applied = self
+            .apply(key, |current, now| match decide_release(current, &request.holder, request.token, now) {
+                ReleaseOutcome::NotFound => Step::Answer(ReleaseResult::NotFound),
+                ReleaseOutcome::Refused(conflict) => Step::Answer(ReleaseResult::Refused(conflict_view(conflict))),
+                ReleaseOutcome::Released { record } => Step::Write(record, ()),
+            })
+            .await?;
+        let result = match applied {
+            Applied::Answered(result) => result,
+            Applied::Written { .. } => ReleaseResult::Released,
+        };
+        match result {
+            ReleaseResult::Refused(_) => self.metrics.count(key.kind, Event::Conflict),
+            ReleaseResult::Released => self.metrics.count(key.kind, Event::Release),
+            ReleaseResult::NotFound => {}
+        }
+        Ok(result)
     }
 
     /// The compatible `PUT /locks/{name}`: acquire or heartbeat as this
