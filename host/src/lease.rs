@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use elector::client::{Claimed, Client, Read};
 use mpsync_core::lease::{Held, Output, Request, Response};
-use mpsync_core::wire::{AcquireRequest, ConflictReason, Kind, LeaseView};
+use mpsync_core::wire::{AcquireRequest, ConflictReason, ConflictView, Kind, LeaseView};
 use mpsync_core::{LeaseClient, LeaseConfig};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -124,15 +124,16 @@ impl Shared {
         self.generation.send_modify(|g| *g += 1);
     }
 
-    /// One HTTP request may take at most this long: a third of what is
-    /// left after renewing, so a retry still fits before the deadline.
+    /// One HTTP request may take at most this long: a fifth of the TTL.
+    /// Renewal is due at a third and the lease is usable for four fifths,
+    /// so a renewal that times out still leaves room for a retry.
     fn request_timeout(&self) -> Duration {
         (self.options.ttl / 5).max(Duration::from_millis(5))
     }
 
     /// Sends what the state machine asks for and feeds the answers back;
     /// returns the events and the last refusal seen.
-    async fn drive(&self) -> (Vec<Output>, Option<elector::client::Claimed>) {
+    async fn drive(&self) -> (Vec<Output>, Option<ConflictView>) {
         let mut events = Vec::new();
         let mut refusal = None;
         loop {
@@ -151,13 +152,13 @@ impl Shared {
                 Request::Renew { token } => Some(token),
                 Request::Release { token } => {
                     let release = self.client.release(self.kind, &self.name, &self.options.holder, token);
-                    if let Err(e) = tokio::time::timeout(self.request_timeout(), release).await.unwrap_or_else(|_| {
-                        Err(elector::client::ClientError::Unavailable {
-                            url: self.client.base().to_owned(),
-                            reason: "release timed out".into(),
-                        })
-                    }) {
-                        tracing::warn!(name = %self.name, "release failed: {e}; the lease will run out on its own");
+                    let failure = match tokio::time::timeout(self.request_timeout(), release).await {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(_) => Some(format!("no answer within {:?}", self.request_timeout())),
+                    };
+                    if let Some(failure) = failure {
+                        tracing::warn!(name = %self.name, "release failed ({failure}); the lease will run out on its own");
                     }
                     continue;
                 }
@@ -177,8 +178,8 @@ impl Shared {
                     }
                     Response::Granted { token: view.token, version: view.version }
                 }
-                Ok(Ok(refused @ Claimed::Refused(_))) => {
-                    refusal = Some(refused);
+                Ok(Ok(Claimed::Refused(conflict))) => {
+                    refusal = Some(conflict);
                     Response::Refused
                 }
                 Ok(Err(e)) => {
@@ -290,28 +291,32 @@ impl Lease {
             return self.held().ok_or(SyncError::NotHeld);
         }
         match refusal {
-            Some(Claimed::Refused(c)) => Err(match (c.holder, c.reason) {
+            Some(c) => Err(match (c.holder, c.reason) {
                 (Some(holder), _) => SyncError::HeldBy(holder),
                 (None, ConflictReason::Held) => SyncError::HeldBy(String::new()),
                 (None, _) => SyncError::NotHeld,
             }),
-            _ => Err(self.shared.unavailable()),
+            None => Err(self.shared.unavailable()),
         }
     }
 
     /// Acquires, waiting up to `timeout` (long-polling the elector, so a
-    /// release is learned at once and an expiry as it happens).
+    /// release is learned at once and an expiry as it happens). An elector
+    /// that fails is retried for up to one TTL (a restart, a blip), then
+    /// reported as `Unavailable`.
     pub async fn acquire(&self, timeout: Duration) -> Result<Granted, SyncError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut failing_since = None;
         loop {
             match self.try_acquire().await {
                 Ok(granted) => return Ok(granted),
-                Err(SyncError::HeldBy(_)) => {}
+                Err(SyncError::HeldBy(_)) => failing_since = None,
                 Err(e @ (SyncError::InvalidName(_) | SyncError::InvalidOption(_))) => return Err(e),
                 Err(e) => {
-                    // Unavailable: retry until the deadline, then report it.
-                    let retry = tokio::time::Instant::now() + self.ttl() / 10;
-                    if retry >= deadline {
+                    let now = tokio::time::Instant::now();
+                    let since = *failing_since.get_or_insert(now);
+                    let retry = now + self.ttl() / 10;
+                    if retry >= deadline || now - since >= self.ttl() {
                         return Err(e);
                     }
                     tokio::time::sleep_until(retry).await;

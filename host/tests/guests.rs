@@ -28,6 +28,7 @@ async fn an_unreachable_elector_is_unavailable_with_the_url_not_a_trap() {
     let mut probe = Proc::run("probe", &url, &[], "probe.wasm", &["--mode", "unavailable"]);
     assert!(probe.wait().await.success(), "{}", probe.output());
     assert!(probe.output().contains(&format!("unavailable: elector at {url}/v1/locks/probe")), "{}", probe.output());
+    assert!(probe.output().contains("lock-within: unavailable"), "{}", probe.output());
 }
 
 #[tokio::test]

@@ -91,10 +91,18 @@ fn main() {
     let ttl = flags.ms("ttl-ms", 1000).as_millis() as u64;
     match mode.as_str() {
         "api" => api(&name),
-        "unavailable" => match Lock::new(&name, &opts("probe", ttl)).try_lock() {
-            Err(Error::Unavailable(reason)) => say(format!("unavailable: {reason}")),
-            other => check(false, &format!("an unreachable elector is unavailable, got {other:?}")),
-        },
+        "unavailable" => {
+            let lock = Lock::new(&name, &opts("probe", ttl));
+            match lock.try_lock() {
+                Err(Error::Unavailable(reason)) => say(format!("unavailable: {reason}")),
+                other => check(false, &format!("an unreachable elector is unavailable, got {other:?}")),
+            }
+            // A blocking call reports it too (after retrying for one TTL).
+            match lock.lock_within(u64::MAX) {
+                Err(Error::Unavailable(_)) => say("lock-within: unavailable"),
+                other => check(false, &format!("lock-within on an unreachable elector, got {other:?}")),
+            }
+        }
         "trap" | "busy" | "work" => {
             let lock = Lock::new(&name, &opts(&flags.str("id", "probe"), ttl));
             let lease = lock.lock_within(u64::MAX).unwrap_or_else(|e| {
