@@ -22,6 +22,15 @@ pub struct Leader {
     pub token: u64,
 }
 
+/// Whether a view of a record (`version`, held or not) replaces an older
+/// one: a later version, or the same version seen free after its lease ran
+/// out (the elector reports an expiry without writing a new version).
+/// Watchers that learn from several answers use it so an old answer that
+/// arrives late never overwrites a newer one.
+pub fn supersedes(new_version: u64, new_held: bool, old_version: u64, old_held: bool) -> bool {
+    new_version > old_version || (new_version == old_version && old_held && !new_held)
+}
+
 /// Where the proxy runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -196,6 +205,15 @@ mod tests {
 
     fn allow(rules: &[&str]) -> Allowlist {
         Allowlist::parse(rules.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn later_versions_and_expiries_supersede() {
+        assert!(supersedes(5, true, 4, true));
+        assert!(supersedes(5, false, 5, true));
+        assert!(!supersedes(5, true, 5, false));
+        assert!(!supersedes(4, false, 5, true));
+        assert!(!supersedes(5, true, 5, true));
     }
 
     #[test]

@@ -53,16 +53,12 @@ async fn a_busy_guest_keeps_its_lock_through_background_renewal() {
 async fn a_frozen_host_learns_it_lost_the_lock_before_it_acts_again() {
     let elector = elector().await;
     let url = elector.url();
-    let mut frozen = Proc::run(
-        "frozen",
-        &url,
-        &[],
-        "probe.wasm",
-        &["--mode", "work", "--name", "frozen", "--id", "frozen", "--ttl-ms", "600"],
-    );
+    let args = ["--mode", "work", "--name", "frozen", "--id", "frozen", "--ttl-ms", "1500"];
+    let mut frozen = Proc::run("frozen", &url, &[], "probe.wasm", &args);
     let first = frozen.expect_line("I have the lock!").await;
     frozen.expect_line("working with fencing token").await;
     frozen.signal("STOP");
+    assert!(!frozen.output().contains("I lost the lock"), "lost before the freeze:\n{}", frozen.output());
     let mut thief = Proc::run(
         "thief",
         &url,

@@ -65,7 +65,7 @@ impl Seen {
     /// Replaces `old`: a later version, or the same record seen free after
     /// its lease ran out (the elector reports that without a new version).
     fn supersedes(&self, old: &Seen) -> bool {
-        self.version > old.version || (self.version == old.version && old.id.is_some() && self.id.is_none())
+        mpsync_core::route::supersedes(self.version, self.id.is_some(), old.version, old.id.is_some())
     }
 
     /// From an elector answer: 200 with a lease, or 404 with the version.

@@ -79,6 +79,12 @@ fn api(prefix: &str) {
     drop(change);
     check(matches!(x.resign(), Err(Error::NotHeld)), "resign twice is not-held");
     check(y.campaign(2000).is_ok_and(|l| l.id == "cand-y"), "the next candidate leads at once");
+    // x learns of the new leader through its watch: wait for the change.
+    let until = now() + Duration::from_secs(5);
+    while x.leader().is_none_or(|l| l.id != "cand-y") && now() < until {
+        let change = x.subscribe();
+        wait(&change, Duration::from_millis(100));
+    }
     check(x.leader().is_some_and(|l| l.id == "cand-y"), "the new leader is seen");
     check(y.resign().is_ok(), "resign the second leader");
     say("probe api ok");
