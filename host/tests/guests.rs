@@ -135,3 +135,26 @@ async fn files_that_are_not_command_components_are_refused_plainly() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_guest_gets_its_arguments_environment_and_preopened_directories() {
+    let elector = elector().await;
+    let dir = std::env::temp_dir().join(format!("mpsync-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello.txt"), "hello from the host\n").unwrap();
+    let mount = format!("{}::/data", dir.display());
+    let mut p = Proc::run(
+        "io",
+        &elector.url(),
+        &["--env", "GREETING=hi", "--dir", &mount],
+        "probe.wasm",
+        &["--mode", "io", "extra"],
+    );
+    assert!(p.wait().await.success(), "{}", p.output());
+    let out = p.output();
+    assert!(out.contains(r#"args: ["probe.wasm", "--mode", "io", "extra"]"#), "{out}");
+    assert!(out.contains("env GREETING=hi"), "{out}");
+    assert!(out.contains("read /data/hello.txt: hello from the host"), "{out}");
+    assert_eq!(std::fs::read_to_string(dir.join("out.txt")).unwrap(), "written by the guest");
+    std::fs::remove_dir_all(dir).unwrap();
+}

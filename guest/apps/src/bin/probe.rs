@@ -163,6 +163,18 @@ fn main() {
             }
         }
         "noop" => {}
+        "io" => {
+            // What `mpsync run` hands a guest: arguments, environment, files.
+            say(format!("args: {:?}", std::env::args().collect::<Vec<_>>()));
+            say(format!("env GREETING={}", std::env::var("GREETING").unwrap_or_default()));
+            let path = flags.str("path", "/data/hello.txt");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => say(format!("read {path}: {}", text.trim())),
+                Err(e) => check(false, &format!("reading {path}: {e}")),
+            }
+            let out = flags.str("write", "/data/out.txt");
+            check(std::fs::write(&out, "written by the guest").is_ok(), "writing into the preopened dir");
+        }
         "bench" => {
             // Guest->host call cost: is-leader (a metaparticle:sync import)
             // next to monotonic-clock.resolution (a WASI import that does
