@@ -147,7 +147,8 @@ pub struct LeaseView {
     pub token: u64,
     /// The lease duration the holder asked for.
     pub ttl_ms: u64,
-    /// The record's version; pass it as `?wait=` to long-poll for a change.
+    /// The view's version (opaque; grows with every write and when a lease
+    /// runs out); pass it as `?wait=` to long-poll for a change.
     pub version: u64,
     /// How long until the elector would let someone else in, unless renewed.
     pub expires_in_ms: u64,

@@ -107,8 +107,23 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn conflict_view(c: Conflict) -> ConflictView {
-    ConflictView { holder: c.holder, expires_in_ms: ms(c.expires_in), version: c.version, reason: c.reason }
+/// The version clients see. It changes with every write and also when a
+/// lease runs out, which writes nothing: store version `v` is `2v` while as
+/// written and `2v + 1` once its holder's lease has run out. So a long-poll
+/// on what a client last saw always has something to wait for, and an
+/// expiry wakes it like any other change.
+fn view_version(store_version: u64, expired: bool) -> u64 {
+    store_version * 2 + u64::from(expired)
+}
+
+/// The store version behind a view version.
+fn store_version(view_version: u64) -> u64 {
+    view_version / 2
+}
+
+fn conflict_view(c: Conflict, expired: bool) -> ConflictView {
+    let version = view_version(c.version, expired);
+    ConflictView { holder: c.holder, expires_in_ms: ms(c.expires_in), version, reason: c.reason }
 }
 
 impl Service {
@@ -173,11 +188,11 @@ impl Service {
                 holder: holder.to_owned(),
                 token: v.record.token,
                 ttl_ms: v.record.ttl_ms,
-                version: v.version,
+                version: view_version(v.version, false),
                 expires_in_ms: ms(cur.expires_in(now)),
                 address: v.record.address.clone(),
             }),
-            None => View::Free { version: v.version },
+            None => View::Free { version: view_version(v.version, cur.is_expired(now)) },
         }
     }
 
@@ -187,9 +202,9 @@ impl Service {
         Ok(self.view(key, stored.as_ref(), self.now()))
     }
 
-    /// Long-poll: answers as soon as the record's version differs from
-    /// `version`, when the lease it shows runs out, at shutdown, or after
-    /// `timeout` with the unchanged record.
+    /// Long-poll: answers as soon as the view's version differs from
+    /// `version` (a write, or the lease shown running out), at shutdown, or
+    /// after `timeout` with the unchanged view.
     pub async fn wait(&self, key: &Key, version: u64, timeout: Duration) -> Result<View, ServiceError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let _watching = self.metrics.watching();
@@ -199,17 +214,17 @@ impl Service {
             if view.version() != version || *stopping.borrow_and_update() {
                 return Ok(view);
             }
+            // A held lease running out changes the view: look again then
+            // (rounded up, so the look comes after the expiry, not before).
             let expiry = match &view {
-                View::Held(lease) => Some(tokio::time::Instant::now() + Duration::from_millis(lease.expires_in_ms)),
+                View::Held(lease) => Some(tokio::time::Instant::now() + Duration::from_millis(lease.expires_in_ms + 1)),
                 _ => None,
             };
             tokio::select! {
-                changed = self.store.wait_change(key, version) => changed?,
+                changed = self.store.wait_change(key, store_version(version)) => changed?,
                 () = tokio::time::sleep_until(deadline) => return Ok(view),
-                () = async { tokio::time::sleep_until(expiry.unwrap_or(deadline)).await }, if expiry.is_some() => {
-                    return self.read(key).await;
-                }
-                _ = stopping.changed() => return self.read(key).await,
+                () = async { tokio::time::sleep_until(expiry.unwrap_or(deadline)).await }, if expiry.is_some() => {}
+                _ = stopping.changed() => {}
             }
         }
     }
@@ -259,7 +274,7 @@ impl Service {
         };
         let applied = self
             .apply(key, |current, now| match decide_claim(current, &claim, now) {
-                Outcome::Refused(conflict) => Step::Answer(conflict),
+                Outcome::Refused(conflict) => Step::Answer((conflict, current.is_some_and(|c| c.is_expired(now)))),
                 Outcome::Acquired { record, took_over_expired } => {
                     Step::Write(record, (Event::Acquisition, took_over_expired))
                 }
@@ -267,9 +282,9 @@ impl Service {
             })
             .await?;
         match applied {
-            Applied::Answered(conflict) => {
+            Applied::Answered((conflict, expired)) => {
                 self.metrics.count(key.kind, Event::Conflict);
-                Ok(ClaimResult::Refused(conflict_view(conflict)))
+                Ok(ClaimResult::Refused(conflict_view(conflict, expired)))
             }
             Applied::Written { value: (event, took_over_expired), record, version, now } => {
                 if took_over_expired {
@@ -282,7 +297,7 @@ impl Service {
                     holder: request.holder.clone(),
                     token: record.token,
                     ttl_ms: record.ttl_ms,
-                    version,
+                    version: view_version(version, false),
                     expires_in_ms: ms(expires_in),
                     address: record.address,
                 }))
@@ -295,7 +310,10 @@ impl Service {
         let applied = self
             .apply(key, |current, now| match decide_release(current, &request.holder, request.token, now) {
                 ReleaseOutcome::NotFound => Step::Answer(ReleaseResult::NotFound),
-                ReleaseOutcome::Refused(conflict) => Step::Answer(ReleaseResult::Refused(conflict_view(conflict))),
+                ReleaseOutcome::Refused(conflict) => {
+                    let expired = current.is_some_and(|c| c.is_expired(now));
+                    Step::Answer(ReleaseResult::Refused(conflict_view(conflict, expired)))
+                }
                 ReleaseOutcome::Released { record } => Step::Write(record, ()),
             })
             .await?;

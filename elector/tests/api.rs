@@ -94,7 +94,11 @@ async fn compatible_lock_expires_after_the_elector_ttl() {
     // Wait for the expiry as an event: the long-poll answers when it runs out.
     let Read::Held(lease) = client.read(Kind::Lock, "short", None).await.unwrap() else { panic!() };
     let after = client.read(Kind::Lock, "short", Some((lease.version, PATIENCE))).await.unwrap();
-    assert_eq!(after, Read::Free { version: lease.version });
+    assert_eq!(after, Read::Free { version: lease.version + 1 }, "a lease running out is a change of the view");
+    // Waiting on the expired view waits for the next write, not forever on
+    // a stale answer.
+    let quiet = client.read(Kind::Lock, "short", Some((lease.version + 1, Duration::from_millis(50)))).await.unwrap();
+    assert_eq!(quiet, Read::Free { version: lease.version + 1 });
     let get = client.request(Method::GET, "/locks/short", None::<&()>).await.unwrap();
     assert_eq!(get.status, StatusCode::NOT_FOUND);
 }
@@ -131,7 +135,7 @@ async fn a_holder_that_stops_renewing_loses_the_lock_after_its_ttl() {
     // b waits on the version it was refused at; the elector answers when
     // a's lease runs out.
     let read = client.read(Kind::Lock, "stale", Some((c.version, PATIENCE))).await.unwrap();
-    assert_eq!(read, Read::Free { version: a.version });
+    assert_eq!(read, Read::Free { version: a.version + 1 });
     let b = granted(&client, Kind::Lock, "stale", &acquire("b", 60_000)).await;
     assert!(b.token > a.token);
     // a comes back too late: its renewal is refused.
@@ -140,6 +144,23 @@ async fn a_holder_that_stops_renewing_loses_the_lock_after_its_ttl() {
     let metrics = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
     let text = String::from_utf8(metrics.body.to_vec()).unwrap();
     assert!(text.contains("mpsync_expiries_total{kind=\"lock\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_waiter_who_saw_the_lease_held_is_answered_at_once_after_it_ran_out() {
+    let (_elector, client) = start(&[]).await;
+    let a = granted(&client, Kind::Lock, "late", &acquire("a", 200)).await;
+    // One waiter learns of the expiry as it happens...
+    let first = client.read(Kind::Lock, "late", Some((a.version, PATIENCE))).await.unwrap();
+    assert_eq!(first, Read::Free { version: a.version + 1 });
+    // ...another, still holding the "held" view, asks only now: it must not
+    // wait for a write that may never come.
+    let late =
+        tokio::time::timeout(PATIENCE, client.read(Kind::Lock, "late", Some((a.version, Duration::from_secs(120)))))
+            .await
+            .expect("a waiter on a view that already changed was not answered")
+            .unwrap();
+    assert_eq!(late, Read::Free { version: a.version + 1 });
 }
 
 #[tokio::test]
