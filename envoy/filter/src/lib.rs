@@ -90,6 +90,28 @@ fn read_seen(name: &str) -> Option<Seen> {
     serde_json::from_slice(&bytes?).ok()
 }
 
+thread_local! {
+    /// This worker's last decoded copy of each election's shared data:
+    /// requests decode only when the bytes changed.
+    static DECODED: RefCell<HashMap<String, (Vec<u8>, Seen)>> = RefCell::new(HashMap::new());
+}
+
+/// `read_seen` for the request path.
+fn read_seen_cached(name: &str) -> Option<Seen> {
+    let bytes = hostcalls::get_shared_data(&leader_key(name)).ok()?.0?;
+    DECODED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((raw, seen)) = cache.get(name)
+            && *raw == bytes
+        {
+            return Some(seen.clone());
+        }
+        let seen: Seen = serde_json::from_slice(&bytes).ok()?;
+        cache.insert(name.to_owned(), (bytes, seen.clone()));
+        Some(seen)
+    })
+}
+
 /// Publishes `seen` unless something newer is there; true when the leader
 /// (id or token) changed.
 fn publish(name: &str, seen: &Seen) -> bool {
@@ -308,9 +330,12 @@ impl Request {
             Decision::Pass { id, token } => {
                 // A forwarding sidecar routes through ORIGINAL_DST: on the
                 // leader, that destination is the local replica itself.
-                if let Mode::Sidecar { self_address, forward: true } = &config.mode {
-                    self.set_http_request_header(DST_HOST, Some(&self_address.to_string()));
-                }
+                // Otherwise, whatever the client sent must not travel on.
+                let own = match &config.mode {
+                    Mode::Sidecar { self_address, forward: true } => Some(self_address.to_string()),
+                    _ => None,
+                };
+                self.set_http_request_header(DST_HOST, own.as_deref());
                 self.stamp(&id, token);
                 Action::Continue
             }
@@ -391,15 +416,23 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        // Whatever the client sent, it never decides the route.
-        self.set_http_request_header(DST_HOST, None);
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let election = self.shared.config.election_for(|h| self.get_http_request_header(h), &path);
+        // A client's x-envoy-original-dst-host never decides the route: every
+        // path below either overwrites it (route, forward), removes it (pass),
+        // or answers locally (refuse, hold then refuse).
+        let config = &self.shared.config;
+        let election = match config.election {
+            Election::Fixed(ref name) => Ok(name.clone()),
+            Election::Sharded { path_segment: Some(_), .. } => {
+                let path = self.get_http_request_header(":path").unwrap_or_default();
+                config.election_for(|h| self.get_http_request_header(h), &path)
+            }
+            Election::Sharded { .. } => config.election_for(|h| self.get_http_request_header(h), ""),
+        };
         self.election = match election {
             Ok(name) => name,
             Err(message) => return self.reply(400, &message, vec![]),
         };
-        let seen = read_seen(&self.election);
+        let seen = read_seen_cached(&self.election);
         if seen.is_none() {
             track(&self.election);
         }
