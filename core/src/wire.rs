@@ -100,6 +100,17 @@ pub fn validate_holder(holder: &str) -> Result<(), InvalidField> {
 }
 
 impl AcquireRequest {
+    /// The body that asks for a lease of `ttl` (milliseconds, saturating):
+    /// `token` absent to acquire, the current one to renew.
+    pub fn new(holder: &str, ttl: Duration, token: Option<u64>, address: Option<&str>) -> Self {
+        AcquireRequest {
+            holder: holder.to_owned(),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            token,
+            address: address.map(str::to_owned),
+        }
+    }
+
     /// Checks every field against the documented bounds for a record of
     /// `kind`.
     pub fn validate(&self, kind: Kind) -> Result<(), InvalidField> {

@@ -336,8 +336,7 @@ impl Service {
             View::Held(lease) if lease.holder == self.identity => Some(lease.token),
             _ => None,
         };
-        let request =
-            AcquireRequest { holder: self.identity.clone(), ttl_ms: ms(self.compat_ttl), token, address: None };
+        let request = AcquireRequest::new(&self.identity, self.compat_ttl, token, None);
         self.claim(key, &request).await
     }
 }

@@ -163,12 +163,8 @@ impl Shared {
                     continue;
                 }
             };
-            let body = AcquireRequest {
-                holder: self.options.holder.clone(),
-                ttl_ms: self.options.ttl.as_millis() as u64,
-                token,
-                address: self.options.address.clone(),
-            };
+            let body =
+                AcquireRequest::new(&self.options.holder, self.options.ttl, token, self.options.address.as_deref());
             let answer =
                 tokio::time::timeout(self.request_timeout(), self.client.claim(self.kind, &self.name, &body)).await;
             let response = match answer {
@@ -222,12 +218,7 @@ impl Lease {
     /// options; sends nothing.
     pub fn new(client: Client, kind: Kind, name: &str, options: Options) -> Result<Lease, SyncError> {
         mpsync_core::validate_name(name).map_err(|e| SyncError::InvalidName(format!("{name:?}: {e}")))?;
-        let request = AcquireRequest {
-            holder: options.holder.clone(),
-            ttl_ms: u64::try_from(options.ttl.as_millis()).unwrap_or(u64::MAX),
-            token: None,
-            address: options.address.clone(),
-        };
+        let request = AcquireRequest::new(&options.holder, options.ttl, None, options.address.as_deref());
         request.validate(kind).map_err(|e| SyncError::InvalidOption(format!("{}: {}", e.field, e.message)))?;
         let machine =
             LeaseClient::new(LeaseConfig::new(options.ttl)).map_err(|e| SyncError::InvalidOption(e.to_string()))?;

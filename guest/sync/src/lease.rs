@@ -98,12 +98,7 @@ impl Lease {
         mpsync_core::validate_name(name).map_err(|e| Error::InvalidName(format!("{name:?}: {e}")))?;
         let holder = holder.unwrap_or_else(default_holder);
         let ttl = ttl_ms.map_or(DEFAULT_TTL, Duration::from_millis);
-        let check = AcquireRequest {
-            holder: holder.clone(),
-            ttl_ms: ttl.as_millis() as u64,
-            token: None,
-            address: address.clone(),
-        };
+        let check = AcquireRequest::new(&holder, ttl, None, address.as_deref());
         check.validate(kind).map_err(|e| Error::InvalidOption(format!("{}: {}", e.field, e.message)))?;
         let machine = LeaseClient::new(LeaseConfig::new(ttl)).map_err(|e| Error::InvalidOption(e.to_string()))?;
         let lease = Rc::new(Lease {
@@ -152,12 +147,7 @@ impl Lease {
                     continue;
                 }
             };
-            let body = AcquireRequest {
-                holder: self.holder.clone(),
-                ttl_ms: self.ttl.as_millis() as u64,
-                token,
-                address: self.address.clone(),
-            };
+            let body = AcquireRequest::new(&self.holder, self.ttl, token, self.address.as_deref());
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             let response =
                 match http::request(Method::Put, &self.base, &self.path(), Some(&bytes), self.request_timeout()) {
