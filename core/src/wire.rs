@@ -39,6 +39,14 @@ impl Kind {
             Kind::Election => "elections",
         }
     }
+
+    /// The singular: `lock` or `election`.
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Lock => "lock",
+            Kind::Election => "election",
+        }
+    }
 }
 
 /// Body of `PUT /v1/{locks,elections}/{name}`: acquire (no `token`) or renew

@@ -90,16 +90,18 @@ async fn track(State(service): Shared, request: Request, next: Next) -> Response
     response
 }
 
-fn key(kind: Kind, path: Result<Path<String>, PathRejection>) -> Result<Key, ApiError> {
+/// The record a request names, checked against the name rules and the
+/// store's own limits before any call to the store.
+fn key(s: &Service, kind: Kind, path: Result<Path<String>, PathRejection>) -> Result<Key, ApiError> {
     let Path(name) = path.map_err(|e| ApiError::bad(ErrorCode::InvalidName, "name", e.body_text()))?;
-    mpsync_core::validate_name(&name).map_err(|e| {
-        ApiError::bad(
-            ErrorCode::InvalidName,
-            "name",
-            format!("invalid {} name {name:?}: {e}", kind.plural().trim_end_matches('s')),
-        )
+    let what = kind.plural().trim_end_matches('s');
+    mpsync_core::validate_name(&name)
+        .map_err(|e| ApiError::bad(ErrorCode::InvalidName, "name", format!("invalid {what} name {name:?}: {e}")))?;
+    let key = Key { kind, name };
+    s.check_name(&key).map_err(|e| {
+        ApiError::bad(ErrorCode::InvalidName, "name", format!("invalid {what} name {:?}: {e}", key.name))
     })?;
-    Ok(Key { kind, name })
+    Ok(key)
 }
 
 async fn read_json<T: DeserializeOwned>(body: Body, example: &str) -> Result<T, ApiError> {
@@ -199,7 +201,7 @@ async fn v1_get(
     RawQuery(q): RawQuery,
 ) -> Response {
     let result = async {
-        let key = key(kind, path)?;
+        let key = key(&s, kind, path)?;
         let view = match parse_wait(q.as_deref())? {
             Some((version, timeout)) => s.wait(&key, version, timeout).await?,
             None => s.read(&key).await?,
@@ -211,13 +213,25 @@ async fn v1_get(
 
 async fn v1_put(kind: Kind, State(s): Shared, path: Result<Path<String>, PathRejection>, body: Body) -> Response {
     let result = async {
-        let key = key(kind, path)?;
+        let key = key(&s, kind, path)?;
         let example = match kind {
             Kind::Lock => r#"{"holder":"worker-1","ttl_ms":10000}"#,
             Kind::Election => r#"{"holder":"replica-1","ttl_ms":10000,"address":"10.0.0.7:8080"}"#,
         };
         let request: AcquireRequest = read_json(body, example).await?;
         request.validate(kind).map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
+        let max_ttl = s.max_ttl_ms();
+        if request.ttl_ms > max_ttl {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidField,
+                "ttl_ms",
+                format!(
+                    "ttl_ms is {}; the {} store guards leases of at most {max_ttl} ms",
+                    request.ttl_ms,
+                    s.store_name()
+                ),
+            ));
+        }
         Ok::<_, ApiError>(match s.claim(&key, &request).await? {
             ClaimResult::Granted(lease) => Json(lease).into_response(),
             ClaimResult::Refused(view) => conflict(view),
@@ -228,7 +242,7 @@ async fn v1_put(kind: Kind, State(s): Shared, path: Result<Path<String>, PathRej
 
 async fn v1_delete(kind: Kind, State(s): Shared, path: Result<Path<String>, PathRejection>, body: Body) -> Response {
     let result = async {
-        let key = key(kind, path)?;
+        let key = key(&s, kind, path)?;
         let request: ReleaseRequest = read_json(body, r#"{"holder":"worker-1","token":42}"#).await?;
         request.validate().map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
         Ok::<_, ApiError>(match s.release(&key, &request).await? {
@@ -253,7 +267,7 @@ fn compat_lock(lease: LeaseView) -> CompatLock {
 
 async fn compat_get(State(s): Shared, path: Result<Path<String>, PathRejection>) -> Response {
     let result = async {
-        let key = key(Kind::Lock, path)?;
+        let key = key(&s, Kind::Lock, path)?;
         Ok::<_, ApiError>(match s.read(&key).await? {
             View::Held(lease) => Json(compat_lock(lease)).into_response(),
             other => view_response(&key, other),
@@ -264,7 +278,7 @@ async fn compat_get(State(s): Shared, path: Result<Path<String>, PathRejection>)
 
 async fn compat_put(State(s): Shared, path: Result<Path<String>, PathRejection>) -> Response {
     let result = async {
-        let key = key(Kind::Lock, path)?;
+        let key = key(&s, Kind::Lock, path)?;
         Ok::<_, ApiError>(match s.compat_put(&key).await? {
             ClaimResult::Granted(lease) => Json(compat_lock(lease)).into_response(),
             ClaimResult::Refused(view) => conflict(view),
@@ -290,7 +304,7 @@ async fn readyz(State(s): Shared) -> Response {
 }
 
 async fn metrics(State(s): Shared) -> Response {
-    let text = s.metrics().render(s.held_count());
+    let text = s.metrics().render(s.held_count(), s.store_name(), &s.store_calls());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use elector::service::Service;
-use elector::store::{MemoryStore, Store};
+use elector::store::etcd::EtcdConfig;
+use elector::store::{EtcdStore, KubernetesStore, MemoryStore, Store};
 
 /// Where records are kept.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -16,6 +17,13 @@ enum StoreKind {
     /// In this process's memory: one elector serves every app on one
     /// machine; nothing survives a restart (tokens start again at 1).
     Memory,
+    /// etcd v3 (--etcd-endpoints): electors on many machines outside
+    /// Kubernetes share it. Records are bound to this elector's etcd lease;
+    /// fencing tokens are etcd revisions.
+    Etcd,
+    /// Kubernetes Lease objects (coordination.k8s.io/v1) in --namespace,
+    /// through the pod's service account or the kubeconfig.
+    Kubernetes,
 }
 
 /// The metaparticle-sync elector: named locks and leader elections over
@@ -57,6 +65,36 @@ struct Args {
     /// Where records are kept.
     #[arg(long, env = "ELECTOR_STORE", value_enum, default_value = "memory")]
     store: StoreKind,
+
+    /// etcd endpoints, comma-separated (with --store etcd).
+    #[arg(long, env = "ELECTOR_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+
+    /// Prefix of every etcd key the elector writes (with --store etcd).
+    #[arg(long, env = "ELECTOR_ETCD_PREFIX", default_value = "/metaparticle-sync/")]
+    etcd_prefix: String,
+
+    /// TTL of this elector's etcd lease, which its records are bound to: if
+    /// the elector dies, etcd deletes them this long after its last word.
+    /// Leases taken through it may last at most half of this.
+    #[arg(long, env = "ELECTOR_ETCD_LEASE_TTL", default_value = "90s", value_parser = parse_ttl)]
+    etcd_lease_ttl: Duration,
+
+    /// Namespace of the Lease objects (with --store kubernetes). Default:
+    /// the service account's namespace in a pod, else the kubeconfig
+    /// context's.
+    #[arg(long, env = "ELECTOR_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Kubeconfig file (with --store kubernetes). Default: $KUBECONFIG,
+    /// ~/.kube/config, else the pod's service account.
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+
+    /// Deadline for each call to etcd or the Kubernetes API; a call that
+    /// takes longer fails with 503 (retry) instead of hanging the client.
+    #[arg(long, env = "ELECTOR_STORE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    store_timeout: Duration,
 
     /// Log filter (tracing's EnvFilter syntax), e.g. info, elector=debug.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -106,7 +144,34 @@ async fn main() -> anyhow::Result<()> {
     mpsync_core::wire::validate_holder(&identity).map_err(|e| anyhow::anyhow!("--identity: {}", e.message))?;
     let store: Arc<dyn Store> = match args.store {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Etcd => {
+            if args.etcd_lease_ttl.subsec_nanos() != 0 {
+                anyhow::bail!(
+                    "--etcd-lease-ttl must be whole seconds (etcd leases are), not {:?}",
+                    args.etcd_lease_ttl
+                );
+            }
+            let mut config = EtcdConfig::new(args.etcd_endpoints.clone());
+            config.prefix = args.etcd_prefix.clone();
+            config.lease_ttl = args.etcd_lease_ttl;
+            config.timeout = args.store_timeout;
+            Arc::new(EtcdStore::connect(config).await.context("--store etcd")?)
+        }
+        StoreKind::Kubernetes => Arc::new(
+            KubernetesStore::connect(args.namespace.clone(), args.kubeconfig.as_deref(), args.store_timeout)
+                .await
+                .context("--store kubernetes")?,
+        ),
     };
+    let max_ttl = Duration::from_millis(store.max_ttl_ms());
+    if args.ttl > max_ttl {
+        anyhow::bail!(
+            "--ttl {:?} is longer than the {} store can guard ({max_ttl:?}){}",
+            args.ttl,
+            store.name(),
+            if matches!(args.store, StoreKind::Etcd) { "; raise --etcd-lease-ttl to twice the TTL" } else { "" }
+        );
+    }
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;

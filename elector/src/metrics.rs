@@ -102,8 +102,13 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text format; `held` is the
     /// number of leases currently held.
-    pub fn render(&self, held: usize) -> String {
+    pub fn render(&self, held: usize, store: &str, store_calls: &[(&str, u64)]) -> String {
         let mut out = String::new();
+        let name = "mpsync_store_calls_total";
+        let _ = writeln!(out, "# HELP {name} Calls made to the store, by kind of call.\n# TYPE {name} counter");
+        for (call, n) in store_calls {
+            let _ = writeln!(out, "{name}{{store=\"{store}\",call=\"{call}\"}} {n}");
+        }
         for (i, (_, name, help)) in EVENTS.iter().enumerate() {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for kind in [Kind::Lock, Kind::Election] {

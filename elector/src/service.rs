@@ -174,6 +174,21 @@ impl Service {
         self.stopping.send_replace(true);
     }
 
+    /// Checks that the store can keep a record named like `key`.
+    pub fn check_name(&self, key: &Key) -> Result<(), String> {
+        self.store.check_name(key)
+    }
+
+    /// The longest lease the store can guard, in milliseconds.
+    pub fn max_ttl_ms(&self) -> u64 {
+        self.store.max_ttl_ms()
+    }
+
+    /// Calls made to the store so far, by kind.
+    pub fn store_calls(&self) -> Vec<(&'static str, u64)> {
+        self.store.counters()
+    }
+
     /// Checks that the store answers.
     pub async fn ready(&self) -> Result<(), StoreError> {
         self.store.ping().await
@@ -249,8 +264,8 @@ impl Service {
                 Step::Answer(value) => return Ok(Applied::Answered(value)),
                 Step::Write(record, value) => (record, value),
             };
-            match self.store.put(key, &record, stored.as_ref().map(|v| v.version)).await {
-                Ok(version) => {
+            match self.store.put(key, &record, stored.as_ref()).await {
+                Ok(Versioned { record, version }) => {
                     // Dated from before the write: never later than the
                     // moment the store applied it, so the judge's expiry
                     // can only come early for others, never late.

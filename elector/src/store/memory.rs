@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use mpsync_core::Record;
@@ -35,6 +36,8 @@ struct Inner {
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    reads: AtomicU64,
+    writes: AtomicU64,
 }
 
 impl MemoryStore {
@@ -57,20 +60,24 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Versioned>, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.inner().entries.get(key).and_then(|e| e.value.clone()))
     }
 
-    async fn put(&self, key: &Key, record: &Record, expected: Option<u64>) -> Result<u64, StoreError> {
+    async fn put(&self, key: &Key, record: &Record, current: Option<&Versioned>) -> Result<Versioned, StoreError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        let expected = current.map(|c| c.version);
         let mut inner = self.inner();
         let version = inner.last_version + 1;
         let entry = inner.entries.entry(key.clone()).or_insert_with(Entry::new);
         if entry.value.as_ref().map(|v| v.version) != expected {
             return Err(StoreError::Conflict);
         }
-        entry.value = Some(Versioned { record: record.clone(), version });
+        let stored = Versioned { record: record.clone(), version };
+        entry.value = Some(stored.clone());
         entry.changes.send_replace(version);
         inner.last_version = version;
-        Ok(version)
+        Ok(stored)
     }
 
     async fn wait_change(&self, key: &Key, version: u64) -> Result<(), StoreError> {
@@ -87,6 +94,10 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("read", self.reads.load(Ordering::Relaxed)), ("write", self.writes.load(Ordering::Relaxed))]
     }
 }
 
@@ -108,11 +119,12 @@ mod tests {
         let store = MemoryStore::new();
         let v1 = store.put(&key("a"), &rec("x"), None).await.unwrap();
         assert_eq!(store.put(&key("a"), &rec("y"), None).await, Err(StoreError::Conflict));
-        assert_eq!(store.put(&key("a"), &rec("y"), Some(v1 + 1)).await, Err(StoreError::Conflict));
-        let v2 = store.put(&key("a"), &rec("y"), Some(v1)).await.unwrap();
-        assert!(v2 > v1);
+        let stale = Versioned { version: v1.version + 1, ..v1.clone() };
+        assert_eq!(store.put(&key("a"), &rec("y"), Some(&stale)).await, Err(StoreError::Conflict));
+        let v2 = store.put(&key("a"), &rec("y"), Some(&v1)).await.unwrap();
+        assert!(v2.version > v1.version);
         let other = store.put(&key("b"), &rec("x"), None).await.unwrap();
-        assert!(other > v2, "versions are never reused across names");
+        assert!(other.version > v2.version, "versions are never reused across names");
         assert_eq!(store.get(&key("a")).await.unwrap().unwrap().record.holder.as_deref(), Some("y"));
     }
 

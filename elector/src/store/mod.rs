@@ -7,14 +7,27 @@
 //! above the store, in `mpsync_core::record`; a store never decides who
 //! holds what.
 //!
+//! Fencing tokens: the core's rule (`previous + 1` per change of hands) needs
+//! a record that outlives its holders. A store whose records can vanish
+//! (etcd deletes a record when its etcd lease runs out) replaces the token
+//! of a write that changes hands with its own revision, which only grows;
+//! [`Store::put`] returns the record as stored.
+//!
 //! - [`memory`]: in-process, the embedded default for one machine.
+//! - [`etcd`]: etcd v3, records bound to an etcd lease, revisions as tokens.
+//! - [`kubernetes`]: `coordination.k8s.io/v1` Lease objects.
 
 use async_trait::async_trait;
 use mpsync_core::{Kind, Record};
 use thiserror::Error;
 
+mod changes;
+pub mod etcd;
+pub mod kubernetes;
 pub mod memory;
 
+pub use etcd::EtcdStore;
+pub use kubernetes::KubernetesStore;
 pub use memory::MemoryStore;
 
 /// Identifies one record: a lock or an election, by name.
@@ -61,13 +74,30 @@ pub trait Store: Send + Sync + 'static {
     /// A short name for logs and `/readyz` (`memory`, `etcd`, `kubernetes`).
     fn name(&self) -> &'static str;
 
-    /// Reads a record; `None` if it was never written.
+    /// Checks that this store can keep a record under `key`'s name, before
+    /// any call to the store (a Kubernetes object name has a prefix to fit
+    /// in, for example). The message says what is wrong.
+    fn check_name(&self, _key: &Key) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The longest lease this store can guard, in milliseconds.
+    fn max_ttl_ms(&self) -> u64 {
+        mpsync_core::wire::MAX_TTL_MS
+    }
+
+    /// Reads a record; `None` if it was never written (or, in a store whose
+    /// records expire, after it expired there).
     async fn get(&self, key: &Key) -> Result<Option<Versioned>, StoreError>;
 
-    /// Writes `record` if the stored version is `expected` (`None`: only if
-    /// the record does not exist). Returns the new version, or
-    /// [`StoreError::Conflict`].
-    async fn put(&self, key: &Key, record: &Record, expected: Option<u64>) -> Result<u64, StoreError>;
+    /// Writes `record` if the stored record is still `current` (compared by
+    /// version; `None`: only if the record does not exist). Returns the
+    /// record as stored, with its new version, or [`StoreError::Conflict`].
+    ///
+    /// When `record.token` differs from `current`'s, the write changes
+    /// hands: a store may then replace the token with a larger one of its
+    /// own (see the module documentation); otherwise it keeps it.
+    async fn put(&self, key: &Key, record: &Record, current: Option<&Versioned>) -> Result<Versioned, StoreError>;
 
     /// Resolves once the record's version differs from `version` (0 for
     /// "absent"); at once if it already does. Must be cancel-safe.
@@ -75,4 +105,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Calls made to the backing store so far, by kind (`read`, `write`,
+    /// ...), for `/metrics` and the benchmarks.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

@@ -1,0 +1,397 @@
+//! The etcd store: records in etcd v3, for electors on many machines
+//! outside Kubernetes.
+//!
+//! - Each record is one key, `{prefix}{locks|elections}/{name}`, holding the
+//!   record as JSON. Its version is the key's `mod_revision`.
+//! - Writes are transactions that compare the `mod_revision` read (or that
+//!   the key does not exist), so two electors never both win.
+//! - Every record is bound to this elector's etcd lease (one per process,
+//!   kept alive in the background). If the elector dies or loses etcd, the
+//!   etcd lease runs out and etcd deletes its records. That deletion comes
+//!   at least two thirds of the etcd lease TTL after the elector's last
+//!   write, so a record never vanishes while its holder may still believe
+//!   in it: hence [`EtcdStore::max_ttl_ms`] is half the etcd lease TTL.
+//! - Because records can vanish, the fencing token of a write that changes
+//!   hands is that write's revision, which etcd never reuses: tokens keep
+//!   growing across deletions and restarts.
+//! - Long-polls wait on one prefix watch per elector, resumed from the last
+//!   revision seen after a break.
+//! - Every call has a deadline; a store that stops answering is
+//!   [`StoreError::Unavailable`], never a hang.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use mpsync_core::Record;
+use serde::{Deserialize, Serialize};
+
+use super::changes::Changes;
+use super::{Key, Store, StoreError, Versioned};
+
+/// How to reach etcd and how to keep records there.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// Endpoints, e.g. `http://10.0.0.5:2379`.
+    pub endpoints: Vec<String>,
+    /// Key prefix for every record, e.g. `/metaparticle-sync/`.
+    pub prefix: String,
+    /// TTL of this elector's etcd lease (whole seconds, at least 2).
+    pub lease_ttl: Duration,
+    /// Deadline for each call to etcd.
+    pub timeout: Duration,
+}
+
+impl EtcdConfig {
+    /// Defaults for `endpoints`: prefix `/metaparticle-sync/`, etcd lease
+    /// TTL 90 s (leases up to 45 s), 1 s per call.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EtcdConfig {
+            endpoints,
+            prefix: "/metaparticle-sync/".into(),
+            lease_ttl: Duration::from_secs(90),
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A record as kept in etcd. `token` is absent on the write that changed
+/// hands: the token is then that write's revision (`mod_revision`).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    holder: Option<String>,
+    ttl_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<u64>,
+}
+
+/// Calls made to etcd, for `/metrics` and the benchmark.
+#[derive(Default)]
+struct Counters {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    lease_grants: AtomicU64,
+    keepalives: AtomicU64,
+}
+
+/// This elector's etcd lease.
+struct Session {
+    id: i64,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+/// Records in etcd.
+pub struct EtcdStore {
+    client: Client,
+    config: EtcdConfig,
+    changes: Arc<Changes>,
+    counters: Arc<Counters>,
+    session: tokio::sync::Mutex<Option<Session>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("etcd {what}: {e}"))
+}
+
+impl EtcdStore {
+    /// A store over the etcd cluster at `config.endpoints`. Connecting is
+    /// lazy: an etcd that is down at start makes the elector not ready
+    /// until it answers, not fail.
+    pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
+        if config.endpoints.is_empty() {
+            return Err(StoreError::Unavailable("no etcd endpoints given".into()));
+        }
+        if config.lease_ttl < Duration::from_secs(2) {
+            return Err(StoreError::Unavailable("the etcd lease TTL must be at least 2 s".into()));
+        }
+        // No per-request timeout here: it would also cut the watch and
+        // keep-alive streams. Unary calls get their own deadline below;
+        // HTTP/2 pings notice a dead connection under the streams.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(config.timeout)
+            .with_keep_alive(Duration::from_secs(1), config.timeout)
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(|e| unavailable(&format!("connecting to {}", config.endpoints.join(",")), e))?;
+        let changes = Arc::new(Changes::default());
+        let watcher = tokio::spawn(watch_prefix(client.clone(), config.prefix.clone(), changes.clone()));
+        Ok(EtcdStore {
+            client,
+            config,
+            changes,
+            counters: Arc::default(),
+            session: tokio::sync::Mutex::new(None),
+            watcher,
+        })
+    }
+
+    fn etcd_key(&self, key: &Key) -> Vec<u8> {
+        format!("{}{}/{}", self.config.prefix, key.kind.plural(), key.name).into_bytes()
+    }
+
+    async fn deadline<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.config.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(unavailable(what, e)),
+            Err(_) => Err(unavailable(what, format!("no answer within {:?}", self.config.timeout))),
+        }
+    }
+
+    /// This elector's etcd lease, granted (and kept alive) on first use or
+    /// after the previous one was lost.
+    async fn lease(&self) -> Result<i64, StoreError> {
+        let mut session = self.session.lock().await;
+        if let Some(s) = session.as_ref().filter(|s| s.alive.load(Ordering::SeqCst)) {
+            return Ok(s.id);
+        }
+        let ttl = i64::try_from(self.config.lease_ttl.as_secs()).unwrap_or(i64::MAX);
+        let granted = self.deadline("granting a lease", self.client.clone().lease_grant(ttl, None)).await?;
+        self.counters.lease_grants.fetch_add(1, Ordering::Relaxed);
+        let id = granted.id();
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let keeper = tokio::spawn(keep_alive(
+            self.client.clone(),
+            id,
+            self.config.lease_ttl / 3,
+            self.config.timeout,
+            alive.clone(),
+            self.counters.clone(),
+        ));
+        tracing::info!(lease = format!("{id:x}"), ttl_s = ttl, "etcd lease granted");
+        *session = Some(Session { id, alive, keeper });
+        Ok(id)
+    }
+
+    async fn lease_lost(&self, id: i64) {
+        let mut session = self.session.lock().await;
+        if session.as_ref().is_some_and(|s| s.id == id) {
+            tracing::warn!(lease = format!("{id:x}"), "etcd lease lost; a new one will be granted");
+            *session = None;
+        }
+    }
+
+    fn decode(key: &[u8], value: &[u8], mod_revision: i64) -> Result<Versioned, StoreError> {
+        let stored: Stored = serde_json::from_slice(value).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "etcd key {} does not hold a metaparticle-sync record: {e}",
+                String::from_utf8_lossy(key)
+            ))
+        })?;
+        let version = u64::try_from(mod_revision).unwrap_or(0);
+        let record = Record {
+            holder: stored.holder,
+            token: stored.token.unwrap_or(version),
+            ttl_ms: stored.ttl_ms,
+            address: stored.address,
+        };
+        Ok(Versioned { record, version })
+    }
+
+    async fn try_put(
+        &self,
+        etcd_key: &[u8],
+        record: &Record,
+        current: Option<&Versioned>,
+        lease: i64,
+    ) -> Result<Option<Versioned>, StoreError> {
+        let changes_hands = current.is_none_or(|c| c.record.token != record.token);
+        let stored = Stored {
+            holder: record.holder.clone(),
+            ttl_ms: record.ttl_ms,
+            address: record.address.clone(),
+            token: (!changes_hands).then_some(record.token),
+        };
+        let value = serde_json::to_vec(&stored).map_err(|e| unavailable("encoding", e))?;
+        let compare = match current {
+            None => Compare::version(etcd_key, CompareOp::Equal, 0),
+            Some(c) => Compare::mod_revision(etcd_key, CompareOp::Equal, i64::try_from(c.version).unwrap_or(i64::MAX)),
+        };
+        let txn = Txn::new().when([compare]).and_then([TxnOp::put(
+            etcd_key,
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
+        let response = self.deadline("writing", self.client.clone().txn(txn)).await?;
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        let revision = response.header().map_or(0, |h| h.revision());
+        let version = u64::try_from(revision).unwrap_or(0);
+        let token = if changes_hands { version } else { record.token };
+        Ok(Some(Versioned { record: Record { token, ..record.clone() }, version }))
+    }
+}
+
+/// Keeps lease `id` alive every `every` until etcd says it is gone.
+async fn keep_alive(
+    mut client: Client,
+    id: i64,
+    every: Duration,
+    timeout: Duration,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    counters: Arc<Counters>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stream = None;
+    loop {
+        ticks.tick().await;
+        let result = tokio::time::timeout(timeout, async {
+            if stream.is_none() {
+                stream = Some(client.lease_keep_alive(id).await?);
+            }
+            let Some((keeper, responses)) = stream.as_mut() else { unreachable!("set above") };
+            keeper.keep_alive().await?;
+            responses.message().await
+        })
+        .await;
+        counters.keepalives.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(Ok(Some(response))) if response.ttl() > 0 => {}
+            Ok(Ok(Some(_))) => {
+                // TTL 0: etcd no longer has this lease.
+                alive.store(false, Ordering::SeqCst);
+                return;
+            }
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                // The stream broke or etcd is away: try again next tick on
+                // a new stream. Records stay safe: etcd deletes them no
+                // sooner than the lease TTL after the last keep-alive.
+                stream = None;
+            }
+        }
+    }
+}
+
+/// Feeds `changes` from one watch on `prefix`, resuming after the last
+/// revision seen when the watch breaks.
+async fn watch_prefix(mut client: Client, prefix: String, changes: Arc<Changes>) {
+    let mut next_revision: i64 = 0;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let mut options = WatchOptions::new().with_prefix();
+        if next_revision > 0 {
+            options = options.with_start_revision(next_revision);
+        }
+        if let Ok(mut stream) = client.watch(prefix.as_bytes(), Some(options)).await {
+            loop {
+                let response = match stream.message().await {
+                    Ok(Some(response)) => response,
+                    Ok(None) | Err(_) => break,
+                };
+                pause = Duration::from_millis(50);
+                if response.compact_revision() > 0 {
+                    // Too far behind: start again from now; everyone reads.
+                    next_revision = 0;
+                    break;
+                }
+                if response.canceled() {
+                    break;
+                }
+                if let Some(header) = response.header() {
+                    next_revision = next_revision.max(header.revision() + 1);
+                }
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let version = match event.event_type() {
+                        EventType::Put => u64::try_from(kv.mod_revision()).unwrap_or(0),
+                        EventType::Delete => 0,
+                    };
+                    changes.publish(&String::from_utf8_lossy(kv.key()), version);
+                    next_revision = next_revision.max(kv.mod_revision() + 1);
+                }
+            }
+        }
+        // Whatever happened while the watch was down, waiters read again.
+        changes.wake_all();
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn max_ttl_ms(&self) -> u64 {
+        u64::try_from(self.config.lease_ttl.as_millis() / 2).unwrap_or(u64::MAX)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Versioned>, StoreError> {
+        let etcd_key = self.etcd_key(key);
+        let response = self.deadline("reading", self.client.clone().get(etcd_key.as_slice(), None)).await?;
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        match response.kvs().first() {
+            Some(kv) => Ok(Some(Self::decode(kv.key(), kv.value(), kv.mod_revision())?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put(&self, key: &Key, record: &Record, current: Option<&Versioned>) -> Result<Versioned, StoreError> {
+        let etcd_key = self.etcd_key(key);
+        let lease = self.lease().await?;
+        match self.try_put(&etcd_key, record, current, lease).await {
+            Ok(Some(stored)) => Ok(stored),
+            Ok(None) => Err(StoreError::Conflict),
+            Err(StoreError::Unavailable(message)) if message.contains("lease not found") => {
+                // The etcd lease ran out (the elector was paused or cut
+                // off for longer than its TTL): take a new one, once.
+                self.lease_lost(lease).await;
+                let lease = self.lease().await?;
+                self.try_put(&etcd_key, record, current, lease).await?.ok_or(StoreError::Conflict)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn wait_change(&self, key: &Key, version: u64) -> Result<(), StoreError> {
+        let id = String::from_utf8_lossy(&self.etcd_key(key)).into_owned();
+        let read = async { Ok(self.get(key).await?.map_or(0, |v| v.version)) };
+        self.changes.wait(id, version, read, "etcd").await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // A linearizable read: it needs a quorum, like every write.
+        let options = GetOptions::new().with_count_only();
+        let key = format!("{}ready", self.config.prefix);
+        self.deadline("reading", self.client.clone().get(key, Some(options))).await.map(drop)
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.counters;
+        vec![
+            ("read", c.reads.load(Ordering::Relaxed)),
+            ("write", c.writes.load(Ordering::Relaxed)),
+            ("lease_grant", c.lease_grants.load(Ordering::Relaxed)),
+            ("keepalive", c.keepalives.load(Ordering::Relaxed)),
+        ]
+    }
+}

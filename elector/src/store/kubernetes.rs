@@ -1,0 +1,345 @@
+//! The Kubernetes store: records as `coordination.k8s.io/v1` Lease objects,
+//! the same objects client-go's leader election uses.
+//!
+//! - A lock `orders` is the Lease `lock.orders`, an election `orders` the
+//!   Lease `election.orders`, in one namespace (`--namespace`, else the
+//!   service account's or the kubeconfig context's).
+//! - `spec.holderIdentity` is the holder (absent once released),
+//!   `spec.leaseDurationSeconds` the TTL rounded up to whole seconds (the
+//!   exact TTL is in the `sync.metaparticle.io/ttl-ms` annotation),
+//!   `spec.acquireTime`/`spec.renewTime` when it changed hands and when it
+//!   was last written, `spec.leaseTransitions` the fencing token, and the
+//!   `sync.metaparticle.io/address` annotation an election leader's address.
+//! - The version is `metadata.resourceVersion`: writes are `create` (which
+//!   fails with 409 AlreadyExists if someone got there first) or `replace`
+//!   carrying the resourceVersion read (409 Conflict if it changed).
+//! - Long-polls wait on one watch of the namespace's metaparticle-sync
+//!   Leases (by label), resumed from the last resourceVersion, relisted
+//!   after 410 Gone.
+//! - Leases are never deleted by the elector, so the token survives its
+//!   holders. Deleting a Lease by hand restarts its token at 1: don't.
+//!
+//! The elector needs `get`, `list`, `watch`, `create` and `update` on
+//! `leases` in its namespace (see `deploy/base/rbac.yaml`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use mpsync_core::Record;
+
+use super::changes::Changes;
+use super::{Key, Store, StoreError, Versioned};
+
+/// Label on every Lease the elector writes (and watches).
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "metaparticle-sync");
+/// Annotation with the exact TTL in milliseconds.
+pub const TTL_ANNOTATION: &str = "sync.metaparticle.io/ttl-ms";
+/// Annotation with an election leader's advertised address.
+pub const ADDRESS_ANNOTATION: &str = "sync.metaparticle.io/address";
+/// The longest Kubernetes object name.
+const MAX_OBJECT_NAME: usize = 253;
+
+/// Calls made to the API server, for `/metrics` and the benchmark.
+#[derive(Default)]
+struct Counters {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// Records as Lease objects in one namespace.
+pub struct KubernetesStore {
+    leases: Api<Lease>,
+    namespace: String,
+    timeout: Duration,
+    changes: Arc<Changes>,
+    counters: Counters,
+    /// When each Lease last changed hands, by name and version, so a
+    /// renewal keeps `acquireTime`.
+    acquired: Mutex<HashMap<String, (u64, MicroTime)>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KubernetesStore {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("kubernetes {what}: {e}"))
+}
+
+fn api_error(what: &str, e: kube::Error) -> StoreError {
+    match e {
+        kube::Error::Api(status) => StoreError::Unavailable(format!(
+            "kubernetes {what}: {} {} ({})",
+            status.code,
+            status.reason,
+            status.message.trim()
+        )),
+        other => unavailable(what, other),
+    }
+}
+
+fn lease_name(key: &Key) -> String {
+    format!("{}.{}", key.kind.singular(), key.name)
+}
+
+fn parse_version(name: &str, resource_version: Option<&str>) -> Result<u64, StoreError> {
+    let rv = resource_version.unwrap_or("");
+    rv.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+        StoreError::Unavailable(format!(
+            "kubernetes Lease {name} has resourceVersion {rv:?}; metaparticle-sync needs the decimal revisions every \
+             etcd-backed API server gives"
+        ))
+    })
+}
+
+fn now() -> MicroTime {
+    MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+impl KubernetesStore {
+    /// A store over Leases in `namespace` (default: the client's own), with
+    /// `timeout` per call. The client comes from `kubeconfig` if given,
+    /// else from the usual places: `$KUBECONFIG`, `~/.kube/config`, the
+    /// in-cluster service account.
+    pub async fn connect(
+        namespace: Option<String>,
+        kubeconfig: Option<&std::path::Path>,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let config = match kubeconfig {
+            Some(path) => {
+                let file = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| unavailable(&format!("kubeconfig {}", path.display()), e))?;
+                kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| unavailable(&format!("kubeconfig {}", path.display()), e))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| unavailable("configuration (no service account and no usable kubeconfig)", e))?,
+        };
+        let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+        let client = kube::Client::try_from(config).map_err(|e| unavailable("client", e))?;
+        Ok(Self::with_client(client, namespace, timeout))
+    }
+
+    /// A store over Leases in `namespace` through `client`.
+    pub fn with_client(client: kube::Client, namespace: String, timeout: Duration) -> Self {
+        let leases: Api<Lease> = Api::namespaced(client, &namespace);
+        let changes = Arc::new(Changes::default());
+        let watcher = tokio::spawn(watch_leases(leases.clone(), changes.clone()));
+        KubernetesStore {
+            leases,
+            namespace,
+            timeout,
+            changes,
+            counters: Counters::default(),
+            acquired: Mutex::default(),
+            watcher,
+        }
+    }
+
+    /// The namespace the Leases live in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    async fn deadline<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(api_error(what, e)),
+            Err(_) => Err(unavailable(what, format!("no answer within {:?}", self.timeout))),
+        }
+    }
+
+    fn acquired(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, MicroTime)>> {
+        self.acquired.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn decode(&self, lease: &Lease) -> Result<Versioned, StoreError> {
+        let name = lease.metadata.name.clone().unwrap_or_default();
+        let version = parse_version(&name, lease.metadata.resource_version.as_deref())?;
+        let spec = lease.spec.clone().unwrap_or_default();
+        let annotations = lease.metadata.annotations.clone().unwrap_or_default();
+        let ttl_ms = annotations
+            .get(TTL_ANNOTATION)
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| spec.lease_duration_seconds.and_then(|s| u64::try_from(s).ok()).map(|s| s * 1000))
+            .unwrap_or(0);
+        let token = spec.lease_transitions.and_then(|t| u64::try_from(t).ok()).unwrap_or(0);
+        if let Some(at) = spec.acquire_time.clone() {
+            self.acquired().insert(name, (version, at));
+        }
+        let record = Record {
+            holder: spec.holder_identity.filter(|h| !h.is_empty()),
+            token,
+            ttl_ms,
+            address: annotations.get(ADDRESS_ANNOTATION).cloned(),
+        };
+        Ok(Versioned { record, version })
+    }
+
+    fn encode(&self, key: &Key, record: &Record, current: Option<&Versioned>) -> Result<Lease, StoreError> {
+        let name = lease_name(key);
+        let token = i32::try_from(record.token).map_err(|_| {
+            StoreError::Unavailable(format!("Lease {name}: token {} exceeds leaseTransitions", record.token))
+        })?;
+        let changes_hands = current.is_none_or(|c| c.record.token != record.token);
+        let now = now();
+        let acquire_time = match current {
+            Some(c) if !changes_hands => {
+                self.acquired().get(&name).filter(|(v, _)| *v == c.version).map(|(_, at)| at.clone())
+            }
+            _ => None,
+        }
+        .unwrap_or_else(|| now.clone());
+        let mut annotations = BTreeMap::from([(TTL_ANNOTATION.to_owned(), record.ttl_ms.to_string())]);
+        if let Some(address) = &record.address {
+            annotations.insert(ADDRESS_ANNOTATION.to_owned(), address.clone());
+        }
+        let labels = BTreeMap::from([
+            (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+            ("sync.metaparticle.io/kind".to_owned(), key.kind.singular().to_owned()),
+        ]);
+        Ok(Lease {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(labels),
+                annotations: Some(annotations),
+                resource_version: current.map(|c| c.version.to_string()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: record.holder.clone(),
+                lease_duration_seconds: Some(i32::try_from(record.ttl_ms.div_ceil(1000)).unwrap_or(i32::MAX)),
+                acquire_time: record.holder.as_ref().map(|_| acquire_time),
+                renew_time: record.holder.as_ref().map(|_| now),
+                lease_transitions: Some(token),
+                ..LeaseSpec::default()
+            }),
+        })
+    }
+}
+
+/// Feeds `changes` from one watch on the managed Leases.
+async fn watch_leases(leases: Api<Lease>, changes: Arc<Changes>) {
+    let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let mut pause = Duration::from_millis(50);
+    loop {
+        // List for a starting point, then watch from it for as long as the
+        // server keeps the watch open.
+        let list = leases.list_metadata(&ListParams::default().labels(&selector).limit(1)).await;
+        if let Ok(list) = list {
+            let mut version = list.metadata.resource_version.unwrap_or_default();
+            // Everything before the list is now seen: waiters read again.
+            changes.wake_all();
+            'watching: loop {
+                let params = WatchParams::default().labels(&selector).timeout(290).disable_bookmarks();
+                let Ok(stream) = leases.watch(&params, &version).await else { break };
+                let mut stream = stream.boxed();
+                while let Some(event) = stream.next().await {
+                    pause = Duration::from_millis(50);
+                    let (lease, deleted) = match event {
+                        Ok(WatchEvent::Added(l) | WatchEvent::Modified(l)) => (l, false),
+                        Ok(WatchEvent::Deleted(l)) => (l, true),
+                        Ok(WatchEvent::Bookmark(b)) => {
+                            version = b.metadata.resource_version;
+                            continue;
+                        }
+                        // 410 Gone (too old) or anything else: list again.
+                        Ok(WatchEvent::Error(_)) | Err(_) => break 'watching,
+                    };
+                    let name = lease.metadata.name.clone().unwrap_or_default();
+                    if let Some(rv) = lease.metadata.resource_version.clone() {
+                        let v = rv.parse::<u64>().unwrap_or(0);
+                        changes.publish(&name, if deleted { 0 } else { v });
+                        version = rv;
+                    }
+                }
+                // The server closed the watch (its timeout): resume.
+            }
+        }
+        changes.wake_all();
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[async_trait]
+impl Store for KubernetesStore {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn check_name(&self, key: &Key) -> Result<(), String> {
+        let name = lease_name(key);
+        if name.len() > MAX_OBJECT_NAME {
+            let room = MAX_OBJECT_NAME - (name.len() - key.name.len());
+            return Err(format!(
+                "it is {} characters; in the kubernetes store it becomes the Lease name {:?}, so at most {room} \
+                 characters fit in Kubernetes' {MAX_OBJECT_NAME}",
+                key.name.len(),
+                format!("{}.NAME", key.kind.singular()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Versioned>, StoreError> {
+        let lease = self.deadline("reading a Lease", self.leases.get_opt(&lease_name(key))).await?;
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        lease.as_ref().map(|l| self.decode(l)).transpose()
+    }
+
+    async fn put(&self, key: &Key, record: &Record, current: Option<&Versioned>) -> Result<Versioned, StoreError> {
+        let lease = self.encode(key, record, current)?;
+        let params = PostParams::default();
+        let name = lease_name(key);
+        let written = match current {
+            None => self.deadline("creating a Lease", self.leases.create(&params, &lease)).await,
+            Some(_) => self.deadline("updating a Lease", self.leases.replace(&name, &params, &lease)).await,
+        };
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        match written {
+            Ok(lease) => self.decode(&lease),
+            // 409: AlreadyExists on create, Conflict on a stale
+            // resourceVersion; 404: deleted since it was read.
+            Err(StoreError::Unavailable(m)) if m.contains(": 409 ") || m.contains(": 404 ") => {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn wait_change(&self, key: &Key, version: u64) -> Result<(), StoreError> {
+        let read = async { Ok(self.get(key).await?.map_or(0, |v| v.version)) };
+        self.changes.wait(lease_name(key), version, read, "kubernetes").await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let params = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).limit(1);
+        self.deadline("listing Leases", self.leases.list_metadata(&params)).await.map(drop)
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("read", self.counters.reads.load(Ordering::Relaxed)),
+            ("write", self.counters.writes.load(Ordering::Relaxed)),
+        ]
+    }
+}

@@ -1,0 +1,446 @@
+//! One conformance suite, the same test code, for every store: a real
+//! elector process over the memory store, a real etcd, and the Kubernetes
+//! Lease API emulator (real HTTP; no API server can run here).
+//!
+//! Cases that need the store to fail apart from the elector (pause,
+//! restart) run for etcd and Kubernetes only: the memory store *is* the
+//! elector's memory, so it cannot stop answering while the elector runs.
+//!
+//! `real_cluster::*` runs the suite against a real Kubernetes cluster when
+//! `MPSYNC_TEST_KUBECONFIG` names a kubeconfig (they are `#[ignore]`d
+//! otherwise; run them with `--run-ignored only`).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use elector::child::ElectorProcess;
+use elector::client::{Claimed, Client, Read};
+use hyper::{Method, StatusCode};
+use mpsync_core::wire::{AcquireRequest, ConflictReason, ConflictView, ErrorBody, ErrorCode, Kind, LeaseView};
+use testkit::{Etcd, LeaseApi};
+
+const BIN: &str = env!("CARGO_BIN_EXE_elector");
+/// Bound on waits for events that should come in milliseconds; reaching it
+/// means the event never came.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A store under test, running.
+enum Backend {
+    Memory,
+    Etcd(Etcd),
+    Kubernetes { api: LeaseApi, kubeconfig: PathBuf },
+    RealCluster { kubeconfig: PathBuf, namespace: String },
+}
+
+impl Backend {
+    async fn start(store: &str) -> Backend {
+        match store {
+            "memory" => Backend::Memory,
+            "etcd" => Backend::Etcd(Etcd::start().await.unwrap()),
+            "kubernetes" => {
+                let api = LeaseApi::start().await.unwrap();
+                let dir = testkit::temp_dir("kubeconfig").unwrap();
+                let kubeconfig = api.write_kubeconfig(&dir, "sync-test").unwrap();
+                Backend::Kubernetes { api, kubeconfig }
+            }
+            "real_cluster" => {
+                let kubeconfig = std::env::var_os("MPSYNC_TEST_KUBECONFIG")
+                    .map(PathBuf::from)
+                    .expect("set MPSYNC_TEST_KUBECONFIG to a real cluster's kubeconfig to run these tests");
+                let namespace = std::env::var("MPSYNC_TEST_NAMESPACE").unwrap_or_else(|_| "default".into());
+                Backend::RealCluster { kubeconfig, namespace }
+            }
+            other => panic!("no store {other}"),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["--log", "warn", "--store-timeout", "500ms"].map(String::from).to_vec();
+        match self {
+            Backend::Memory => args.extend(["--store".into(), "memory".into()]),
+            Backend::Etcd(etcd) => {
+                args.extend(["--store".into(), "etcd".into(), "--etcd-endpoints".into(), etcd.endpoint()])
+            }
+            Backend::Kubernetes { kubeconfig, .. } => args.extend([
+                "--store".into(),
+                "kubernetes".into(),
+                "--kubeconfig".into(),
+                kubeconfig.display().to_string(),
+            ]),
+            Backend::RealCluster { kubeconfig, namespace } => args.extend([
+                "--store".into(),
+                "kubernetes".into(),
+                "--kubeconfig".into(),
+                kubeconfig.display().to_string(),
+                "--namespace".into(),
+                namespace.clone(),
+                "--store-timeout".into(),
+                "3s".into(),
+            ]),
+        }
+        args
+    }
+
+    async fn elector(&self, identity: &str, extra: &[&str]) -> (ElectorProcess, Client) {
+        let mut args = self.args();
+        args.extend(["--identity".to_owned(), identity.to_owned()]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let elector = ElectorProcess::spawn(BIN, &args).await.unwrap();
+        let client = Client::new(&elector.url());
+        (elector, client)
+    }
+
+    fn pause(&self) {
+        match self {
+            Backend::Etcd(etcd) => etcd.pause().unwrap(),
+            Backend::Kubernetes { api, .. } => api.pause(),
+            _ => panic!("this store cannot be paused apart from the elector"),
+        }
+    }
+
+    fn resume(&self) {
+        match self {
+            Backend::Etcd(etcd) => etcd.resume().unwrap(),
+            Backend::Kubernetes { api, .. } => api.resume(),
+            _ => panic!("this store cannot be paused apart from the elector"),
+        }
+    }
+
+    async fn restart(&mut self) {
+        match self {
+            Backend::Etcd(etcd) => etcd.restart().await.unwrap(),
+            Backend::Kubernetes { api, .. } => api.restart().await.unwrap(),
+            _ => panic!("this store cannot restart apart from the elector"),
+        }
+    }
+}
+
+/// A name no other test in this process (or an earlier run on a real
+/// cluster) uses.
+fn unique(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
+fn acquire(holder: &str, ttl_ms: u64) -> AcquireRequest {
+    AcquireRequest { holder: holder.into(), ttl_ms, token: None, address: None }
+}
+
+fn renew(holder: &str, ttl_ms: u64, token: u64) -> AcquireRequest {
+    AcquireRequest { token: Some(token), ..acquire(holder, ttl_ms) }
+}
+
+async fn granted(client: &Client, name: &str, req: &AcquireRequest) -> LeaseView {
+    match client.claim(Kind::Lock, name, req).await.unwrap() {
+        Claimed::Granted(lease) => lease,
+        Claimed::Refused(c) => panic!("{req:?} refused: {c:?}"),
+    }
+}
+
+async fn refused(client: &Client, name: &str, req: &AcquireRequest) -> ConflictView {
+    match client.claim(Kind::Lock, name, req).await.unwrap() {
+        Claimed::Refused(c) => c,
+        Claimed::Granted(l) => panic!("{req:?} granted: {l:?}"),
+    }
+}
+
+/// Long-polls until the lock is free, from `version`.
+async fn wait_free(client: &Client, kind: Kind, name: &str, mut version: u64) -> u64 {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match client.read(kind, name, Some((version, PATIENCE))).await.unwrap() {
+                Read::Free { version } => return version,
+                Read::Held(lease) => version = lease.version,
+            }
+        }
+    })
+    .await
+    .expect("the lease never became free")
+}
+
+/// Reads and writes the elector has made to its store (not the
+/// background keep-alives).
+async fn store_calls(client: &Client) -> u64 {
+    let reply = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
+    String::from_utf8_lossy(&reply.body)
+        .lines()
+        .filter(|l| l.starts_with("mpsync_store_calls_total{"))
+        .filter(|l| l.contains("call=\"read\"") || l.contains("call=\"write\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn ready(client: &Client) -> StatusCode {
+    client.request(Method::GET, "/readyz", None::<&()>).await.unwrap().status
+}
+
+// ---------------------------------------------------------------- the cases
+
+async fn acquire_renew_release(store: &str) {
+    let backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("pod-a", &[]).await;
+    assert_eq!(ready(&client).await, StatusCode::OK);
+    let name = unique("arr");
+    let first = granted(&client, &name, &acquire("w1", 10_000)).await;
+    assert_eq!(first.holder, "w1");
+    assert_eq!(refused(&client, &name, &acquire("w2", 10_000)).await.reason, ConflictReason::Held);
+    assert_eq!(
+        refused(&client, &name, &acquire("w1", 10_000)).await.reason,
+        ConflictReason::Held,
+        "acquire is not renew"
+    );
+    let renewed = granted(&client, &name, &renew("w1", 10_000, first.token)).await;
+    assert_eq!(renewed.token, first.token, "renewal keeps the token");
+    assert_ne!(renewed.version, first.version, "every write is a new version");
+    let Read::Held(read) = client.read(Kind::Lock, &name, None).await.unwrap() else { panic!("not held") };
+    assert_eq!((read.holder.as_str(), read.token), ("w1", first.token));
+    assert!(client.release(Kind::Lock, &name, "w1", first.token).await.unwrap());
+    assert!(matches!(client.read(Kind::Lock, &name, None).await.unwrap(), Read::Free { .. }));
+    assert!(!client.release(Kind::Lock, &name, "w1", first.token).await.unwrap(), "a second release is refused");
+    let next = granted(&client, &name, &acquire("w2", 10_000)).await;
+    assert!(next.token > first.token, "a new holder gets a larger token: {} then {}", first.token, next.token);
+}
+
+async fn expiry(store: &str) {
+    let backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("pod-a", &[]).await;
+    let name = unique("exp");
+    let first = granted(&client, &name, &acquire("w1", 300)).await;
+    // The long-poll answers when the lease runs out, with nothing written.
+    wait_free(&client, Kind::Lock, &name, first.version).await;
+    assert_eq!(refused(&client, &name, &renew("w1", 300, first.token)).await.reason, ConflictReason::NotHeld);
+    let next = granted(&client, &name, &acquire("w2", 10_000)).await;
+    assert!(next.token > first.token);
+    assert_eq!(refused(&client, &name, &renew("w1", 300, first.token)).await.reason, ConflictReason::Held);
+}
+
+async fn fencing(store: &str) {
+    let backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("pod-a", &[]).await;
+    let name = unique("fence");
+    let mut tokens = Vec::new();
+    for round in 0..5 {
+        let holder = format!("w{round}");
+        let lease = granted(&client, &name, &acquire(&holder, 10_000)).await;
+        if let Some(previous) = tokens.last() {
+            // The previous holder's token is stale now, for renew and release.
+            let old = format!("w{}", round - 1);
+            assert_eq!(refused(&client, &name, &renew(&old, 10_000, *previous)).await.reason, ConflictReason::Held);
+            assert!(!client.release(Kind::Lock, &name, &old, *previous).await.unwrap());
+        }
+        let wrong = refused(&client, &name, &renew(&holder, 10_000, lease.token + 1)).await;
+        assert_eq!(wrong.reason, ConflictReason::StaleToken);
+        tokens.push(lease.token);
+        assert!(client.release(Kind::Lock, &name, &holder, lease.token).await.unwrap());
+    }
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens only grow: {tokens:?}");
+}
+
+async fn long_poll_wakes_on_release(store: &str) {
+    let backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("pod-a", &[]).await;
+    let name = unique("poll");
+    let lease = granted(&client, &name, &acquire("w1", 30_000)).await;
+    let poll = tokio::spawn({
+        let (client, name) = (client.clone(), name.clone());
+        async move { client.read(Kind::Lock, &name, Some((lease.version, PATIENCE))).await.unwrap() }
+    });
+    assert!(client.release(Kind::Lock, &name, "w1", lease.token).await.unwrap());
+    match tokio::time::timeout(PATIENCE, poll).await.expect("the long-poll never answered").unwrap() {
+        Read::Free { version } => assert_ne!(version, lease.version),
+        Read::Held(l) => panic!("still held after release: {l:?}"),
+    }
+}
+
+async fn race_of_32(store: &str) {
+    let backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("pod-a", &[]).await;
+    let name = unique("race");
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let (client, name) = (client.clone(), name.clone());
+            tokio::spawn(async move { client.claim(Kind::Lock, &name, &acquire(&format!("w{i}"), 30_000)).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut refusals = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(Claimed::Granted(lease)) => winners.push(lease),
+            Ok(Claimed::Refused(c)) => {
+                assert_eq!(c.reason, ConflictReason::Held);
+                refusals += 1;
+            }
+            // Contention past the retry budget is a 503 to retry, never a
+            // second winner.
+            Err(e) => assert!(e.to_string().contains("503"), "{e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one winner: {winners:?}");
+    assert!(refusals > 0);
+    let Read::Held(read) = client.read(Kind::Lock, &name, None).await.unwrap() else { panic!("not held") };
+    assert_eq!((read.holder.as_str(), read.token), (winners[0].holder.as_str(), winners[0].token));
+}
+
+async fn bad_names_never_reach_the_store(store: &str) {
+    let backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("pod-a", &[]).await;
+    // Let the elector's start-up calls (the watch, a lease) settle first.
+    granted(&client, &unique("warm"), &acquire("w", 10_000)).await;
+    let before = store_calls(&client).await;
+    let requests_before = match &backend {
+        Backend::Kubernetes { api, .. } => Some(api.requests()),
+        _ => None,
+    };
+    let too_long_for_a_lease = format!("a{}", ".b".repeat(124)); // 249 characters: fine alone, not as lock.NAME
+    let mut names = vec!["Upper".to_owned(), "under_score".to_owned(), "-dash".to_owned(), "a..b".to_owned()];
+    names.push("x".repeat(254));
+    if matches!(backend, Backend::Kubernetes { .. } | Backend::RealCluster { .. }) {
+        names.push(too_long_for_a_lease.clone());
+    }
+    for name in &names {
+        for method in [Method::PUT, Method::GET] {
+            let body = (method == Method::PUT).then(|| acquire("w", 1000));
+            let reply = client.request(method.clone(), &format!("/v1/locks/{name}"), body.as_ref()).await.unwrap();
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {name}");
+            let error: ErrorBody = reply.json().unwrap();
+            assert_eq!((error.error, error.field.as_deref()), (ErrorCode::InvalidName, Some("name")), "{name}");
+        }
+    }
+    assert_eq!(store_calls(&client).await, before, "no store call for a bad name");
+    if let (Backend::Kubernetes { api, .. }, Some(n)) = (&backend, requests_before) {
+        assert_eq!(api.requests(), n, "the API server saw no request for a bad name");
+    }
+}
+
+async fn store_outage(store: &str) {
+    let mut backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("pod-a", &[]).await;
+    let name = unique("outage");
+    let first = granted(&client, &name, &acquire("w1", 30_000)).await;
+
+    backend.pause();
+    assert_eq!(ready(&client).await, StatusCode::SERVICE_UNAVAILABLE, "a store that does not answer: not ready");
+    for request in [renew("w1", 30_000, first.token), acquire("w2", 30_000)] {
+        let reply = client.request(Method::PUT, &format!("/v1/locks/{name}"), Some(&request)).await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "never a grant without the store");
+        let error: ErrorBody = reply.json().unwrap();
+        assert_eq!(error.error, ErrorCode::Unavailable);
+        assert!(error.message.contains(backend_name(store)), "the reason names the store: {}", error.message);
+    }
+    let read = client.request(Method::GET, &format!("/v1/locks/{name}"), None::<&()>).await.unwrap();
+    assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE);
+    backend.resume();
+    assert_eq!(ready(&client).await, StatusCode::OK);
+    let renewed = granted(&client, &name, &renew("w1", 30_000, first.token)).await;
+    assert_eq!(renewed.token, first.token);
+
+    backend.restart().await;
+    // Calls in flight across the restart may fail; the elector is ready
+    // again once the store answers.
+    tokio::time::timeout(PATIENCE, async {
+        while ready(&client).await != StatusCode::OK {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("never ready after the restart");
+    assert!(client.release(Kind::Lock, &name, "w1", first.token).await.unwrap(), "the record survived the restart");
+    let next = granted(&client, &name, &acquire("w2", 30_000)).await;
+    assert!(next.token > first.token, "tokens keep growing across a store restart");
+}
+
+fn backend_name(store: &str) -> &str {
+    match store {
+        "real_cluster" => "kubernetes",
+        other => other,
+    }
+}
+
+/// Three electors with their own identities over one store: the original
+/// deployment's behaviour on the compatible surface (one pod holds, the
+/// others get 409 until it releases or expires).
+async fn electors_share_the_store(store: &str) {
+    let backend = Backend::start(store).await;
+    let mut electors = Vec::new();
+    for id in ["pod-a", "pod-b", "pod-c"] {
+        electors.push(backend.elector(id, &["--ttl", "1s"]).await);
+    }
+    let clients: Vec<&Client> = electors.iter().map(|(_, c)| c).collect();
+    let name = unique("shared");
+    let path = format!("/locks/{name}");
+    let put = |c: &Client| {
+        let (c, path) = (c.clone(), path.clone());
+        async move { c.request(Method::PUT, &path, None::<&()>).await.unwrap() }
+    };
+    assert_eq!(put(clients[0]).await.status, StatusCode::OK);
+    for other in &clients[1..] {
+        assert_eq!(put(other).await.status, StatusCode::CONFLICT);
+        let get = other.request(Method::GET, &path, None::<&()>).await.unwrap();
+        assert_eq!(get.status, StatusCode::OK);
+        assert_eq!(get.json::<serde_json::Value>().unwrap()["owner"], "pod-a");
+    }
+    // pod-a heartbeats; still its.
+    assert_eq!(put(clients[0]).await.status, StatusCode::OK);
+    assert_eq!(put(clients[1]).await.status, StatusCode::CONFLICT);
+    // pod-a stops. Each elector judges the expiry on its own clock; pod-b
+    // takes over once it has seen the lease run out.
+    let Read::Held(lease) = clients[1].read(Kind::Lock, &name, None).await.unwrap() else { panic!("not held") };
+    wait_free(clients[1], Kind::Lock, &name, lease.version).await;
+    let taken = put(clients[1]).await;
+    assert_eq!(taken.status, StatusCode::OK);
+    let taken: serde_json::Value = taken.json().unwrap();
+    assert_eq!(taken["owner"], "pod-b");
+    assert!(taken["token"].as_u64().unwrap() > lease.token);
+    assert_eq!(put(clients[0]).await.status, StatusCode::CONFLICT, "pod-a lost it");
+    // A release through one elector frees it for the others at once.
+    let b = granted(clients[1], &unique("v1"), &acquire("w-b", 30_000)).await;
+    let poll = tokio::spawn({
+        let (c, name) = (clients[2].clone(), b.name.clone());
+        async move { c.read(Kind::Lock, &name, Some((0, PATIENCE))).await.unwrap() }
+    });
+    let seen = match tokio::time::timeout(PATIENCE, poll).await.unwrap().unwrap() {
+        Read::Held(l) => l,
+        Read::Free { .. } => panic!("pod-c does not see pod-b's lease"),
+    };
+    assert_eq!(seen.holder, "w-b");
+    let poll = tokio::spawn({
+        let (c, name) = (clients[2].clone(), b.name.clone());
+        async move { c.read(Kind::Lock, &name, Some((seen.version, PATIENCE))).await.unwrap() }
+    });
+    assert!(clients[1].release(Kind::Lock, &b.name, "w-b", b.token).await.unwrap());
+    assert!(matches!(tokio::time::timeout(PATIENCE, poll).await.unwrap().unwrap(), Read::Free { .. }));
+    granted(clients[2], &b.name, &acquire("w-c", 30_000)).await;
+    assert_eq!(refused(clients[0], &b.name, &acquire("w-a", 30_000)).await.holder.as_deref(), Some("w-c"));
+}
+
+macro_rules! suite {
+    ($store:ident $(#[$attr:meta])* : $($case:ident),* $(,)?) => {
+        mod $store {
+            suite!(@cases $store [$(#[$attr])*] $($case)*);
+        }
+    };
+    (@cases $store:ident $attrs:tt $($case:ident)*) => {
+        $( suite!(@case $store $attrs $case); )*
+    };
+    (@case $store:ident [$(#[$attr:meta])*] $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $case() {
+            super::$case(stringify!($store)).await
+        }
+    };
+}
+
+suite!(memory: acquire_renew_release, expiry, fencing, long_poll_wakes_on_release, race_of_32, bad_names_never_reach_the_store);
+suite!(etcd: acquire_renew_release, expiry, fencing, long_poll_wakes_on_release, race_of_32, bad_names_never_reach_the_store,
+    store_outage, electors_share_the_store);
+suite!(kubernetes: acquire_renew_release, expiry, fencing, long_poll_wakes_on_release, race_of_32,
+    bad_names_never_reach_the_store, store_outage, electors_share_the_store);
+suite!(real_cluster #[ignore = "needs MPSYNC_TEST_KUBECONFIG (a real cluster)"]: acquire_renew_release, expiry, fencing,
+    long_poll_wakes_on_release, race_of_32, bad_names_never_reach_the_store, electors_share_the_store);

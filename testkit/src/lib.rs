@@ -1,0 +1,34 @@
+//! Real servers for metaparticle-sync's tests and benchmarks.
+//!
+//! - [`etcd::Etcd`]: a real etcd process on loopback ports the OS picked.
+//! - [`lease_api::LeaseApi`]: a Kubernetes Lease API emulator over real
+//!   HTTP, the one stand-in allowed (no API server can run here). It
+//!   follows the documented status codes, resourceVersion conflicts and
+//!   watch semantics; see its module documentation.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub mod etcd;
+pub mod lease_api;
+
+pub use etcd::Etcd;
+pub use lease_api::LeaseApi;
+
+/// The workspace root (where `.tools/` lives).
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// A new empty directory under the system's temp dir, named for `what`,
+/// this process and a counter.
+pub fn temp_dir(what: &str) -> std::io::Result<PathBuf> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("mpsync-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
