@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of metaparticle-sync: formatting and lints, the core's wasm
 # builds, the wasm components, the core's unit and property tests, the
-# elector's integration tests against real elector processes, and the host's
-# tests running real components under real mpsync processes. `make test` calls it
+# elector's integration tests against real elector processes (over the
+# memory store, a real etcd and the Kubernetes Lease API emulator), the
+# host's tests running real components under real mpsync processes and a
+# real Envoy, and deploy/'s manifests. `make test` calls it
 # after scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,9 @@ cargo build --locked -p mpsync-core --target wasm32-wasip1
 step "wasm components (apps, sync-guest, portable compositions)"
 MPSYNC_WASM_DIR=$(scripts/build-wasm.sh | tail -n 1)
 export MPSYNC_WASM_DIR
+
+step "deploy/: kustomize renders, strict schema validation, envoy --mode validate"
+scripts/check-deploy.sh
 
 step "doc tests"
 cargo test --locked --workspace --doc

@@ -56,6 +56,18 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
+/// Only `/healthz`, `/readyz` and `/metrics`: for `--health-listen`, an
+/// address probes and scrapers can reach without reaching the lease API.
+pub fn health_router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(service)
+}
+
 fn route_label(method: &Method, path: &str, query: Option<&str>) -> &'static str {
     let watching = query.is_some_and(|q| q.split('&').any(|p| p.starts_with("wait=")));
     let surface = if path.starts_with("/v1/locks/") {

@@ -51,6 +51,12 @@ struct Args {
     #[arg(long, env = "ELECTOR_LISTEN", default_value = "127.0.0.1:13131")]
     listen: SocketAddr,
 
+    /// A second address serving only /healthz, /readyz and /metrics, for
+    /// probes and scrapers that must not reach the lease API (in a pod:
+    /// --listen 127.0.0.1:13131 --health-listen 0.0.0.0:13132).
+    #[arg(long, env = "ELECTOR_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
+
     /// Who this elector is on the compatible surface: the holder recorded
     /// when an original client PUTs /locks/{name}. Defaults to the hostname
     /// (the pod name in Kubernetes), as the original elector did.
@@ -178,6 +184,16 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, store = store.name(), %identity, ttl = ?args.ttl, "elector starting");
     println!("elector listening on http://{addr}");
     let service = Arc::new(Service::new(store, identity, args.ttl));
+    if let Some(health) = args.health_listen {
+        let listener = tokio::net::TcpListener::bind(health).await.with_context(|| format!("binding {health}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "health endpoints listening");
+        let app = elector::api::health_router(service.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("health listener: {e}");
+            }
+        });
+    }
     elector::run(listener, service, shutdown_signal()).await.context("serving")?;
     tracing::info!("stopped");
     Ok(())

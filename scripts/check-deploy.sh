@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Renders every kustomization under deploy/ with `kubectl kustomize`,
+# validates the result against the Kubernetes 1.37 schemas in strict mode
+# (unknown fields are errors), and checks the gateway's Envoy configuration
+# with `envoy --mode validate` (against the filter built by
+# scripts/build-wasm.sh). Tools come from scripts/setup.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+kubectl=.tools/kubectl/bin/kubectl
+validate() { PYTHONPATH=.tools/kubernetes-validate .tools/kubernetes-validate/bin/kubernetes-validate "$@"; }
+envoy=.tools/envoy/envoy/_bin/envoy
+filter=target/wasm32-wasip1/release/leader_filter.wasm
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+found=0
+while IFS= read -r kustomization; do
+  dir=$(dirname "$kustomization")
+  name=${dir//\//-}
+  "$kubectl" kustomize "$dir" >"$out/$name.yaml"
+  validate --strict --quiet "$out/$name.yaml"
+  printf 'deploy: %s renders and validates (%s objects)\n' "$dir" "$(grep -c '^kind:' "$out/$name.yaml")"
+  found=$((found + 1))
+done < <(find deploy -name kustomization.yaml | sort)
+[ "$found" -gt 0 ] || { echo "deploy: no kustomization found" >&2; exit 1; }
+
+[ -f "$filter" ] || { echo "deploy: $filter is missing; run scripts/build-wasm.sh" >&2; exit 1; }
+sed "s#/etc/envoy/leader_filter.wasm#$PWD/$filter#" deploy/gateway/envoy.yaml >"$out/envoy.yaml"
+"$envoy" --mode validate -c "$out/envoy.yaml" --log-level warn >/dev/null
+echo "deploy: deploy/gateway/envoy.yaml passes envoy --mode validate"
