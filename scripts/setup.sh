@@ -61,7 +61,11 @@ if ! .tools/etcd/usr/bin/etcd --version 2>/dev/null | grep -q "Version: $ETCD_VE
   say "installing etcd $ETCD_VERSION (Debian etcd-server, unpacked) into .tools/etcd"
   download=$(mktemp -d)
   chmod 777 "$download" # apt's download user writes here
-  (cd "$download" && apt-get download -q "etcd-server=$ETCD_VERSION*" >/dev/null)
+  if ! (cd "$download" && apt-get download -q "etcd-server=$ETCD_VERSION*" >/dev/null 2>&1); then
+    say "apt has no etcd-server $ETCD_VERSION listed; updating its package lists"
+    if [ "$(id -u)" = 0 ]; then apt-get update -q >/dev/null; else sudo apt-get update -q >/dev/null; fi
+    (cd "$download" && apt-get download -q "etcd-server=$ETCD_VERSION*" >/dev/null)
+  fi
   rm -rf .tools/etcd
   dpkg -x "$download"/etcd-server_*.deb .tools/etcd
   rm -rf "$download"

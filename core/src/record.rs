@@ -5,7 +5,9 @@
 //! [`decide_release`] what the new record should be, and writes it back only
 //! if the version is still the one it read. Records are never deleted on
 //! release (the holder is cleared), so the token keeps growing for the life
-//! of the store.
+//! of the store. (A store whose records can vanish, like the elector's etcd
+//! store, replaces the token of a write that changes hands with its own
+//! revision, which only grows; the rules here are unchanged.)
 //!
 //! The rules:
 //! - a claim without a token *acquires*: it succeeds only when nobody holds

@@ -40,7 +40,8 @@ struct ElectorArg {
 enum Command {
     /// Run a wasm command component (wasm32-wasip2 `bin`). Exits with the
     /// guest's exit code; leases it still holds are released when it ends,
-    /// traps or is stopped by a limit.
+    /// traps, is stopped by a limit, or when mpsync gets SIGTERM or SIGINT
+    /// (then it exits 143).
     Run {
         #[command(flatten)]
         elector: ElectorArg,
@@ -236,6 +237,25 @@ async fn stop(child: &mut tokio::process::Child, grace: Duration) {
     }
 }
 
+/// Turns `true` on the first SIGTERM or SIGINT.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => drop(tokio::signal::ctrl_c().await),
+        }
+        tx.send_replace(true);
+    });
+    rx
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -258,6 +278,7 @@ async fn main() -> ExitCode {
                     max_cpu,
                     link_sync: !no_sync_imports,
                     program: app.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                    stop: Some(stop_on_signal()),
                 },
                 !no_cache,
             )
@@ -279,6 +300,10 @@ async fn main() -> ExitCode {
 async fn run(app: &std::path::Path, options: RunOptions, cache: bool) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(cache)?;
     let component = runtime.load(app)?;
-    let code = runtime.run(&component, &app.display().to_string(), &options).await?;
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    match runtime.run(&component, &app.display().to_string(), &options).await {
+        Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+        // The conventional code for "ended by SIGTERM", after a clean release.
+        Err(mpsync::runtime::RunError::Stopped) => Ok(ExitCode::from(143)),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub link_sync: bool,
     /// The program name the guest sees as `argv[0]`.
     pub program: String,
+    /// Stop the guest when this turns `true` (SIGTERM): its leases are
+    /// released before [`Runtime::run`] returns [`RunError::Stopped`].
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Why a guest did not finish normally; each says what to do about it.
@@ -65,6 +68,10 @@ pub enum RunError {
         /// What is missing or wrong.
         detail: String,
     },
+    /// The guest was stopped from outside (SIGTERM or SIGINT); its leases
+    /// were released.
+    #[error("stopped by a signal; leases released")]
+    Stopped,
     /// The guest went over its memory limit.
     #[error("the guest tried to grow its memory past the limit of {limit} bytes (--max-memory) and was stopped")]
     MemoryLimit {
@@ -206,14 +213,29 @@ impl Runtime {
             Ok(UpdateDeadline::Yield(1))
         });
 
-        let result = match command.instantiate_async(&mut store).await {
-            Ok(command) => command.wasi_cli_run().call_run(&mut store).await,
-            Err(e) => Err(e),
+        let mut stop = options.stop.clone();
+        let stopped = async {
+            match stop.as_mut() {
+                Some(stop) => drop(stop.wait_for(|s| *s).await),
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = async {
+                match command.instantiate_async(&mut store).await {
+                    Ok(command) => command.wasi_cli_run().call_run(&mut store).await,
+                    Err(e) => Err(e),
+                }
+            } => Some(result),
+            // The guest may be waiting in a host call, where no epoch
+            // check runs: drop the call and release below.
+            () = stopped => None,
         };
         let released = store.data_mut().sync.release_all().await;
         if released > 0 {
             tracing::debug!(released, "released leases left by the guest");
         }
+        let Some(result) = result else { return Err(RunError::Stopped) };
         match result {
             Ok(Ok(())) => Ok(0),
             Ok(Err(())) => Ok(1),

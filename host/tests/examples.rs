@@ -89,3 +89,21 @@ async fn three_replicas_one_leader_failover_on_kill_and_handover_on_resign() {
     );
     assert!(metric(&elector, "mpsync_releases_total{kind=\"election\"}").await >= 1);
 }
+
+#[tokio::test]
+async fn sigterm_releases_the_leadership_at_once() {
+    // A pod being deleted: Kubernetes sends SIGTERM. The leader steps down
+    // at once (a release), not after its lease runs out.
+    let elector = elector().await;
+    let url = elector.url();
+    let args = ["--id", "replica-0", "--address", "127.0.0.1:9100", "--ttl-ms", "30000", "--name", "term"];
+    let mut leader = Proc::run("replica-0", &url, &[], "election.wasm", &args);
+    leader.expect_line("I am the leader").await;
+    leader.signal("TERM");
+    let status = leader.wait().await;
+    assert_eq!(status.code(), Some(143), "mpsync exits 143 after SIGTERM");
+    // Already free: no need to wait out the 30 s lease.
+    assert!(matches!(Client::new(&url).read(Kind::Election, "term", None).await.unwrap(), Read::Free { .. }));
+    assert_eq!(metric(&elector, "mpsync_releases_total{kind=\"election\"}").await, 1);
+    assert_eq!(metric(&elector, "mpsync_expiries_total{kind=\"election\"}").await, 0);
+}
