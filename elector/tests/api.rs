@@ -431,3 +431,20 @@ async fn operations_endpoints_answer() {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
 }
+
+#[tokio::test]
+async fn health_listen_serves_probes_and_metrics_but_not_the_lease_api() {
+    // A port that was free a moment ago: the elector binds it right away.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let health = format!("127.0.0.1:{port}");
+    let (_elector, client) = start(&["--health-listen", &health]).await;
+    granted(&client, Kind::Lock, "probed", &acquire("w", 10_000)).await;
+    let probes = Client::new(&format!("http://{health}"));
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(probes.request(Method::GET, path, None::<&()>).await.unwrap().status, StatusCode::OK, "{path}");
+    }
+    let lease_api = probes.request(Method::GET, "/v1/locks/probed", None::<&()>).await.unwrap();
+    assert_eq!(lease_api.status, StatusCode::NOT_FOUND, "the lease API is not on the health address");
+    let put = probes.request(Method::PUT, "/locks/probed", None::<&()>).await.unwrap();
+    assert_eq!(put.status, StatusCode::NOT_FOUND);
+}

@@ -2,7 +2,13 @@
 //!
 //! 1. Throughput and latency through Envoy with the filter (gateway mode,
 //!    leader known) vs. Envoy with a plain static route to the same
-//!    upstream, same run, same load; the ratio filter/plain.
+//!    upstream, same run, same load; the ratio filter/plain. Each Envoy has
+//!    one worker pinned to CPU 0; this process (load generator and
+//!    upstream) is pinned to CPU 1, so the two configurations are compared
+//!    on what Envoy spends per request, not on who wins a shared CPU.
+//!    Rounds alternate (filter, plain, filter, …); the ratio is taken per
+//!    pair of rounds and its median reported with the range, next to
+//!    Envoy's CPU time per request in each configuration.
 //! 2. Graceful hand-over: time from the leader's resignation (DELETE) to the
 //!    first request served by the new leader, over many hand-overs; the new
 //!    leader is a candidate long-polling the elector, as `campaign` does.
@@ -10,8 +16,9 @@
 //!    election.wasm` process) to the first request served by the new one,
 //!    next to the TTL.
 //!
-//! `make bench`. `BENCH_SECONDS` (default 3), `BENCH_HANDOVERS` (default
-//! 100), `BENCH_FAILOVERS` (default 5), `BENCH_CLIENTS` (default 16).
+//! `make bench`. `BENCH_SECONDS` (default 2, per round), `BENCH_ROUNDS`
+//! (default 5 pairs), `BENCH_HANDOVERS` (default 100), `BENCH_FAILOVERS`
+//! (default 5), `BENCH_CLIENTS` (default 16).
 
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
@@ -38,12 +45,13 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
+/// Requests per second and every latency sample of one round.
 async fn load(
     http: &HttpClient,
     target: std::net::SocketAddr,
     clients: usize,
     length: Duration,
-) -> (f64, Duration, Duration) {
+) -> (f64, Vec<Duration>) {
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
@@ -66,8 +74,53 @@ async fn load(
         all.extend(t.await.unwrap());
     }
     let rate = all.len() as f64 / start.elapsed().as_secs_f64();
-    all.sort();
-    (rate, pct(&all, 0.5), pct(&all, 0.99))
+    (rate, all)
+}
+
+/// Pins every thread of this process to `cpu` (threads started later
+/// inherit it). False when the machine has fewer CPUs or taskset fails.
+fn pin_self(cpu: usize) -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    cpus > cpu
+        && std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpu.to_string(), &std::process::id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// One configuration's totals over its rounds.
+#[derive(Default)]
+struct Totals {
+    requests: usize,
+    seconds: f64,
+    samples: Vec<Duration>,
+    envoy_cpu: Duration,
+}
+
+impl Totals {
+    async fn round(&mut self, http: &HttpClient, envoy: &Envoy, clients: usize, length: Duration) -> f64 {
+        let cpu = envoy.cpu_time();
+        let start = Instant::now();
+        let (rate, samples) = load(http, envoy.listener, clients, length).await;
+        self.seconds += start.elapsed().as_secs_f64();
+        self.envoy_cpu += envoy.cpu_time() - cpu;
+        self.requests += samples.len();
+        self.samples.extend(samples);
+        rate
+    }
+
+    fn row(&mut self, label: &str) {
+        self.samples.sort();
+        let rate = self.requests as f64 / self.seconds;
+        let cpu_per_request = self.envoy_cpu.as_secs_f64() * 1e6 / self.requests as f64;
+        println!(
+            "{label:>22} | {rate:>10.0} {:>10} {:>10} {:>12.1}",
+            ms(pct(&self.samples, 0.5)),
+            ms(pct(&self.samples, 0.99)),
+            cpu_per_request
+        );
+    }
 }
 
 fn claim(address: std::net::SocketAddr, holder: &str) -> AcquireRequest {
@@ -112,7 +165,7 @@ async fn first_served_by(http: &HttpClient, envoy: std::net::SocketAddr, id: &st
 
 #[tokio::main]
 async fn main() {
-    let length = Duration::from_secs(env_or("BENCH_SECONDS", 3));
+    let length = Duration::from_secs(env_or("BENCH_SECONDS", 2));
     let clients = env_or("BENCH_CLIENTS", 16) as usize;
     let elector = elector().await;
     let url = elector.url();
@@ -122,22 +175,41 @@ async fn main() {
     let b = Upstream::start("b").await;
 
     // 1. Throughput: the filter (leader known) vs a plain route.
+    let pinned = pin_self(1);
+    let envoy_cpu = pinned.then_some(0);
     let filter = r#"{"elector_cluster":"elector","election":"bench","allow":["127.0.0.0/8"],"hold_ms":5000}"#;
-    let gateway = Envoy::start(&config(filter, elector.addr(), None)).await;
-    let plain = Envoy::start(&plain_config(a.addr)).await;
+    let gateway = Envoy::start_on(&config(filter, elector.addr(), None), 1, envoy_cpu).await;
+    let plain = Envoy::start_on(&plain_config(a.addr), 1, envoy_cpu).await;
     let Claimed::Granted(lease) = client.claim(Kind::Election, "bench", &claim(a.addr, "a")).await.unwrap() else {
         panic!()
     };
     first_served_by(&http, gateway.listener, "a").await;
     let _ = load(&http, gateway.listener, clients, Duration::from_millis(500)).await;
     let _ = load(&http, plain.listener, clients, Duration::from_millis(500)).await;
-    let (f_rate, f50, f99) = load(&http, gateway.listener, clients, length).await;
-    let (p_rate, p50, p99) = load(&http, plain.listener, clients, length).await;
-    println!("Envoy 1.40, 2 workers, {clients} keep-alive clients, {length:?} each, same upstream, same run:");
-    println!("{:>22} | {:>10} {:>10} {:>10}", "", "req/s", "p50", "p99");
-    println!("{:>22} | {f_rate:>10.0} {:>10} {:>10}", "leader filter", ms(f50), ms(f99));
-    println!("{:>22} | {p_rate:>10.0} {:>10} {:>10}", "plain static route", ms(p50), ms(p99));
-    println!("{:>22} | {:>10.2}", "ratio filter/plain", f_rate / p_rate);
+    let rounds = env_or("BENCH_ROUNDS", 5) as usize;
+    let (mut with_filter, mut without) = (Totals::default(), Totals::default());
+    let mut ratios = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let f = with_filter.round(&http, &gateway, clients, length).await;
+        let p = without.round(&http, &plain, clients, length).await;
+        ratios.push(f / p);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let placement = if pinned {
+        "1 worker on CPU 0; load generator and upstream on CPU 1"
+    } else {
+        "1 worker; fewer than 2 CPUs, nothing pinned"
+    };
+    println!("Envoy 1.40, {placement}; {clients} keep-alive clients; {rounds} alternating rounds of {length:?} each:");
+    println!("{:>22} | {:>10} {:>10} {:>10} {:>12}", "", "req/s", "p50", "p99", "Envoy CPU/req");
+    with_filter.row("leader filter");
+    without.row("plain static route");
+    println!(
+        "{:>22} | median {:.2} (rounds: {})",
+        "ratio filter/plain",
+        ratios[rounds / 2],
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+    );
     drop(plain);
 
     // 2. Graceful hand-overs between a and b.

@@ -204,13 +204,37 @@ fn temp_dir() -> PathBuf {
 }
 
 impl Envoy {
+    /// Envoy with 2 workers, on any CPU.
     pub async fn start(yaml: &str) -> Envoy {
+        Envoy::start_on(yaml, 2, None).await
+    }
+
+    /// Envoy with `workers` worker threads, pinned to `cpu` when given
+    /// (with `taskset`).
+    pub async fn start_on(yaml: &str, workers: usize, cpu: Option<usize>) -> Envoy {
         let dir = temp_dir();
         let (config, admin_file) = (dir.join("envoy.yaml"), dir.join("admin"));
         std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
-        let child = Command::new(envoy_bin())
-            .args(["-c", &config.display().to_string(), "--disable-hot-restart", "--concurrency", "2", "-l", "info"])
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(envoy_bin());
+                c
+            }
+            None => Command::new(envoy_bin()),
+        };
+        let workers = workers.to_string();
+        let child = command
+            .args([
+                "-c",
+                &config.display().to_string(),
+                "--disable-hot-restart",
+                "--concurrency",
+                &workers,
+                "-l",
+                "info",
+            ])
             .arg("--admin-address-path")
             .arg(&admin_file)
             .stdout(Stdio::null())
@@ -249,6 +273,18 @@ impl Envoy {
         let text = HttpClient::new().get(self.admin, "/stats?filter=leader_filter", &[]).await.body;
         let key = format!("wasmcustom.leader_filter.{name}: ");
         text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    /// CPU time Envoy has used so far (user + system), from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let pid = self.child.id().expect("envoy is running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name (which is in parentheses): utime is
+        // the 12th, stime the 13th, in clock ticks (100 per second here).
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10)
     }
 
     pub fn log(&self) -> String {
