@@ -28,10 +28,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Response};
 use hyper_util::rt::TokioIo;
 use mpsync_core::wire::{AcquireRequest, Kind, ReleaseRequest};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use testkit::bench::{env_or, ms, percentile};
 
 /// The floor: a bare hyper HTTP/1.1 server that answers 200 with an empty
 /// body, on its own two-thread runtime (the elector gets the same).
@@ -60,13 +57,6 @@ struct Row {
     cycles_per_sec: f64,
     p50: Duration,
     p99: Duration,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// `clients` tasks, each acquiring and releasing its own lock in a loop for
@@ -148,10 +138,6 @@ async fn handovers(client: &Client, count: usize) -> Vec<Duration> {
     }
     samples.sort();
     samples
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 #[tokio::main]

@@ -32,18 +32,7 @@ use common::{Proc, elector};
 use elector::client::{Claimed, Client, Read};
 use mpsync_core::Kind;
 use mpsync_core::wire::AcquireRequest;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
+use testkit::bench::{env_or, ms, percentile};
 
 /// Requests per second and every latency sample of one round.
 async fn load(
@@ -116,8 +105,8 @@ impl Totals {
         let cpu_per_request = self.envoy_cpu.as_secs_f64() * 1e6 / self.requests as f64;
         println!(
             "{label:>22} | {rate:>10.0} {:>10} {:>10} {:>12.1}",
-            ms(pct(&self.samples, 0.5)),
-            ms(pct(&self.samples, 0.99)),
+            ms(percentile(&self.samples, 0.5)),
+            ms(percentile(&self.samples, 0.99)),
             cpu_per_request
         );
     }
@@ -234,7 +223,12 @@ async fn main() {
     }
     samples.sort();
     println!("\nGraceful hand-over, resignation -> first request served by the new leader ({n} hand-overs):");
-    println!("  p50 {}   p99 {}   max {}", ms(pct(&samples, 0.5)), ms(pct(&samples, 0.99)), ms(samples[n - 1]));
+    println!(
+        "  p50 {}   p99 {}   max {}",
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99)),
+        ms(samples[n - 1])
+    );
     assert!(client.release(Kind::Election, "bench", leader.0, token).await.unwrap());
 
     // 3. Crash failover: kill the leader's host process.
@@ -275,5 +269,5 @@ async fn main() {
     println!(
         "\nCrash failover, SIGKILL of the leader -> first request served by the new one (TTL {ttl_ms} ms, {failovers} runs):"
     );
-    println!("  min {}   median {}   max {}", ms(kills[0]), ms(pct(&kills, 0.5)), ms(kills[failovers - 1]));
+    println!("  min {}   median {}   max {}", ms(kills[0]), ms(percentile(&kills, 0.5)), ms(kills[failovers - 1]));
 }

@@ -24,22 +24,11 @@ use elector::client::{Claimed, Client};
 use hyper::Method;
 use mpsync::lease::{Lease, Options};
 use mpsync_core::wire::{AcquireRequest, Kind};
+use testkit::bench::{env_or, ms, percentile};
 use testkit::{Etcd, LeaseApi};
 
 /// client-go: LeaseDuration 15 s / RetryPeriod 2 s.
 const CLIENT_GO_WRITES_PER_TTL: f64 = 15.0 / 2.0;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
 
 async fn calls(client: &Client, call: &str) -> u64 {
     let reply = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
@@ -105,10 +94,10 @@ async fn measure(store: &str, args: &[String]) {
         "{store:<11} acquire p50 {} p99 {} | renew p50 {} p99 {} | writes per held lease per TTL {:.2} \
          ({:.2}x client-go's {CLIENT_GO_WRITES_PER_TTL}; {leases_n} leases for {ttls} TTLs, {still_held} held \
          throughout{})",
-        ms(pct(&acquire, 0.5)),
-        ms(pct(&acquire, 0.99)),
-        ms(pct(&renew, 0.5)),
-        ms(pct(&renew, 0.99)),
+        ms(percentile(&acquire, 0.5)),
+        ms(percentile(&acquire, 0.99)),
+        ms(percentile(&renew, 0.5)),
+        ms(percentile(&renew, 0.99)),
         per_lease_per_ttl,
         per_lease_per_ttl / CLIENT_GO_WRITES_PER_TTL,
         if store == "etcd" {

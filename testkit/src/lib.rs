@@ -1,6 +1,7 @@
 //! Real servers for metaparticle-sync's tests and benchmarks.
 //!
 //! - [`etcd::Etcd`]: a real etcd process on loopback ports the OS picked.
+//! - [`bench`]: percentiles and formatting for the benchmarks.
 //! - [`lease_api::LeaseApi`]: a Kubernetes Lease API emulator over real
 //!   HTTP, the one stand-in allowed (no API server can run here). It
 //!   follows the documented status codes, resourceVersion conflicts and
@@ -11,6 +12,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod bench;
 pub mod etcd;
 pub mod lease_api;
 
