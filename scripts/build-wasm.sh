@@ -6,12 +6,13 @@
 #   sync_guest.wasm                          the portable provider
 #   *.portable.wasm                          app + provider: WASI and wasi:http only
 #   ../../wasm32-wasip1/release/leader_filter.wasm   the Envoy leader filter
+#   ../../wasm32-wasip1/release/baseline_filter.wasm a no-op filter (benchmark floor)
 # Prints the output directory on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --locked --release --target wasm32-wasip2 -p sync-guest -p sync-apps
-cargo build --locked --release --target wasm32-wasip1 -p leader-filter
+cargo build --locked --release --target wasm32-wasip1 -p leader-filter -p baseline-filter
 out="${CARGO_TARGET_DIR:-$PWD/target}/wasm32-wasip2/release"
 for app in lock election probe; do
   .tools/wac/bin/wac plug "$out/$app.wasm" --plug "$out/sync_guest.wasm" -o "$out/$app.portable.wasm"

@@ -6,9 +6,12 @@
 //!    one worker pinned to CPU 0; this process (load generator and
 //!    upstream) is pinned to CPU 1, so the two configurations are compared
 //!    on what Envoy spends per request, not on who wins a shared CPU.
-//!    Rounds alternate (filter, plain, filter, …); the ratio is taken per
-//!    pair of rounds and its median reported with the range, next to
-//!    Envoy's CPU time per request in each configuration.
+//!    Rounds alternate between the configurations; each one's ratio to the
+//!    plain route is taken per round and its median reported with the
+//!    range, next to Envoy's CPU time per request. Two more configurations
+//!    show where the cost comes from: the gateway's ORIGINAL_DST cluster
+//!    without the filter (the client names the upstream), and a no-op
+//!    proxy-wasm filter (`envoy/baseline`) on the plain route.
 //! 2. Graceful hand-over: time from the leader's resignation (DELETE) to the
 //!    first request served by the new leader, over many hand-overs; the new
 //!    leader is a candidate long-polling the elector, as `campaign` does.
@@ -27,17 +30,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::envoy::{Envoy, HttpClient, Upstream, config, plain_config};
+use common::envoy::{Envoy, HttpClient, Upstream, baseline_config, config, original_dst_config, plain_config};
 use common::{Proc, elector};
 use elector::client::{Claimed, Client, Read};
 use mpsync_core::Kind;
 use mpsync_core::wire::AcquireRequest;
 use testkit::bench::{env_or, ms, percentile};
 
-/// Requests per second and every latency sample of one round.
+/// Requests per second and every latency sample of one round; each request
+/// carries `headers`.
 async fn load(
     http: &HttpClient,
     target: std::net::SocketAddr,
+    headers: &[(&'static str, String)],
     clients: usize,
     length: Duration,
 ) -> (f64, Vec<Duration>) {
@@ -45,12 +50,14 @@ async fn load(
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
             let http = http.clone();
+            let headers = headers.to_vec();
             tokio::spawn(async move {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let mut samples = Vec::new();
                 let end = Instant::now() + length;
                 while Instant::now() < end {
                     let t = Instant::now();
-                    let a = http.get(target, "/", &[]).await;
+                    let a = http.get(target, "/", &headers).await;
                     assert_eq!(a.status, 200, "{a:?}");
                     samples.push(t.elapsed());
                 }
@@ -78,36 +85,60 @@ fn pin_self(cpu: usize) -> bool {
             .is_ok_and(|s| s.success())
 }
 
-/// One configuration's totals over its rounds.
-#[derive(Default)]
+/// One configuration and its totals over its rounds.
 struct Totals {
+    label: &'static str,
+    envoy: Envoy,
+    headers: Vec<(&'static str, String)>,
     requests: usize,
     seconds: f64,
     samples: Vec<Duration>,
     envoy_cpu: Duration,
+    rates: Vec<f64>,
 }
 
 impl Totals {
-    async fn round(&mut self, http: &HttpClient, envoy: &Envoy, clients: usize, length: Duration) -> f64 {
+    fn new(label: &'static str, envoy: Envoy, headers: Vec<(&'static str, String)>) -> Self {
+        Totals {
+            label,
+            envoy,
+            headers,
+            requests: 0,
+            seconds: 0.0,
+            samples: Vec::new(),
+            envoy_cpu: Duration::ZERO,
+            rates: Vec::new(),
+        }
+    }
+
+    async fn round(&mut self, http: &HttpClient, clients: usize, length: Duration) {
+        let envoy = &self.envoy;
         let cpu = envoy.cpu_time();
         let start = Instant::now();
-        let (rate, samples) = load(http, envoy.listener, clients, length).await;
+        let (rate, samples) = load(http, envoy.listener, &self.headers, clients, length).await;
         self.seconds += start.elapsed().as_secs_f64();
         self.envoy_cpu += envoy.cpu_time() - cpu;
         self.requests += samples.len();
         self.samples.extend(samples);
-        rate
+        self.rates.push(rate);
     }
 
-    fn row(&mut self, label: &str) {
+    /// Prints totals and the ratio to `plain`'s rate, round by round.
+    fn row(&mut self, plain: &[f64]) {
         self.samples.sort();
         let rate = self.requests as f64 / self.seconds;
         let cpu_per_request = self.envoy_cpu.as_secs_f64() * 1e6 / self.requests as f64;
+        let mut ratios: Vec<f64> = self.rates.iter().zip(plain).map(|(r, p)| r / p).collect();
+        ratios.sort_by(f64::total_cmp);
         println!(
-            "{label:>22} | {rate:>10.0} {:>10} {:>10} {:>12.1}",
+            "{:>34} | {rate:>7.0} {:>10} {:>10} {:>9.1} µs | {:.2} ({:.2}–{:.2})",
+            self.label,
             ms(percentile(&self.samples, 0.5)),
             ms(percentile(&self.samples, 0.99)),
-            cpu_per_request
+            cpu_per_request,
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1],
         );
     }
 }
@@ -168,37 +199,52 @@ async fn main() {
     let envoy_cpu = pinned.then_some(0);
     let filter = r#"{"elector_cluster":"elector","election":"bench","allow":["127.0.0.0/8"],"hold_ms":5000}"#;
     let gateway = Envoy::start_on(&config(filter, elector.addr(), None), 1, envoy_cpu).await;
-    let plain = Envoy::start_on(&plain_config(a.addr), 1, envoy_cpu).await;
     let Claimed::Granted(lease) = client.claim(Kind::Election, "bench", &claim(a.addr, "a")).await.unwrap() else {
         panic!()
     };
     first_served_by(&http, gateway.listener, "a").await;
-    let _ = load(&http, gateway.listener, clients, Duration::from_millis(500)).await;
-    let _ = load(&http, plain.listener, clients, Duration::from_millis(500)).await;
-    let rounds = env_or("BENCH_ROUNDS", 5) as usize;
-    let (mut with_filter, mut without) = (Totals::default(), Totals::default());
-    let mut ratios = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let f = with_filter.round(&http, &gateway, clients, length).await;
-        let p = without.round(&http, &plain, clients, length).await;
-        ratios.push(f / p);
+    let gateway_listener = gateway.listener;
+    let mut configs = vec![
+        Totals::new("plain static route", Envoy::start_on(&plain_config(a.addr), 1, envoy_cpu).await, vec![]),
+        Totals::new("leader filter (ORIGINAL_DST)", gateway, vec![]),
+        Totals::new(
+            "ORIGINAL_DST, no filter",
+            Envoy::start_on(&original_dst_config(elector.addr()), 1, envoy_cpu).await,
+            vec![("x-envoy-original-dst-host", a.addr.to_string())],
+        ),
+        Totals::new(
+            "no-op wasm filter, static route",
+            Envoy::start_on(&baseline_config(a.addr), 1, envoy_cpu).await,
+            vec![],
+        ),
+    ];
+    for c in &configs {
+        let _ = load(&http, c.envoy.listener, &c.headers, clients, Duration::from_millis(500)).await;
     }
-    ratios.sort_by(f64::total_cmp);
+    let rounds = env_or("BENCH_ROUNDS", 5) as usize;
+    for _ in 0..rounds {
+        for c in &mut configs {
+            c.round(&http, clients, length).await;
+        }
+    }
     let placement = if pinned {
         "1 worker on CPU 0; load generator and upstream on CPU 1"
     } else {
         "1 worker; fewer than 2 CPUs, nothing pinned"
     };
-    println!("Envoy 1.40, {placement}; {clients} keep-alive clients; {rounds} alternating rounds of {length:?} each:");
-    println!("{:>22} | {:>10} {:>10} {:>10} {:>12}", "", "req/s", "p50", "p99", "Envoy CPU/req");
-    with_filter.row("leader filter");
-    without.row("plain static route");
     println!(
-        "{:>22} | median {:.2} (rounds: {})",
-        "ratio filter/plain",
-        ratios[rounds / 2],
-        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+        "Envoy 1.40, {placement}; {clients} keep-alive clients; {rounds} rounds of {length:?} per configuration, alternating:"
     );
+    println!(
+        "{:>34} | {:>7} {:>10} {:>10} {:>12} | vs plain: median (range)",
+        "", "req/s", "p50", "p99", "Envoy CPU/req"
+    );
+    let plain_rates = configs[0].rates.clone();
+    for c in &mut configs {
+        c.row(&plain_rates);
+    }
+    drop(configs.drain(2..));
+    let plain = configs.remove(0);
     drop(plain);
 
     // 2. Graceful hand-overs between a and b.
@@ -216,7 +262,7 @@ async fn main() {
         }
         let resigned = Instant::now();
         assert!(client.release(Kind::Election, "bench", leader.0, token).await.unwrap());
-        let served = first_served_by(&http, gateway.listener, next.0).await;
+        let served = first_served_by(&http, gateway_listener, next.0).await;
         samples.push(served - resigned);
         token = waiting.await.unwrap();
         leader = next;

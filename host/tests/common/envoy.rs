@@ -32,7 +32,16 @@ pub fn envoy_bin() -> PathBuf {
 }
 
 pub fn filter_wasm() -> PathBuf {
-    let path = super::wasm("lock.wasm").parent().unwrap().join("../../wasm32-wasip1/release/leader_filter.wasm");
+    wasip1("leader_filter.wasm")
+}
+
+/// The no-op proxy-wasm filter (envoy/baseline), for the benchmark's floor.
+pub fn baseline_wasm() -> PathBuf {
+    wasip1("baseline_filter.wasm")
+}
+
+fn wasip1(file: &str) -> PathBuf {
+    let path = super::wasm("lock.wasm").parent().unwrap().join("../../wasm32-wasip1/release").join(file);
     assert!(path.is_file(), "{} is missing: run scripts/build-wasm.sh", path.display());
     path.canonicalize().unwrap()
 }
@@ -181,10 +190,26 @@ static_resources:
 /// The same listener with a plain route to `upstream` and no filter: the
 /// comparison for the benchmark.
 pub fn plain_config(upstream: SocketAddr) -> String {
-    let with_filter = config("{}", upstream, Some(upstream));
-    let start = with_filter.find("          - name: envoy.filters.http.wasm").unwrap();
-    let end = with_filter.find("          - name: envoy.filters.http.router").unwrap();
-    with_filter[..start].to_owned() + &with_filter[end..]
+    without_filter(&config("{}", upstream, Some(upstream)))
+}
+
+/// The gateway's listener and ORIGINAL_DST cluster without the filter: the
+/// client's own `x-envoy-original-dst-host` picks the upstream (benchmark
+/// only: this is exactly what the filter exists to prevent).
+pub fn original_dst_config(elector: SocketAddr) -> String {
+    without_filter(&config("{}", elector, None))
+}
+
+/// The plain route with the no-op wasm filter in the leader filter's place.
+pub fn baseline_config(upstream: SocketAddr) -> String {
+    config("{}", upstream, Some(upstream))
+        .replace(&filter_wasm().display().to_string(), &baseline_wasm().display().to_string())
+}
+
+fn without_filter(yaml: &str) -> String {
+    let start = yaml.find("          - name: envoy.filters.http.wasm").unwrap();
+    let end = yaml.find("          - name: envoy.filters.http.router").unwrap();
+    yaml[..start].to_owned() + &yaml[end..]
 }
 
 /// A running Envoy.
