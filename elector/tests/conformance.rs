@@ -179,6 +179,21 @@ async fn ready(client: &Client) -> StatusCode {
     client.request(Method::GET, "/readyz", None::<&()>).await.unwrap().status
 }
 
+/// Asks `/readyz` every 20 ms (there is no event to wait on) until 200.
+async fn until_ready(client: &Client) {
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            every.tick().await;
+            if ready(client).await == StatusCode::OK {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the elector never became ready again");
+}
+
 // ---------------------------------------------------------------- the cases
 
 async fn acquire_renew_release(store: &str) {
@@ -294,7 +309,7 @@ async fn bad_names_never_reach_the_store(store: &str) {
     granted(&client, &unique("warm"), &acquire("w", 10_000)).await;
     let before = store_calls(&client).await;
     let requests_before = match &backend {
-        Backend::Kubernetes { api, .. } => Some(api.requests()),
+        Backend::Kubernetes { api, .. } => Some(api.lease_requests()),
         _ => None,
     };
     let too_long_for_a_lease = format!("a{}", ".b".repeat(124)); // 249 characters: fine alone, not as lock.NAME
@@ -314,7 +329,7 @@ async fn bad_names_never_reach_the_store(store: &str) {
     }
     assert_eq!(store_calls(&client).await, before, "no store call for a bad name");
     if let (Backend::Kubernetes { api, .. }, Some(n)) = (&backend, requests_before) {
-        assert_eq!(api.requests(), n, "the API server saw no request for a bad name");
+        assert_eq!(api.lease_requests(), n, "the API server saw no request for a bad name");
     }
 }
 
@@ -336,20 +351,16 @@ async fn store_outage(store: &str) {
     let read = client.request(Method::GET, &format!("/v1/locks/{name}"), None::<&()>).await.unwrap();
     assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE);
     backend.resume();
-    assert_eq!(ready(&client).await, StatusCode::OK);
+    // The elector's connection may have been torn down meanwhile (HTTP/2
+    // keep-alive): ready again once it has reconnected.
+    until_ready(&client).await;
     let renewed = granted(&client, &name, &renew("w1", 30_000, first.token)).await;
     assert_eq!(renewed.token, first.token);
 
     backend.restart().await;
     // Calls in flight across the restart may fail; the elector is ready
     // again once the store answers.
-    tokio::time::timeout(PATIENCE, async {
-        while ready(&client).await != StatusCode::OK {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("never ready after the restart");
+    until_ready(&client).await;
     assert!(client.release(Kind::Lock, &name, "w1", first.token).await.unwrap(), "the record survived the restart");
     let next = granted(&client, &name, &acquire("w2", 30_000)).await;
     assert!(next.token > first.token, "tokens keep growing across a store restart");
@@ -369,7 +380,7 @@ async fn electors_share_the_store(store: &str) {
     let backend = Backend::start(store).await;
     let mut electors = Vec::new();
     for id in ["pod-a", "pod-b", "pod-c"] {
-        electors.push(backend.elector(id, &["--ttl", "1s"]).await);
+        electors.push(backend.elector(id, &["--ttl", "2s"]).await);
     }
     let clients: Vec<&Client> = electors.iter().map(|(_, c)| c).collect();
     let name = unique("shared");

@@ -62,9 +62,14 @@ async fn killing_etcd_under_a_held_lock() {
     }
 
     etcd.restart().await.unwrap();
+    // Asked every 20 ms: there is no event to wait on.
+    let mut every = tokio::time::interval(Duration::from_millis(20));
     tokio::time::timeout(PATIENCE, async {
-        while ready().await != StatusCode::OK {
-            tokio::task::yield_now().await;
+        loop {
+            every.tick().await;
+            if ready().await == StatusCode::OK {
+                return;
+            }
         }
     })
     .await

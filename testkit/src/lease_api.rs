@@ -81,6 +81,7 @@ struct Inner {
     events: broadcast::Sender<Event>,
     paused: watch::Sender<bool>,
     requests: AtomicU64,
+    writes_and_reads: AtomicU64,
 }
 
 impl Inner {
@@ -501,6 +502,10 @@ async fn gate(State(inner): Shared, request: Request, next: Next) -> Response {
     // While paused, requests wait here, as on a server that stopped answering.
     let _ = paused.wait_for(|p| !*p).await;
     inner.requests.fetch_add(1, Ordering::Relaxed);
+    // Everything but listing and watching the collection.
+    if request.method() != Method::GET || !request.uri().path().ends_with("/leases") {
+        inner.writes_and_reads.fetch_add(1, Ordering::Relaxed);
+    }
     next.run(request).await
 }
 
@@ -548,6 +553,7 @@ impl LeaseApi {
             events: broadcast::channel(4096).0,
             paused: watch::channel(false).0,
             requests: AtomicU64::new(0),
+            writes_and_reads: AtomicU64::new(0),
         });
         let listener = bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
         let addr = listener.local_addr()?;
@@ -563,6 +569,12 @@ impl LeaseApi {
     /// Requests answered so far (paused ones count once let through).
     pub fn requests(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests for one Lease (create, read, replace, patch, delete) so
+    /// far: all but listing and watching.
+    pub fn lease_requests(&self) -> u64 {
+        self.inner.writes_and_reads.load(Ordering::Relaxed)
     }
 
     /// Every Lease in `namespace`, as stored.

@@ -3,6 +3,9 @@
 //! same Envoy configuration to show what any wasm filter costs there, next
 //! to what the leader filter costs.
 
+// `proxy_wasm::main!` defines the undocumented `_start` entry point.
+#![allow(missing_docs)]
+
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
