@@ -159,8 +159,20 @@ impl KubernetesStore {
         what: &str,
         call: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, StoreError> {
+        self.deadline_or(what, call, |_| false).await
+    }
+
+    /// [`Self::deadline`], with API errors whose status `conflict` accepts
+    /// turned into [`StoreError::Conflict`].
+    async fn deadline_or<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+        conflict: impl Fn(u16) -> bool,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(kube::Error::Api(status))) if conflict(status.code) => Err(StoreError::Conflict),
             Ok(Err(e)) => Err(api_error(what, e)),
             Err(_) => Err(unavailable(what, format!("no answer within {:?}", self.timeout))),
         }
@@ -310,20 +322,17 @@ impl Store for KubernetesStore {
         let lease = self.encode(key, record, current)?;
         let params = PostParams::default();
         let name = lease_name(key);
+        // 409: AlreadyExists on create, Conflict on a stale resourceVersion;
+        // 404: deleted since it was read. Each means: read again.
+        let lost_race = |code: u16| code == 409 || code == 404;
         let written = match current {
-            None => self.deadline("creating a Lease", self.leases.create(&params, &lease)).await,
-            Some(_) => self.deadline("updating a Lease", self.leases.replace(&name, &params, &lease)).await,
+            None => self.deadline_or("creating a Lease", self.leases.create(&params, &lease), lost_race).await,
+            Some(_) => {
+                self.deadline_or("updating a Lease", self.leases.replace(&name, &params, &lease), lost_race).await
+            }
         };
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        match written {
-            Ok(lease) => self.decode(&lease),
-            // 409: AlreadyExists on create, Conflict on a stale
-            // resourceVersion; 404: deleted since it was read.
-            Err(StoreError::Unavailable(m)) if m.contains(": 409 ") || m.contains(": 404 ") => {
-                Err(StoreError::Conflict)
-            }
-            Err(e) => Err(e),
-        }
+        self.decode(&written?)
     }
 
     async fn wait_change(&self, key: &Key, version: u64) -> Result<(), StoreError> {
