@@ -107,3 +107,18 @@ async fn sigterm_releases_the_leadership_at_once() {
     assert_eq!(metric(&elector, "mpsync_releases_total{kind=\"election\"}").await, 1);
     assert_eq!(metric(&elector, "mpsync_expiries_total{kind=\"election\"}").await, 0);
 }
+
+#[tokio::test]
+async fn the_lock_example_can_take_turns_for_a_number_of_rounds() {
+    let elector = elector().await;
+    let url = elector.url();
+    let mut worker = Proc::run("worker", &url, &[], "lock.wasm", &["--id", "w", "--hold-ms", "50", "--rounds", "3"]);
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(token(&worker.expect_line("I have the lock!").await));
+        worker.expect_line("Unlocked").await;
+    }
+    assert!(worker.wait().await.success());
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "each round is a new acquisition: {tokens:?}");
+    assert_eq!(metric(&elector, "mpsync_releases_total{kind=\"lock\"}").await, 3);
+}

@@ -1,7 +1,9 @@
 //! The seed's lock example: take the lock `test`, hold it for 45 s, unlock.
 //!
 //! Flags (or the same names in the environment, e.g. `HOLD_MS`):
-//! `--name test`, `--id ID`, `--ttl-ms 10000`, `--hold-ms 45000`.
+//! `--name test`, `--id ID`, `--ttl-ms 10000`, `--hold-ms 45000`,
+//! `--rounds 1` (lock, hold, unlock this many times; 0: forever, as a
+//! long-running Deployment does).
 //! While holding it waits on the lock's pollable and a timer, and reports
 //! the moment the lease is lost.
 
@@ -13,7 +15,17 @@ fn main() {
     let name = flags.str("name", "test");
     let hold = flags.ms("hold-ms", 45_000);
     let options = LockOptions { ttl_ms: flags.get("ttl-ms").and_then(|v| v.parse().ok()), holder: flags.get("id") };
+    let rounds = flags.get("rounds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
     let lock = Lock::new(&name, &options);
+    let mut round = 0;
+    while rounds == 0 || round < rounds {
+        hold_once(&lock, hold);
+        round += 1;
+    }
+}
+
+/// Locks, holds for `hold` (reporting a loss), unlocks.
+fn hold_once(lock: &Lock, hold: std::time::Duration) {
     say("Attempting to lock");
     let lease = match lock.lock_within(u64::MAX) {
         Ok(lease) => lease,
