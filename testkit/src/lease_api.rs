@@ -80,7 +80,6 @@ struct Inner {
     objects: Mutex<Objects>,
     events: broadcast::Sender<Event>,
     paused: watch::Sender<bool>,
-    requests: AtomicU64,
     writes_and_reads: AtomicU64,
 }
 
@@ -501,7 +500,6 @@ async fn gate(State(inner): Shared, request: Request, next: Next) -> Response {
     let mut paused = inner.paused.subscribe();
     // While paused, requests wait here, as on a server that stopped answering.
     let _ = paused.wait_for(|p| !*p).await;
-    inner.requests.fetch_add(1, Ordering::Relaxed);
     // Everything but listing and watching the collection.
     if request.method() != Method::GET || !request.uri().path().ends_with("/leases") {
         inner.writes_and_reads.fetch_add(1, Ordering::Relaxed);
@@ -552,7 +550,6 @@ impl LeaseApi {
             objects: Mutex::default(),
             events: broadcast::channel(4096).0,
             paused: watch::channel(false).0,
-            requests: AtomicU64::new(0),
             writes_and_reads: AtomicU64::new(0),
         });
         let listener = bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
@@ -564,11 +561,6 @@ impl LeaseApi {
     /// Its base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    /// Requests answered so far (paused ones count once let through).
-    pub fn requests(&self) -> u64 {
-        self.inner.requests.load(Ordering::Relaxed)
     }
 
     /// Requests for one Lease (create, read, replace, patch, delete) so
