@@ -198,7 +198,7 @@ fn view_response(key: &Key, view: View) -> Response {
     match view {
         View::Held(lease) => Json(lease).into_response(),
         View::Free { version } => ApiError::free(format!("{what} {:?} is free", key.name), version).into_response(),
-        View::Absent => ApiError::free(format!("no {what} named {:?}", key.name), 0).into_response(),
+        View::Absent { version } => ApiError::free(format!("no {what} named {:?}", key.name), version).into_response(),
     }
 }
 
@@ -259,7 +259,7 @@ async fn v1_delete(kind: Kind, State(s): Shared, path: Result<Path<String>, Path
         request.validate().map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
         Ok::<_, ApiError>(match s.release(&key, &request).await? {
             ReleaseResult::Released => StatusCode::NO_CONTENT.into_response(),
-            ReleaseResult::NotFound => view_response(&key, View::Absent),
+            ReleaseResult::NotFound => view_response(&key, s.absent_view()),
             ReleaseResult::Refused(view) => conflict(view),
         })
     };

@@ -3,7 +3,9 @@
 //! Tests, benchmarks and demos use it to run the real thing: it passes
 //! `--listen 127.0.0.1:0`, waits for the `elector listening on http://ADDR`
 //! line on stdout (an event, not a sleep), and kills the process when
-//! dropped.
+//! dropped. Unless the arguments name a `--state-file`, each process gets a
+//! fresh one of its own in the temporary folder (removed when dropped), so
+//! electors started side by side never share one.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,6 +22,25 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ElectorProcess {
     child: Child,
     addr: SocketAddr,
+    own_state: Option<std::path::PathBuf>,
+}
+
+impl Drop for ElectorProcess {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.own_state {
+            let _ = self.child.start_kill();
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A folder of its own for one elector's state file.
+fn fresh_state_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    std::env::temp_dir().join(format!("mpsync-elector-{}-{n}-{nanos}", std::process::id()))
 }
 
 fn other(message: String) -> std::io::Error {
@@ -31,8 +52,13 @@ impl ElectorProcess {
     /// it listens.
     pub async fn spawn(bin: impl AsRef<Path>, args: &[&str]) -> std::io::Result<Self> {
         let bin = bin.as_ref();
-        let mut child = Command::new(bin)
-            .args(args)
+        let own_state = (!args.contains(&"--state-file")).then(fresh_state_dir);
+        let mut command = Command::new(bin);
+        command.args(args);
+        if let Some(dir) = &own_state {
+            command.arg("--state-file").arg(dir.join("elector.json"));
+        }
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -53,7 +79,7 @@ impl ElectorProcess {
         .map_err(|_| other(format!("{} did not start listening within {START_TIMEOUT:?}", bin.display())))??;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(ElectorProcess { child, addr })
+        Ok(ElectorProcess { child, addr, own_state })
     }
 
     /// The address it listens on.

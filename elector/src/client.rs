@@ -66,6 +66,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub struct Reply {
     /// The status.
     pub status: StatusCode,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
     /// The body.
     pub body: Bytes,
     url: String,
@@ -158,8 +160,9 @@ impl Client {
         let request = builder.body(Full::new(body.unwrap_or_default())).map_err(|e| unavailable(e.to_string()))?;
         let response = self.http.request(request).await.map_err(|e| unavailable(error_chain(&e)))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response.into_body().collect().await.map_err(|e| unavailable(e.to_string()))?.to_bytes();
-        Ok(Reply { status, body, url })
+        Ok(Reply { status, headers, body, url })
     }
 
     fn path(kind: Kind, name: &str) -> String {

@@ -41,8 +41,13 @@ pub enum View {
         /// Its version.
         version: u64,
     },
-    /// The record was never written.
-    Absent,
+    /// The store has no record: never written, or forgotten once nobody
+    /// held it or waited on it.
+    Absent {
+        /// Never below a version this record had before it was forgotten:
+        /// 0 in a store that never forgot anything.
+        version: u64,
+    },
 }
 
 impl View {
@@ -51,7 +56,7 @@ impl View {
         match self {
             View::Held(lease) => lease.version,
             View::Free { version } => *version,
-            View::Absent => 0,
+            View::Absent { version } => *version,
         }
     }
 }
@@ -195,7 +200,11 @@ impl Service {
     }
 
     fn view(&self, key: &Key, stored: Option<&Versioned>, now: Duration) -> View {
-        let Some(v) = stored else { return View::Absent };
+        let Some(v) = stored else {
+            // Gone from the store: nothing to judge, nothing to remember.
+            self.judge().forget(key);
+            return self.absent_view();
+        };
         let cur = self.judge().observe(key, &v.record, v.version, now);
         match cur.live_holder(now) {
             Some(holder) => View::Held(LeaseView {
@@ -211,6 +220,14 @@ impl Service {
         }
     }
 
+    /// How a name with no record reads (see [`View::Absent`]).
+    pub fn absent_view(&self) -> View {
+        // Odd, as a view that ran out: at least the last view of any record
+        // before it was forgotten, below any later write's.
+        let floor = self.store.absent_version();
+        View::Absent { version: if floor == 0 { 0 } else { view_version(floor, true) } }
+    }
+
     /// Reads a record as judged now.
     pub async fn read(&self, key: &Key) -> Result<View, ServiceError> {
         let stored = self.store.get(key).await?;
@@ -219,7 +236,8 @@ impl Service {
 
     /// Long-poll: answers as soon as the view's version differs from
     /// `version` (a write, or the lease shown running out), at shutdown, or
-    /// after `timeout` with the unchanged view.
+    /// after `timeout` with the unchanged view, read again then (so the
+    /// time left on a lease is as of the answer, not of the start).
     pub async fn wait(&self, key: &Key, version: u64, timeout: Duration) -> Result<View, ServiceError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let _watching = self.metrics.watching();
@@ -237,7 +255,7 @@ impl Service {
             };
             tokio::select! {
                 changed = self.store.wait_change(key, store_version(version)) => changed?,
-                () = tokio::time::sleep_until(deadline) => return Ok(view),
+                () = tokio::time::sleep_until(deadline) => return self.read(key).await,
                 () = async { tokio::time::sleep_until(expiry.unwrap_or(deadline)).await }, if expiry.is_some() => {}
                 _ = stopping.changed() => {}
             }

@@ -448,3 +448,72 @@ async fn health_listen_serves_probes_and_metrics_but_not_the_lease_api() {
     let put = probes.request(Method::PUT, "/locks/probed", None::<&()>).await.unwrap();
     assert_eq!(put.status, StatusCode::NOT_FOUND);
 }
+
+/// Restarts on the memory store: the `--state-file` keeps tokens growing,
+/// and after a crash no lease is granted while one the crashed process
+/// granted may still be live.
+#[tokio::test]
+async fn a_restarted_memory_elector_grants_nothing_an_old_holder_may_hold_and_tokens_keep_growing() {
+    let dir = std::env::temp_dir().join(format!("mpsync-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.join("elector.json");
+    let args = ["--identity", "pod-a", "--log", "warn", "--state-file", state.to_str().unwrap()];
+    let mut first = ElectorProcess::spawn(BIN, &args).await.unwrap();
+    let client = Client::new(&first.url());
+    granted(&client, Kind::Lock, "warmup", &acquire("a", 300)).await;
+    let a = granted(&client, Kind::Lock, "restart", &acquire("a", 1_500)).await;
+    first.signal("KILL").unwrap();
+    first.wait().await.unwrap();
+
+    let mut second = ElectorProcess::spawn(BIN, &args).await.unwrap();
+    let client = Client::new(&second.url());
+    let ready = client.request(Method::GET, "/readyz", None::<&()>).await.unwrap();
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "not ready while recovering");
+    assert!(ready.json::<ErrorBody>().unwrap().message.contains("recovering after a restart"));
+    // Someone new is refused: a may still believe it holds the lock.
+    let c = refused(&client, Kind::Lock, "restart", &acquire("b", 60_000)).await;
+    assert_eq!(c.holder.as_deref(), Some(elector::store::memory::RECOVERING_HOLDER));
+    assert!(c.expires_in_ms > 0 && c.expires_in_ms <= 1_501, "{c:?}");
+    // So is a name nobody used, and a's renewal: a learns it lost the lock.
+    refused(&client, Kind::Lock, "fresh", &acquire("b", 60_000)).await;
+    assert_eq!(refused(&client, Kind::Lock, "restart", &renew("a", 1_500, a.token)).await.reason, ConflictReason::Held);
+    // A waiter is answered when the recovery ends, and then b gets the lock
+    // with a token above every one granted before the crash.
+    let read = client.read(Kind::Lock, "restart", Some((c.version, PATIENCE))).await.unwrap();
+    assert!(matches!(read, Read::Free { .. }), "{read:?}");
+    let b = granted(&client, Kind::Lock, "restart", &acquire("b", 60_000)).await;
+    assert!(b.token > a.token, "tokens keep growing across the restart: {} then {}", a.token, b.token);
+    assert_eq!(client.request(Method::GET, "/readyz", None::<&()>).await.unwrap().status, StatusCode::OK);
+
+    // A clean stop with nothing held: the next start grants at once.
+    assert!(client.release(Kind::Lock, "restart", "b", b.token).await.unwrap());
+    second.signal("TERM").unwrap();
+    assert!(second.wait().await.unwrap().success());
+    let _third = ElectorProcess::spawn(BIN, &args).await.unwrap();
+    let client = Client::new(&_third.url());
+    let c2 = granted(&client, Kind::Lock, "restart", &acquire("c", 60_000)).await;
+    assert!(c2.token > b.token);
+    // A second elector cannot share the state file.
+    let clash = ElectorProcess::spawn(BIN, &args).await;
+    assert!(clash.is_err(), "two electors on one state file");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The memory store keeps at most --max-records names; past that a new name
+/// gets 503 with retry-after, counted in /metrics, until room is made.
+#[tokio::test]
+async fn past_max_records_a_new_name_is_refused_with_retry_after() {
+    let (_elector, client) = start(&["--max-records", "2"]).await;
+    let a = granted(&client, Kind::Lock, "one", &acquire("a", 60_000)).await;
+    granted(&client, Kind::Lock, "two", &acquire("a", 60_000)).await;
+    let body = serde_json::to_vec(&acquire("a", 60_000)).unwrap();
+    let full = client.send(Method::PUT, "/v1/locks/three", Some(body.clone().into())).await.unwrap();
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(full.headers.contains_key("retry-after"));
+    assert!(full.json::<ErrorBody>().unwrap().message.contains("--max-records"));
+    assert!(client.release(Kind::Lock, "one", "a", a.token).await.unwrap());
+    granted(&client, Kind::Lock, "three", &acquire("a", 60_000)).await;
+    let metrics = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    assert!(text.contains(r#"mpsync_store_calls_total{store="memory",call="refused_full"} 1"#), "{text}");
+}

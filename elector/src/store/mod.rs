@@ -13,7 +13,8 @@
 //! of a write that changes hands with its own revision, which only grows;
 //! [`Store::put`] returns the record as stored.
 //!
-//! - [`memory`]: in-process, the embedded default for one machine.
+//! - [`memory`]: in-process, the embedded default for one machine, made
+//!   safe across restarts by its [`state_file`].
 //! - [`etcd`]: etcd v3, records bound to an etcd lease, revisions as tokens.
 //! - [`kubernetes`]: `coordination.k8s.io/v1` Lease objects.
 
@@ -25,6 +26,7 @@ mod changes;
 pub mod etcd;
 pub mod kubernetes;
 pub mod memory;
+pub mod state_file;
 
 pub use etcd::EtcdStore;
 pub use kubernetes::KubernetesStore;
@@ -66,6 +68,10 @@ pub enum StoreError {
     /// message says what was tried.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store keeps as many records as it may; the message says which
+    /// limit. Releasing locks makes room.
+    #[error("store full: {0}")]
+    Full(String),
 }
 
 /// A place to keep records, with compare-and-swap and change notification.
@@ -110,5 +116,18 @@ pub trait Store: Send + Sync + 'static {
     /// ...), for `/metrics` and the benchmarks.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+
+    /// The version to report for a name with no record: at least the last
+    /// version of every record this store has forgotten (0 if it forgets
+    /// nothing), so that what a client sees of one name never goes back.
+    fn absent_version(&self) -> u64 {
+        0
+    }
+
+    /// How many records the store keeps in this process, where it keeps
+    /// them here (the memory store); `None` for a remote store.
+    fn record_count(&self) -> Option<usize> {
+        None
     }
 }
