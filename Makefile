@@ -1,7 +1,7 @@
 # metaparticle-sync: the two commands of the README, and the benchmarks.
 # Each target first runs scripts/setup.sh, which installs what is missing.
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench chaos
 
 setup:
 	@scripts/setup.sh
@@ -19,3 +19,19 @@ bench: setup
 	cargo bench --locked -p mpsync --bench host && \
 	cargo bench --locked -p mpsync --bench envoy && \
 	cargo bench --locked -p mpsync --bench stores
+
+# The fault-injection history checker, long run: every store, real clients
+# (mpsync lock, the wasm app native and portable), random faults. Knobs:
+# CHAOS_STORES (memory etcd kubernetes), CHAOS_HANDOVERS (10000 per store),
+# CHAOS_TIME_LIMIT (20m per store), CHAOS_SEED (default: from the clock;
+# printed), CHAOS_ARGS (any other mpsync-chaos flag; see its --help).
+# Reports go to target/chaos/report.json, histories to target/chaos/.
+CHAOS_STORES ?= memory etcd kubernetes
+CHAOS_HANDOVERS ?= 10000
+CHAOS_TIME_LIMIT ?= 20m
+chaos: setup
+	cargo build --locked -p elector -p mpsync -p chaos
+	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
+	target/debug/mpsync-chaos $(foreach s,$(CHAOS_STORES),--store $(s)) \
+	  --handovers $(CHAOS_HANDOVERS) --time-limit $(CHAOS_TIME_LIMIT) \
+	  $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) --json target/chaos/report.json --history-dir target/chaos $(CHAOS_ARGS)

@@ -3,6 +3,7 @@
 # the shared target directory, and composes the portable variant of each
 # example app with the sync-guest component:
 #   lock.wasm, election.wasm, probe.wasm     apps importing metaparticle:sync
+#   chaos.wasm                               the chaos checker's wasm contender
 #   sync_guest.wasm                          the portable provider
 #   *.portable.wasm                          app + provider: WASI and wasi:http only
 #   ../../wasm32-wasip1/release/leader_filter.wasm   the Envoy leader filter
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 cargo build --locked --release --target wasm32-wasip2 -p sync-guest -p sync-apps
 cargo build --locked --release --target wasm32-wasip1 -p leader-filter -p baseline-filter
 out="${CARGO_TARGET_DIR:-$PWD/target}/wasm32-wasip2/release"
-for app in lock election probe; do
+for app in lock election probe chaos; do
   .tools/wac/bin/wac plug "$out/$app.wasm" --plug "$out/sync_guest.wasm" -o "$out/$app.portable.wasm"
 done
 echo "$out"

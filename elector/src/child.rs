@@ -51,6 +51,12 @@ impl ElectorProcess {
     /// Starts `bin` with `args` plus `--listen 127.0.0.1:0`, and returns once
     /// it listens.
     pub async fn spawn(bin: impl AsRef<Path>, args: &[&str]) -> std::io::Result<Self> {
+        Self::spawn_on(bin, args, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts `bin` with `args` plus `--listen LISTEN` (to restart an elector
+    /// where its clients expect it), and returns once it listens.
+    pub async fn spawn_on(bin: impl AsRef<Path>, args: &[&str], listen: SocketAddr) -> std::io::Result<Self> {
         let bin = bin.as_ref();
         let own_state = (!args.contains(&"--state-file")).then(fresh_state_dir);
         let mut command = Command::new(bin);
@@ -59,7 +65,8 @@ impl ElectorProcess {
             command.arg("--state-file").arg(dir.join("elector.json"));
         }
         let mut child = command
-            .args(["--listen", "127.0.0.1:0"])
+            .arg("--listen")
+            .arg(listen.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

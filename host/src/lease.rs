@@ -100,6 +100,8 @@ struct Shared {
     origin: Instant,
     machine: Mutex<LeaseClient>,
     generation: watch::Sender<u64>,
+    /// The local deadline of the lease held, after every answer.
+    deadline: watch::Sender<Option<Instant>>,
     leader: Mutex<Option<Leader>>,
     last_error: Mutex<Option<String>>,
 }
@@ -192,7 +194,12 @@ impl Shared {
                 }
             };
             let now = self.now();
-            lock(&self.machine).handle_response(id, response, now);
+            let deadline = {
+                let mut machine = lock(&self.machine);
+                machine.handle_response(id, response, now);
+                machine.lease(now).map(|h| self.origin + h.valid_until)
+            };
+            self.deadline.send_if_modified(|d| std::mem::replace(d, deadline) != deadline);
         }
         (events, refusal)
     }
@@ -230,6 +237,7 @@ impl Lease {
             origin: Instant::now(),
             machine: Mutex::new(machine),
             generation: watch::channel(0).0,
+            deadline: watch::channel(None).0,
             leader: Mutex::new(None),
             last_error: Mutex::new(None),
         });
@@ -264,6 +272,12 @@ impl Lease {
     /// leader change.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.shared.generation.subscribe()
+    }
+
+    /// A receiver of the local deadline of the lease held (`None` when
+    /// none is), which changes with every renewal, loss and release.
+    pub fn deadlines(&self) -> watch::Receiver<Option<Instant>> {
+        self.shared.deadline.subscribe()
     }
 
     /// One attempt to acquire.

@@ -14,6 +14,7 @@
 //! - [`imports`]: the `lock` and `election` resources on the native client.
 //! - [`state`]: what one guest's store holds.
 //! - [`runtime`]: the engine, its cache and limits, and running commands.
+//! - [`watchdog`]: keeps `mpsync lock`'s command inside its lease.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -22,3 +23,4 @@ pub mod imports;
 pub mod lease;
 pub mod runtime;
 pub mod state;
+pub mod watchdog;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use elector::client::{Client, Read};
 use mpsync::lease::{Lease, Options};
 use mpsync::runtime::{RunOptions, Runtime, hostname};
+use mpsync::watchdog::{Launch, Watchdog};
 use mpsync_core::wire::Kind;
 
 /// Locks and leader elections for WebAssembly apps and commands, through a
@@ -61,7 +62,8 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         max_cpu: Option<Duration>,
         /// Do not provide the metaparticle:sync imports (for composed,
-        /// portable components that bring their own).
+        /// portable components that bring their own). The guest then gets
+        /// MPSYNC_ELECTOR=--elector in its environment unless --env sets it.
         #[arg(long)]
         no_sync_imports: bool,
         /// Compile without the compilation cache (it lives in
@@ -75,11 +77,19 @@ enum Command {
         args: Vec<String>,
     },
     /// Hold a lock while a command runs, like `etcdctl lock` and `consul
-    /// lock`. The command gets the fencing token in MPSYNC_LOCK_TOKEN (and
-    /// the name in MPSYNC_LOCK_NAME). The lock is released when the command
-    /// exits; if the lock is lost first, the command gets SIGTERM and, after
-    /// --grace, SIGKILL. Exits with the command's code, or 3 if the lock was
-    /// lost, or 4 if it could not be acquired in time.
+    /// lock`. The command gets the fencing token in MPSYNC_LOCK_TOKEN, the
+    /// name in MPSYNC_LOCK_NAME, and the lease's local deadline in
+    /// MPSYNC_LOCK_DEADLINE (Unix milliseconds) and in the file named by
+    /// MPSYNC_LOCK_DEADLINE_FILE (rewritten at every renewal): check it
+    /// before acting, and pass the token to whatever you write to.
+    ///
+    /// The lock is released when the command exits. The command never
+    /// outlives the lease: it runs in a process group of its own under a
+    /// watchdog process that sends SIGTERM at the deadline (or as soon as
+    /// the lock is lost) and SIGKILL --grace later, even if mpsync itself is
+    /// frozen; if mpsync dies, the group gets SIGKILL at once. Exits with
+    /// the command's code, 3 if the lock was lost, 4 if it could not be
+    /// acquired in time, 143 on SIGTERM or SIGINT.
     Lock {
         #[command(flatten)]
         elector: ElectorArg,
@@ -92,14 +102,32 @@ enum Command {
         /// Holder id (default: HOSTNAME-PID).
         #[arg(long)]
         holder: Option<String>,
-        /// How long the command gets between SIGTERM and SIGKILL after the
-        /// lock is lost. Keep it under a fifth of the TTL: that is the time
-        /// left before another holder can get in.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        grace: Duration,
+        /// How long the command gets between SIGTERM and SIGKILL once the
+        /// lock is lost. At most a tenth of the TTL, so that the command is
+        /// gone well before another holder can get in (the elector grants
+        /// to others a fifth of the TTL after the local deadline at the
+        /// earliest). Default: a tenth of the TTL, at most 1 s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<Duration>,
         /// The lock name.
         name: String,
         /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The watchdog `mpsync lock` starts between itself and the command.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        /// The Unix socket mpsync listens on.
+        #[arg(long)]
+        control: PathBuf,
+        /// Between SIGTERM and SIGKILL.
+        #[arg(long)]
+        grace_ms: u64,
+        /// The first deadline, on CLOCK_MONOTONIC.
+        #[arg(long)]
+        deadline_ns: u64,
+        /// The command.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -114,6 +142,21 @@ enum Command {
         /// The election name.
         name: String,
     },
+}
+
+fn check_grace(grace: Option<Duration>, ttl: Duration) -> anyhow::Result<Duration> {
+    let most = ttl / 10;
+    match grace {
+        None => Ok(most.min(Duration::from_secs(1))),
+        Some(g) if g <= most => Ok(g),
+        Some(g) => Err(anyhow!(
+            "--grace {} is longer than a tenth of --ttl {} ({}): the command could still run when another \
+             holder gets the lock; shorten --grace or lengthen --ttl",
+            humantime::format_duration(g),
+            humantime::format_duration(ttl),
+            humantime::format_duration(most)
+        )),
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -181,6 +224,7 @@ async fn lock_command(
     grace: Duration,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("finding the mpsync executable to run the watchdog")?;
     let lease = Lease::new(Client::new(url), Kind::Lock, name, options).map_err(|e| anyhow!("{e}"))?;
     let wait = timeout.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
     let granted = match lease.acquire(wait).await {
@@ -192,48 +236,73 @@ async fn lock_command(
         Err(e) => return Err(anyhow!("lock {name}: {e}")),
     };
     eprintln!("mpsync: holding lock {name} (fencing token {})", granted.token);
-    let mut child = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .env("MPSYNC_LOCK_TOKEN", granted.token.to_string())
-        .env("MPSYNC_LOCK_NAME", name)
-        .spawn()
-        .with_context(|| format!("starting {}", command[0]))?;
+    let mut deadlines = lease.deadlines();
+    let (mut watchdog, mut exit) = Watchdog::start(Launch {
+        exe: &exe,
+        command,
+        env: vec![("MPSYNC_LOCK_TOKEN".into(), granted.token.to_string()), ("MPSYNC_LOCK_NAME".into(), name.into())],
+        grace,
+        deadline: granted.valid_until,
+    })
+    .await
+    .with_context(|| format!("starting {}", command[0]))?;
     let mut changes = lease.changes();
-    let lost = async {
-        loop {
-            let Some(held) = lease.held() else { return };
-            tokio::select! {
-                _ = changes.changed() => {}
-                () = tokio::time::sleep_until(held.valid_until.into()) => {}
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // Why the command is being stopped, once it is.
+    let mut stopping: Option<ExitCode> = None;
+    loop {
+        let held = lease.held();
+        let lost = async {
+            match held {
+                // The state machine reports the loss at the deadline; look
+                // again then, or when anything changes.
+                Some(h) => tokio::time::sleep_until(h.valid_until.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            status = &mut exit => {
+                let status = status.context("waiting for the watchdog")??;
+                if stopping.is_none() && lease.held().is_some() {
+                    let _ = lease.release().await;
+                }
+                if let Some(code) = stopping {
+                    if code == ExitCode::from(143) {
+                        let _ = lease.release().await;
+                    }
+                    return Ok(code);
+                }
+                if lease.held().is_none() && status.code().is_none() {
+                    // The watchdog stopped the command at the deadline.
+                    eprintln!("mpsync: lost lock {name}; the command was stopped");
+                    return Ok(ExitCode::from(3));
+                }
+                return Ok(ExitCode::from(status.code().unwrap_or(128).clamp(0, 255) as u8));
+            }
+            changed = deadlines.changed(), if stopping.is_none() => {
+                if changed.is_ok() && let Some(deadline) = *deadlines.borrow_and_update() {
+                    // A watchdog that is gone has stopped the command; its
+                    // exit is handled above.
+                    let _ = watchdog.set_deadline(deadline).await;
+                }
+            }
+            _ = changes.changed(), if stopping.is_none() => {}
+            () = lost, if stopping.is_none() => {}
+            _ = term.recv(), if stopping.is_none() => {
+                stopping = Some(ExitCode::from(143));
+                let _ = watchdog.stop().await;
+            }
+            _ = int.recv(), if stopping.is_none() => {
+                stopping = Some(ExitCode::from(143));
+                let _ = watchdog.stop().await;
             }
         }
-    };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        status = child.wait() => {
-            let status = status?;
-            let _ = lease.release().await;
-            Ok(ExitCode::from(status.code().unwrap_or(128).clamp(0, 255) as u8))
-        }
-        () = lost => {
+        if stopping.is_none() && lease.held().is_none() {
             eprintln!("mpsync: lost lock {name}; stopping the command");
-            stop(&mut child, grace).await;
-            Ok(ExitCode::from(3))
+            stopping = Some(ExitCode::from(3));
+            let _ = watchdog.stop().await;
         }
-        _ = term.recv() => {
-            stop(&mut child, grace).await;
-            let _ = lease.release().await;
-            Ok(ExitCode::from(143))
-        }
-    }
-}
-
-async fn stop(child: &mut tokio::process::Child, grace: Duration) {
-    if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-    }
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = child.kill().await;
     }
 }
 
@@ -286,8 +355,29 @@ async fn main() -> ExitCode {
         }
         Command::Lock { elector, ttl, timeout, holder, grace, name, command } => {
             let holder = holder.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-            lock_command(&elector.elector, &name, Options { ttl, holder, address: None }, timeout, grace, &command)
-                .await
+            match check_grace(grace, ttl) {
+                Ok(grace) => {
+                    lock_command(
+                        &elector.elector,
+                        &name,
+                        Options { ttl, holder, address: None },
+                        timeout,
+                        grace,
+                        &command,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Watchdog { control, grace_ms, deadline_ns, command } => {
+            let code = mpsync::watchdog::run(
+                &control,
+                Duration::from_millis(grace_ms),
+                Duration::from_nanos(deadline_ns),
+                &command,
+            );
+            return ExitCode::from(code.clamp(0, 255) as u8);
         }
         Command::Leader { elector, watch, name } => leader(&elector.elector, &name, watch).await,
     };

@@ -185,6 +185,11 @@ impl Runtime {
         for (k, v) in &options.env {
             wasi.env(k, v);
         }
+        if !options.link_sync && !options.env.iter().any(|(k, _)| k == "MPSYNC_ELECTOR") {
+            // A composed component brings its own metaparticle:sync, which
+            // finds the elector in its environment: the same one as ours.
+            wasi.env("MPSYNC_ELECTOR", &options.elector);
+        }
         for (host, guest) in &options.dirs {
             wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
                 .map_err(|e| RunError::Trap(anyhow!("cannot preopen {}: {e:#}", host.display())))?;

@@ -19,16 +19,86 @@ async fn lock_runs_the_command_with_the_token_and_releases_after() {
     let script = "echo token=$MPSYNC_LOCK_TOKEN name=$MPSYNC_LOCK_NAME; exit 7";
     let mut p = Proc::mpsync("lock", &args(&["lock", "--elector", &url, "batch", "--", "sh", "-c", script]));
     assert_eq!(p.wait().await.code(), Some(7), "the command's exit code is passed on");
-    assert!(p.output().contains("token=1 name=batch"), "{}", p.output());
+    assert!(p.output().contains("token=1 name=batch"), "a new elector's first token is 1: {}", p.output());
     let read = Client::new(&url).read(Kind::Lock, "batch", None).await.unwrap();
     assert!(matches!(read, Read::Free { .. }), "released when the command exited: {read:?}");
-    // The next holder gets the next token.
+    // The next holder gets a larger token.
     let mut again = Proc::mpsync(
         "again",
         &args(&["lock", "--elector", &url, "batch", "--", "sh", "-c", "echo token=$MPSYNC_LOCK_TOKEN"]),
     );
     assert!(again.wait().await.success());
-    assert!(again.output().contains("token=2"));
+    let second: u64 = again.output().split("token=").nth(1).and_then(|t| t.trim().parse().ok()).unwrap();
+    assert!(second > 1, "{}", again.output());
+}
+
+/// A process's exit, as an event: its pidfd turns readable.
+async fn exited(pid: i32) {
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else { return };
+    let fd = tokio::io::unix::AsyncFd::new(fd).unwrap();
+    let _ = tokio::time::timeout(common::PATIENCE, fd.readable()).await.expect("the command is still running");
+}
+
+/// Starts `mpsync lock` around a command that prints its pid and sleeps;
+/// returns the process and the command's pid.
+async fn holding(url: &str, name: &str, ttl: &str) -> (Proc, i32) {
+    let mut p = Proc::mpsync(
+        name,
+        &args(&["lock", "--elector", url, "--ttl", ttl, name, "--", "sh", "-c", "echo pid=$$; exec sleep 600"]),
+    );
+    let line = p.expect_line("pid=").await;
+    (p, line.trim_start_matches("pid=").trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_command_dies_with_a_killed_mpsync() {
+    let elector = elector().await;
+    let (mut p, pid) = holding(&elector.url(), "orphan", "10s").await;
+    p.signal("KILL");
+    exited(pid).await;
+    assert!(std::fs::metadata(format!("/proc/{pid}")).is_err(), "the command outlived mpsync");
+    p.wait().await;
+}
+
+#[tokio::test]
+async fn a_frozen_mpsync_cannot_keep_the_command_past_the_deadline() {
+    let elector = elector().await;
+    let url = elector.url();
+    let (mut p, pid) = holding(&url, "frozen", "1s").await;
+    p.signal("STOP");
+    // Nobody renews; the watchdog stops the command at the deadline.
+    exited(pid).await;
+    // Someone else gets the lock once the lease has run out at the elector.
+    let mut next = Proc::mpsync("next", &args(&["lock", "--elector", &url, "frozen", "--", "true"]));
+    assert!(next.wait().await.success());
+    p.signal("CONT");
+    assert_eq!(p.wait().await.code(), Some(3), "mpsync reports the lost lock: {}", p.output());
+}
+
+#[tokio::test]
+async fn the_command_gets_its_deadline_and_a_grace_too_long_is_refused() {
+    let elector = elector().await;
+    let url = elector.url();
+    let script =
+        "echo deadline=$MPSYNC_LOCK_DEADLINE; echo file=$(cat $MPSYNC_LOCK_DEADLINE_FILE); echo now=$(date +%s%3N)";
+    let mut p =
+        Proc::mpsync("deadline", &args(&["lock", "--elector", &url, "--ttl", "5s", "d", "--", "sh", "-c", script]));
+    assert!(p.wait().await.success());
+    let out = p.output();
+    let value = |key: &str| -> u128 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{out}"))
+    };
+    let (deadline, file, now) = (value("deadline="), value("file="), value("now="));
+    assert_eq!(deadline, file);
+    assert!(deadline > now && deadline <= now + 4_000, "the deadline is 80% of the TTL ahead: {out}");
+    let mut bad =
+        Proc::mpsync("bad", &args(&["lock", "--elector", &url, "--ttl", "1s", "--grace", "500ms", "d", "--", "true"]));
+    assert_eq!(bad.wait().await.code(), Some(2));
+    assert!(bad.output().contains("longer than a tenth of --ttl"), "{}", bad.output());
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ async fn two_lock_examples_contend_and_the_second_gets_it_at_release() {
     // also renewed in the background while bob waited.
     alice.expect_line("Unlocked").await;
     assert!(!alice.output().contains("I lost the lock"));
-    assert_eq!(token(&second), token(&first) + 1, "{first} / {second}");
+    assert!(token(&second) > token(&first), "{first} / {second}");
     assert_eq!(metric(&elector, "mpsync_expiries_total{kind=\"lock\"}").await, 0);
     assert!(metric(&elector, "mpsync_renewals_total{kind=\"lock\"}").await >= 2);
     bob.expect_line("Unlocked").await;

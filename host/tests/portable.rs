@@ -42,7 +42,7 @@ async fn portable_lock_examples_contend_like_native_ones() {
     let second = bob.expect_line("I have the lock!").await;
     alice.expect_line("Unlocked").await;
     assert!(!alice.output().contains("I lost the lock"), "the app's waits renewed its lease");
-    assert_eq!(token(&second), token(&first) + 1);
+    assert!(token(&second) > token(&first), "{first} / {second}");
     assert_eq!(metric(&elector, "mpsync_expiries_total{kind=\"lock\"}").await, 0);
     assert!(alice.wait().await.success() && bob.wait().await.success());
 }

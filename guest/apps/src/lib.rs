@@ -68,3 +68,29 @@ pub fn wait(pollable: &wasip2::io::poll::Pollable, timeout: Duration) -> bool {
 pub fn now() -> Duration {
     Duration::from_nanos(wasip2::clocks::monotonic_clock::now())
 }
+
+/// Sleeps on the monotonic clock.
+pub fn sleep(d: Duration) {
+    wasip2::clocks::monotonic_clock::subscribe_duration(d.as_nanos() as u64).block();
+}
+
+/// `POST base+path` with no body over wasi:http; the status code.
+pub fn post(base: &str, path: &str) -> Result<u16, String> {
+    use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    let authority = base.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let request = OutgoingRequest::new(Fields::new());
+    let set = request
+        .set_method(&Method::Post)
+        .and_then(|()| request.set_scheme(Some(&Scheme::Http)))
+        .and_then(|()| request.set_authority(Some(authority)))
+        .and_then(|()| request.set_path_with_query(Some(path)));
+    set.map_err(|()| format!("cannot address {base}{path}"))?;
+    let body = request.body().map_err(|()| "no body")?;
+    let pending = wasip2::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))?;
+    pending.subscribe().block();
+    match pending.get() {
+        Some(Ok(Ok(response))) => Ok(response.status()),
+        other => Err(format!("{base}{path}: {other:?}")),
+    }
+}

@@ -1,0 +1,59 @@
+//! `chaos-worker`: the command a contender runs under `mpsync lock`.
+//!
+//! It reports its critical section to the fencing-aware resource: enter,
+//! `CHAOS_WRITES` writes `CHAOS_GAP_MS` apart, exit, each with the token
+//! `mpsync lock` gave it. It checks nothing itself (no deadline, no answer):
+//! the worst-behaved command, so that only `mpsync lock` keeps it inside its
+//! lease. A refused write is reported on stderr and the worker goes on.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn var(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("chaos-worker: {name} is not set"))
+}
+
+/// One `POST /STEP?lock=..&client=..&token=..`; the status code.
+fn report(fence: &str, step: &str, lock: &str, client: &str, token: &str) -> Result<u16, String> {
+    let mut stream = TcpStream::connect(fence).map_err(|e| format!("connecting to {fence}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "POST /{step}?lock={lock}&client={client}&token={token} HTTP/1.1\r\nHost: {fence}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad answer: {text:?}"))
+}
+
+fn main() -> ExitCode {
+    let run = || -> Result<(), String> {
+        let fence = var("CHAOS_FENCE")?;
+        let client = var("CHAOS_CLIENT")?;
+        let lock = var("MPSYNC_LOCK_NAME")?;
+        let token = var("MPSYNC_LOCK_TOKEN")?;
+        let writes: u32 = var("CHAOS_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+        let gap = Duration::from_millis(var("CHAOS_GAP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(5));
+        report(&fence, "enter", &lock, &client, &token)?;
+        for _ in 0..writes {
+            // The work a critical section does between writes.
+            std::thread::sleep(gap);
+            if report(&fence, "write", &lock, &client, &token)? != 200 {
+                eprintln!("chaos-worker: {client}'s write with token {token} was refused");
+            }
+        }
+        report(&fence, "exit", &lock, &client, &token)?;
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chaos-worker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The checker: reads a history of critical sections and the faults
+//! injected, and counts what went wrong.
+//!
+//! A section is everything one contender reported for one lock under one
+//! token: from its `enter` to its `exit`, or to its last report if it was
+//! killed inside. On each lock, sections are ordered by when they entered.
+//!
+//! - Two sections **overlap** when one enters before the previous one's
+//!   last report. That is what fencing tokens are for when the earlier
+//!   holder was frozen while its lease ran out (it woke up late and went on):
+//!   such an overlap is counted as *fenced*. Any other overlap means a
+//!   holder did not learn in time that it lost the lock, or the elector
+//!   granted while another lease was live: a *violation*.
+//! - A write is **stale** when a later section had already entered when the
+//!   resource received it. Stale writes must be refused; one accepted is a
+//!   violation. A refused write that was not stale means tokens went
+//!   backwards (a legitimate holder was turned away).
+//! - **Tokens** must grow at every hand-over.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fence::{Event, Step};
+
+/// A fault the run injected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// What was done (`contender-kill`, `contender-freeze`, ...).
+    pub kind: String,
+    /// The contender it was done to, if any.
+    pub client: Option<String>,
+    /// When it started (microseconds since the run started).
+    pub from_us: u64,
+    /// When it ended.
+    pub to_us: u64,
+    /// Whether it froze the code inside the critical section itself, which
+    /// excuses an overlap that fencing then has to catch.
+    pub freezes_section: bool,
+}
+
+/// One critical section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    /// The lock.
+    pub lock: String,
+    /// The contender.
+    pub client: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// When it entered.
+    pub enter_us: u64,
+    /// Its last report.
+    pub end_us: u64,
+    /// Whether it reported its exit (it was not killed inside).
+    pub exited: bool,
+}
+
+/// What the checker found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Findings {
+    /// Critical sections.
+    pub sections: usize,
+    /// Sections that took a lock over from an earlier one.
+    pub handovers: usize,
+    /// Sections that ended without reporting an exit (killed inside).
+    pub killed_inside: usize,
+    /// Writes the resource accepted.
+    pub writes_accepted: usize,
+    /// Overlaps of a frozen holder that woke up late (fencing's job).
+    pub overlaps_fenced: usize,
+    /// Overlaps nothing excuses: must be 0.
+    pub overlaps_violating: usize,
+    /// Stale writes the resource refused.
+    pub stale_refused: usize,
+    /// Stale writes the resource accepted: must be 0.
+    pub stale_accepted: usize,
+    /// Writes by the latest holder that the resource refused: must be 0.
+    pub legitimate_refused: usize,
+    /// Hand-overs where the token did not grow: must be 0.
+    pub token_regressions: usize,
+    /// The first few violations, described.
+    pub examples: Vec<String>,
+}
+
+impl Findings {
+    /// No violation of any kind.
+    pub fn safe(&self) -> bool {
+        self.overlaps_violating == 0
+            && self.stale_accepted == 0
+            && self.legitimate_refused == 0
+            && self.token_regressions == 0
+    }
+
+    fn example(&mut self, text: String) {
+        if self.examples.len() < 10 {
+            self.examples.push(text);
+        }
+    }
+}
+
+/// Groups the history into sections, ordered by lock and entry.
+pub fn sections(events: &[Event]) -> Vec<Section> {
+    let mut open: HashMap<(&str, &str, u64), usize> = HashMap::new();
+    let mut out: Vec<Section> = Vec::new();
+    for e in events {
+        let key = (e.lock.as_str(), e.client.as_str(), e.token);
+        match (e.step, open.get(&key)) {
+            (Step::Enter, _) => {
+                open.insert(key, out.len());
+                out.push(Section {
+                    lock: e.lock.clone(),
+                    client: e.client.clone(),
+                    token: e.token,
+                    enter_us: e.at_us,
+                    end_us: e.at_us,
+                    exited: false,
+                });
+            }
+            (step, Some(&i)) => {
+                out[i].end_us = out[i].end_us.max(e.at_us);
+                out[i].exited |= step == Step::Exit;
+            }
+            (_, None) => {}
+        }
+    }
+    out.sort_by(|a, b| (&a.lock, a.enter_us).cmp(&(&b.lock, b.enter_us)));
+    out
+}
+
+/// Checks a history against the faults injected.
+pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
+    let all = sections(events);
+    let mut f = Findings { sections: all.len(), ..Findings::default() };
+    let mut by_lock: BTreeMap<&str, Vec<&Section>> = BTreeMap::new();
+    for s in &all {
+        by_lock.entry(&s.lock).or_default().push(s);
+    }
+    let frozen = |client: &str, from: u64, to: u64| {
+        faults
+            .iter()
+            .any(|x| x.freezes_section && x.client.as_deref() == Some(client) && x.from_us < to && x.to_us > from)
+    };
+    for (lock, list) in &by_lock {
+        f.handovers += list.len().saturating_sub(1);
+        f.killed_inside += list.iter().filter(|s| !s.exited).count();
+        for (j, later) in list.iter().enumerate() {
+            if j > 0 && later.token <= list[j - 1].token {
+                f.token_regressions += 1;
+                f.example(format!(
+                    "{lock}: token {} (client {}) after token {} (client {})",
+                    later.token,
+                    later.client,
+                    list[j - 1].token,
+                    list[j - 1].client
+                ));
+            }
+            for earlier in &list[..j] {
+                if later.enter_us >= earlier.end_us {
+                    continue;
+                }
+                if frozen(&earlier.client, earlier.enter_us, later.enter_us) {
+                    f.overlaps_fenced += 1;
+                } else {
+                    f.overlaps_violating += 1;
+                    f.example(format!(
+                        "{lock}: {} entered with token {} at {} µs while {} (token {}) was inside until {} µs",
+                        later.client, later.token, later.enter_us, earlier.client, earlier.token, earlier.end_us
+                    ));
+                }
+            }
+        }
+    }
+    // Stale or not: did a later section enter before the resource got it?
+    let index: HashMap<&str, &Vec<&Section>> = by_lock.iter().map(|(k, v)| (*k, v)).collect();
+    for e in events.iter().filter(|e| e.step != Step::Exit) {
+        let Some(list) = index.get(e.lock.as_str()) else { continue };
+        let Some(own) = list.iter().find(|s| s.client == e.client && s.token == e.token) else { continue };
+        let stale = list.iter().any(|s| s.enter_us > own.enter_us && s.enter_us < e.at_us);
+        match (stale, e.accepted) {
+            (true, true) => {
+                f.stale_accepted += 1;
+                f.example(format!(
+                    "{}: stale {:?} by {} with token {} accepted at {} µs",
+                    e.lock, e.step, e.client, e.token, e.at_us
+                ));
+            }
+            (true, false) => f.stale_refused += 1,
+            (false, false) => {
+                f.legitimate_refused += 1;
+                f.example(format!(
+                    "{}: {:?} by the latest holder {} with token {} refused at {} µs",
+                    e.lock, e.step, e.client, e.token, e.at_us
+                ));
+            }
+            (false, true) => f.writes_accepted += usize::from(e.step == Step::Write),
+        }
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(at_us: u64, step: Step, client: &str, token: u64, accepted: bool) -> Event {
+        Event { at_us, step, lock: "l".into(), client: client.into(), token, accepted }
+    }
+
+    #[test]
+    fn clean_handovers_are_safe() {
+        let h = [
+            ev(1, Step::Enter, "a", 1, true),
+            ev(2, Step::Write, "a", 1, true),
+            ev(3, Step::Exit, "a", 1, true),
+            ev(4, Step::Enter, "b", 2, true),
+            ev(5, Step::Write, "b", 2, true),
+        ];
+        let f = check(&h, &[]);
+        assert!(f.safe(), "{f:?}");
+        assert_eq!((f.sections, f.handovers, f.killed_inside, f.writes_accepted), (2, 1, 1, 2));
+    }
+
+    #[test]
+    fn an_overlap_is_fenced_only_when_the_earlier_holder_was_frozen() {
+        let h = [ev(1, Step::Enter, "a", 1, true), ev(4, Step::Enter, "b", 2, true), ev(5, Step::Write, "a", 1, false)];
+        let f = check(&h, &[]);
+        assert_eq!((f.overlaps_violating, f.stale_refused), (1, 1));
+        assert!(!f.safe());
+        let freeze =
+            Fault { kind: "freeze".into(), client: Some("a".into()), from_us: 2, to_us: 5, freezes_section: true };
+        let f = check(&h, &[freeze]);
+        assert_eq!((f.overlaps_fenced, f.overlaps_violating), (1, 0));
+        assert!(f.safe(), "{f:?}");
+    }
+
+    #[test]
+    fn tokens_going_back_and_stale_writes_accepted_are_violations() {
+        // A restart that forgot: b gets token 1 again after a held 5.
+        let h = [
+            ev(1, Step::Enter, "a", 5, true),
+            ev(2, Step::Exit, "a", 5, true),
+            ev(3, Step::Enter, "b", 1, false),
+            ev(4, Step::Write, "b", 1, false),
+        ];
+        let f = check(&h, &[]);
+        assert_eq!((f.token_regressions, f.legitimate_refused), (1, 2));
+        // The same forgetful restart while a still runs: the resource keeps
+        // taking a's writes and turns b away.
+        let h = [ev(1, Step::Enter, "a", 5, true), ev(3, Step::Enter, "b", 1, false), ev(4, Step::Write, "a", 5, true)];
+        let f = check(&h, &[]);
+        assert_eq!((f.stale_accepted, f.legitimate_refused, f.token_regressions), (1, 1, 1));
+        assert_eq!(f.overlaps_violating, 1);
+    }
+}

@@ -1,0 +1,176 @@
+//! The fencing-aware resource, which is also the history's recorder.
+//!
+//! Critical sections report to it over HTTP: `POST /enter`, `/write` and
+//! `/exit`, each with `lock`, `client` and `token` in the query. Entering
+//! and writing are *fenced*: accepted only when the token is at least the
+//! largest this resource has seen for that lock (entering registers the new
+//! holder's token, so a late write from an earlier holder is refused even
+//! before the new holder writes), answered 409 otherwise. Every request is
+//! recorded, accepted or not, stamped on this process's monotonic clock, in
+//! an append-only history (in memory, and as JSON lines in a file if asked).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+
+/// What a critical section reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// It was told it holds the lock.
+    Enter,
+    /// It wrote to the resource.
+    Write,
+    /// It is about to give the lock up.
+    Exit,
+}
+
+/// One line of the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Microseconds since the run started, when the resource received it.
+    pub at_us: u64,
+    /// What happened.
+    pub step: Step,
+    /// The lock.
+    pub lock: String,
+    /// The contender.
+    pub client: String,
+    /// The fencing token it held.
+    pub token: u64,
+    /// Whether the resource accepted it (exits are always accepted).
+    pub accepted: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Report {
+    lock: String,
+    client: String,
+    token: u64,
+}
+
+struct Inner {
+    largest: HashMap<String, u64>,
+    events: Vec<Event>,
+    file: Option<std::fs::File>,
+}
+
+/// The resource and its history.
+#[derive(Clone)]
+pub struct Fence {
+    origin: Instant,
+    inner: Arc<Mutex<Inner>>,
+    entered: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Fence {
+    /// A resource whose history is also appended to `file`, if given.
+    pub fn new(origin: Instant, file: Option<std::fs::File>) -> Fence {
+        Fence {
+            origin,
+            inner: Arc::new(Mutex::new(Inner { largest: HashMap::new(), events: Vec::new(), file })),
+            entered: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records one report and decides it.
+    pub fn record(&self, step: Step, lock: &str, client: &str, token: u64) -> bool {
+        let at_us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut inner = self.inner();
+        let largest = inner.largest.entry(lock.to_owned()).or_insert(0);
+        let accepted = match step {
+            Step::Exit => true,
+            Step::Enter | Step::Write if token >= *largest => {
+                *largest = token;
+                true
+            }
+            Step::Enter | Step::Write => false,
+        };
+        let event = Event { at_us, step, lock: lock.to_owned(), client: client.to_owned(), token, accepted };
+        if let Some(file) = &mut inner.file
+            && let Ok(line) = serde_json::to_string(&event)
+        {
+            let _ = writeln!(file, "{line}");
+        }
+        inner.events.push(event);
+        drop(inner);
+        if step == Step::Enter {
+            self.entered.send_modify(|n| *n += 1);
+        }
+        accepted
+    }
+
+    /// The history so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.inner().events.clone()
+    }
+
+    /// Microseconds since the run started.
+    pub fn now_us(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// How many sections have entered so far.
+    pub fn entered(&self) -> usize {
+        *self.entered.borrow()
+    }
+
+    /// Resolves once `n` sections have entered.
+    pub async fn wait_entered(&self, n: usize) {
+        let mut rx = self.entered.subscribe();
+        let _ = rx.wait_for(|entered| *entered >= n).await;
+    }
+
+    /// Serves the resource on an already-bound listener until the runtime
+    /// ends.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        let app = Router::new()
+            .route("/enter", post(|s, q| report(Step::Enter, s, q)))
+            .route("/write", post(|s, q| report(Step::Write, s, q)))
+            .route("/exit", post(|s, q| report(Step::Exit, s, q)))
+            .with_state(self.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(addr)
+    }
+}
+
+async fn report(step: Step, State(fence): State<Fence>, Query(r): Query<Report>) -> StatusCode {
+    if fence.record(step, &r.lock, &r.client, r.token) { StatusCode::OK } else { StatusCode::CONFLICT }
+}
+
+/// `Duration` as whole microseconds.
+pub fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_smaller_token_is_refused_once_a_larger_one_entered() {
+        let fence = Fence::new(Instant::now(), None);
+        assert!(fence.record(Step::Enter, "a", "c1", 5));
+        assert!(fence.record(Step::Write, "a", "c1", 5));
+        assert!(fence.record(Step::Enter, "a", "c2", 7));
+        assert!(!fence.record(Step::Write, "a", "c1", 5), "the earlier holder's late write");
+        assert!(fence.record(Step::Exit, "a", "c1", 5));
+        assert!(fence.record(Step::Write, "b", "c1", 1), "locks are fenced apart");
+        assert_eq!(fence.events().iter().filter(|e| !e.accepted).count(), 1);
+    }
+}

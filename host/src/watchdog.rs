@@ -1,0 +1,268 @@
+//! Keeps `mpsync lock`'s command inside its lease, whatever happens to
+//! `mpsync` itself.
+//!
+//! `mpsync lock` does not start the command directly. It starts a watchdog,
+//! `mpsync __watchdog` (the same binary, a process of its own), which starts
+//! the command in a process group of its own with SIGKILL as its
+//! parent-death signal. `mpsync` talks to the watchdog over a Unix socket:
+//! it sends the lease's local deadline on `CLOCK_MONOTONIC` (one clock for
+//! every process on the machine) after every renewal, and `stop` when the
+//! lease is lost or `mpsync` is told to stop. The watchdog then:
+//!
+//! - at the deadline, or on `stop`: SIGTERM to the command's group, and
+//!   SIGKILL `grace` later;
+//! - when the socket closes (`mpsync` died): SIGKILL to the group at once;
+//! - when the command exits: exits with its status (128 + signal if killed).
+//!
+//! So a frozen `mpsync` cannot keep the command running past the deadline
+//! plus the grace, a killed one takes the command with it, and a killed
+//! watchdog takes the command with it through the parent-death signal.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+use tokio::io::AsyncWriteExt;
+
+/// Now on `CLOCK_MONOTONIC`, shared by every process on the machine.
+pub fn monotonic_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// `at` (this process's `Instant`) as a `CLOCK_MONOTONIC` time.
+fn monotonic(at: Instant) -> Duration {
+    let now = Instant::now();
+    let base = monotonic_now();
+    if at >= now { base + (at - now) } else { base.saturating_sub(now - at) }
+}
+
+/// `at` as milliseconds since the Unix epoch on the wall clock, for a
+/// command that wants to check its deadline with `date`.
+pub fn unix_ms(at: Instant) -> u128 {
+    let now = Instant::now();
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let wall = if at >= now { wall + (at - now) } else { wall.saturating_sub(now - at) };
+    wall.as_millis()
+}
+
+/// The `mpsync` side: a running watchdog and its command.
+pub struct Watchdog {
+    control: tokio::net::UnixStream,
+    dir: PathBuf,
+}
+
+/// The watchdog's exit status, which is the command's.
+pub type Exit = tokio::task::JoinHandle<std::io::Result<ExitStatus>>;
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the command gets in its environment beside the lease.
+pub struct Launch<'a> {
+    /// This executable (`mpsync`), to run as the watchdog.
+    pub exe: &'a Path,
+    /// The command and its arguments.
+    pub command: &'a [String],
+    /// Extra environment for the command.
+    pub env: Vec<(String, String)>,
+    /// Between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// The lease's local deadline.
+    pub deadline: Instant,
+}
+
+impl Watchdog {
+    /// Starts the watchdog, which starts the command. The command also gets
+    /// `MPSYNC_LOCK_DEADLINE` (Unix milliseconds, wall clock) and
+    /// `MPSYNC_LOCK_DEADLINE_FILE`, a file that always holds the current
+    /// deadline in the same form. The [`Exit`] resolves when the watchdog
+    /// (and so the command) has exited.
+    pub async fn start(launch: Launch<'_>) -> std::io::Result<(Watchdog, Exit)> {
+        let dir = private_dir()?;
+        let socket = dir.join("control.sock");
+        let deadline_file = dir.join("deadline");
+        write_deadline(&deadline_file, launch.deadline)?;
+        let listener = tokio::net::UnixListener::bind(&socket)?;
+        let mut child = tokio::process::Command::new(launch.exe)
+            .arg("__watchdog")
+            .arg("--control")
+            .arg(&socket)
+            .arg("--grace-ms")
+            .arg(launch.grace.as_millis().to_string())
+            .arg("--deadline-ns")
+            .arg(monotonic(launch.deadline).as_nanos().to_string())
+            .arg("--")
+            .args(launch.command)
+            .envs(launch.env)
+            .env("MPSYNC_LOCK_DEADLINE", unix_ms(launch.deadline).to_string())
+            .env("MPSYNC_LOCK_DEADLINE_FILE", &deadline_file)
+            .spawn()?;
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            status = child.wait() => Err(std::io::Error::other(format!("the watchdog exited at start: {}", status?))),
+        };
+        let (control, _) = accepted?;
+        let exit = tokio::spawn(async move { child.wait().await });
+        Ok((Watchdog { control, dir }, exit))
+    }
+
+    /// Moves the deadline (after a renewal).
+    pub async fn set_deadline(&mut self, deadline: Instant) -> std::io::Result<()> {
+        write_deadline(&self.dir.join("deadline"), deadline)?;
+        let line = format!("deadline {}\n", monotonic(deadline).as_nanos());
+        self.control.write_all(line.as_bytes()).await
+    }
+
+    /// SIGTERM to the command now, SIGKILL after the grace.
+    pub async fn stop(&mut self) -> std::io::Result<()> {
+        self.control.write_all(b"stop\n").await
+    }
+}
+
+fn private_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("mpsync-lock-{}-{n}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+fn write_deadline(path: &Path, deadline: Instant) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}\n", unix_ms(deadline)))?;
+    std::fs::rename(tmp, path)
+}
+
+enum Event {
+    Deadline(Duration),
+    Stop,
+    Gone,
+    Exited(std::io::Result<ExitStatus>),
+}
+
+/// The watchdog process: starts `command`, keeps it inside the deadline
+/// (see the module documentation) and returns its exit code.
+pub fn run(control: &Path, grace: Duration, deadline: Duration, command: &[String]) -> i32 {
+    let stream = match std::os::unix::net::UnixStream::connect(control) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mpsync watchdog: connecting to {}: {e}", control.display());
+            return 2;
+        }
+    };
+    let Some((program, args)) = command.split_first() else { return 2 };
+    let parent = rustix::process::getpid();
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).process_group(0);
+    // The command dies with this process even if it is SIGKILLed (then
+    // nothing else would stop the command). The closure runs between fork
+    // and exec and makes only async-signal-safe system calls.
+    #[allow(unsafe_code)]
+    // SAFETY: prctl and getppid are single system calls; nothing allocates
+    // or takes a lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            if rustix::process::getppid() != Some(parent) {
+                // The watchdog died before the signal was armed.
+                return Err(std::io::Error::other("the watchdog is gone"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mpsync: starting {program}: {e}");
+            return 127;
+        }
+    };
+    let group = Pid::from_child(&child);
+    let (tx, rx) = mpsc::channel();
+    let reader = {
+        let tx = tx.clone();
+        let stream = match stream.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("mpsync watchdog: {e}");
+                let _ = rustix::process::kill_process_group(group, Signal::KILL);
+                return 2;
+            }
+        };
+        move || {
+            for line in BufReader::new(stream).lines() {
+                let event = match line.as_deref().map(str::trim) {
+                    Ok("stop") => Event::Stop,
+                    Ok(l) => match l.strip_prefix("deadline ").and_then(|n| n.parse::<u128>().ok()) {
+                        Some(ns) => Event::Deadline(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))),
+                        None => continue,
+                    },
+                    Err(_) => break,
+                };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Event::Gone);
+        }
+    };
+    std::thread::spawn(reader);
+    std::thread::spawn(move || {
+        let _ = tx.send(Event::Exited(child.wait()));
+    });
+    drop(stream);
+
+    let mut deadline = deadline;
+    let mut kill_at: Option<Duration> = None;
+    loop {
+        let wake = kill_at.unwrap_or(deadline);
+        let wait = wake.saturating_sub(monotonic_now());
+        let event = if wait.is_zero() { Err(mpsc::RecvTimeoutError::Timeout) } else { rx.recv_timeout(wait) };
+        match event {
+            Ok(Event::Deadline(d)) => deadline = d,
+            Ok(Event::Stop) if kill_at.is_none() => {
+                let _ = rustix::process::kill_process_group(group, Signal::TERM);
+                kill_at = Some(monotonic_now() + grace);
+            }
+            Ok(Event::Stop) => {}
+            Ok(Event::Gone) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // mpsync is gone: nobody renews the lease, nobody can be
+                // told. Stop the command now.
+                let _ = rustix::process::kill_process_group(group, Signal::KILL);
+                kill_at = Some(monotonic_now());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => match kill_at {
+                None => {
+                    eprintln!("mpsync: the lock's deadline passed without a renewal; stopping the command");
+                    let _ = rustix::process::kill_process_group(group, Signal::TERM);
+                    kill_at = Some(monotonic_now() + grace);
+                }
+                Some(_) => {
+                    let _ = rustix::process::kill_process_group(group, Signal::KILL);
+                    // Wait for the exit only from now on.
+                    deadline = Duration::MAX;
+                    kill_at = Some(Duration::MAX);
+                }
+            },
+            Ok(Event::Exited(status)) => {
+                // Whatever the command left in its group goes with it.
+                let _ = rustix::process::kill_process_group(group, Signal::KILL);
+                let _ = std::io::stderr().flush();
+                return match status {
+                    Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+                    Err(_) => 2,
+                };
+            }
+        }
+    }
+}
