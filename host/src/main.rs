@@ -264,17 +264,16 @@ async fn lock_command(
         tokio::select! {
             status = &mut exit => {
                 let status = status.context("waiting for the watchdog")??;
-                if stopping.is_none() && lease.held().is_some() {
+                let held = lease.held().is_some();
+                if held {
                     let _ = lease.release().await;
                 }
                 if let Some(code) = stopping {
-                    if code == ExitCode::from(143) {
-                        let _ = lease.release().await;
-                    }
                     return Ok(code);
                 }
-                if lease.held().is_none() && status.code().is_none() {
-                    // The watchdog stopped the command at the deadline.
+                if !held {
+                    // Lost while the command ran (the watchdog stopped it at
+                    // the deadline while mpsync itself was frozen, say).
                     eprintln!("mpsync: lost lock {name}; the command was stopped");
                     return Ok(ExitCode::from(3));
                 }
