@@ -44,15 +44,23 @@ impl ApiError {
 
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
-        tracing::warn!(error = %e, "store request failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, e.to_string())
+        match e {
+            // Counted and logged where it is decided.
+            ServiceError::TooManyLongPolls(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::Unavailable, e.to_string())
+            }
+            e => {
+                tracing::warn!(error = %e, "store request failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, e.to_string())
+            }
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
             response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
         }
         response

@@ -9,11 +9,14 @@
 //! # Modules
 //!
 //! - [`api`]: routes, request parsing and responses.
+//! - [`server`]: the HTTP server and its limits (connections, header
+//!   time and size).
 //! - [`error`]: JSON error answers.
 //! - [`service`]: the lease operations over a store (claim, release, read,
 //!   long-poll), independent of HTTP.
 //! - [`store`]: the [`Store`](store::Store) trait (compare-and-swap on a
-//!   version, change notification) and the memory store.
+//!   version, change notification) and the memory, etcd and Kubernetes
+//!   stores.
 //! - [`metrics`]: Prometheus counters and latency histograms.
 //! - [`client`]: a small HTTP/1.1 client for the API (demo, tests, benches).
 //! - [`child`]: starts a real elector binary as a child process.
@@ -41,23 +44,18 @@ pub mod child;
 pub mod client;
 pub mod error;
 pub mod metrics;
+pub mod server;
 pub mod service;
 pub mod store;
 
-/// Serves the API on an already-bound `listener` until `shutdown` resolves;
-/// then stops accepting, answers pending long-polls at once, finishes the
-/// requests in flight and returns.
+/// Serves the API on an already-bound `listener`, with the default
+/// [`server::Limits`], until `shutdown` resolves; then stops accepting,
+/// answers pending long-polls at once, finishes the requests in flight and
+/// returns.
 pub async fn run(
     listener: tokio::net::TcpListener,
     service: Arc<service::Service>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(service.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing requests in flight");
-            service.begin_shutdown();
-        })
-        .await
+    server::serve(listener, service, server::Limits::default(), shutdown).await
 }

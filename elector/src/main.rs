@@ -91,6 +91,26 @@ struct Args {
     #[arg(long, env = "ELECTOR_MAX_RECORDS", default_value_t = elector::store::memory::DEFAULT_MAX_RECORDS)]
     max_records: usize,
 
+    /// Most connections open at once; one more is answered 503 with
+    /// retry-after and closed. Keep it under the process's file limit.
+    #[arg(long, env = "ELECTOR_MAX_CONNECTIONS", default_value_t = elector::server::Limits::default().max_connections)]
+    max_connections: usize,
+
+    /// Most long-polls (`GET ...?wait=`) parked at once; one more gets 429
+    /// with retry-after.
+    #[arg(long, env = "ELECTOR_MAX_LONG_POLLS", default_value_t = elector::service::DEFAULT_MAX_LONG_POLLS)]
+    max_long_polls: usize,
+
+    /// Time a client has to send a request's headers; also how long an idle
+    /// keep-alive connection is kept open.
+    #[arg(long, env = "ELECTOR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+
+    /// Largest request line plus headers, in bytes (431 past it; at least
+    /// 8192).
+    #[arg(long, env = "ELECTOR_MAX_HEADER_BYTES", default_value_t = elector::server::Limits::default().max_header_bytes)]
+    max_header_bytes: usize,
+
     /// etcd endpoints, comma-separated (with --store etcd).
     #[arg(long, env = "ELECTOR_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     etcd_endpoints: Vec<String>,
@@ -229,7 +249,12 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store.name(), %identity, ttl = ?args.ttl, "elector starting");
     println!("elector listening on http://{addr}");
-    let service = Arc::new(Service::new(store, identity, args.ttl));
+    let service = Arc::new(Service::new(store, identity, args.ttl).with_max_long_polls(args.max_long_polls));
+    let limits = elector::server::Limits {
+        max_connections: args.max_connections,
+        header_read_timeout: args.header_read_timeout,
+        max_header_bytes: args.max_header_bytes,
+    };
     if let Some(health) = args.health_listen {
         let listener = tokio::net::TcpListener::bind(health).await.with_context(|| format!("binding {health}"))?;
         tracing::info!(addr = %listener.local_addr()?, "health endpoints listening");
@@ -240,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    elector::run(listener, service, shutdown_signal()).await.context("serving")?;
+    elector::server::serve(listener, service, limits, shutdown_signal()).await.context("serving")?;
     if let Some(memory) = memory {
         match memory.stop() {
             Ok(true) => tracing::info!("no lease live: the next start need not wait"),

@@ -45,10 +45,22 @@ struct Histogram {
     sum: f64,
 }
 
+/// A request or connection turned away at a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A connection past `--max-connections`.
+    Connection,
+    /// A long-poll past `--max-long-polls`.
+    LongPoll,
+}
+
+const REFUSALS: [(Refusal, &str); 2] = [(Refusal::Connection, "connections"), (Refusal::LongPoll, "long_polls")];
+
 /// The elector's metrics.
 #[derive(Default)]
 pub struct Metrics {
     events: [[AtomicU64; 2]; EVENTS.len()],
+    refusals: [AtomicU64; REFUSALS.len()],
     latency: Mutex<BTreeMap<(&'static str, u16), Histogram>>,
     watchers: AtomicU64,
 }
@@ -80,6 +92,12 @@ impl Metrics {
     pub fn get(&self, kind: Kind, event: Event) -> u64 {
         let i = EVENTS.iter().position(|(e, ..)| *e == event).unwrap_or(0);
         self.events[i][kind_index(kind)].load(Ordering::Relaxed)
+    }
+
+    /// Counts one refusal at a limit.
+    pub fn refuse(&self, what: Refusal) {
+        let i = REFUSALS.iter().position(|(r, _)| *r == what).unwrap_or(0);
+        self.refusals[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a long-poll as waiting until the returned guard is dropped.
@@ -115,6 +133,11 @@ impl Metrics {
                 let v = self.events[i][kind_index(kind)].load(Ordering::Relaxed);
                 let _ = writeln!(out, "{name}{{kind=\"{}\"}} {v}", kind.plural().trim_end_matches('s'));
             }
+        }
+        let name = "mpsync_refusals_total";
+        let _ = writeln!(out, "# HELP {name} Connections and requests turned away at a limit.\n# TYPE {name} counter");
+        for (i, (_, reason)) in REFUSALS.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{limit=\"{reason}\"}} {}", self.refusals[i].load(Ordering::Relaxed));
         }
         let _ = writeln!(out, "# HELP mpsync_held_leases Leases held right now, as this elector last saw them.");
         let _ = writeln!(out, "# TYPE mpsync_held_leases gauge\nmpsync_held_leases {held}");

@@ -29,7 +29,13 @@ pub enum ServiceError {
     /// Every compare-and-swap attempt lost a race; retrying later helps.
     #[error("the record kept changing during {CAS_ATTEMPTS} attempts; retry")]
     Contended,
+    /// As many long-polls as allowed are already parked.
+    #[error("{0} long-polls are already waiting (--max-long-polls); retry in a second")]
+    TooManyLongPolls(usize),
 }
+
+/// The default cap on long-polls parked at once.
+pub const DEFAULT_MAX_LONG_POLLS: usize = 8_192;
 
 /// The state of a record as this elector judges it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +112,9 @@ pub struct Service {
     identity: String,
     compat_ttl: Duration,
     stopping: watch::Sender<bool>,
+    long_polls: Arc<tokio::sync::Semaphore>,
+    max_long_polls: usize,
+    quiet: crate::server::Quiet,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -143,7 +152,18 @@ impl Service {
             identity,
             compat_ttl,
             stopping: watch::channel(false).0,
+            long_polls: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_LONG_POLLS)),
+            max_long_polls: DEFAULT_MAX_LONG_POLLS,
+            quiet: crate::server::Quiet::new(),
         }
+    }
+
+    /// Caps the long-polls parked at once; one more is refused with
+    /// [`ServiceError::TooManyLongPolls`].
+    pub fn with_max_long_polls(mut self, max: usize) -> Self {
+        self.max_long_polls = max.max(1);
+        self.long_polls = Arc::new(tokio::sync::Semaphore::new(self.max_long_polls));
+        self
     }
 
     /// This elector's identity on the compatible surface.
@@ -240,6 +260,13 @@ impl Service {
     /// time left on a lease is as of the answer, not of the start).
     pub async fn wait(&self, key: &Key, version: u64, timeout: Duration) -> Result<View, ServiceError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let Ok(_parked) = self.long_polls.try_acquire() else {
+            self.metrics.refuse(crate::metrics::Refusal::LongPoll);
+            if self.quiet.speak() {
+                tracing::warn!(max = self.max_long_polls, "refusing long-polls past --max-long-polls");
+            }
+            return Err(ServiceError::TooManyLongPolls(self.max_long_polls));
+        };
         let _watching = self.metrics.watching();
         let mut stopping = self.stopping.subscribe();
         loop {

@@ -517,3 +517,92 @@ async fn past_max_records_a_new_name_is_refused_with_retry_after() {
     let text = String::from_utf8(metrics.body.to_vec()).unwrap();
     assert!(text.contains(r#"mpsync_store_calls_total{store="memory",call="refused_full"} 1"#), "{text}");
 }
+
+/// Reads from a raw connection until the server closes it; what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the elector kept the connection open")
+        .unwrap_or_default();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+async fn metric_line(client: &Client, prefix: &str) -> String {
+    let metrics = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {text}")).to_owned()
+}
+
+#[tokio::test]
+async fn a_half_sent_request_and_an_idle_connection_are_closed_at_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (elector, _client) = start(&["--header-read-timeout", "300ms"]).await;
+    let mut half = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
+    read_until_closed(&mut half).await;
+    read_until_closed(&mut idle).await;
+}
+
+#[tokio::test]
+async fn past_max_connections_a_connection_gets_503_and_is_counted() {
+    use tokio::io::AsyncWriteExt;
+    let (elector, client) = start(&["--max-connections", "2"]).await;
+    let held: Vec<_> = futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(elector.addr()))).await;
+    // The server accepts in order: these two hold the slots.
+    let mut first = held.into_iter().map(Result::unwrap).collect::<Vec<_>>();
+    let mut third = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
+    let answer = read_until_closed(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1") && answer.contains("--max-connections"), "{answer}");
+    // Once the held ones are done, there is room again.
+    for held in &mut first {
+        held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        assert!(read_until_closed(held).await.starts_with("HTTP/1.1 200"));
+    }
+    let mut line = None;
+    for _ in 0..1000 {
+        match client.request(Method::GET, "/metrics", None::<&()>).await {
+            Ok(reply) if reply.status == StatusCode::OK => {
+                let text = String::from_utf8(reply.body.to_vec()).unwrap();
+                line = text.lines().find(|l| l.contains("limit=\"connections\"")).map(str::to_owned);
+                break;
+            }
+            // The server frees a slot just after it closes a connection.
+            _ => tokio::task::yield_now().await,
+        }
+    }
+    assert_eq!(line.as_deref(), Some("mpsync_refusals_total{limit=\"connections\"} 1"));
+}
+
+#[tokio::test]
+async fn past_max_long_polls_a_long_poll_gets_429_and_headers_past_the_limit_get_431() {
+    let (_elector, client) = start(&["--max-long-polls", "1", "--max-header-bytes", "8192"]).await;
+    let parked = tokio::spawn({
+        let client = client.clone();
+        async move { client.read(Kind::Lock, "watched", Some((0, PATIENCE))).await }
+    });
+    // Wait until the first one is parked.
+    while metric_line(&client, "mpsync_watchers").await != "mpsync_watchers 1" {
+        tokio::task::yield_now().await;
+    }
+    let second = client.request(Method::GET, "/v1/locks/watched?wait=0&timeout_ms=1000", None::<&()>).await.unwrap();
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(second.headers.contains_key("retry-after"));
+    assert!(second.json::<ErrorBody>().unwrap().message.contains("--max-long-polls"));
+    assert_eq!(
+        metric_line(&client, "mpsync_refusals_total{limit=\"long_polls\"}").await,
+        "mpsync_refusals_total{limit=\"long_polls\"} 1"
+    );
+    granted(&client, Kind::Lock, "watched", &acquire("a", 60_000)).await;
+    assert!(matches!(parked.await.unwrap().unwrap(), Read::Held(_)));
+
+    use tokio::io::AsyncWriteExt;
+    let mut big = tokio::net::TcpStream::connect(_elector.addr()).await.unwrap();
+    let header = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nx-padding: {}\r\n\r\n", "a".repeat(20_000));
+    let _ = big.write_all(header.as_bytes()).await;
+    let answer = read_until_closed(&mut big).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}

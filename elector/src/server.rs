@@ -1,0 +1,147 @@
+//! The HTTP server around the API, with the limits that keep a flood of
+//! connections or half-sent requests from wearing the elector down.
+//!
+//! - at most `max_connections` open at once: one more is answered at once
+//!   with 503 and `retry-after`, and closed;
+//! - a request's headers must arrive within `header_read_timeout`, which is
+//!   also how long an idle keep-alive connection is kept (a slow or silent
+//!   client cannot hold a connection for ever);
+//! - headers of at most `max_header_bytes`, answered 431 past it;
+//! - bodies of at most 16 KiB (413, in [`crate::api`]) and at most
+//!   `max_long_polls` long-polls parked at once (429, in [`crate::api`]).
+//!
+//! Every refusal is counted in `/metrics` (`mpsync_refusals_total`) and
+//! logged, at most once a second per limit.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use crate::metrics::Refusal;
+use crate::service::Service;
+
+/// The server's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Time to send a request's headers, and to keep an idle connection.
+    pub header_read_timeout: Duration,
+    /// Bytes of request line and headers.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_connections: 10_000, header_read_timeout: Duration::from_secs(10), max_header_bytes: 16 * 1024 }
+    }
+}
+
+/// Logs a refusal at most once a second (the counter has them all).
+pub(crate) struct Quiet {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Quiet {
+    pub(crate) fn new() -> Quiet {
+        Quiet { origin: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    /// True at most once a second.
+    pub(crate) fn speak(&self) -> bool {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1_000);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now >= last + 1_000 && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
+const FULL: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+connection: close\r\ncontent-length: 100\r\n\r\n\
+{\"error\":\"unavailable\",\"message\":\"too many connections open (--max-connections); retry in a second\"}";
+
+/// Serves the API on an already-bound `listener` within `limits` until
+/// `shutdown` resolves; then stops accepting, answers pending long-polls
+/// at once, finishes the requests in flight and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = TowerToHyperService::new(crate::api::router(service.clone()));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let quiet = Quiet::new();
+    let mut failing_accepts = Quiet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: keep serving the
+                    // connections we have and try again shortly.
+                    if failing_accepts.speak() {
+                        tracing::warn!("accepting a connection: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            service.metrics().refuse(Refusal::Connection);
+            if quiet.speak() {
+                tracing::warn!(max = limits.max_connections, "refusing connections past --max-connections");
+            }
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(FULL.as_bytes())).await;
+            });
+            continue;
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), app.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+        failing_accepts = Quiet::new();
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    service.begin_shutdown();
+    graceful.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_full_answer_says_how_long_it_is() {
+        let (head, body) = FULL.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{body}");
+        serde_json::from_str::<serde_json::Value>(body).unwrap();
+    }
+
+    #[test]
+    fn refusals_are_logged_at_most_once_a_second() {
+        let quiet = Quiet::new();
+        assert!(quiet.speak());
+        assert!(!quiet.speak());
+    }
+}
