@@ -16,6 +16,7 @@ bench: setup
 	cargo build --locked --release -p elector --bin elector
 	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
 	cargo bench --locked -p elector --bench elector && \
+	cargo bench --locked -p elector --bench capacity && \
 	cargo bench --locked -p mpsync --bench host && \
 	cargo bench --locked -p mpsync --bench envoy && \
 	cargo bench --locked -p mpsync --bench stores
