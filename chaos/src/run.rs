@@ -12,7 +12,9 @@
 //! contender SIGSTOPped for longer than its TTL, an elector SIGKILLed and
 //! restarted on the same address (and, on the memory store, the same state
 //! file), the store paused past the elector's store timeout, the store
-//! restarted. The run ends after the asked number of hand-overs or its
+//! restarted; on etcd (a 3-member cluster) a member, or the raft leader,
+//! killed and restarted; and the network between electors and store
+//! delayed, black-holed past the store timeout, or cut (a TCP relay). The run ends after the asked number of hand-overs or its
 //! time limit, whichever comes first.
 
 use std::collections::BTreeMap;
@@ -27,6 +29,8 @@ use elector::child::ElectorProcess;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use tokio::sync::watch;
+
+use testkit::relay::{Mode, Relay};
 
 use crate::check::{Fault, Findings, check};
 use crate::fence::Fence;
@@ -188,6 +192,19 @@ enum StoreProcess {
     Kubernetes(testkit::LeaseApi),
 }
 
+/// The network between the electors and the store: one relay per store
+/// address.
+#[derive(Default)]
+struct Network {
+    relays: Vec<Relay>,
+}
+
+impl Network {
+    fn set(&self, mode: Mode) {
+        self.relays.iter().for_each(|r| r.set(mode));
+    }
+}
+
 struct Electors {
     bin: PathBuf,
     args: Vec<String>,
@@ -269,6 +286,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
 
     let store_timeout = Duration::from_millis(500);
     let mut store = StoreProcess::None;
+    let mut network = Network::default();
     let mut args: Vec<String> = vec!["--log".into(), "error".into(), "--identity".into(), "chaos".into()];
     args.extend(["--store-timeout".into(), humantime::format_duration(store_timeout).to_string()]);
     let electors_wanted = match config.store {
@@ -277,14 +295,21 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             1
         }
         StoreKind::Etcd => {
-            let etcd = testkit::Etcd::start().await?;
-            args.extend(["--store".into(), "etcd".into(), "--etcd-endpoints".into(), etcd.endpoint()]);
+            let etcd = testkit::Etcd::cluster(3).await?;
+            for addr in etcd.addrs() {
+                network.relays.push(Relay::start(addr).await?);
+            }
+            let endpoints: Vec<String> = network.relays.iter().map(|r| format!("http://{}", r.addr())).collect();
+            args.extend(["--store".into(), "etcd".into(), "--etcd-endpoints".into(), endpoints.join(",")]);
             store = StoreProcess::Etcd(etcd);
             config.electors.max(1)
         }
         StoreKind::Kubernetes => {
             let api = testkit::LeaseApi::start().await?;
-            let kubeconfig = api.write_kubeconfig(&work, "chaos")?;
+            let target = api.url().trim_start_matches("http://").parse()?;
+            network.relays.push(Relay::start(target).await?);
+            let via = format!("http://{}", network.relays[0].addr());
+            let kubeconfig = api.write_kubeconfig_via(&work, "chaos", &via)?;
             args.extend([
                 "--store".into(),
                 "kubernetes".into(),
@@ -383,7 +408,18 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let mut kinds = vec!["contender-kill", "contender-freeze", "elector-restart"];
     match config.store {
         StoreKind::Memory => {}
-        StoreKind::Etcd | StoreKind::Kubernetes => kinds.extend(["store-pause", "store-restart"]),
+        StoreKind::Etcd => kinds.extend([
+            "store-pause",
+            "store-restart",
+            "etcd-member-restart",
+            "etcd-leader-restart",
+            "network-delay",
+            "network-blackhole",
+            "network-cut",
+        ]),
+        StoreKind::Kubernetes => {
+            kinds.extend(["store-pause", "store-restart", "network-delay", "network-blackhole", "network-cut"])
+        }
     }
     let deadline = origin + config.time_limit;
     // The first section on each lock is not a hand-over.
@@ -448,6 +484,30 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                     StoreProcess::None => {}
                 }
             }
+            "etcd-member-restart" | "etcd-leader-restart" => {
+                if let StoreProcess::Etcd(etcd) = &mut store {
+                    let member = match kind {
+                        "etcd-leader-restart" => etcd.leader().await,
+                        _ => None,
+                    }
+                    .unwrap_or_else(|| rng.below(etcd.size() as u64) as usize);
+                    etcd.kill_member(member).await?;
+                    // Down for a while: the others carry on (or elect).
+                    tokio::time::sleep(store_timeout.mul_f64(1.0 + 2.0 * rng.unit())).await;
+                    etcd.restart_member(member).await?;
+                }
+            }
+            "network-delay" => {
+                network.set(Mode::Delay(Duration::from_millis(50 + rng.below(300))));
+                tokio::time::sleep(config.ttl.mul_f64(0.5 + rng.unit())).await;
+                network.set(Mode::Pass);
+            }
+            "network-blackhole" => {
+                network.set(Mode::BlackHole);
+                tokio::time::sleep(store_timeout.mul_f64(1.5 + rng.unit())).await;
+                network.set(Mode::Pass);
+            }
+            "network-cut" => network.relays.iter().for_each(Relay::cut),
             "store-restart" => match &mut store {
                 StoreProcess::Etcd(etcd) => etcd.restart().await?,
                 StoreProcess::Kubernetes(api) => api.restart().await?,

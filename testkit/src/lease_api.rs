@@ -598,12 +598,18 @@ impl LeaseApi {
     /// Writes a kubeconfig for this server with `namespace` as the
     /// context's namespace, into `dir`, and returns its path.
     pub fn write_kubeconfig(&self, dir: &Path, namespace: &str) -> std::io::Result<PathBuf> {
+        self.write_kubeconfig_via(dir, namespace, &self.url())
+    }
+
+    /// Like [`LeaseApi::write_kubeconfig`], with the server reached at
+    /// `server` instead (a relay in front of this one, say).
+    pub fn write_kubeconfig_via(&self, dir: &Path, namespace: &str, server: &str) -> std::io::Result<PathBuf> {
         let path = dir.join("kubeconfig");
         let config = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {}\ncontexts:\n- name: \
              emulator\n  context:\n    cluster: emulator\n    user: test\n    namespace: {namespace}\ncurrent-context: \
              emulator\nusers:\n- name: test\n  user:\n    token: emulator-accepts-anyone\n",
-            self.url()
+            server
         );
         std::fs::write(&path, config)?;
         Ok(path)

@@ -2,6 +2,7 @@
 //!
 //! - [`etcd::Etcd`]: a real etcd process on loopback ports the OS picked.
 //! - [`bench`]: percentiles and formatting for the benchmarks.
+//! - [`relay::Relay`]: a TCP relay that delays, black-holes and cuts.
 //! - [`lease_api::LeaseApi`]: a Kubernetes Lease API emulator over real
 //!   HTTP, the one stand-in allowed (no API server can run here). It
 //!   follows the documented status codes, resourceVersion conflicts and
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub mod bench;
 pub mod etcd;
 pub mod lease_api;
+pub mod relay;
 
 pub use etcd::Etcd;
 pub use lease_api::LeaseApi;
