@@ -83,3 +83,10 @@ if ! PYTHONPATH=.tools/kubernetes-validate .tools/kubernetes-validate/bin/kubern
   say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (PyPI) into .tools/kubernetes-validate"
   pip_into kubernetes-validate "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
+
+# schemathesis, to test the elector against elector/openapi.yaml.
+SCHEMATHESIS_VERSION=4.32.5
+if ! PYTHONPATH=.tools/schemathesis .tools/schemathesis/bin/st --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  say "installing schemathesis $SCHEMATHESIS_VERSION (PyPI, about 30 MB) into .tools/schemathesis"
+  pip_into schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
+fi

@@ -28,6 +28,10 @@ export MPSYNC_WASM_DIR
 step "deploy/: kustomize renders, strict schema validation, envoy --mode validate"
 scripts/check-deploy.sh
 
+step "elector/openapi.yaml against a running elector (schemathesis)"
+cargo build --locked -p elector
+scripts/check-openapi.sh target/debug/elector
+
 step "doc tests"
 cargo test --locked --workspace --doc
 

@@ -16,7 +16,8 @@ pub const MIN_TTL_MS: u64 = 10;
 pub const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// The longest a long-poll (`GET …?wait=`) may be asked to wait.
 pub const MAX_WAIT_MS: u64 = 5 * 60 * 1000;
-/// The longest holder identity accepted (the length of a Kubernetes name).
+/// The longest holder identity accepted, in characters (the length of a
+/// Kubernetes name).
 pub const MAX_HOLDER_LEN: usize = 253;
 
 /// What a record guards: a plain lock, or an election whose holder is the
@@ -59,11 +60,18 @@ pub struct AcquireRequest {
     /// How long the lease lasts after the elector sees this request.
     pub ttl_ms: u64,
     /// The fencing token of the lease being renewed; absent to acquire.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub token: Option<u64>,
     /// Elections only: the `ip:port` where the leader serves traffic.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+}
+
+/// An optional field that, when present, must hold a value: `null` is
+/// refused (the API document allows only a number or a string there), so
+/// that "absent" has one spelling.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Body of `DELETE /v1/{locks,elections}/{name}`: release at once.
@@ -89,16 +97,17 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
     InvalidField { field, message: message.into() }
 }
 
-/// Checks a holder identity: non-empty, at most [`MAX_HOLDER_LEN`] bytes, no
-/// control characters.
+/// Checks a holder identity: non-empty, at most [`MAX_HOLDER_LEN`]
+/// characters, no control characters.
 pub fn validate_holder(holder: &str) -> Result<(), InvalidField> {
     if holder.is_empty() {
         return Err(invalid("holder", "holder must not be empty"));
     }
-    if holder.len() > MAX_HOLDER_LEN {
+    let chars = holder.chars().count();
+    if chars > MAX_HOLDER_LEN {
         return Err(invalid(
             "holder",
-            format!("holder is {} bytes long; at most {MAX_HOLDER_LEN} are allowed", holder.len()),
+            format!("holder is {chars} characters long; at most {MAX_HOLDER_LEN} are allowed"),
         ));
     }
     if holder.chars().any(char::is_control) {

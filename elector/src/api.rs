@@ -182,13 +182,13 @@ fn parse_wait(query: Option<&str>) -> Result<Option<(u64, Duration)>, ApiError> 
         }
     }
     match (wait, timeout) {
-        (None, None) => Ok(None),
-        (None, Some(_)) => Err(ApiError::bad(ErrorCode::InvalidQuery, "timeout_ms", "timeout_ms needs wait=VERSION")),
-        (Some(_), Some(t)) if t > MAX_WAIT_MS => Err(ApiError::bad(
+        (_, Some(t)) if t > MAX_WAIT_MS => Err(ApiError::bad(
             ErrorCode::InvalidQuery,
             "timeout_ms",
             format!("timeout_ms is {t}; at most {MAX_WAIT_MS} is allowed"),
         )),
+        // timeout_ms alone: a plain read, which waits for nothing.
+        (None, _) => Ok(None),
         (Some(v), t) => Ok(Some((v, Duration::from_millis(t.unwrap_or(DEFAULT_WAIT_MS))))),
     }
 }

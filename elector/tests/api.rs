@@ -355,7 +355,18 @@ async fn bad_input_gets_its_documented_status_and_error() {
             None,
         ),
         (Method::GET, "/v1/locks/ok?wait=abc", None, 400, Some(ErrorCode::InvalidQuery), Some("wait")),
-        (Method::GET, "/v1/locks/ok?timeout_ms=5", None, 400, Some(ErrorCode::InvalidQuery), Some("timeout_ms")),
+        // timeout_ms without wait: a plain read (the API document cannot
+        // say "only with wait", so the server does not insist).
+        (Method::GET, "/v1/locks/ok?timeout_ms=5", None, 404, Some(ErrorCode::NotFound), None),
+        // An optional field is a value or absent, never null.
+        (
+            Method::PUT,
+            "/v1/locks/ok",
+            Some(r#"{"holder":"w","ttl_ms":1000,"token":null}"#.into()),
+            400,
+            Some(ErrorCode::MalformedBody),
+            Some("token"),
+        ),
         (
             Method::GET,
             "/v1/locks/ok?wait=1&timeout_ms=999999999",

@@ -1,31 +1,115 @@
-//! `elector/openapi.yaml` describes what the code serves: every route, and
-//! every error code and conflict reason of `mpsync_core::wire`.
+//! `elector/openapi.yaml` is a valid OpenAPI 3.0 document (parsed by a real
+//! OpenAPI library, every `$ref` resolved) and describes what the code
+//! serves: every route and method, every error code and conflict reason of
+//! `mpsync_core::wire`. That responses match it, and that requests it
+//! forbids are refused, is checked against a running elector by
+//! schemathesis (`scripts/check-openapi.sh`, run by `make test`).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use mpsync_core::wire::{ConflictReason, ErrorCode};
+use openapiv3::{OpenAPI, ReferenceOr, Schema, SchemaKind, Type};
 
 const SPEC: &str = include_str!("../openapi.yaml");
 
+/// What the router serves, by path.
+const ROUTES: [(&str, &[&str]); 6] = [
+    ("/locks/{name}", &["get", "put"]),
+    ("/v1/locks/{name}", &["get", "put", "delete"]),
+    ("/v1/elections/{name}", &["get", "put", "delete"]),
+    ("/healthz", &["get"]),
+    ("/readyz", &["get"]),
+    ("/metrics", &["get"]),
+];
+
+fn spec() -> OpenAPI {
+    serde_yaml::from_str(SPEC).expect("openapi.yaml is not an OpenAPI 3.0 document")
+}
+
+fn schema<'a>(api: &'a OpenAPI, name: &str) -> &'a Schema {
+    match api.components.as_ref().unwrap().schemas.get(name) {
+        Some(ReferenceOr::Item(s)) => s,
+        other => panic!("schema {name}: {other:?}"),
+    }
+}
+
+fn property_enum(api: &OpenAPI, schema_name: &str, property: &str) -> Vec<String> {
+    let SchemaKind::Type(Type::Object(object)) = &schema(api, schema_name).schema_kind else { panic!() };
+    let Some(ReferenceOr::Item(p)) = object.properties.get(property) else { panic!("{schema_name}.{property}") };
+    let SchemaKind::Type(Type::String(s)) = &p.schema_kind else { panic!() };
+    s.enumeration.iter().flatten().cloned().collect()
+}
+
 #[test]
-fn every_route_is_documented() {
-    for path in ["/locks/{name}:", "/v1/locks/{name}:", "/v1/elections/{name}:", "/healthz:", "/readyz:", "/metrics:"] {
-        assert!(SPEC.lines().any(|l| l.trim() == path), "{path} missing from openapi.yaml");
+fn it_is_openapi_3_and_every_reference_resolves() {
+    let api = spec();
+    assert!(api.openapi.starts_with("3.0"));
+    let value: serde_yaml::Value = serde_yaml::from_str(SPEC).unwrap();
+    let mut refs = Vec::new();
+    fn walk(v: &serde_yaml::Value, refs: &mut Vec<String>) {
+        match v {
+            serde_yaml::Value::Mapping(m) => {
+                for (k, v) in m {
+                    if k.as_str() == Some("$ref") {
+                        refs.push(v.as_str().unwrap().to_owned());
+                    }
+                    walk(v, refs);
+                }
+            }
+            serde_yaml::Value::Sequence(s) => s.iter().for_each(|v| walk(v, refs)),
+            _ => {}
+        }
+    }
+    walk(&value, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        let mut at = &value;
+        for part in r.trim_start_matches("#/").split('/') {
+            at = at.get(part).unwrap_or_else(|| panic!("{r} does not resolve"));
+        }
+    }
+}
+
+#[test]
+fn every_route_and_method_is_documented_and_nothing_else() {
+    let api = spec();
+    let documented: Vec<&String> = api.paths.paths.keys().collect();
+    assert_eq!(documented.len(), ROUTES.len(), "{documented:?}");
+    for (path, methods) in ROUTES {
+        let Some(ReferenceOr::Item(item)) = api.paths.paths.get(path) else { panic!("{path} missing") };
+        let have: Vec<&str> = item.iter().map(|(m, _)| m).collect();
+        assert_eq!(have, methods, "{path}");
+        for (method, op) in item.iter() {
+            assert!(op.operation_id.is_some(), "{method} {path} has no operationId");
+            assert!(!op.responses.responses.is_empty(), "{method} {path} documents no response");
+        }
     }
 }
 
 #[test]
 fn every_error_code_and_conflict_reason_is_documented() {
     use ErrorCode::*;
-    let codes =
-        [InvalidName, MalformedBody, InvalidField, InvalidQuery, NotFound, MethodNotAllowed, BodyTooLarge, Unavailable];
-    let enum_line = SPEC.lines().find(|l| l.contains("enum: [invalid_name")).unwrap();
-    for code in codes {
+    let api = spec();
+    let codes = property_enum(&api, "Error", "error");
+    for code in
+        [InvalidName, MalformedBody, InvalidField, InvalidQuery, NotFound, MethodNotAllowed, BodyTooLarge, Unavailable]
+    {
         let name = serde_json::to_value(code).unwrap();
-        assert!(enum_line.contains(name.as_str().unwrap()), "{name} missing from the Error enum");
+        assert!(codes.iter().any(|c| c == name.as_str().unwrap()), "{name} missing from the Error enum");
     }
+    let reasons = property_enum(&api, "Conflict", "reason");
     for reason in [ConflictReason::Held, ConflictReason::StaleToken, ConflictReason::NotHeld] {
         let name = serde_json::to_value(reason).unwrap();
-        assert!(SPEC.contains(&format!(" {}", name.as_str().unwrap())), "{name} missing");
+        assert!(reasons.iter().any(|r| r == name.as_str().unwrap()), "{name} missing");
     }
+}
+
+#[test]
+fn request_bounds_match_the_core_constants() {
+    let api = spec();
+    let SchemaKind::Type(Type::Integer(ttl)) = &schema(&api, "TtlMs").schema_kind else { panic!() };
+    assert_eq!(ttl.minimum, Some(mpsync_core::wire::MIN_TTL_MS as i64));
+    assert_eq!(ttl.maximum, Some(mpsync_core::wire::MAX_TTL_MS as i64));
+    let SchemaKind::Type(Type::String(holder)) = &schema(&api, "Holder").schema_kind else { panic!() };
+    assert_eq!(holder.max_length, Some(mpsync_core::wire::MAX_HOLDER_LEN));
 }
