@@ -1,7 +1,7 @@
 # metaparticle-sync: the two commands of the README, and the benchmarks.
 # Each target first runs scripts/setup.sh, which installs what is missing.
 
-.PHONY: setup demo test bench chaos
+.PHONY: setup demo test bench chaos fuzz
 
 setup:
 	@scripts/setup.sh
@@ -36,3 +36,8 @@ chaos: setup
 	target/debug/mpsync-chaos $(foreach s,$(CHAOS_STORES),--store $(s)) \
 	  --handovers $(CHAOS_HANDOVERS) --time-limit $(CHAOS_TIME_LIMIT) \
 	  $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) --json target/chaos/report.json --history-dir target/chaos $(CHAOS_ARGS)
+
+# Every fuzz target for FUZZ_SECONDS each (default 300); see scripts/fuzz.sh.
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh

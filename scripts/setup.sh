@@ -90,3 +90,10 @@ if ! PYTHONPATH=.tools/schemathesis .tools/schemathesis/bin/st --version 2>/dev/
   say "installing schemathesis $SCHEMATHESIS_VERSION (PyPI, about 30 MB) into .tools/schemathesis"
   pip_into schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+
+# cargo-fuzz, for the fuzz targets in fuzz/ (stable Rust, no sanitizer).
+CARGO_FUZZ_VERSION=0.13.2
+if ! .tools/cargo-fuzz/bin/cargo-fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION"; then
+  say "installing cargo-fuzz $CARGO_FUZZ_VERSION into .tools/cargo-fuzz (a minute or two, once)"
+  cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root .tools/cargo-fuzz
+fi

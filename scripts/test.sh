@@ -32,6 +32,9 @@ step "elector/openapi.yaml against a running elector (schemathesis)"
 cargo build --locked -p elector
 scripts/check-openapi.sh target/debug/elector
 
+step "fuzz targets, briefly (make fuzz runs them longer)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz.sh
+
 step "doc tests"
 cargo test --locked --workspace --doc
 

@@ -84,6 +84,61 @@ pub struct ReleaseRequest {
     pub token: u64,
 }
 
+/// How long a long-poll waits when `timeout_ms` is not given.
+pub const DEFAULT_WAIT_MS: u64 = 30_000;
+
+/// A long-poll asked for in a query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    /// Answer once the view's version differs from this one.
+    pub version: u64,
+    /// ...or after this many milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// A query parameter that is wrong, with a message for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidQuery {
+    /// The parameter.
+    pub param: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Parses the query of a `GET` on a record: `wait=VERSION` asks for a
+/// long-poll, `timeout_ms=N` bounds it (at most [`MAX_WAIT_MS`], default
+/// [`DEFAULT_WAIT_MS`]); `timeout_ms` alone is a plain read. Any other
+/// parameter, or a value that is not a number, is refused with the
+/// parameter named.
+pub fn parse_wait(query: Option<&str>) -> Result<Option<Wait>, InvalidQuery> {
+    let (mut wait, mut timeout) = (None, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = |what: &str| {
+            v.parse::<u64>()
+                .map_err(|_| InvalidQuery { param: k.to_owned(), message: format!("{k}={v:?} is not {what}") })
+        };
+        match k {
+            "wait" => wait = Some(number("a version (a non-negative integer)")?),
+            "timeout_ms" => timeout = Some(number("a number of milliseconds")?),
+            _ => {
+                return Err(InvalidQuery {
+                    param: k.to_owned(),
+                    message: format!("unknown query parameter {k:?}; only wait and timeout_ms are accepted"),
+                });
+            }
+        }
+    }
+    match (wait, timeout) {
+        (_, Some(t)) if t > MAX_WAIT_MS => Err(InvalidQuery {
+            param: "timeout_ms".into(),
+            message: format!("timeout_ms is {t}; at most {MAX_WAIT_MS} is allowed"),
+        }),
+        (None, _) => Ok(None),
+        (Some(version), t) => Ok(Some(Wait { version, timeout_ms: t.unwrap_or(DEFAULT_WAIT_MS) })),
+    }
+}
+
 /// A request field that failed validation, with a message for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidField {
@@ -294,5 +349,33 @@ mod tests {
         assert_eq!(bad(r#"{"holder":"a","ttl_ms":1000,"address":"1.2.3.4:5"}"#, Kind::Lock), "address");
         assert_eq!(bad(r#"{"holder":"a","ttl_ms":1000,"address":"nowhere"}"#, Kind::Election), "address");
         assert!(req(r#"{"holder":"a","ttl_ms":1000,"address":"[::1]:80"}"#).unwrap().validate(Kind::Election).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::*;
+
+    #[test]
+    fn wait_queries_parse_with_the_culprit_named() {
+        assert_eq!(parse_wait(None), Ok(None));
+        assert_eq!(parse_wait(Some("timeout_ms=5")), Ok(None), "timeout_ms alone is a plain read");
+        assert_eq!(parse_wait(Some("wait=4")), Ok(Some(Wait { version: 4, timeout_ms: DEFAULT_WAIT_MS })));
+        assert_eq!(parse_wait(Some("wait=4&timeout_ms=9&")), Ok(Some(Wait { version: 4, timeout_ms: 9 })));
+        for (query, param) in [("wait=x", "wait"), ("wait=1&timeout_ms=300001", "timeout_ms"), ("colour=red", "colour")]
+        {
+            assert_eq!(parse_wait(Some(query)).unwrap_err().param, param, "{query}");
+        }
+    }
+
+    #[test]
+    fn optional_fields_are_values_or_absent_never_null() {
+        assert!(serde_json::from_str::<AcquireRequest>(r#"{"holder":"a","ttl_ms":10,"token":null}"#).is_err());
+        assert!(serde_json::from_str::<AcquireRequest>(r#"{"holder":"a","ttl_ms":10,"address":null}"#).is_err());
+        let r: AcquireRequest = serde_json::from_str(r#"{"holder":"a","ttl_ms":10}"#).unwrap();
+        assert_eq!((r.token, r.address), (None, None));
+        let long = "é".repeat(MAX_HOLDER_LEN);
+        assert!(validate_holder(&long).is_ok(), "counted in characters, not bytes");
+        assert!(validate_holder(&format!("{long}x")).is_err());
     }
 }

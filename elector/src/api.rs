@@ -20,9 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use mpsync_core::wire::{
-    AcquireRequest, CompatLock, ConflictView, ErrorCode, Kind, LeaseView, MAX_WAIT_MS, ReleaseRequest,
-};
+use mpsync_core::wire::{AcquireRequest, CompatLock, ConflictView, ErrorCode, Kind, LeaseView, ReleaseRequest};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -31,8 +29,6 @@ use crate::store::Key;
 
 /// The largest request body accepted (bytes).
 pub const MAX_BODY: usize = 16 * 1024;
-/// How long a long-poll waits when `timeout_ms` is not given.
-pub const DEFAULT_WAIT_MS: u64 = 30_000;
 
 type Shared = State<Arc<Service>>;
 
@@ -161,36 +157,11 @@ async fn read_json<T: DeserializeOwned>(body: Body, example: &str) -> Result<T, 
     })
 }
 
-/// `?wait=VERSION&timeout_ms=N`, parsed with messages that name the culprit.
+/// `?wait=VERSION&timeout_ms=N` (see [`mpsync_core::wire::parse_wait`]).
 fn parse_wait(query: Option<&str>) -> Result<Option<(u64, Duration)>, ApiError> {
-    let (mut wait, mut timeout) = (None, None);
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let number = |what: &str| {
-            v.parse::<u64>().map_err(|_| ApiError::bad(ErrorCode::InvalidQuery, k, format!("{k}={v:?} is not {what}")))
-        };
-        match k {
-            "wait" => wait = Some(number("a version (a non-negative integer)")?),
-            "timeout_ms" => timeout = Some(number("a number of milliseconds")?),
-            _ => {
-                return Err(ApiError::bad(
-                    ErrorCode::InvalidQuery,
-                    k,
-                    format!("unknown query parameter {k:?}; only wait and timeout_ms are accepted"),
-                ));
-            }
-        }
-    }
-    match (wait, timeout) {
-        (_, Some(t)) if t > MAX_WAIT_MS => Err(ApiError::bad(
-            ErrorCode::InvalidQuery,
-            "timeout_ms",
-            format!("timeout_ms is {t}; at most {MAX_WAIT_MS} is allowed"),
-        )),
-        // timeout_ms alone: a plain read, which waits for nothing.
-        (None, _) => Ok(None),
-        (Some(v), t) => Ok(Some((v, Duration::from_millis(t.unwrap_or(DEFAULT_WAIT_MS))))),
-    }
+    mpsync_core::wire::parse_wait(query)
+        .map(|wait| wait.map(|w| (w.version, Duration::from_millis(w.timeout_ms))))
+        .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, e.param, e.message))
 }
 
 fn view_response(key: &Key, view: View) -> Response {

@@ -186,9 +186,11 @@ async fn delete_frees_the_lock_and_a_pending_long_poll_answers_at_once() {
 async fn a_long_poll_answers_with_the_unchanged_record_at_its_timeout() {
     let (_elector, client) = start(&[]).await;
     let a = granted(&client, Kind::Lock, "quiet", &acquire("a", 60_000)).await;
-    let read = client.read(Kind::Lock, "quiet", Some((a.version, Duration::from_millis(50)))).await.unwrap();
+    let read = client.read(Kind::Lock, "quiet", Some((a.version, Duration::from_millis(300)))).await.unwrap();
     let Read::Held(lease) = read else { panic!() };
     assert_eq!((lease.version, lease.holder.as_str()), (a.version, "a"));
+    // The time left is as of the answer, not of the start of the wait.
+    assert!(lease.expires_in_ms <= a.expires_in_ms - 300, "{} then {}", a.expires_in_ms, lease.expires_in_ms);
     // A stale version answers at once, with the current record.
     let Read::Held(now) = client.read(Kind::Lock, "quiet", Some((a.version - 1, PATIENCE))).await.unwrap() else {
         panic!()
