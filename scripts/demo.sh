@@ -20,11 +20,14 @@ pids=()
 # Stop in reverse order of start: watchers before the elector they watch.
 cleanup() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
+  rm -rf "${state:-}"
 }
 trap cleanup EXIT
 
 # Start the elector on a port the OS picks and read the address it prints.
-exec 3< <(exec "$bin/elector" --listen 127.0.0.1:0 --identity demo --log warn)
+# A state file of its own, so the story starts from token 1 every time.
+state=$(mktemp -d)
+exec 3< <(exec "$bin/elector" --listen 127.0.0.1:0 --identity demo --log warn --state-file "$state/elector.json")
 pids+=($!)
 read -r -t 30 -u 3 line || { echo "the elector did not start" >&2; exit 1; }
 url=${line#elector listening on }
