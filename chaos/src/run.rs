@@ -273,6 +273,29 @@ impl Electors {
     }
 }
 
+/// A contender: runs the commands `next` makes, one after another, until
+/// the run stops, keeping its pid where the faults can find it.
+/// `whole_app`: the process runs the critical section's own code (freezing
+/// it freezes the section).
+async fn contend(
+    client: String,
+    whole_app: bool,
+    running: Shared<Running>,
+    stop: watch::Receiver<bool>,
+    mut next: impl FnMut() -> Command,
+) {
+    while !*stop.borrow() {
+        let spawned =
+            next().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn();
+        let Ok(mut child) = spawned else { break };
+        if let Some(pid) = child.id() {
+            guard(&running).pids.insert(client.clone(), (pid, whole_app));
+        }
+        let _ = child.wait().await;
+        guard(&running).pids.remove(&client);
+    }
+}
+
 /// Runs one chaos run and returns its report.
 pub async fn run(config: Config) -> anyhow::Result<Report> {
     let origin = Instant::now();
@@ -335,35 +358,24 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     for c in 0..config.contenders {
         let client = format!("lock-{c}");
         let url = urls[c % urls.len()].clone();
+        let (bins, locks, ttl) = (config.bins.clone(), lock_names.clone(), config.ttl);
         let mut rng = rng.fork();
-        let (running, stop, bins, locks) = (running.clone(), stop.clone(), config.bins.clone(), lock_names.clone());
-        let ttl = config.ttl;
-        tasks.push(tokio::spawn(async move {
-            while !*stop.borrow() {
-                let lock = &locks[rng.below(locks.len() as u64) as usize];
-                let child = Command::new(&bins.mpsync)
-                    .args(["lock", "--elector", &url, "--holder", &client, "--timeout", "10s"])
-                    .arg("--ttl")
-                    .arg(humantime::format_duration(ttl).to_string())
-                    .args([lock.as_str(), "--"])
-                    .arg(&bins.worker)
-                    .env("CHAOS_FENCE", fence_addr.to_string())
-                    .env("CHAOS_CLIENT", &client)
-                    .env("CHAOS_WRITES", (1 + rng.below(4)).to_string())
-                    .env("CHAOS_GAP_MS", (1 + rng.below(ttl.as_millis() as u64 / 10 + 1)).to_string())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .kill_on_drop(true)
-                    .spawn();
-                let Ok(mut child) = child else { break };
-                if let Some(pid) = child.id() {
-                    guard(&running).pids.insert(client.clone(), (pid, false));
-                }
-                let _ = child.wait().await;
-                guard(&running).pids.remove(&client);
-            }
-        }));
+        // One `mpsync lock` per critical section.
+        let next = move || {
+            let lock = &locks[rng.below(locks.len() as u64) as usize];
+            let mut cmd = Command::new(&bins.mpsync);
+            cmd.args(["lock", "--elector", &url, "--holder", &client, "--timeout", "10s"])
+                .arg("--ttl")
+                .arg(humantime::format_duration(ttl).to_string())
+                .args([lock.as_str(), "--"])
+                .arg(&bins.worker)
+                .env("CHAOS_FENCE", fence_addr.to_string())
+                .env("CHAOS_CLIENT", &client)
+                .env("CHAOS_WRITES", (1 + rng.below(4)).to_string())
+                .env("CHAOS_GAP_MS", (1 + rng.below(ttl.as_millis() as u64 / 10 + 1)).to_string());
+            cmd
+        };
+        tasks.push(tokio::spawn(contend(format!("lock-{c}"), false, running.clone(), stop.clone(), next)));
     }
     if let Some(dir) = &config.bins.wasm {
         for (c, (app, extra)) in
@@ -371,36 +383,21 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         {
             let client = format!("wasm-{c}");
             let url = urls[c % urls.len()].clone();
-            let (running, stop, bins, locks) = (running.clone(), stop.clone(), config.bins.clone(), lock_names.clone());
-            let app = dir.join(app);
-            let ttl = config.ttl;
-            let seed = rng.next_u64();
-            tasks.push(tokio::spawn(async move {
-                while !*stop.borrow() {
+            let (bins, locks, ttl) = (config.bins.clone(), lock_names.join(","), config.ttl);
+            let (app, seed) = (dir.join(app), rng.next_u64());
+            // One `mpsync run` taking turns until it is killed.
+            let next = {
+                let client = client.clone();
+                move || {
                     let mut cmd = Command::new(&bins.mpsync);
-                    cmd.args(["run", "--elector", &url]);
-                    if let Some(extra) = extra {
-                        cmd.arg(extra);
-                    }
-                    let child = cmd
-                        .arg(&app)
-                        .args(["--fence", &format!("http://{fence_addr}"), "--client", &client])
-                        .args(["--locks", &locks.join(","), "--ttl-ms", &ttl.as_millis().to_string()])
-                        .args(["--seed", &seed.to_string(), "--rounds", "0"])
-                        .env("MPSYNC_ELECTOR", &url)
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .kill_on_drop(true)
-                        .spawn();
-                    let Ok(mut child) = child else { break };
-                    if let Some(pid) = child.id() {
-                        guard(&running).pids.insert(client.clone(), (pid, true));
-                    }
-                    let _ = child.wait().await;
-                    guard(&running).pids.remove(&client);
+                    cmd.args(["run", "--elector", &url]).args(extra).arg(&app);
+                    cmd.args(["--fence", &format!("http://{fence_addr}"), "--client", &client])
+                        .args(["--locks", &locks, "--ttl-ms", &ttl.as_millis().to_string()])
+                        .args(["--seed", &seed.to_string(), "--rounds", "0"]);
+                    cmd
                 }
-            }));
+            };
+            tasks.push(tokio::spawn(contend(client, true, running.clone(), stop.clone(), next)));
         }
     }
 
