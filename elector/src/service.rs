@@ -379,7 +379,12 @@ impl Service {
             .await?;
         let result = match applied {
             Applied::Answered(result) => result,
-            Applied::Written { .. } => ReleaseResult::Released,
+            Applied::Written { .. } => {
+                // A free record needs no judging; a store may forget it now
+                // too, so remembering it here would only grow.
+                self.judge().forget(key);
+                ReleaseResult::Released
+            }
         };
         match result {
             ReleaseResult::Refused(_) => self.metrics.count(key.kind, Event::Conflict),
