@@ -20,7 +20,7 @@
 //!   holders. Deleting a Lease by hand restarts its token at 1: don't.
 //!
 //! The elector needs `get`, `list`, `watch`, `create` and `update` on
-//! `leases` in its namespace (see `deploy/base/rbac.yaml`).
+//! `leases` in its namespace (see `deploy/base/role.yaml`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
