@@ -7,10 +7,12 @@
 //!
 //! - Two sections **overlap** when one enters before the previous one's
 //!   last report. That is what fencing tokens are for when the earlier
-//!   holder was frozen while its lease ran out (it woke up late and went on):
-//!   such an overlap is counted as *fenced*. Any other overlap means a
-//!   holder did not learn in time that it lost the lock, or the elector
-//!   granted while another lease was live: a *violation*.
+//!   holder was frozen while its lease ran out (it woke up late and went on),
+//!   or is a careless contender (its id starts with `careless`: it never
+//!   checks its lease before writing): such an overlap is counted as
+//!   *fenced*. Any other overlap means a holder did not learn in time that
+//!   it lost the lock, or the elector granted while another lease was live:
+//!   a *violation*.
 //! - A write is **stale** when a later section had already entered when the
 //!   resource received it. Stale writes must be refused; one accepted is a
 //!   violation. A refused write that was not stale means tokens went
@@ -99,6 +101,12 @@ impl Findings {
     }
 }
 
+/// A contender that never checks its lease before writing: its late writes
+/// are the fencing resource's to refuse.
+pub fn is_careless(client: &str) -> bool {
+    client.starts_with("careless")
+}
+
 /// Groups the history into sections, ordered by lock and entry.
 pub fn sections(events: &[Event]) -> Vec<Section> {
     let mut open: HashMap<(&str, &str, u64), usize> = HashMap::new();
@@ -159,7 +167,7 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
                 if later.enter_us >= earlier.end_us {
                     continue;
                 }
-                if frozen(&earlier.client, earlier.enter_us, later.enter_us) {
+                if is_careless(&earlier.client) || frozen(&earlier.client, earlier.enter_us, later.enter_us) {
                     f.overlaps_fenced += 1;
                 } else {
                     f.overlaps_violating += 1;
@@ -232,6 +240,18 @@ mod tests {
         let f = check(&h, &[freeze]);
         assert_eq!((f.overlaps_fenced, f.overlaps_violating), (1, 0));
         assert!(f.safe(), "{f:?}");
+    }
+
+    #[test]
+    fn a_careless_holder_s_late_writes_are_the_fence_s_to_refuse() {
+        let h = [
+            ev(1, Step::Enter, "careless-0", 1, true),
+            ev(4, Step::Enter, "b", 2, true),
+            ev(5, Step::Write, "careless-0", 1, false),
+        ];
+        let f = check(&h, &[]);
+        assert_eq!((f.overlaps_fenced, f.overlaps_violating, f.stale_refused), (1, 0, 1));
+        assert!(f.safe());
     }
 
     #[test]

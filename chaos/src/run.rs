@@ -4,7 +4,8 @@
 //! - `mpsync lock --ttl T NAME -- chaos-worker` (one process per section);
 //! - the `chaos` wasm app under `mpsync run` (native imports), and its
 //!   portable build under `mpsync run --no-sync-imports`, when the wasm
-//!   components are given.
+//!   components are given; plus a careless one (`--careless`) that writes
+//!   without checking its lease, so that fencing has late writes to refuse.
 //!
 //! Every section reports to the fencing-aware resource ([`crate::fence`]).
 //! Meanwhile faults come at random times from a seeded generator (the seed
@@ -35,6 +36,11 @@ use testkit::relay::{Mode, Relay};
 use crate::check::{Fault, Findings, check};
 use crate::fence::Fence;
 use crate::rng::Rng;
+
+/// A server restarted on its old port may find it taken for a while by an
+/// outgoing connection's ephemeral port: try this often, this far apart.
+const PORT_TRIES: u32 = 100;
+const PORT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where the records live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -256,7 +262,7 @@ impl Electors {
         }
         // The same address: the contenders keep talking to it.
         let mut last = None;
-        for _ in 0..50 {
+        for _ in 0..PORT_TRIES {
             match ElectorProcess::spawn_on(&self.bin, &refs, *addr).await {
                 Ok(p) => {
                     *process = Some(p);
@@ -265,7 +271,7 @@ impl Electors {
                 // The port is briefly held by the dying process's sockets.
                 Err(e) => {
                     last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(PORT_BACKOFF).await;
                 }
             }
         }
@@ -378,10 +384,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         tasks.push(tokio::spawn(contend(format!("lock-{c}"), false, running.clone(), stop.clone(), next)));
     }
     if let Some(dir) = &config.bins.wasm {
-        for (c, (app, extra)) in
-            [("chaos.wasm", None), ("chaos.portable.wasm", Some("--no-sync-imports"))].into_iter().enumerate()
-        {
-            let client = format!("wasm-{c}");
+        let apps = [
+            ("wasm-0", "chaos.wasm", None, None),
+            ("wasm-1", "chaos.portable.wasm", Some("--no-sync-imports"), None),
+            ("careless-0", "chaos.wasm", None, Some("--careless")),
+        ];
+        for (c, (client, app, extra, careless)) in apps.into_iter().enumerate() {
+            let client = client.to_owned();
             let url = urls[c % urls.len()].clone();
             let (bins, locks, ttl) = (config.bins.clone(), lock_names.join(","), config.ttl);
             let (app, seed) = (dir.join(app), rng.next_u64());
@@ -393,7 +402,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                     cmd.args(["run", "--elector", &url]).args(extra).arg(&app);
                     cmd.args(["--fence", &format!("http://{fence_addr}"), "--client", &client])
                         .args(["--locks", &locks, "--ttl-ms", &ttl.as_millis().to_string()])
-                        .args(["--seed", &seed.to_string(), "--rounds", "0"]);
+                        .args(["--seed", &seed.to_string(), "--rounds", "0"])
+                        .args(careless);
                     cmd
                 }
             };
@@ -453,7 +463,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                     signal(pid, "KILL");
                 } else {
                     // Longer than the TTL: the lease runs out meanwhile.
-                    let frozen = config.ttl.mul_f64(1.2 + rng.unit());
+                    let frozen = config.ttl.mul_f64(1.2 + 1.8 * rng.unit());
                     fault.freezes_section = whole_app;
                     signal(pid, "STOP");
                     tokio::time::sleep(frozen).await;
@@ -491,7 +501,14 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                     etcd.kill_member(member).await?;
                     // Down for a while: the others carry on (or elect).
                     tokio::time::sleep(store_timeout.mul_f64(1.0 + 2.0 * rng.unit())).await;
-                    etcd.restart_member(member).await?;
+                    let mut tries = 0;
+                    while let Err(e) = etcd.restart_member(member).await {
+                        // Its port taken meanwhile by some connection's
+                        // ephemeral port: wait for that to go.
+                        tries += 1;
+                        anyhow::ensure!(tries < PORT_TRIES, "restarting etcd member {member}: {e:#}");
+                        tokio::time::sleep(PORT_BACKOFF).await;
+                    }
                 }
             }
             "network-delay" => {
@@ -505,11 +522,22 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 network.set(Mode::Pass);
             }
             "network-cut" => network.relays.iter().for_each(Relay::cut),
-            "store-restart" => match &mut store {
-                StoreProcess::Etcd(etcd) => etcd.restart().await?,
-                StoreProcess::Kubernetes(api) => api.restart().await?,
-                StoreProcess::None => {}
-            },
+            "store-restart" => {
+                let mut tries = 0;
+                loop {
+                    let restarted = match &mut store {
+                        StoreProcess::Etcd(etcd) => etcd.restart().await,
+                        StoreProcess::Kubernetes(api) => api.restart().await.map_err(anyhow::Error::from),
+                        StoreProcess::None => Ok(()),
+                    };
+                    let Err(e) = restarted else { break };
+                    // Its port taken meanwhile by some connection's
+                    // ephemeral port: wait for that to go.
+                    tries += 1;
+                    anyhow::ensure!(tries < PORT_TRIES, "restarting the store: {e:#}");
+                    tokio::time::sleep(PORT_BACKOFF).await;
+                }
+            }
             _ => {}
         }
         fault.to_us = fence.now_us();

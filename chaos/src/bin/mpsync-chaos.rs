@@ -58,6 +58,10 @@ struct Args {
     /// Keep each run's history here, as DIR/STORE.jsonl.
     #[arg(long)]
     history_dir: Option<PathBuf>,
+    /// Only check the history in this file (kept with --history-dir), with
+    /// no fault excusing any overlap, and print the findings.
+    #[arg(long, value_name = "HISTORY.jsonl")]
+    check: Option<PathBuf>,
     /// Print each fault as it is injected.
     #[arg(long, short)]
     verbose: bool,
@@ -77,6 +81,16 @@ async fn main() -> ExitCode {
 
 async fn go() -> anyhow::Result<bool> {
     let args = Args::parse();
+    if let Some(path) = &args.check {
+        // Check a history kept by an earlier run (faults unknown: no
+        // overlap is excused by a freeze).
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let events: Vec<chaos::fence::Event> =
+            text.lines().map(serde_json::from_str).collect::<Result<_, _>>().context("a history line")?;
+        let findings = chaos::check::check(&events, &[]);
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+        return Ok(findings.safe());
+    }
     let mut bins = Bins::beside(&std::env::current_exe()?)?;
     if let Some(dir) = &args.wasm_dir {
         for app in ["chaos.wasm", "chaos.portable.wasm"] {

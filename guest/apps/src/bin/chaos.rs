@@ -1,10 +1,11 @@
 //! The chaos checker's wasm contender (`make chaos`): takes locks in a loop
 //! and reports each critical section to the fencing-aware resource, as a
 //! careful app does: it checks `lease()` right before every write and stops
-//! writing once the lease is gone.
+//! writing once the lease is gone. With `--careless` it never checks: only
+//! the resource's fencing then stands between its late writes and the data.
 //!
 //! Flags: `--fence http://HOST:PORT`, `--client ID`, `--locks a,b`,
-//! `--ttl-ms 1000`, `--seed N`, `--rounds N` (0: forever).
+//! `--ttl-ms 1000`, `--seed N`, `--rounds N` (0: forever), `--careless`.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ fn main() {
     let client = flags.str("client", "wasm");
     let ttl_ms = flags.get("ttl-ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1000);
     let rounds = flags.get("rounds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1);
+    let careless = flags.has("careless");
     let mut seed = flags.get("seed").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1) | 1;
     let mut next = move |n: u64| {
         // xorshift64: enough to vary the lock, the writes and the gaps.
@@ -42,14 +44,16 @@ fn main() {
         let writes = 1 + next(4);
         let mut kept = true;
         for _ in 0..writes {
-            sleep(Duration::from_millis(1 + next(ttl_ms / 10 + 1)));
-            if lock.lease().is_none() {
+            // A careless one dawdles, so that faults catch it inside.
+            let most = if careless { ttl_ms / 2 } else { ttl_ms / 10 };
+            sleep(Duration::from_millis(1 + next(most + 1)));
+            if !careless && lock.lease().is_none() {
                 kept = false;
                 break;
             }
             let _ = report("write");
         }
-        if kept && lock.lease().is_some() {
+        if kept && (careless || lock.lease().is_some()) {
             let _ = report("exit");
             let _ = lock.unlock();
         }
