@@ -102,6 +102,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Small request/response exchanges: send each answer at once.
+        let _ = stream.set_nodelay(true);
         let Ok(permit) = open.clone().try_acquire_owned() else {
             service.metrics().refuse(Refusal::Connection);
             if quiet.speak() {
