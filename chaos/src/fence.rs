@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -151,11 +151,6 @@ impl Fence {
 
 async fn report(step: Step, State(fence): State<Fence>, Query(r): Query<Report>) -> StatusCode {
     if fence.record(step, &r.lock, &r.client, r.token) { StatusCode::OK } else { StatusCode::CONFLICT }
-}
-
-/// `Duration` as whole microseconds.
-pub fn us(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ pub async fn serve(
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let quiet = Quiet::new();
-    let mut failing_accepts = Quiet::new();
+    let failing_accepts = Quiet::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -121,7 +121,6 @@ pub async fn serve(
             let _ = connection.await;
             drop(permit);
         });
-        failing_accepts = Quiet::new();
     }
     tracing::info!("shutting down: finishing requests in flight");
     service.begin_shutdown();

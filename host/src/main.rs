@@ -274,7 +274,9 @@ async fn lock_command(
                 if !held {
                     // Lost while the command ran (the watchdog stopped it at
                     // the deadline while mpsync itself was frozen, say).
-                    eprintln!("mpsync: lost lock {name}; the command was stopped");
+                    // Same words as below: which of the two sees it first
+                    // is a race.
+                    eprintln!("mpsync: lost lock {name}; stopping the command");
                     return Ok(ExitCode::from(3));
                 }
                 return Ok(ExitCode::from(status.code().unwrap_or(128).clamp(0, 255) as u8));
@@ -288,11 +290,7 @@ async fn lock_command(
             }
             _ = changes.changed(), if stopping.is_none() => {}
             () = lost, if stopping.is_none() => {}
-            _ = term.recv(), if stopping.is_none() => {
-                stopping = Some(ExitCode::from(143));
-                let _ = watchdog.stop().await;
-            }
-            _ = int.recv(), if stopping.is_none() => {
+            () = async { tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} } }, if stopping.is_none() => {
                 stopping = Some(ExitCode::from(143));
                 let _ = watchdog.stop().await;
             }

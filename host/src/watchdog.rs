@@ -34,20 +34,22 @@ pub fn monotonic_now() -> Duration {
     Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
 }
 
-/// `at` (this process's `Instant`) as a `CLOCK_MONOTONIC` time.
-fn monotonic(at: Instant) -> Duration {
+/// `at` (this process's `Instant`) on another clock that reads `base` now.
+fn on_clock(base: Duration, at: Instant) -> Duration {
     let now = Instant::now();
-    let base = monotonic_now();
     if at >= now { base + (at - now) } else { base.saturating_sub(now - at) }
+}
+
+/// `at` as a `CLOCK_MONOTONIC` time.
+fn monotonic(at: Instant) -> Duration {
+    on_clock(monotonic_now(), at)
 }
 
 /// `at` as milliseconds since the Unix epoch on the wall clock, for a
 /// command that wants to check its deadline with `date`.
 pub fn unix_ms(at: Instant) -> u128 {
-    let now = Instant::now();
     let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let wall = if at >= now { wall + (at - now) } else { wall.saturating_sub(now - at) };
-    wall.as_millis()
+    on_clock(wall, at).as_millis()
 }
 
 /// The `mpsync` side: a running watchdog and its command.

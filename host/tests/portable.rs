@@ -62,13 +62,11 @@ async fn portable_election_fails_over_when_the_leader_is_killed() {
 }
 
 #[tokio::test]
-async fn the_portable_app_runs_under_the_wasmtime_cli_when_there_is_one() {
-    let Some(wasmtime) = std::env::var_os("PATH")
+#[ignore = "needs the stock wasmtime CLI on PATH, which set-up does not install yet: run with --run-ignored"]
+async fn the_portable_app_runs_under_the_wasmtime_cli() {
+    let wasmtime = std::env::var_os("PATH")
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join("wasmtime")).find(|f| f.is_file()))
-    else {
-        eprintln!("no wasmtime CLI on PATH: the stock-runtime check is skipped (mpsync --no-sync-imports covered it)");
-        return;
-    };
+        .expect("no wasmtime CLI on PATH");
     let elector = elector().await;
     let env = format!("MPSYNC_ELECTOR={}", elector.url());
     let args: Vec<String> =

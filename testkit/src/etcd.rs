@@ -78,14 +78,7 @@ impl Etcd {
             });
         }
         let mut etcd = Etcd { bin, dir, members };
-        let mut starting = Vec::new();
-        for i in 0..etcd.members.len() {
-            starting.push((i, etcd.spawn(i)?));
-        }
-        for (i, (child, lines)) in starting {
-            etcd.members[i].child = Some(child);
-            ready(lines).await?;
-        }
+        etcd.launch_all().await?;
         Ok(etcd)
     }
 
@@ -151,6 +144,12 @@ impl Etcd {
     /// Starts every member again on the same ports with the same data.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill().await?;
+        self.launch_all().await
+    }
+
+    /// Starts every member at once (a cluster needs a quorum to serve),
+    /// then waits until each serves clients.
+    async fn launch_all(&mut self) -> anyhow::Result<()> {
         let mut starting = Vec::new();
         for i in 0..self.members.len() {
             starting.push((i, self.spawn(i)?));
