@@ -66,20 +66,29 @@ impl Etcd {
             bail!("no etcd at {}: run scripts/setup.sh (or set ETCD_BIN)", bin.display());
         }
         let dir = crate::temp_dir("etcd")?;
-        // The ports are free now; etcd binds them a moment later. Another
-        // process taking one in between makes the start fail loudly.
-        let mut members = Vec::new();
-        for i in 0..size.max(1) {
-            members.push(Member {
-                name: format!("m{i}"),
-                client_port: free_port()?,
-                peer_port: free_port()?,
-                child: None,
-            });
+        let mut etcd = Etcd { bin, dir, members: Vec::new() };
+        // The ports are free when picked; etcd binds them a moment later.
+        // Another process may take one in between (tests run side by side):
+        // then start again on fresh ports, a few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            etcd.members.clear();
+            for i in 0..size.max(1) {
+                let (client_port, peer_port) = (free_port()?, free_port()?);
+                etcd.members.push(Member { name: format!("m{i}"), client_port, peer_port, child: None });
+            }
+            match etcd.launch_all().await {
+                Ok(()) => return Ok(etcd),
+                Err(e) if attempt < 5 && format!("{e:#}").contains("address already in use") => {
+                    etcd.kill().await?;
+                    for m in &etcd.members {
+                        let _ = std::fs::remove_dir_all(etcd.dir.join(&m.name));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let mut etcd = Etcd { bin, dir, members };
-        etcd.launch_all().await?;
-        Ok(etcd)
     }
 
     /// The first member's client URL, `http://127.0.0.1:PORT`.
