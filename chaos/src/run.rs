@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use elector::child::ElectorProcess;
 use serde::{Deserialize, Serialize};
+use testkit::elector::ElectorProcess;
 use tokio::process::Command;
 use tokio::sync::watch;
 

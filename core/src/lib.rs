@@ -20,6 +20,8 @@
 //!   of addresses leaders may advertise.
 //! - [`lease`]: the client lease state machine: acquire, renew when due,
 //!   report the lease lost before the store could hand it to anyone else.
+//! - [`client`]: the client half of the protocol around it: requests and
+//!   answers, the leader, the client error, the blocking calls' retry policy.
 //!
 //! # The safety story in one paragraph
 //!
@@ -33,6 +35,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod client;
 pub mod judge;
 pub mod lease;
 pub mod name;

@@ -14,11 +14,11 @@
 
 use std::time::{Duration, Instant};
 
-use elector::child::ElectorProcess;
-use elector::client::{Claimed, Client};
 use hyper::Method;
+use mpsync_client::{Claimed, Client};
 use mpsync_core::wire::{AcquireRequest, Kind};
 use testkit::bench::{env_or, ms, percentile};
+use testkit::elector::ElectorProcess;
 use tokio::io::AsyncWriteExt;
 
 fn rss_kib(pid: u32) -> u64 {

@@ -19,16 +19,16 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use elector::child::ElectorProcess;
-use elector::client::{Claimed, Client, Read};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Response};
 use hyper_util::rt::TokioIo;
+use mpsync_client::{Claimed, Client, Read};
 use mpsync_core::wire::{AcquireRequest, Kind, ReleaseRequest};
 use testkit::bench::{env_or, ms, percentile};
+use testkit::elector::ElectorProcess;
 
 /// The floor: a bare hyper HTTP/1.1 server that answers 200 with an empty
 /// body, on its own two-thread runtime (the elector gets the same).

@@ -106,9 +106,7 @@ fn key(s: &Service, kind: Kind, path: Result<Path<String>, PathRejection>) -> Re
     mpsync_core::validate_name(&name)
         .map_err(|e| ApiError::bad(ErrorCode::InvalidName, "name", format!("invalid {what} name {name:?}: {e}")))?;
     let key = Key { kind, name };
-    s.check_name(&key).map_err(|e| {
-        ApiError::bad(ErrorCode::InvalidName, "name", format!("invalid {what} name {:?}: {e}", key.name))
-    })?;
+    s.check_name(&key)?;
     Ok(key)
 }
 
@@ -203,18 +201,6 @@ async fn v1_put(kind: Kind, State(s): Shared, path: Result<Path<String>, PathRej
         };
         let request: AcquireRequest = read_json(body, example).await?;
         request.validate(kind).map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
-        let max_ttl = s.max_ttl_ms();
-        if request.ttl_ms > max_ttl {
-            return Err(ApiError::bad(
-                ErrorCode::InvalidField,
-                "ttl_ms",
-                format!(
-                    "ttl_ms is {}; the {} store guards leases of at most {max_ttl} ms",
-                    request.ttl_ms,
-                    s.store_name()
-                ),
-            ));
-        }
         Ok::<_, ApiError>(match s.claim(&key, &request).await? {
             ClaimResult::Granted(lease) => Json(lease).into_response(),
             ClaimResult::Refused(view) => conflict(view),

@@ -46,6 +46,8 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             // Counted and logged where it is decided.
+            ServiceError::InvalidName { .. } => ApiError::bad(ErrorCode::InvalidName, "name", e.to_string()),
+            ServiceError::TtlTooLong { .. } => ApiError::bad(ErrorCode::InvalidField, "ttl_ms", e.to_string()),
             ServiceError::TooManyLongPolls(_) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::Unavailable, e.to_string())
             }

@@ -18,8 +18,6 @@
 //!   version, change notification) and the memory, etcd and Kubernetes
 //!   stores.
 //! - [`metrics`]: Prometheus counters and latency histograms.
-//! - [`client`]: a small HTTP/1.1 client for the API (demo, tests, benches).
-//! - [`child`]: starts a real elector binary as a child process.
 //!
 //! # Running it
 //!
@@ -40,8 +38,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub mod api;
-pub mod child;
-pub mod client;
 pub mod error;
 pub mod metrics;
 pub mod server;

@@ -15,7 +15,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::metrics::{Event, Metrics};
-use crate::store::{Key, Store, StoreError, Versioned};
+use crate::store::{Key, NameRefused, Store, StoreError, Versioned};
 
 /// How many times a write is retried after losing a compare-and-swap race.
 const CAS_ATTEMPTS: usize = 16;
@@ -29,6 +29,26 @@ pub enum ServiceError {
     /// Every compare-and-swap attempt lost a race; retrying later helps.
     #[error("the record kept changing during {CAS_ATTEMPTS} attempts; retry")]
     Contended,
+    /// The store cannot keep a record under this name.
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// Lock or election.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// Why.
+        reason: NameRefused,
+    },
+    /// The lease asked for is longer than the store can guard.
+    #[error("ttl_ms is {ttl_ms}; the {store} store guards leases of at most {max_ms} ms")]
+    TtlTooLong {
+        /// What was asked.
+        ttl_ms: u64,
+        /// The store.
+        store: &'static str,
+        /// The longest it guards.
+        max_ms: u64,
+    },
     /// As many long-polls as allowed are already parked.
     #[error("{0} long-polls are already waiting (--max-long-polls); retry in a second")]
     TooManyLongPolls(usize),
@@ -200,8 +220,12 @@ impl Service {
     }
 
     /// Checks that the store can keep a record named like `key`.
-    pub fn check_name(&self, key: &Key) -> Result<(), String> {
-        self.store.check_name(key)
+    pub fn check_name(&self, key: &Key) -> Result<(), ServiceError> {
+        self.store.check_name(key).map_err(|reason| ServiceError::InvalidName {
+            kind: key.kind.singular(),
+            name: key.name.clone(),
+            reason,
+        })
     }
 
     /// The longest lease the store can guard, in milliseconds.
@@ -325,7 +349,14 @@ impl Service {
     }
 
     /// Acquires (no token) or renews (with token) a lease.
+    /// Refuses names the store cannot keep and leases longer than it can
+    /// guard before any call to it.
     pub async fn claim(&self, key: &Key, request: &AcquireRequest) -> Result<ClaimResult, ServiceError> {
+        self.check_name(key)?;
+        let max_ms = self.store.max_ttl_ms();
+        if request.ttl_ms > max_ms {
+            return Err(ServiceError::TtlTooLong { ttl_ms: request.ttl_ms, store: self.store.name(), max_ms });
+        }
         let claim = Claim {
             holder: &request.holder,
             ttl_ms: request.ttl_ms,

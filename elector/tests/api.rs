@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use elector::child::ElectorProcess;
-use elector::client::{Claimed, Client, Read};
 use hyper::{Method, StatusCode};
+use mpsync_client::{Claimed, Client, Read};
 use mpsync_core::wire::{AcquireRequest, CompatLock, ConflictReason, ErrorBody, ErrorCode, Kind, LeaseView};
 use serde_json::json;
+use testkit::elector::ElectorProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elector");
 /// Generous bound on waits for events that should happen in milliseconds;

@@ -15,10 +15,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use elector::child::ElectorProcess;
-use elector::client::{Claimed, Client, Read};
 use hyper::{Method, StatusCode};
+use mpsync_client::{Claimed, Client, Read};
 use mpsync_core::wire::{AcquireRequest, ConflictReason, ConflictView, ErrorBody, ErrorCode, Kind, LeaseView};
+use testkit::elector::ElectorProcess;
 use testkit::{Etcd, LeaseApi};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elector");

@@ -8,15 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use elector::client::Client;
 use mpsync_core::wire::Kind;
 use tokio::sync::watch;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 
 use crate::bindings::{election, lock, types};
-use crate::lease::{DEFAULT_TTL, Lease, Options, SyncError};
 use crate::state::HostState;
+use mpsync_client::{Client, DEFAULT_TTL, Error as SyncError, Lease, Options};
 
 /// Per-store state of the metaparticle:sync imports.
 pub struct SyncCtx {
@@ -109,15 +108,10 @@ impl Pollable for LeaseWatch {
     }
 }
 
+mpsync_core::wit_conversions!(types::Error, types::Leader);
+
 fn to_wit(e: SyncError) -> types::Error {
-    match e {
-        SyncError::HeldBy(h) => types::Error::HeldBy(h),
-        SyncError::Timeout => types::Error::Timeout,
-        SyncError::NotHeld => types::Error::NotHeld,
-        SyncError::InvalidName(r) => types::Error::InvalidName(r),
-        SyncError::InvalidOption(r) => types::Error::InvalidOption(r),
-        SyncError::Unavailable(r) => types::Error::Unavailable(r),
-    }
+    e.into()
 }
 
 fn lease_of(table: &ResourceTable, r: &Resource<Handle>) -> wasmtime::Result<Result<Arc<Lease>, SyncError>> {
@@ -165,10 +159,6 @@ fn lease_record(lease: &Lease) -> Option<types::Lease> {
         token: g.token,
         ttl_ms: lease.ttl().as_millis() as u64,
     })
-}
-
-fn leader_record(l: crate::lease::Leader) -> types::Leader {
-    types::Leader { id: l.id, address: l.address, token: l.token }
 }
 
 impl lock::HostLock for HostState {
@@ -250,7 +240,7 @@ impl election::HostElection for HostState {
             Err(e) => return Ok(Err(to_wit(e))),
         };
         let won = lease.acquire(Duration::from_millis(timeout_ms)).await;
-        Ok(won.and_then(|_| lease.leader().ok_or(SyncError::NotHeld)).map(leader_record).map_err(to_wit))
+        Ok(won.and_then(|_| lease.leader().ok_or(SyncError::NotHeld)).map(types::Leader::from).map_err(to_wit))
     }
 
     async fn resign(&mut self, me: Resource<ElectionHandle>) -> wasmtime::Result<Result<(), types::Error>> {
@@ -266,7 +256,7 @@ impl election::HostElection for HostState {
     }
 
     async fn leader(&mut self, me: Resource<ElectionHandle>) -> wasmtime::Result<Option<types::Leader>> {
-        Ok(lease_of(&self.table, &me)?.ok().and_then(|l| l.leader()).map(leader_record))
+        Ok(lease_of(&self.table, &me)?.ok().and_then(|l| l.leader()).map(types::Leader::from))
     }
 
     async fn subscribe(&mut self, me: Resource<ElectionHandle>) -> wasmtime::Result<Resource<DynPollable>> {

@@ -6,10 +6,10 @@
 //! it to anyone else), and releases whatever a guest still holds when it
 //! exits or traps.
 //!
+//! The native client it runs leases with is the `mpsync-client` crate.
+//!
 //! # Modules
 //!
-//! - [`lease`]: the native async client ([`Lease`](lease::Lease)) on
-//!   `mpsync_core`'s state machine; usable directly from Rust.
 //! - [`bindings`]: host bindings generated from `wit/`.
 //! - [`imports`]: the `lock` and `election` resources on the native client.
 //! - [`state`]: what one guest's store holds.
@@ -20,7 +20,6 @@
 
 pub mod bindings;
 pub mod imports;
-pub mod lease;
 pub mod runtime;
 pub mod state;
 pub mod watchdog;

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
-use elector::client::{Client, Read};
-use mpsync::lease::{Lease, Options};
 use mpsync::runtime::{RunOptions, Runtime, hostname};
 use mpsync::watchdog::{Launch, Watchdog};
+use mpsync_client::{Client, Lease, Options, Read};
 use mpsync_core::wire::Kind;
 
 /// Locks and leader elections for WebAssembly apps and commands, through a
@@ -199,16 +198,8 @@ async fn leader(url: &str, name: &str, watch: bool) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     loop {
-        let version = match &read {
-            Read::Held(l) => l.version,
-            Read::Free { version } => *version,
-        };
-        let next = client.read(Kind::Election, name, Some((version, Duration::from_secs(60)))).await?;
-        let changed = match (&read, &next) {
-            (Read::Held(a), Read::Held(b)) => (&a.holder, a.token) != (&b.holder, b.token),
-            (Read::Free { .. }, Read::Free { .. }) => false,
-            _ => true,
-        };
+        let next = client.read(Kind::Election, name, Some((read.version(), Duration::from_secs(60)))).await?;
+        let changed = read.leader() != next.leader();
         if changed {
             println!("{}", leader_line(&next));
         }
@@ -229,7 +220,7 @@ async fn lock_command(
     let wait = timeout.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
     let granted = match lease.acquire(wait).await {
         Ok(g) => g,
-        Err(mpsync::lease::SyncError::Timeout) => {
+        Err(mpsync_client::Error::Timeout) => {
             eprintln!("mpsync: lock {name} not acquired within {}", humantime::format_duration(wait));
             return Ok(ExitCode::from(4));
         }

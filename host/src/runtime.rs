@@ -50,9 +50,25 @@ pub struct RunOptions {
 /// Why a guest did not finish normally; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: std::io::Error,
+    },
     /// The file is not WebAssembly at all.
     #[error("{0} is not a WebAssembly file")]
     NotWasm(String),
+    /// A directory to preopen (`--dir`) could not be opened.
+    #[error("cannot preopen {dir}: {reason}")]
+    Preopen {
+        /// The host directory.
+        dir: String,
+        /// Why.
+        reason: String,
+    },
     /// A core module, not a component.
     #[error(
         "{0} is a core WebAssembly module, not a component: build it for wasm32-wasip2 (or adapt it with `wasm-tools component new`)"
@@ -157,7 +173,7 @@ impl Runtime {
     /// with a plain error for files that are not components.
     pub fn load(&self, path: &Path) -> Result<Component, RunError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| RunError::NotWasm(format!("{shown} ({e})")))?;
+        let bytes = std::fs::read(path).map_err(|reason| RunError::Unreadable { path: shown.clone(), reason })?;
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(RunError::CoreModule(shown)),
             Some([0, b'a', b's', b'm', ..]) => {}
@@ -192,14 +208,14 @@ impl Runtime {
         }
         for (host, guest) in &options.dirs {
             wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
-                .map_err(|e| RunError::Trap(anyhow!("cannot preopen {}: {e:#}", host.display())))?;
+                .map_err(|e| RunError::Preopen { dir: host.display().to_string(), reason: format!("{e:#}") })?;
         }
         let instance = format!("{}-{}", hostname(), std::process::id());
         let state = HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(options.max_memory).trap_on_grow_failure(true).build(),
+            limits: GuestLimits::new(options.max_memory),
             sync: SyncCtx::new(&options.elector, instance),
             cpu_ticks: 0,
         };
@@ -211,7 +227,7 @@ impl Runtime {
             let state = ctx.data_mut();
             state.cpu_ticks += 1;
             if max_ticks.is_some_and(|max| state.cpu_ticks > max) {
-                return Err(wasmtime::Error::msg(CPU_LIMIT));
+                return Err(wasmtime::Error::new(CpuLimitHit));
             }
             // Yield to the runtime every tick so host tasks (renewals) and
             // other guests keep running next to a busy guest.
@@ -248,10 +264,9 @@ impl Runtime {
                 if let Some(exit) = e.downcast_ref::<I32Exit>() {
                     return Ok(exit.0);
                 }
-                let text = format!("{e:?}");
-                if text.contains(CPU_LIMIT) {
+                if e.downcast_ref::<CpuLimitHit>().is_some() {
                     Err(RunError::CpuLimit { limit: options.max_cpu.unwrap_or_default() })
-                } else if text.contains("forcing trap when growing memory") {
+                } else if e.downcast_ref::<MemoryLimitHit>().is_some() || store.data().limits.refused() {
                     Err(RunError::MemoryLimit { limit: options.max_memory })
                 } else {
                     Err(RunError::Trap(anyhow!("{e:?}")))
@@ -261,7 +276,69 @@ impl Runtime {
     }
 }
 
-const CPU_LIMIT: &str = "mpsync: CPU limit exceeded";
+/// The trap the epoch callback raises when the guest used up `--max-cpu`.
+#[derive(Debug, thiserror::Error)]
+#[error("mpsync: CPU limit exceeded")]
+pub struct CpuLimitHit;
+
+/// The trap raised when the guest asks for memory past `--max-memory`.
+#[derive(Debug, thiserror::Error)]
+#[error("mpsync: memory limit of {limit} bytes exceeded (asked for {desired})")]
+pub struct MemoryLimitHit {
+    /// The limit.
+    pub limit: usize,
+    /// What the guest asked for.
+    pub desired: usize,
+}
+
+/// The guest's resource limits: its linear memory capped at `--max-memory`
+/// (growing past it traps with [`MemoryLimitHit`], and the refusal is
+/// recorded, so a guest that catches the failed grow and traps later is
+/// still reported as out of memory); tables and instances as wasmtime's
+/// defaults.
+pub struct GuestLimits {
+    memory: usize,
+    refused: bool,
+    defaults: wasmtime::StoreLimits,
+}
+
+impl GuestLimits {
+    /// Limits with linear memory capped at `memory` bytes.
+    pub fn new(memory: usize) -> GuestLimits {
+        GuestLimits { memory, refused: false, defaults: StoreLimitsBuilder::new().build() }
+    }
+
+    /// Whether a memory grow was refused.
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+}
+
+impl wasmtime::ResourceLimiter for GuestLimits {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.refused = true;
+            return Err(wasmtime::Error::new(MemoryLimitHit { limit: self.memory, desired }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.defaults.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.defaults.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.defaults.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.defaults.memories()
+    }
+}
 
 /// This machine's hostname (for default holder ids).
 pub fn hostname() -> String {

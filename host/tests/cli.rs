@@ -1,176 +1,52 @@
-//! `mpsync lock` and `mpsync leader` as a user drives them.
+//! The `mpsync` binary's command line, where only the process can tell:
+//! help, exit codes and one-line errors for bad input. Everything that
+//! needs an elector runs in `e2e/`.
 
-#![allow(clippy::unwrap_used, missing_docs)]
+#![allow(clippy::unwrap_used)]
 
-mod common;
+use std::process::{Command, Output};
 
-use common::{Proc, elector, metric};
-use elector::client::{Client, Read};
-use mpsync_core::Kind;
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+fn mpsync(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mpsync")).args(args).output().unwrap()
 }
 
-#[tokio::test]
-async fn lock_runs_the_command_with_the_token_and_releases_after() {
-    let elector = elector().await;
-    let url = elector.url();
-    let script = "echo token=$MPSYNC_LOCK_TOKEN name=$MPSYNC_LOCK_NAME; exit 7";
-    let mut p = Proc::mpsync("lock", &args(&["lock", "--elector", &url, "batch", "--", "sh", "-c", script]));
-    assert_eq!(p.wait().await.code(), Some(7), "the command's exit code is passed on");
-    assert!(p.output().contains("token=1 name=batch"), "a new elector's first token is 1: {}", p.output());
-    let read = Client::new(&url).read(Kind::Lock, "batch", None).await.unwrap();
-    assert!(matches!(read, Read::Free { .. }), "released when the command exited: {read:?}");
-    // The next holder gets a larger token.
-    let mut again = Proc::mpsync(
-        "again",
-        &args(&["lock", "--elector", &url, "batch", "--", "sh", "-c", "echo token=$MPSYNC_LOCK_TOKEN"]),
-    );
-    assert!(again.wait().await.success());
-    let second: u64 = again.output().split("token=").nth(1).and_then(|t| t.trim().parse().ok()).unwrap();
-    assert!(second > 1, "{}", again.output());
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A process's exit, as an event: its pidfd turns readable.
-async fn exited(pid: i32) {
-    let pid = rustix::process::Pid::from_raw(pid).unwrap();
-    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else { return };
-    let wait = tokio::task::spawn_blocking(move || {
-        let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-        let patience = rustix::event::Timespec { tv_sec: common::PATIENCE.as_secs() as i64, tv_nsec: 0 };
-        rustix::event::poll(&mut fds, Some(&patience)).unwrap_or(0)
-    });
-    assert_eq!(wait.await.unwrap(), 1, "the command is still running");
+#[test]
+fn help_names_every_command() {
+    let out = mpsync(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for command in ["run", "lock", "leader"] {
+        assert!(text.contains(&format!("\n  {command} ")), "{command} missing from:\n{text}");
+    }
 }
 
-/// Starts `mpsync lock` around a command that prints its pid and sleeps;
-/// returns the process and the command's pid.
-async fn holding(url: &str, name: &str, ttl: &str) -> (Proc, i32) {
-    let mut p = Proc::mpsync(
-        name,
-        &args(&["lock", "--elector", url, "--ttl", ttl, name, "--", "sh", "-c", "echo pid=$$; exec sleep 600"]),
-    );
-    let line = p.expect_line("pid=").await;
-    (p, line.trim_start_matches("pid=").trim().parse().unwrap())
+#[test]
+fn a_missing_app_is_reported_as_unreadable_with_exit_code_2() {
+    let out = mpsync(&["run", "/nonexistent/app.wasm"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("cannot read /nonexistent/app.wasm"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
-#[tokio::test]
-async fn the_command_dies_with_a_killed_mpsync() {
-    let elector = elector().await;
-    let (mut p, pid) = holding(&elector.url(), "orphan", "10s").await;
-    p.signal("KILL");
-    exited(pid).await;
-    p.wait().await;
+#[test]
+fn a_bad_lock_name_is_refused_before_anything_is_sent() {
+    // Port 1 on loopback: nothing listens, and nothing may be tried.
+    let out = mpsync(&["lock", "--elector", "http://127.0.0.1:1", "Bad_Name", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("invalid name") && !err.contains("unavailable"), "{err}");
 }
 
-#[tokio::test]
-async fn a_frozen_mpsync_cannot_keep_the_command_past_the_deadline() {
-    let elector = elector().await;
-    let url = elector.url();
-    let (mut p, pid) = holding(&url, "frozen", "1s").await;
-    p.signal("STOP");
-    // Nobody renews; the watchdog stops the command at the deadline.
-    exited(pid).await;
-    // Someone else gets the lock once the lease has run out at the elector.
-    let mut next = Proc::mpsync("next", &args(&["lock", "--elector", &url, "frozen", "--", "true"]));
-    assert!(next.wait().await.success());
-    p.signal("CONT");
-    assert_eq!(p.wait().await.code(), Some(3), "mpsync reports the lost lock: {}", p.output());
-}
-
-#[tokio::test]
-async fn the_command_gets_its_deadline_and_a_grace_too_long_is_refused() {
-    let elector = elector().await;
-    let url = elector.url();
-    let script =
-        "echo deadline=$MPSYNC_LOCK_DEADLINE; echo file=$(cat $MPSYNC_LOCK_DEADLINE_FILE); echo now=$(date +%s%3N)";
-    let mut p =
-        Proc::mpsync("deadline", &args(&["lock", "--elector", &url, "--ttl", "5s", "d", "--", "sh", "-c", script]));
-    assert!(p.wait().await.success());
-    let out = p.output();
-    let value = |key: &str| -> u128 {
-        out.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{out}"))
-    };
-    let (deadline, file, now) = (value("deadline="), value("file="), value("now="));
-    assert_eq!(deadline, file);
-    assert!(deadline > now && deadline <= now + 4_000, "the deadline is 80% of the TTL ahead: {out}");
-    let mut bad =
-        Proc::mpsync("bad", &args(&["lock", "--elector", &url, "--ttl", "1s", "--grace", "500ms", "d", "--", "true"]));
-    assert_eq!(bad.wait().await.code(), Some(2));
-    assert!(bad.output().contains("longer than a tenth of --ttl"), "{}", bad.output());
-}
-
-#[tokio::test]
-async fn lock_stops_the_command_when_the_lock_is_lost() {
-    let mut elector = elector().await;
-    let url = elector.url();
-    let mut p = Proc::mpsync(
-        "lock",
-        &args(&[
-            "lock",
-            "--elector",
-            &url,
-            "--ttl",
-            "600ms",
-            "--grace",
-            "50ms",
-            "doomed",
-            "--",
-            "sh",
-            "-c",
-            "echo started; exec sleep 60",
-        ]),
-    );
-    p.expect_line("started").await;
-    // The elector dies: renewals fail, and the lease is lost at its local
-    // deadline, before anyone could have taken it over.
-    elector.signal("KILL").unwrap();
-    elector.wait().await.unwrap();
-    p.expect_line("lost lock doomed; stopping the command").await;
-    assert_eq!(p.wait().await.code(), Some(3));
-}
-
-#[tokio::test]
-async fn lock_waits_its_turn_and_gives_up_after_its_timeout() {
-    let elector = elector().await;
-    let url = elector.url();
-    let mut holder = Proc::mpsync(
-        "holder",
-        &args(&["lock", "--elector", &url, "busy", "--", "sh", "-c", "echo holding; exec sleep 60"]),
-    );
-    holder.expect_line("holding").await;
-    let mut late =
-        Proc::mpsync("late", &args(&["lock", "--elector", &url, "--timeout", "200ms", "busy", "--", "true"]));
-    assert_eq!(late.wait().await.code(), Some(4));
-    assert!(late.output().contains("not acquired within 200ms"), "{}", late.output());
-    assert_eq!(metric(&elector, "mpsync_acquisitions_total{kind=\"lock\"}").await, 1);
-}
-
-#[tokio::test]
-async fn leader_prints_and_watches_changes() {
-    let elector = elector().await;
-    let url = elector.url();
-    let mut once = Proc::mpsync("leader", &args(&["leader", "--elector", &url, "web"]));
-    assert!(once.wait().await.success());
-    assert!(once.output().lines().any(|l| l == "none"), "{}", once.output());
-
-    let mut watch = Proc::mpsync("watch", &args(&["leader", "--elector", &url, "--watch", "web"]));
-    watch.expect_line("none").await;
-    let mut a = Proc::run(
-        "a",
-        &url,
-        &[],
-        "election.wasm",
-        &["--name", "web", "--id", "a", "--address", "127.0.0.1:7001", "--ttl-ms", "600", "--resign-after-ms", "700"],
-    );
-    watch.expect(": a leads", |l| l.starts_with("a 127.0.0.1:7001 ")).await;
-    a.expect_line("I resigned").await;
-    watch.expect(": none after the resignation", |l| l == "none").await;
-    let mut bad = Proc::mpsync("bad", &args(&["leader", "--elector", &url, "Web"]));
-    assert_eq!(bad.wait().await.code(), Some(2));
-    assert!(bad.output().contains("invalid election name \"Web\""), "{}", bad.output());
+#[test]
+fn an_unreachable_elector_fails_a_lock_with_its_url() {
+    let out =
+        mpsync(&["lock", "--elector", "http://127.0.0.1:1", "--ttl", "1s", "--timeout", "0s", "ok", "--", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains("unavailable") && err.contains("http://127.0.0.1:1/v1/locks/ok"), "{err}");
 }

@@ -1,5 +1,9 @@
 //! Real servers for metaparticle-sync's tests and benchmarks.
 //!
+//! - [`elector::ElectorProcess`]: a real elector binary on a port the OS
+//!   picked.
+//! - [`proc::Proc`]: a process whose output lines arrive as events, and
+//!   where the project's binaries and components are.
 //! - [`etcd::Etcd`]: a real etcd process on loopback ports the OS picked.
 //! - [`bench`]: percentiles and formatting for the benchmarks.
 //! - [`relay::Relay`]: a TCP relay that delays, black-holes and cuts.
@@ -14,8 +18,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod bench;
+pub mod elector;
 pub mod etcd;
 pub mod lease_api;
+pub mod proc;
 pub mod relay;
 
 pub use etcd::Etcd;
@@ -35,4 +41,23 @@ pub fn temp_dir(what: &str) -> std::io::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// The build's output folder of the running test or benchmark
+/// (`target/debug` or `target/release`): its executable lives in `deps/`
+/// below it.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") { dir.parent().map(PathBuf::from).unwrap_or(dir) } else { dir }
+}
+
+/// The project binary `name` of the same build as the running test, which
+/// the build of the workspace put there. Panics with the one command that
+/// is missing when it is absent.
+pub fn bin(name: &str) -> PathBuf {
+    let path = profile_dir().join(name);
+    let profile = if profile_dir().ends_with("release") { " --release" } else { "" };
+    assert!(path.is_file(), "{} is missing: run `cargo build{profile} --bins` first (make test does)", path.display());
+    path
 }

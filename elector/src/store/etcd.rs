@@ -113,6 +113,28 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("etcd {what}: {e}"))
 }
 
+/// Why a conditional write did not land.
+enum PutError {
+    /// etcd no longer knows the elector's lease (it ran out while the
+    /// elector was paused or cut off): take a new one.
+    LeaseNotFound,
+    /// Anything else.
+    Store(StoreError),
+}
+
+impl From<StoreError> for PutError {
+    fn from(e: StoreError) -> Self {
+        PutError::Store(e)
+    }
+}
+
+/// etcd answers a write under a lease it does not know with `NotFound`
+/// ("etcdserver: requested lease not found"); nothing else in a put
+/// transaction can be missing.
+fn is_lease_not_found(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status) if status.code() == tonic::Code::NotFound)
+}
+
 impl EtcdStore {
     /// A store over the etcd cluster at `config.endpoints`. Connecting is
     /// lazy: an etcd that is down at start makes the elector not ready
@@ -218,7 +240,7 @@ impl EtcdStore {
         record: &Record,
         current: Option<&Versioned>,
         lease: i64,
-    ) -> Result<Option<Versioned>, StoreError> {
+    ) -> Result<Option<Versioned>, PutError> {
         let changes_hands = current.is_none_or(|c| c.record.token != record.token);
         let stored = Stored {
             holder: record.holder.clone(),
@@ -236,7 +258,12 @@ impl EtcdStore {
             value,
             Some(PutOptions::new().with_lease(lease)),
         )]);
-        let response = self.deadline("writing", self.client.clone().txn(txn)).await?;
+        let response = match tokio::time::timeout(self.config.timeout, self.client.clone().txn(txn)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) if is_lease_not_found(&e) => return Err(PutError::LeaseNotFound),
+            Ok(Err(e)) => return Err(unavailable("writing", e).into()),
+            Err(_) => return Err(unavailable("writing", format!("no answer within {:?}", self.config.timeout)).into()),
+        };
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         if !response.succeeded() {
             return Ok(None);
@@ -361,14 +388,18 @@ impl Store for EtcdStore {
         match self.try_put(&etcd_key, record, current, lease).await {
             Ok(Some(stored)) => Ok(stored),
             Ok(None) => Err(StoreError::Conflict),
-            Err(StoreError::Unavailable(message)) if message.contains("lease not found") => {
+            Err(PutError::LeaseNotFound) => {
                 // The etcd lease ran out (the elector was paused or cut
                 // off for longer than its TTL): take a new one, once.
                 self.lease_lost(lease).await;
                 let lease = self.lease().await?;
-                self.try_put(&etcd_key, record, current, lease).await?.ok_or(StoreError::Conflict)
+                match self.try_put(&etcd_key, record, current, lease).await {
+                    Ok(stored) => stored.ok_or(StoreError::Conflict),
+                    Err(PutError::LeaseNotFound) => Err(unavailable("writing", "the lease just granted is not found")),
+                    Err(PutError::Store(e)) => Err(e),
+                }
             }
-            Err(e) => Err(e),
+            Err(PutError::Store(e)) => Err(e),
         }
     }
 

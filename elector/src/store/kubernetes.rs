@@ -35,7 +35,7 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use mpsync_core::Record;
 
 use super::changes::Changes;
-use super::{Key, Store, StoreError, Versioned};
+use super::{Key, NameRefused, Store, StoreError, Versioned};
 
 /// Label on every Lease the elector writes (and watches).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "metaparticle-sync");
@@ -298,16 +298,16 @@ impl Store for KubernetesStore {
         "kubernetes"
     }
 
-    fn check_name(&self, key: &Key) -> Result<(), String> {
+    fn check_name(&self, key: &Key) -> Result<(), NameRefused> {
         let name = lease_name(key);
         if name.len() > MAX_OBJECT_NAME {
-            let room = MAX_OBJECT_NAME - (name.len() - key.name.len());
-            return Err(format!(
-                "it is {} characters; in the kubernetes store it becomes the Lease name {:?}, so at most {room} \
-                 characters fit in Kubernetes' {MAX_OBJECT_NAME}",
-                key.name.len(),
-                format!("{}.NAME", key.kind.singular()),
-            ));
+            return Err(NameRefused::TooLong {
+                length: key.name.len(),
+                store: "kubernetes",
+                object: format!("{}.NAME", key.kind.singular()),
+                room: MAX_OBJECT_NAME - (name.len() - key.name.len()),
+                limit: MAX_OBJECT_NAME,
+            });
         }
         Ok(())
     }

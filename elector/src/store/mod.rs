@@ -74,6 +74,28 @@ pub enum StoreError {
     Full(String),
 }
 
+/// A name a store cannot keep a record under, though it is a valid name.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NameRefused {
+    /// Too long once the store adds its own prefix.
+    #[error(
+        "it is {length} characters; in the {store} store it becomes the object name {object:?}, so at most {room} \
+         characters fit in the {limit} allowed"
+    )]
+    TooLong {
+        /// The name's length.
+        length: usize,
+        /// The store.
+        store: &'static str,
+        /// The shape of the object name it would become.
+        object: String,
+        /// How many characters of name fit.
+        room: usize,
+        /// The store's own limit on object names.
+        limit: usize,
+    },
+}
+
 /// A place to keep records, with compare-and-swap and change notification.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -82,8 +104,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that this store can keep a record under `key`'s name, before
     /// any call to the store (a Kubernetes object name has a prefix to fit
-    /// in, for example). The message says what is wrong.
-    fn check_name(&self, _key: &Key) -> Result<(), String> {
+    /// in, for example).
+    fn check_name(&self, _key: &Key) -> Result<(), NameRefused> {
         Ok(())
     }
 

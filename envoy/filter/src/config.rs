@@ -66,16 +66,22 @@ fn default_poll() -> u64 {
 pub enum Election {
     /// One election for all traffic.
     Fixed(String),
-    /// A shard key from a header or a path segment, mapped by `template`
-    /// (`orders-{shard}`).
+    /// A shard key, mapped by `template` (`orders-{shard}`).
     Sharded {
-        /// Header name (lowercase) to read the shard from.
-        header: Option<String>,
-        /// Or the path segment (0 = the first after `/`).
-        path_segment: Option<usize>,
+        /// Where the shard key comes from.
+        source: ShardSource,
         /// The election name, with `{shard}` replaced.
         template: String,
     },
+}
+
+/// Where a request's shard key comes from: exactly one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardSource {
+    /// A header (name in lowercase).
+    Header(String),
+    /// A path segment (0 = the first after `/`).
+    PathSegment(usize),
 }
 
 /// The checked configuration.
@@ -137,13 +143,13 @@ impl Config {
                 let sample = shard.template.replace("{shard}", "1");
                 mpsync_core::validate_name(&sample)
                     .map_err(|e| format!("shard.template {:?} gives invalid names: {e}", shard.template))?;
-                let header = shard.header.as_deref().map(|h| header_name(h, "shard.header")).transpose()?;
-                match (&header, shard.path_segment) {
+                let source = match (shard.header.as_deref(), shard.path_segment) {
                     (Some(_), Some(_)) => return Err("set shard.header or shard.path_segment, not both".into()),
                     (None, None) => return Err("shard needs header or path_segment".into()),
-                    _ => {}
-                }
-                Election::Sharded { header, path_segment: shard.path_segment, template: shard.template }
+                    (Some(h), None) => ShardSource::Header(header_name(h, "shard.header")?),
+                    (None, Some(i)) => ShardSource::PathSegment(i),
+                };
+                Election::Sharded { source, template: shard.template }
             }
         };
         let mode = match raw.mode.as_str() {
@@ -202,11 +208,11 @@ impl Config {
     pub fn election_for(&self, header: impl Fn(&str) -> Option<String>, path: &str) -> Result<String, String> {
         match &self.election {
             Election::Fixed(name) => Ok(name.clone()),
-            Election::Sharded { header: Some(h), template, .. } => {
+            Election::Sharded { source: ShardSource::Header(h), template } => {
                 let shard = header(h).ok_or_else(|| format!("the request has no {h} header naming its shard"))?;
                 shard_name(template, &shard)
             }
-            Election::Sharded { path_segment: Some(i), template, .. } => {
+            Election::Sharded { source: ShardSource::PathSegment(i), template } => {
                 let path = path.split(['?', '#']).next().unwrap_or("");
                 let shard = path
                     .split('/')
@@ -215,7 +221,6 @@ impl Config {
                     .ok_or_else(|| format!("the path has no segment {i} naming its shard"))?;
                 shard_name(template, shard)
             }
-            Election::Sharded { .. } => Err("no shard source configured".into()),
         }
     }
 }

@@ -25,9 +25,10 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use config::{Config, Election};
+use config::{Config, Election, ShardSource};
+use mpsync_core::client::{Read, decode_read, read_request};
 use mpsync_core::route::{Decision, Leader, Mode, decide};
-use mpsync_core::wire::{ErrorBody, LeaseView};
+use mpsync_core::wire::Kind;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
@@ -70,18 +71,11 @@ impl Seen {
 
     /// From an elector answer: 200 with a lease, or 404 with the version.
     fn from_answer(status: Option<&str>, body: Option<Vec<u8>>) -> Option<Seen> {
-        let body = body.unwrap_or_default();
-        match status? {
-            "200" => {
-                let l: LeaseView = serde_json::from_slice(&body).ok()?;
-                Some(Seen { version: l.version, id: Some(l.holder), address: l.address, token: l.token })
-            }
-            "404" => {
-                let e: ErrorBody = serde_json::from_slice(&body).ok()?;
-                Some(Seen { version: e.version.unwrap_or(0), id: None, address: None, token: 0 })
-            }
-            _ => None,
-        }
+        let status = status?.parse().ok()?;
+        Some(match decode_read(status, &body.unwrap_or_default()).ok()? {
+            Read::Held(l) => Seen { version: l.version, id: Some(l.holder), address: l.address, token: l.token },
+            Read::Free { version } => Seen { version, id: None, address: None, token: 0 },
+        })
     }
 }
 
@@ -189,13 +183,18 @@ struct Shared {
 
 impl Shared {
     fn dispatch_wait(&self, ctx: &dyn Context, name: &str, version: u64, wait_ms: u64) -> Result<u32, Status> {
-        let path = format!("/v1/elections/{name}?wait={version}&timeout_ms={wait_ms}");
+        let wait = Some((version, Duration::from_millis(wait_ms)));
+        let request = read_request(Kind::Election, name, wait, Duration::ZERO);
         ctx.dispatch_http_call(
             &self.config.cluster,
-            vec![(":method", "GET"), (":path", &path), (":authority", &self.config.authority)],
+            vec![
+                (":method", request.method.as_str()),
+                (":path", &request.path),
+                (":authority", &self.config.authority),
+            ],
             None,
             vec![],
-            Duration::from_millis(wait_ms + 5_000),
+            request.timeout,
         )
     }
 }
@@ -422,11 +421,13 @@ impl HttpContext for Request {
         let config = &self.shared.config;
         let election = match config.election {
             Election::Fixed(ref name) => Ok(name.clone()),
-            Election::Sharded { path_segment: Some(_), .. } => {
+            Election::Sharded { source: ShardSource::PathSegment(_), .. } => {
                 let path = self.get_http_request_header(":path").unwrap_or_default();
                 config.election_for(|h| self.get_http_request_header(h), &path)
             }
-            Election::Sharded { .. } => config.election_for(|h| self.get_http_request_header(h), ""),
+            Election::Sharded { source: ShardSource::Header(_), .. } => {
+                config.election_for(|h| self.get_http_request_header(h), "")
+            }
         };
         self.election = match election {
             Ok(name) => name,

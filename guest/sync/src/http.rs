@@ -1,8 +1,7 @@
 //! A blocking HTTP/1.1 client over `wasi:http/outgoing-handler`, just enough
 //! for the elector's JSON API.
 
-use std::time::Duration;
-
+use mpsync_core::client::HttpRequest;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
 use wasip2::io::streams::StreamError;
@@ -23,20 +22,26 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// Sends one request and reads the whole answer, within `timeout` for the
-/// first byte. Errors name the URL.
-pub fn request(
-    method: Method,
-    base: &str,
-    path: &str,
-    body: Option<&[u8]>,
-    timeout: Duration,
-) -> Result<Reply, String> {
+/// Sends one request of the protocol to the elector at `base` and reads
+/// the whole answer, within the request's timeout for the first byte.
+/// Errors name the URL.
+pub fn request(request: &HttpRequest, base: &str) -> Result<Reply, String> {
+    let (path, body, timeout) = (&request.path, request.body.as_deref(), request.timeout);
+    let method = match request.method {
+        mpsync_core::client::Method::Get => Method::Get,
+        mpsync_core::client::Method::Put => Method::Put,
+        mpsync_core::client::Method::Delete => Method::Delete,
+    };
     let url = format!("{base}{path}");
     let fail = |what: String| format!("elector at {url}: {what}");
     let authority = base.strip_prefix("http://").ok_or_else(|| fail("only http:// URLs are supported".into()))?;
-    let headers = Fields::from_list(&[("content-type".into(), b"application/json".to_vec())])
-        .map_err(|e| fail(format!("{e:?}")))?;
+    let mut fields = vec![("content-type".to_owned(), b"application/json".to_vec())];
+    if let Some(bytes) = body {
+        // A length up front: no chunked encoding for servers and proxies
+        // that want a length.
+        fields.push(("content-length".to_owned(), bytes.len().to_string().into_bytes()));
+    }
+    let headers = Fields::from_list(&fields).map_err(|e| fail(format!("{e:?}")))?;
     let req = OutgoingRequest::new(headers);
     req.set_method(&method).map_err(|()| fail("bad method".into()))?;
     req.set_scheme(Some(&Scheme::Http)).map_err(|()| fail("bad scheme".into()))?;

@@ -39,19 +39,14 @@ use wasip2::io::poll::Pollable;
 
 struct Provider;
 
-fn to_wit(e: lease::Error) -> Error {
-    match e {
-        lease::Error::HeldBy(h) => Error::HeldBy(h),
-        lease::Error::Timeout => Error::Timeout,
-        lease::Error::NotHeld => Error::NotHeld,
-        lease::Error::InvalidName(r) => Error::InvalidName(r),
-        lease::Error::InvalidOption(r) => Error::InvalidOption(r),
-        lease::Error::Unavailable(r) => Error::Unavailable(r),
-    }
+mpsync_core::wit_conversions!(Error, LeaderRecord);
+
+fn to_wit(e: mpsync_core::client::Error) -> Error {
+    e.into()
 }
 
 /// A handle: the lease, or why it could not be opened.
-pub struct Handle(Result<Rc<lease::Lease>, lease::Error>);
+pub struct Handle(Result<Rc<lease::Lease>, mpsync_core::client::Error>);
 
 impl Handle {
     fn get(&self) -> Result<&Rc<lease::Lease>, Error> {
@@ -83,10 +78,6 @@ impl Drop for Handle {
             let _ = l.release();
         }
     }
-}
-
-fn leader_record(l: lease::Leader) -> LeaderRecord {
-    LeaderRecord { id: l.id, address: l.address, token: l.token }
 }
 
 impl lock::Guest for Provider {
@@ -134,7 +125,7 @@ impl election::GuestElection for Handle {
     fn campaign(&self, timeout_ms: u64) -> Result<LeaderRecord, Error> {
         let l = self.get()?;
         l.acquire(Duration::from_millis(timeout_ms)).map_err(to_wit)?;
-        l.leader().map(leader_record).ok_or(Error::NotHeld)
+        l.leader().map(LeaderRecord::from).ok_or(Error::NotHeld)
     }
 
     fn resign(&self) -> Result<(), Error> {
@@ -147,7 +138,7 @@ impl election::GuestElection for Handle {
     }
 
     fn leader(&self) -> Option<LeaderRecord> {
-        self.0.as_ref().ok()?.leader().map(leader_record)
+        self.0.as_ref().ok()?.leader().map(LeaderRecord::from)
     }
 
     fn subscribe(&self) -> Pollable {

@@ -25,17 +25,14 @@
 
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::envoy::{Envoy, HttpClient, Upstream, baseline_config, config, original_dst_config, plain_config};
-use common::{Proc, elector};
-use elector::client::{Claimed, Client, Read};
+use envoy_e2e::{Envoy, HttpClient, Upstream, baseline_config, config, original_dst_config, plain_config};
+use mpsync_client::{Claimed, Client, Read};
 use mpsync_core::Kind;
 use mpsync_core::wire::AcquireRequest;
 use testkit::bench::{env_or, ms, percentile};
+use testkit::proc::{Proc, elector};
 
 /// Requests per second and every latency sample of one round; each request
 /// carries `headers`.

@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
-
-use common::{PATIENCE, Proc, elector, metric, token};
-use elector::client::{Client, Read};
+use mpsync_client::{Client, Read};
 use mpsync_core::Kind;
 use mpsync_core::wire::LeaseView;
+use testkit::proc::{PATIENCE, Proc, elector, metric, token};
 
 #[tokio::test]
 async fn two_lock_examples_contend_and_the_second_gets_it_at_release() {

@@ -6,9 +6,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
-
-use common::{Proc, elector, metric, token, wasm};
+use testkit::proc::{Proc, elector, metric, token, wasm};
 
 fn portable(name: &str, url: &str, app: &str, args: &[&str]) -> Proc {
     let env = format!("MPSYNC_ELECTOR={url}");

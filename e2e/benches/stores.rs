@@ -5,7 +5,7 @@
 //! 1. acquire latency (`PUT` without a token, a fresh name each time) and
 //!    renew latency (`PUT` with the token), p50/p99;
 //! 2. store writes per held lease per TTL: `BENCH_LEASES` (default 20)
-//!    leases held by the real lease client (`mpsync::lease::Lease`, which
+//!    leases held by the real lease client (`mpsync_client::Lease`, which
 //!    renews on its own schedule) for `BENCH_TTLS` (default 5) TTLs of 1 s,
 //!    counted from the elector's `mpsync_store_calls_total`. client-go's
 //!    leader election, with its defaults (15 s lease, renew every 2 s),
@@ -16,15 +16,14 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use elector::child::ElectorProcess;
-use elector::client::{Claimed, Client};
 use hyper::Method;
-use mpsync::lease::{Lease, Options};
+use mpsync_client::{Claimed, Client};
+use mpsync_client::{Lease, Options};
 use mpsync_core::wire::{AcquireRequest, Kind};
 use testkit::bench::{env_or, ms, percentile};
+use testkit::elector::ElectorProcess;
 use testkit::{Etcd, LeaseApi};
 
 /// client-go: LeaseDuration 15 s / RetryPeriod 2 s.
@@ -40,7 +39,7 @@ async fn calls(client: &Client, call: &str) -> u64 {
 }
 
 async fn measure(store: &str, args: &[String]) {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mpsync")).with_file_name("elector");
+    let bin = testkit::bin("elector");
     let mut all: Vec<&str> = vec!["--log", "warn"];
     all.extend(args.iter().map(String::as_str));
     let elector = ElectorProcess::spawn(&bin, &all).await.unwrap();

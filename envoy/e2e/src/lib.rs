@@ -2,7 +2,7 @@
 //! leader filter, upstream replicas that answer with their own id, and an
 //! HTTP client that can set any header.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,10 +23,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::process::{Child, Command};
 
-use super::PATIENCE;
+use testkit::proc::PATIENCE;
 
 pub fn envoy_bin() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/envoy/envoy/_bin/envoy");
+    let bin = testkit::workspace().join(".tools/envoy/envoy/_bin/envoy");
     assert!(bin.is_file(), "{} is missing: run scripts/setup.sh (make test does)", bin.display());
     bin
 }
@@ -41,7 +41,7 @@ pub fn baseline_wasm() -> PathBuf {
 }
 
 fn wasip1(file: &str) -> PathBuf {
-    let path = super::wasm("lock.wasm").parent().unwrap().join("../../wasm32-wasip1/release").join(file);
+    let path = testkit::proc::wasm("lock.wasm").parent().unwrap().join("../../wasm32-wasip1/release").join(file);
     assert!(path.is_file(), "{} is missing: run scripts/build-wasm.sh", path.display());
     path.canonicalize().unwrap()
 }
@@ -96,6 +96,7 @@ pub struct Answer {
 pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
 
 impl HttpClient {
+    #[allow(clippy::new_without_default)]
     pub fn new() -> HttpClient {
         HttpClient(Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
     }

@@ -7,18 +7,16 @@
 
 use std::time::Duration;
 
-use elector::child::ElectorProcess;
-use elector::client::Client;
 use hyper::{Method, StatusCode};
-use mpsync::lease::{Lease, Options, SyncError};
+use mpsync_client::Client;
+use mpsync_client::{Error as SyncError, Lease, Options};
 use mpsync_core::wire::Kind;
 use testkit::Etcd;
+use testkit::elector::ElectorProcess;
 
 /// The elector binary, built beside `mpsync` in the same target dir.
 fn elector_bin() -> std::path::PathBuf {
-    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_mpsync")).with_file_name("elector");
-    assert!(bin.is_file(), "{} is missing: build the elector (cargo build -p elector)", bin.display());
-    bin
+    testkit::bin("elector")
 }
 const PATIENCE: Duration = Duration::from_secs(20);
 

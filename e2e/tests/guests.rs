@@ -4,11 +4,9 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
-
-use common::{Proc, elector, metric, token, wasm};
-use elector::client::{Client, Read};
+use mpsync_client::{Client, Read};
 use mpsync_core::Kind;
+use testkit::proc::{Proc, elector, metric, token, wasm};
 
 #[tokio::test]
 async fn every_wit_function_answers_as_documented() {

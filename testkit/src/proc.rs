@@ -1,40 +1,40 @@
-//! Test harness: a real elector and real `mpsync` processes running the
-//! example components, with their output lines awaited as events.
+//! Real processes for the end-to-end tests: the elector and `mpsync`
+//! running the example components, with their output lines awaited as
+//! events.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs)]
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use elector::child::ElectorProcess;
+use crate::elector::ElectorProcess;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
-
-pub mod envoy;
 
 /// Bound on waiting for something that should happen in well under a
 /// second; reaching it means it never came.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-pub const MPSYNC: &str = env!("CARGO_BIN_EXE_mpsync");
+/// The `mpsync` binary of this build.
+pub fn mpsync() -> PathBuf {
+    crate::bin("mpsync")
+}
 
 /// Where `scripts/build-wasm.sh` put the components.
 pub fn wasm(name: &str) -> PathBuf {
     let dir = std::env::var_os("MPSYNC_WASM_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release"));
+        .unwrap_or_else(|| crate::profile_dir().join("../wasm32-wasip2/release"));
     let path = dir.join(name);
     assert!(path.is_file(), "{} is missing: run scripts/build-wasm.sh (make test does)", path.display());
     path
 }
 
 pub async fn elector() -> ElectorProcess {
-    let bin = PathBuf::from(MPSYNC).with_file_name("elector");
-    assert!(bin.is_file(), "{} is missing: build the elector (cargo build -p elector)", bin.display());
-    ElectorProcess::spawn(bin, &["--log", "warn", "--identity", "test-elector"]).await.unwrap()
+    ElectorProcess::spawn(crate::bin("elector"), &["--log", "warn", "--identity", "test-elector"]).await.unwrap()
 }
 
 /// A running process whose stdout and stderr lines arrive as events.
@@ -48,7 +48,7 @@ pub struct Proc {
 impl Proc {
     /// `mpsync ARGS…`.
     pub fn mpsync(name: &str, args: &[String]) -> Proc {
-        Proc::spawn(name, MPSYNC, args)
+        Proc::spawn(name, &mpsync().display().to_string(), args)
     }
 
     /// `mpsync run --elector URL [EXTRA…] APP ARGS…`.
@@ -147,7 +147,7 @@ impl Proc {
 
 /// One compilation cache for the whole test run (inside the target dir).
 pub fn cache_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mpsync-cache")
+    crate::profile_dir().join("../tmp/mpsync-cache")
 }
 
 /// The fencing token in a line like "… (fencing token 7)".
@@ -163,12 +163,21 @@ pub fn token(line: &str) -> u64 {
 
 /// A metric's value from the elector's /metrics.
 pub async fn metric(elector: &ElectorProcess, name: &str) -> u64 {
-    let client = elector::client::Client::new(&elector.url());
-    let reply = client.request(hyper::Method::GET, "/metrics", None::<&()>).await.unwrap();
-    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    let text = get(&format!("{}/metrics", elector.url())).await;
     text.lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
+}
+
+/// The body of `GET url` (plain `http://`), as text.
+pub async fn get(url: &str) -> String {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<hyper::body::Bytes>>();
+    let uri: hyper::Uri = url.parse().unwrap();
+    let reply = tokio::time::timeout(PATIENCE, client.get(uri)).await.expect("no answer").unwrap();
+    let body = reply.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
 }

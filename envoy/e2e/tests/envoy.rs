@@ -4,15 +4,13 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::Stdio;
 
-use common::envoy::{Envoy, HttpClient, Upstream, config, envoy_bin};
-use common::{PATIENCE, Proc, elector, metric};
-use elector::client::{Client, Read};
+use envoy_e2e::{Envoy, HttpClient, Upstream, config, envoy_bin};
+use mpsync_client::{Client, Read};
 use mpsync_core::Kind;
+use testkit::proc::{PATIENCE, Proc, elector, metric};
 
 /// A replica: an upstream server, and `mpsync run election.wasm`
 /// campaigning for it with its address.
@@ -322,7 +320,7 @@ async fn invalid_filter_configurations_are_refused_with_a_clear_message() {
 
 #[tokio::test]
 async fn every_example_configuration_validates() {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = testkit::workspace();
     let examples = root.join("envoy/examples");
     let mut n = 0;
     for entry in std::fs::read_dir(&examples).unwrap() {
@@ -331,7 +329,7 @@ async fn every_example_configuration_validates() {
             // The examples name the filter relative to the repository root.
             let text = std::fs::read_to_string(&path).unwrap().replace(
                 "target/wasm32-wasip1/release/leader_filter.wasm",
-                &common::envoy::filter_wasm().display().to_string(),
+                &envoy_e2e::filter_wasm().display().to_string(),
             );
             let file = std::env::temp_dir().join(format!("mpsync-example-{}-{n}.yaml", std::process::id()));
             std::fs::write(&file, text).unwrap();

@@ -12,24 +12,18 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use elector::child::ElectorProcess;
-
-const MPSYNC: &str = env!("CARGO_BIN_EXE_mpsync");
+use testkit::elector::ElectorProcess;
 
 fn wasm(name: &str) -> String {
-    let dir = std::env::var_os("MPSYNC_WASM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release"));
-    dir.join(name).display().to_string()
+    testkit::proc::wasm(name).display().to_string()
 }
 
 fn mpsync(args: &[&str], cache: &std::path::Path) -> (Duration, String) {
     let start = Instant::now();
-    let out = Command::new(MPSYNC).args(args).env("MPSYNC_CACHE_DIR", cache).output().unwrap();
+    let out = Command::new(testkit::proc::mpsync()).args(args).env("MPSYNC_CACHE_DIR", cache).output().unwrap();
     let took = start.elapsed();
     assert!(out.status.success(), "mpsync {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     (took, String::from_utf8_lossy(&out.stdout).into_owned())
@@ -46,7 +40,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let elector_bin = PathBuf::from(MPSYNC).with_file_name("elector");
+    let elector_bin = testkit::bin("elector");
     let elector = ElectorProcess::spawn(&elector_bin, &["--log", "warn"]).await.unwrap();
     let url = elector.url();
     let cache = std::env::temp_dir().join(format!("mpsync-bench-cache-{}", std::process::id()));

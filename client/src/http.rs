@@ -1,0 +1,185 @@
+//! A small HTTP/1.1 client of the elector's versioned API, with keep-alive.
+//!
+//! It sends the [`HttpRequest`]s that `mpsync_core::client` builds and
+//! decodes answers with the same module, so it knows nothing of the
+//! protocol itself. Every request is bounded by its own timeout.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mpsync_core::client::{self as protocol, AnswerError, Claimed, HttpRequest, Method, Read};
+use mpsync_core::wire::{AcquireRequest, Kind};
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+/// The timeout of [`Client::claim`] and [`Client::release`], and of
+/// [`Client::read`] beyond its wait.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What can go wrong talking to the elector.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The request could not be sent or its answer not received in time.
+    #[error("elector at {url}: {reason}")]
+    Unavailable {
+        /// The URL tried.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The elector answered what the protocol does not expect.
+    #[error("elector at {url} {error}")]
+    Answer {
+        /// The URL.
+        url: String,
+        /// What was wrong with the answer.
+        error: AnswerError,
+    },
+}
+
+/// An error and its sources, as `outer: inner: root cause`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A raw answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
+    /// The body.
+    pub body: Bytes,
+    url: String,
+}
+
+impl Reply {
+    /// Decodes the body as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|e| ClientError::Answer {
+            url: self.url.clone(),
+            error: AnswerError::Decode { status: self.status.as_u16(), reason: e.to_string() },
+        })
+    }
+
+    /// Decodes the body with one of `mpsync_core::client`'s decoders.
+    pub fn decode<T>(&self, decode: fn(u16, &[u8]) -> Result<T, AnswerError>) -> Result<T, ClientError> {
+        decode(self.status.as_u16(), &self.body).map_err(|error| ClientError::Answer { url: self.url.clone(), error })
+    }
+}
+
+/// A client of one elector.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    /// A client of the elector at `base` (`http://127.0.0.1:13131`).
+    pub fn new(base: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let http = HyperClient::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector);
+        Client { base: base.trim_end_matches('/').to_owned(), http }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one request of the protocol and reads its whole answer within
+    /// its timeout.
+    pub async fn call(&self, request: &HttpRequest) -> Result<Reply, ClientError> {
+        let url = format!("{}{}", self.base, request.path);
+        let exchange = self.exchange(&url, request.method, request.body.clone().map(Bytes::from));
+        match tokio::time::timeout(request.timeout, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ClientError::Unavailable { url, reason: format!("no answer within {:?}", request.timeout) }),
+        }
+    }
+
+    /// Sends `method path` with an optional JSON body, without a timeout of
+    /// its own (tests, benchmarks, tools).
+    pub async fn request(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<Reply, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let bytes = match body {
+            Some(b) => Some(Bytes::from(serde_json::to_vec(b).map_err(|e| ClientError::Unavailable {
+                url: url.clone(),
+                reason: format!("cannot encode the request: {e}"),
+            })?)),
+            None => None,
+        };
+        self.exchange_with(&url, method, bytes).await
+    }
+
+    /// Sends `method path` with an optional body of raw bytes, labelled
+    /// JSON, without a timeout of its own.
+    pub async fn send(&self, method: hyper::Method, path: &str, body: Option<Bytes>) -> Result<Reply, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.exchange_with(&url, method, body).await
+    }
+
+    async fn exchange(&self, url: &str, method: Method, body: Option<Bytes>) -> Result<Reply, ClientError> {
+        let method = match method {
+            Method::Get => hyper::Method::GET,
+            Method::Put => hyper::Method::PUT,
+            Method::Delete => hyper::Method::DELETE,
+        };
+        self.exchange_with(url, method, body).await
+    }
+
+    async fn exchange_with(&self, url: &str, method: hyper::Method, body: Option<Bytes>) -> Result<Reply, ClientError> {
+        let unavailable = |reason: String| ClientError::Unavailable { url: url.to_owned(), reason };
+        let mut builder = Request::builder().method(method).uri(url);
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        let request = builder.body(Full::new(body.unwrap_or_default())).map_err(|e| unavailable(e.to_string()))?;
+        let response = self.http.request(request).await.map_err(|e| unavailable(error_chain(&e)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.map_err(|e| unavailable(e.to_string()))?.to_bytes();
+        Ok(Reply { status, headers, body, url: url.to_owned() })
+    }
+
+    /// `PUT`: acquire (no token) or renew (with token).
+    pub async fn claim(&self, kind: Kind, name: &str, request: &AcquireRequest) -> Result<Claimed, ClientError> {
+        let http = protocol::claim_request(kind, name, request, DEFAULT_REQUEST_TIMEOUT);
+        self.call(&http).await?.decode(protocol::decode_claim)
+    }
+
+    /// `DELETE`: release. `Ok(true)` when released, `Ok(false)` when the
+    /// elector says the caller does not hold it (409) or it does not exist.
+    pub async fn release(&self, kind: Kind, name: &str, holder: &str, token: u64) -> Result<bool, ClientError> {
+        let http = protocol::release_request(kind, name, holder, token, DEFAULT_REQUEST_TIMEOUT);
+        self.call(&http).await?.decode(protocol::decode_release)
+    }
+
+    /// `GET`, or with `wait` a long-poll for a version other than the given
+    /// one.
+    pub async fn read(&self, kind: Kind, name: &str, wait: Option<(u64, Duration)>) -> Result<Read, ClientError> {
+        let http = protocol::read_request(kind, name, wait, DEFAULT_REQUEST_TIMEOUT);
+        self.call(&http).await?.decode(protocol::decode_read)
+    }
+}

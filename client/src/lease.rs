@@ -1,0 +1,283 @@
+//! The native async client: one [`Lease`] per lock or election handle.
+//!
+//! It drives `mpsync_core`'s [`Session`] (the lease state machine and the
+//! protocol around it) against the elector and renews in a background task,
+//! so a lease survives an app that computes for a long time without calling
+//! in. Every change (acquired, lost, released, another leader) bumps a
+//! generation counter that pollables and callers can wait on.
+//!
+//! Each request is bounded by a timeout shorter than the renewal interval,
+//! so a hung elector or network turns into a failed renewal and, at the
+//! local deadline, a lost lease — never a stuck belief.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mpsync_core::client::{Blocking, Error, Leader, Options, POLL_SLICE, Read, Session, Step, Then, decode_read};
+use mpsync_core::lease::{Output, Request};
+use mpsync_core::wire::Kind;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::http::Client;
+
+/// A lease this client holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    /// The fencing token.
+    pub token: u64,
+    /// When it is lost unless renewed.
+    pub valid_until: Instant,
+}
+
+struct Shared {
+    client: Client,
+    origin: Instant,
+    session: Mutex<Session>,
+    generation: watch::Sender<u64>,
+    /// The local deadline of the lease held, after every answer.
+    deadline: watch::Sender<Option<Instant>>,
+}
+
+/// One client's handle on a lock or an election candidacy.
+pub struct Lease {
+    shared: Arc<Shared>,
+    kind: Kind,
+    name: String,
+    options: Options,
+    renewer: Mutex<Option<JoinHandle<()>>>,
+    watcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Sends what the session asks for and feeds the answers back; returns
+    /// the events.
+    async fn drive(&self) -> Vec<Output> {
+        let mut events = Vec::new();
+        loop {
+            let step = lock(&self.session).next_step();
+            let (id, request, http) = match step {
+                None => break,
+                Some(Step::Event(event)) => {
+                    if let Output::Acquired { .. } | Output::Lost { .. } = event {
+                        self.bump();
+                    }
+                    events.push(event);
+                    continue;
+                }
+                Some(Step::Send { id, request, http }) => (id, request, http),
+            };
+            let reply = self.client.call(&http).await;
+            let answer = reply.as_ref().map(|r| (r.status.as_u16(), &r.body[..])).map_err(ToString::to_string);
+            let now = self.now();
+            let mut session = lock(&self.session);
+            if let Some(problem) = session.answer(id, request, answer, now) {
+                let name = session.name();
+                if let Request::Release { .. } = request {
+                    tracing::warn!(name, "release failed ({problem}); the lease will run out on its own");
+                } else {
+                    tracing::debug!(name, "{problem}");
+                }
+            }
+            let deadline = session.lease(now).map(|h| self.origin + h.valid_until);
+            drop(session);
+            self.deadline.send_if_modified(|d| std::mem::replace(d, deadline) != deadline);
+        }
+        events
+    }
+
+    /// Takes in a read; bumps the generation when the leader changed.
+    fn observe(&self, read: &Read) {
+        if lock(&self.session).observe(read) {
+            self.bump();
+        }
+    }
+}
+
+impl Lease {
+    /// A handle on the lock or election `name`. Checks the name and the
+    /// options; sends nothing.
+    pub fn new(client: Client, kind: Kind, name: &str, options: Options) -> Result<Lease, Error> {
+        let session = Session::new(client.base(), kind, name, options.clone())?;
+        let shared = Arc::new(Shared {
+            client,
+            origin: Instant::now(),
+            session: Mutex::new(session),
+            generation: watch::channel(0).0,
+            deadline: watch::channel(None).0,
+        });
+        Ok(Lease { shared, kind, name: name.to_owned(), options, renewer: Mutex::new(None), watcher: Mutex::new(None) })
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The holder id.
+    pub fn holder(&self) -> &str {
+        &self.options.holder
+    }
+
+    /// The lease duration.
+    pub fn ttl(&self) -> Duration {
+        self.options.ttl
+    }
+
+    /// The lease, while held and valid (checked against the local deadline
+    /// now, whether or not the renewal task has run).
+    pub fn held(&self) -> Option<Granted> {
+        let now = self.shared.now();
+        lock(&self.shared.session)
+            .lease(now)
+            .map(|h| Granted { token: h.token, valid_until: self.shared.origin + h.valid_until })
+    }
+
+    /// A receiver that changes on every acquisition, loss, release and
+    /// leader change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.generation.subscribe()
+    }
+
+    /// A receiver of the local deadline of the lease held (`None` when
+    /// none is), which changes with every renewal, loss and release.
+    pub fn deadlines(&self) -> watch::Receiver<Option<Instant>> {
+        self.shared.deadline.subscribe()
+    }
+
+    /// One attempt to acquire.
+    pub async fn try_acquire(&self) -> Result<Granted, Error> {
+        let granted = |held: mpsync_core::lease::Held| Granted {
+            token: held.token,
+            valid_until: self.shared.origin + held.valid_until,
+        };
+        let now = self.shared.now();
+        if let Some(held) = lock(&self.shared.session).start_acquire(now)? {
+            return Ok(granted(held));
+        }
+        self.shared.drive().await;
+        let now = self.shared.now();
+        let held = lock(&self.shared.session).acquisition(now)?;
+        self.start_renewer();
+        Ok(granted(held))
+    }
+
+    /// Acquires, waiting up to `timeout` (long-polling the elector, so a
+    /// release is learned at once and an expiry as it happens), with the
+    /// retry policy of [`Blocking`]: an elector that fails is retried for
+    /// up to one TTL, then reported `Unavailable`.
+    pub async fn acquire(&self, timeout: Duration) -> Result<Granted, Error> {
+        let mut blocking = Blocking::new(self.shared.now(), timeout, self.ttl());
+        loop {
+            let error = match self.try_acquire().await {
+                Ok(granted) => return Ok(granted),
+                Err(e) => e,
+            };
+            match blocking.after(error, self.shared.now()) {
+                Then::Report(e) => return Err(e),
+                Then::RetryAt(at) => tokio::time::sleep_until((self.shared.origin + at).into()).await,
+                Then::Wait(left) => {
+                    // Wakes when the record changes (released, taken over)
+                    // or the lease it shows runs out. A failure here shows
+                    // in the next attempt.
+                    let wait = lock(&self.shared.session).wait_request(left);
+                    let reply = self.shared.client.call(&wait).await;
+                    if let Ok(Ok(read)) = reply.map(|r| decode_read(r.status.as_u16(), &r.body)) {
+                        self.shared.observe(&read);
+                    }
+                    if self.shared.now() >= blocking.deadline() {
+                        return Err(Error::Timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases at once. `NotHeld` if not held.
+    pub async fn release(&self) -> Result<(), Error> {
+        let released = lock(&self.shared.session).release();
+        if let Some(handle) = lock(&self.renewer).take() {
+            handle.abort();
+        }
+        released?;
+        self.shared.bump();
+        self.shared.drive().await;
+        Ok(())
+    }
+
+    /// Elections: the leader as last seen (this candidate while it leads).
+    pub fn leader(&self) -> Option<Leader> {
+        lock(&self.shared.session).leader(self.shared.now())
+    }
+
+    /// Elections: starts a background watch of the leader (long-poll), so
+    /// [`leader`](Self::leader) and [`changes`](Self::changes) follow other
+    /// candidates too. Idempotent.
+    pub fn watch_leader(self: &Arc<Self>) {
+        let mut watcher = lock(&self.watcher);
+        if watcher.is_some() || self.kind != Kind::Election {
+            return;
+        }
+        let shared = Arc::downgrade(&self.shared);
+        let client = self.shared.client.clone();
+        *watcher = Some(tokio::spawn(async move {
+            loop {
+                let Some(wait) = shared.upgrade().map(|s| lock(&s.session).wait_request(POLL_SLICE)) else { return };
+                let reply = client.call(&wait).await;
+                let Some(shared) = shared.upgrade() else { return };
+                match reply.map(|r| decode_read(r.status.as_u16(), &r.body)) {
+                    Ok(Ok(read)) => shared.observe(&read),
+                    failed => {
+                        tracing::debug!("leader watch: {failed:?}");
+                        drop(shared);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    fn start_renewer(&self) {
+        let shared = self.shared.clone();
+        let name = self.name.clone();
+        let handle = tokio::spawn(async move {
+            loop {
+                let wake = lock(&shared.session).next_due();
+                let Some(wake) = wake else { return };
+                tokio::time::sleep_until((shared.origin + wake).into()).await;
+                let now = shared.now();
+                lock(&shared.session).tick(now);
+                let events = shared.drive().await;
+                if let Some(Output::Lost { token }) = events.iter().find(|e| matches!(e, Output::Lost { .. })) {
+                    tracing::warn!(name, token, "lease lost");
+                    return;
+                }
+            }
+        });
+        if let Some(old) = lock(&self.renewer).replace(handle) {
+            old.abort();
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        for slot in [&self.renewer, &self.watcher] {
+            if let Some(task) = lock(slot).take() {
+                task.abort();
+            }
+        }
+    }
+}

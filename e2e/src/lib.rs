@@ -1,0 +1,1 @@
+//! End-to-end tests of `mpsync`: see `tests/` and `benches/`.
