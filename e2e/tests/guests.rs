@@ -9,27 +9,6 @@ use mpsync_core::Kind;
 use testkit::proc::{Proc, elector, metric, token, wasm};
 
 #[tokio::test]
-async fn every_wit_function_answers_as_documented() {
-    let elector = elector().await;
-    let mut probe = Proc::run("probe", &elector.url(), &[], "probe.wasm", &["--mode", "api"]);
-    let status = probe.wait().await;
-    let out = probe.output();
-    assert!(status.success() && out.contains("probe api ok"), "{out}");
-    assert!(out.contains("invalid name: \"Bad_Name\": name contains 'B'"), "{out}");
-}
-
-#[tokio::test]
-async fn an_unreachable_elector_is_unavailable_with_the_url_not_a_trap() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let mut probe = Proc::run("probe", &url, &[], "probe.wasm", &["--mode", "unavailable"]);
-    assert!(probe.wait().await.success(), "{}", probe.output());
-    assert!(probe.output().contains(&format!("unavailable: elector at {url}/v1/locks/probe")), "{}", probe.output());
-    assert!(probe.output().contains("lock-within: unavailable"), "{}", probe.output());
-}
-
-#[tokio::test]
 async fn a_busy_guest_keeps_its_lock_through_background_renewal() {
     let elector = elector().await;
     let mut busy = Proc::run(

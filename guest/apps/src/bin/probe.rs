@@ -1,8 +1,11 @@
-//! A test app for the host's tests: `--mode api` calls every function of
-//! metaparticle:sync and checks the answers; the other modes misbehave on
-//! purpose (trap, hog memory or CPU, busy-loop while holding a lock, keep
-//! working until the lease is lost). Prints `probe FAILED: …` and exits 1
-//! when an answer is not the documented one.
+//! The test app of the behaviour suite (`e2e/tests/behaviour.rs`), run the
+//! same way against both providers: `--mode api` calls every function of
+//! metaparticle:sync and checks the answers; `unavailable`, `gone` and
+//! `follow` report what the app sees when the elector is unreachable, goes
+//! away mid-lease, or another candidate takes over; the other modes
+//! misbehave on purpose (trap, hog memory or CPU, busy-loop while holding a
+//! lock, keep working until the lease is lost). Prints `probe FAILED: …` and
+//! exits 1 when an answer is not the documented one.
 
 use std::time::Duration;
 
@@ -10,6 +13,13 @@ use sync_apps::election::{Election, ElectionOptions};
 use sync_apps::lock::{Lock, LockOptions};
 use sync_apps::types::Error;
 use sync_apps::{Flags, now, say, wait};
+
+/// Milliseconds since the Unix epoch, on the wall clock (comparable with
+/// the test's own clock, unlike the monotonic one).
+fn wall_ms() -> u128 {
+    let t = wasip2::clocks::wall_clock::now();
+    u128::from(t.seconds) * 1000 + u128::from(t.nanoseconds / 1_000_000)
+}
 
 fn check(ok: bool, what: &str) {
     if !ok {
@@ -37,10 +47,16 @@ fn api(prefix: &str) {
     let changed = a.subscribe();
     check(!wait(&changed, Duration::ZERO), "subscribe() is not ready while nothing changed");
     drop(changed);
+    let lost = a.subscribe();
     check(a.unlock().is_ok(), "unlock");
+    check(wait(&lost, Duration::from_secs(5)), "subscribe() is ready after the lock is given up");
+    drop(lost);
     check(matches!(a.unlock(), Err(Error::NotHeld)), "unlock twice is not-held");
     check(a.lease().is_none(), "lease() after unlock is none");
+    let acquired = b.subscribe();
     let second = b.lock_within(2000);
+    check(wait(&acquired, Duration::from_secs(5)), "subscribe() is ready after the lock is acquired");
+    drop(acquired);
     check(second.as_ref().is_ok_and(|l| l.token > token), "the next holder gets a higher token");
     let changed = b.subscribe();
     drop(changed);
@@ -103,9 +119,13 @@ fn main() {
                 Err(Error::Unavailable(reason)) => say(format!("unavailable: {reason}")),
                 other => check(false, &format!("an unreachable elector is unavailable, got {other:?}")),
             }
-            // A blocking call reports it too (after retrying for one TTL).
+            // A blocking call reports it too, after retrying for one TTL,
+            // however long it was willing to wait.
+            let start = now();
             match lock.lock_within(u64::MAX) {
-                Err(Error::Unavailable(_)) => say("lock-within: unavailable"),
+                Err(Error::Unavailable(_)) => {
+                    say(format!("lock-within: unavailable after {} ms", (now() - start).as_millis()))
+                }
                 other => check(false, &format!("lock-within on an unreachable elector, got {other:?}")),
             }
         }
@@ -144,6 +164,53 @@ fn main() {
                     let changed = lock.subscribe();
                     wait(&changed, Duration::from_millis(50));
                 },
+            }
+        }
+        "gone" => {
+            // Hold the lock and follow it through subscribe() alone until it
+            // is lost; then print, on the wall clock, the last moment
+            // lease() still answered and the first it did not.
+            let lock = Lock::new(&name, &opts(&flags.str("id", "probe"), ttl));
+            let lease = lock.lock_within(5_000).unwrap_or_else(|e| {
+                check(false, &format!("lock: {e:?}"));
+                unreachable!()
+            });
+            say(format!("I have the lock! (fencing token {})", lease.token));
+            let mut last_held = wall_ms();
+            loop {
+                let changed = lock.subscribe();
+                wait(&changed, Duration::from_secs(60));
+                drop(changed);
+                let at = wall_ms();
+                match lock.lease() {
+                    Some(_) => last_held = at,
+                    None => {
+                        say(format!("lost: last held at {last_held} ms, not held at {at} ms"));
+                        return;
+                    }
+                }
+            }
+        }
+        "follow" => {
+            // A candidate that does not campaign: print every leader it
+            // sees through subscribe(), until `--until` leads.
+            let until = flags.str("until", "");
+            let e = Election::new(
+                &name,
+                &ElectionOptions { ttl_ms: Some(ttl), candidate: Some("follower".into()), address: None },
+            );
+            let mut seen = None;
+            loop {
+                let leader = e.leader().map(|l| l.id);
+                if leader != seen {
+                    say(format!("leader: {}", leader.as_deref().unwrap_or("none")));
+                    if leader.as_deref() == Some(until.as_str()) {
+                        return;
+                    }
+                    seen = leader;
+                }
+                let changed = e.subscribe();
+                wait(&changed, Duration::from_secs(60));
             }
         }
         "memory" => {

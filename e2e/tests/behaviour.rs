@@ -1,0 +1,177 @@
+//! One behaviour suite for the WIT contract: the same cases, run by the same
+//! test app (`probe.wasm`), against every provider of `metaparticle:sync`:
+//!
+//! - `native`: the `mpsync` host's own imports (`mpsync run probe.wasm`);
+//! - `portable`: the app composed with the `sync-guest` component
+//!   (`probe.portable.wasm`) under `mpsync run --no-sync-imports`, which
+//!   links nothing of metaparticle:sync;
+//! - `wasmtime`: the same composition under the stock `wasmtime run`
+//!   (ignored until the set-up installs a wasmtime CLI).
+//!
+//! A case that one provider passes and another fails is a bug in one of
+//! them: the WIT promises the same behaviour from both.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mpsync_client::{Client, Kind, Lease, Options};
+use testkit::proc::{Proc, elector, wasm};
+
+#[derive(Debug, Clone, Copy)]
+enum Provider {
+    Native,
+    Portable,
+    Wasmtime,
+}
+
+/// The stock wasmtime CLI: the project's own (`.tools/wasmtime/`), else
+/// one on PATH.
+fn wasmtime_cli() -> PathBuf {
+    let own = testkit::workspace().join(".tools/wasmtime/wasmtime");
+    let on_path = || {
+        std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("wasmtime")).find(|f| f.is_file()))
+    };
+    if own.is_file() {
+        own
+    } else {
+        on_path().unwrap_or_else(|| panic!("{} is missing and no wasmtime is on PATH", own.display()))
+    }
+}
+
+/// The probe in `mode`, talking to the elector at `url`, under `provider`.
+fn probe(provider: Provider, url: &str, mode: &str, args: &[&str]) -> Proc {
+    let mut all = vec!["--mode", mode];
+    all.extend(args);
+    let name = format!("{provider:?}-{mode}");
+    let env = format!("MPSYNC_ELECTOR={url}");
+    match provider {
+        Provider::Native => Proc::run(&name, url, &[], "probe.wasm", &all),
+        Provider::Portable => Proc::run(&name, url, &["--no-sync-imports", "--env", &env], "probe.portable.wasm", &all),
+        Provider::Wasmtime => {
+            let mut cli: Vec<String> =
+                ["run", "-S", "http", "-S", "inherit-network", "--env", &env].map(String::from).into();
+            cli.push(wasm("probe.portable.wasm").display().to_string());
+            cli.extend(all.iter().map(|s| s.to_string()));
+            Proc::spawn(&name, &wasmtime_cli().display().to_string(), &cli)
+        }
+    }
+}
+
+fn wall_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+}
+
+/// The number after `key` in `line`.
+fn number(line: &str, key: &str) -> u128 {
+    let tail = line.split(key).nth(1).unwrap_or_else(|| panic!("no {key:?} in {line:?}"));
+    tail.trim_start().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+/// Every function: try-lock, lock with a timeout, held-by, not-held,
+/// unlock, tokens growing, subscribe on acquisition and release, invalid
+/// names and options, campaign, resign, leader, is-leader.
+async fn every_function_answers_as_documented(provider: Provider) {
+    let elector = elector().await;
+    let mut p = probe(provider, &elector.url(), "api", &[]);
+    let status = p.wait().await;
+    let out = p.output();
+    assert!(status.success() && out.contains("probe api ok"), "{out}");
+    assert!(out.contains("invalid name: \"Bad_Name\": name contains 'B'"), "{out}");
+}
+
+/// An unreachable elector is `unavailable`, naming the URL: at once for
+/// try-lock, after one TTL of retries for a blocking call however long it
+/// would wait.
+async fn an_unreachable_elector_is_unavailable_after_one_ttl(provider: Provider) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut p = probe(provider, &url, "unavailable", &["--ttl-ms", "1000"]);
+    assert!(p.wait().await.success(), "{}", p.output());
+    let out = p.output();
+    assert!(out.contains(&format!("unavailable: elector at {url}/v1/locks/probe")), "{out}");
+    let line = out.lines().find(|l| l.contains("lock-within: unavailable after")).unwrap_or_else(|| panic!("{out}"));
+    assert!(number(line, "after") >= 1000, "gave up before one TTL: {line}");
+}
+
+/// The elector goes away while the app holds a lock: the app learns it
+/// through subscribe(), and lease() stops answering no later than the local
+/// deadline (80% of the TTL after the last renewal the dead elector could
+/// have granted).
+async fn an_elector_that_goes_away_is_a_lost_lease_by_the_deadline(provider: Provider) {
+    let mut elector = elector().await;
+    let mut p = probe(provider, &elector.url(), "gone", &["--ttl-ms", "1000", "--name", "gone"]);
+    p.expect_line("I have the lock!").await;
+    elector.signal("KILL").unwrap();
+    let killed_at = wall_ms();
+    let _ = elector.wait().await;
+    let line = p.expect_line("lost:").await;
+    assert!(p.wait().await.success(), "{}", p.output());
+    let last_held = number(&line, "last held at");
+    // 800 ms: the local deadline; 50 ms: the signal's delivery after kill().
+    assert!(
+        last_held <= killed_at + 850,
+        "lease() answered {} ms after the elector died: {line}",
+        last_held - killed_at
+    );
+}
+
+/// A candidate that does not lead follows the leader through subscribe():
+/// one leader, its resignation, the next one.
+async fn a_follower_sees_every_leader_change(provider: Provider) {
+    let elector = elector().await;
+    let client = Client::new(&elector.url());
+    let candidate = |id: &str| {
+        let options = Options { ttl: Duration::from_secs(2), holder: id.into(), address: None };
+        Lease::new(client.clone(), Kind::Election, "follow", options).unwrap()
+    };
+    let (x, y) = (candidate("x"), candidate("y"));
+    x.try_acquire().await.unwrap();
+    let mut p = probe(provider, &elector.url(), "follow", &["--name", "follow", "--until", "y", "--ttl-ms", "2000"]);
+    p.expect_line("leader: x").await;
+    x.release().await.unwrap();
+    y.try_acquire().await.unwrap();
+    p.expect_line("leader: y").await;
+    assert!(p.wait().await.success(), "{}", p.output());
+}
+
+macro_rules! suite {
+    ($provider:ident, $variant:expr $(, $ignore:meta)?) => {
+        mod $provider {
+            #[tokio::test]
+            $(#[$ignore])?
+            async fn every_function_answers_as_documented() {
+                super::every_function_answers_as_documented($variant).await;
+            }
+
+            #[tokio::test]
+            $(#[$ignore])?
+            async fn an_unreachable_elector_is_unavailable_after_one_ttl() {
+                super::an_unreachable_elector_is_unavailable_after_one_ttl($variant).await;
+            }
+
+            #[tokio::test]
+            $(#[$ignore])?
+            async fn an_elector_that_goes_away_is_a_lost_lease_by_the_deadline() {
+                super::an_elector_that_goes_away_is_a_lost_lease_by_the_deadline($variant).await;
+            }
+
+            #[tokio::test]
+            $(#[$ignore])?
+            async fn a_follower_sees_every_leader_change() {
+                super::a_follower_sees_every_leader_change($variant).await;
+            }
+        }
+    };
+}
+
+suite!(native, super::Provider::Native);
+suite!(portable, super::Provider::Portable);
+suite!(
+    wasmtime,
+    super::Provider::Wasmtime,
+    ignore = "needs the stock wasmtime CLI, which scripts/setup.sh does not install yet"
+);
