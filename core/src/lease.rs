@@ -229,11 +229,6 @@ impl LeaseClient {
         }
     }
 
-    /// True while an acquisition is waiting for its answer.
-    pub fn is_acquiring(&self) -> bool {
-        matches!(self.phase, Phase::Acquiring { .. })
-    }
-
     /// Feeds the response to request `id`, received at `now`.
     pub fn handle_response(&mut self, id: RequestId, response: Response, now: Duration) {
         match (self.phase, response) {

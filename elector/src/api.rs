@@ -274,7 +274,7 @@ async fn readyz(State(s): Shared) -> Response {
 
 async fn metrics(State(s): Shared) -> Response {
     let text = s.metrics().render(s.held_count(), s.store_name(), &s.store_calls());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

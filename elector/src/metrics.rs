@@ -1,16 +1,26 @@
-//! Prometheus metrics, rendered as text for `GET /metrics`.
+//! Prometheus metrics for `GET /metrics`, kept and encoded by
+//! `prometheus-client` (the Prometheus project's own Rust client) in the
+//! OpenMetrics text format.
 //!
 //! Counters are per kind (`lock`, `election`); request latency is a
-//! histogram per route. Long-polls are timed under their own route so their
-//! deliberate waiting does not hide the latency of ordinary requests.
+//! histogram per route and status. Long-polls are timed under their own
+//! route so their deliberate waiting does not hide the latency of ordinary
+//! requests. `mpsync_build_info` says which build answers.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use mpsync_core::Kind;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The content type of what [`Metrics::render`] returns.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 const BUCKETS: [f64; 14] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
@@ -30,21 +40,6 @@ pub enum Event {
     Conflict,
 }
 
-const EVENTS: [(Event, &str, &str); 5] = [
-    (Event::Acquisition, "mpsync_acquisitions_total", "Leases granted to a new holder."),
-    (Event::Renewal, "mpsync_renewals_total", "Leases renewed by their holder."),
-    (Event::Release, "mpsync_releases_total", "Leases released by their holder."),
-    (Event::Expiry, "mpsync_expiries_total", "Leases that ran out and were taken over."),
-    (Event::Conflict, "mpsync_conflicts_total", "Claims and releases refused with 409."),
-];
-
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
 /// A request or connection turned away at a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -54,109 +49,210 @@ pub enum Refusal {
     LongPoll,
 }
 
-const REFUSALS: [(Refusal, &str); 2] = [(Refusal::Connection, "connections"), (Refusal::LongPoll, "long_polls")];
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreCallLabels {
+    store: &'static str,
+    call: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+type Events = Family<KindLabel, Counter>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
 
 /// The elector's metrics.
-#[derive(Default)]
 pub struct Metrics {
-    events: [[AtomicU64; 2]; EVENTS.len()],
-    refusals: [AtomicU64; REFUSALS.len()],
-    latency: Mutex<BTreeMap<(&'static str, u16), Histogram>>,
-    watchers: AtomicU64,
+    registry: Registry,
+    acquisitions: Events,
+    renewals: Events,
+    releases: Events,
+    expiries: Events,
+    conflicts: Events,
+    refusals: Family<LimitLabel, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    store_calls: Family<StoreCallLabels, Counter>,
+    held: Gauge,
+    watchers: Gauge<i64, AtomicI64>,
+    /// Scrapes mirror the store's and the judge's own counts into the
+    /// registry one at a time.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 /// Counts one waiting long-poll for as long as it lives.
-pub struct Watching<'a>(&'a AtomicU64);
+pub struct Watching<'a>(&'a Gauge<i64, AtomicI64>);
 
 impl Drop for Watching<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 }
 
-fn kind_index(kind: Kind) -> usize {
-    match kind {
-        Kind::Lock => 0,
-        Kind::Election => 1,
-    }
+fn kind_label(kind: Kind) -> KindLabel {
+    KindLabel { kind: kind.singular() }
 }
 
 impl Metrics {
-    /// Counts one event.
-    pub fn count(&self, kind: Kind, event: Event) {
-        let i = EVENTS.iter().position(|(e, ..)| *e == event).unwrap_or(0);
-        self.events[i][kind_index(kind)].fetch_add(1, Ordering::Relaxed);
+    /// Every metric registered, at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let events = [
+            ("mpsync_acquisitions", "Leases granted to a new holder."),
+            ("mpsync_renewals", "Leases renewed by their holder."),
+            ("mpsync_releases", "Leases released by their holder."),
+            ("mpsync_expiries", "Leases that ran out and were taken over."),
+            ("mpsync_conflicts", "Claims and releases refused with 409."),
+        ]
+        .map(|(name, help)| {
+            let family = Events::default();
+            for kind in [Kind::Lock, Kind::Election] {
+                let _ = family.get_or_create(&kind_label(kind));
+            }
+            registry.register(name, help, family.clone());
+            family
+        });
+        let [acquisitions, renewals, releases, expiries, conflicts] = events;
+        let refusals = Family::<LimitLabel, Counter>::default();
+        for limit in ["connections", "long_polls"] {
+            let _ = refusals.get_or_create(&LimitLabel { limit });
+        }
+        registry.register("mpsync_refusals", "Connections and requests turned away at a limit.", refusals.clone());
+        let held = Gauge::default();
+        registry.register("mpsync_held_leases", "Leases held right now, as this elector last saw them.", held.clone());
+        let watchers = Gauge::<i64, AtomicI64>::default();
+        registry.register("mpsync_watchers", "Long-polls waiting for a change right now.", watchers.clone());
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "mpsync_request_duration_seconds",
+            "Time to answer a request, by route and status.",
+            latency.clone(),
+        );
+        let store_calls = Family::<StoreCallLabels, Counter>::default();
+        registry.register("mpsync_store_calls", "Calls made to the store, by kind of call.", store_calls.clone());
+        let build = Family::<BuildLabels, Gauge>::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("mpsync_build_info", "The elector's build: 1, labelled with its version.", build);
+        Metrics {
+            registry,
+            acquisitions,
+            renewals,
+            releases,
+            expiries,
+            conflicts,
+            refusals,
+            latency,
+            store_calls,
+            held,
+            watchers,
+            scrape: Mutex::new(()),
+        }
     }
 
-    /// The count of one event so far.
-    pub fn get(&self, kind: Kind, event: Event) -> u64 {
-        let i = EVENTS.iter().position(|(e, ..)| *e == event).unwrap_or(0);
-        self.events[i][kind_index(kind)].load(Ordering::Relaxed)
+    /// Counts one event.
+    pub fn count(&self, kind: Kind, event: Event) {
+        let family = match event {
+            Event::Acquisition => &self.acquisitions,
+            Event::Renewal => &self.renewals,
+            Event::Release => &self.releases,
+            Event::Expiry => &self.expiries,
+            Event::Conflict => &self.conflicts,
+        };
+        family.get_or_create(&kind_label(kind)).inc();
     }
 
     /// Counts one refusal at a limit.
     pub fn refuse(&self, what: Refusal) {
-        let i = REFUSALS.iter().position(|(r, _)| *r == what).unwrap_or(0);
-        self.refusals[i].fetch_add(1, Ordering::Relaxed);
+        let limit = match what {
+            Refusal::Connection => "connections",
+            Refusal::LongPoll => "long_polls",
+        };
+        self.refusals.get_or_create(&LimitLabel { limit }).inc();
     }
 
     /// Counts a long-poll as waiting until the returned guard is dropped.
     pub fn watching(&self) -> Watching<'_> {
-        self.watchers.fetch_add(1, Ordering::Relaxed);
+        self.watchers.inc();
         Watching(&self.watchers)
     }
 
     /// Records how long a request on `route` took and its status code.
     pub fn observe_request(&self, route: &'static str, status: u16, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        let mut latency = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let h = latency.entry((route, status)).or_default();
-        h.count += 1;
-        h.sum += secs;
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            h.counts[i] += 1;
-        }
+        self.latency.get_or_create(&RouteLabels { route, status }).observe(elapsed.as_secs_f64());
     }
 
-    /// Renders every metric in the Prometheus text format; `held` is the
-    /// number of leases currently held.
-    pub fn render(&self, held: usize, store: &str, store_calls: &[(&str, u64)]) -> String {
-        let mut out = String::new();
-        let name = "mpsync_store_calls_total";
-        let _ = writeln!(out, "# HELP {name} Calls made to the store, by kind of call.\n# TYPE {name} counter");
+    /// Renders every metric in the OpenMetrics text format ([`CONTENT_TYPE`]);
+    /// `held` is the number of leases held now, `store_calls` the store's
+    /// own running counts by kind of call.
+    pub fn render(&self, held: usize, store: &'static str, store_calls: &[(&str, u64)]) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.held.set(i64::try_from(held).unwrap_or(i64::MAX));
         for (call, n) in store_calls {
-            let _ = writeln!(out, "{name}{{store=\"{store}\",call=\"{call}\"}} {n}");
+            let counter = self.store_calls.get_or_create(&StoreCallLabels { store, call: (*call).to_owned() });
+            counter.inc_by(n.saturating_sub(counter.get()));
         }
-        for (i, (_, name, help)) in EVENTS.iter().enumerate() {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for kind in [Kind::Lock, Kind::Election] {
-                let v = self.events[i][kind_index(kind)].load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {v}", kind.plural().trim_end_matches('s'));
-            }
-        }
-        let name = "mpsync_refusals_total";
-        let _ = writeln!(out, "# HELP {name} Connections and requests turned away at a limit.\n# TYPE {name} counter");
-        for (i, (_, reason)) in REFUSALS.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{limit=\"{reason}\"}} {}", self.refusals[i].load(Ordering::Relaxed));
-        }
-        let _ = writeln!(out, "# HELP mpsync_held_leases Leases held right now, as this elector last saw them.");
-        let _ = writeln!(out, "# TYPE mpsync_held_leases gauge\nmpsync_held_leases {held}");
-        let watchers = self.watchers.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP mpsync_watchers Long-polls waiting for a change right now.");
-        let _ = writeln!(out, "# TYPE mpsync_watchers gauge\nmpsync_watchers {watchers}");
-        let name = "mpsync_request_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Time to answer a request, by route and status.\n# TYPE {name} histogram");
-        let latency = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for ((route, status), h) in latency.iter() {
-            let labels = format!("route=\"{route}\",status=\"{status}\"");
-            let mut cumulative = 0;
-            for (bound, count) in BUCKETS.iter().zip(h.counts) {
-                cumulative += count;
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-            }
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}", h.sum, h.count);
-        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_renders_under_its_documented_name() {
+        let m = Metrics::new();
+        m.count(Kind::Election, Event::Acquisition);
+        m.refuse(Refusal::LongPoll);
+        m.observe_request("election_put", 200, Duration::from_millis(2));
+        let watching = m.watching();
+        let text = m.render(3, "memory", &[("write", 5)]);
+        for line in [
+            "mpsync_acquisitions_total{kind=\"election\"} 1",
+            "mpsync_acquisitions_total{kind=\"lock\"} 0",
+            "mpsync_refusals_total{limit=\"long_polls\"} 1",
+            "mpsync_refusals_total{limit=\"connections\"} 0",
+            "mpsync_held_leases 3",
+            "mpsync_watchers 1",
+            "mpsync_store_calls_total{store=\"memory\",call=\"write\"} 5",
+            "mpsync_request_duration_seconds_count{route=\"election_put\",status=\"200\"} 1",
+            "mpsync_request_duration_seconds_bucket{le=\"0.0025\",route=\"election_put\",status=\"200\"} 1",
+            "mpsync_build_info{version=\"0.1.0\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        drop(watching);
+        let text = m.render(0, "memory", &[("write", 7)]);
+        assert!(text.contains("mpsync_watchers 0\n") && text.contains("call=\"write\"} 7\n"), "{text}");
     }
 }

@@ -186,11 +186,6 @@ impl Service {
         self
     }
 
-    /// This elector's identity on the compatible surface.
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

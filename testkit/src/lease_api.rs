@@ -2,7 +2,8 @@
 //! over real HTTP on a loopback port, for tests where no cluster can run.
 //!
 //! It follows the documented behaviour of the real one for what the
-//! elector (and kube-rs) use:
+//! elector (and kube-rs) use, and nothing more (no `PATCH`: the elector
+//! never patches):
 //! - `POST .../namespaces/{ns}/leases`: 201 with the stored object; 409
 //!   `AlreadyExists`; 422 `Invalid` for a bad name or spec; 400 `BadRequest`
 //!   for a body that is not a Lease or names another namespace.
@@ -10,8 +11,6 @@
 //! - `PUT .../leases/{name}`: 200; 404 `NotFound`; 409 `Conflict` when
 //!   `metadata.resourceVersion` is set and stale (unset: unconditional);
 //!   400 when the body's name differs from the URL's.
-//! - `PATCH` (`application/merge-patch+json`): as `PUT`, with a
-//!   resourceVersion in the patch as precondition.
 //! - `DELETE .../leases/{name}`: 200 with the object, or 404.
 //! - `GET .../leases`: a `LeaseList` with `metadata.resourceVersion`;
 //!   `labelSelector` (`k=v`, `k==v`, `k!=v`, `k`, comma = and),
@@ -43,7 +42,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -433,51 +432,6 @@ async fn replace(State(inner): Shared, UrlPath((ns, name)): UrlPath<(String, Str
     }
 }
 
-fn merge(target: &mut Value, patch: &Value) {
-    match (target.as_object_mut(), patch.as_object()) {
-        (Some(t), Some(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        _ => *target = patch.clone(),
-    }
-}
-
-async fn patch(
-    State(inner): Shared,
-    UrlPath((ns, name)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.starts_with("application/merge-patch+json") {
-        return status(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json (this emulator's only patch type), not {content_type:?}"
-            ),
-            None,
-        );
-    }
-    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "the patch is not JSON".into(), None);
-    };
-    let current = inner.objects().leases.get(&(ns.clone(), name.clone())).cloned();
-    let Some(mut lease) = current else { return not_found(&name) };
-    // A resourceVersion in the patch is a precondition; without one the
-    // patch applies to whatever is there.
-    let precondition = patch["metadata"]["resourceVersion"].clone();
-    merge(&mut lease, &patch);
-    lease["metadata"]["resourceVersion"] = precondition;
-    update(&inner, &ns, &name, lease)
-}
-
 async fn delete(State(inner): Shared, UrlPath((ns, name)): UrlPath<(String, String)>) -> Response {
     let mut objects = inner.objects();
     let Some(mut lease) = objects.leases.remove(&(ns.clone(), name.clone())) else { return not_found(&name) };
@@ -511,7 +465,7 @@ fn router(inner: Arc<Inner>) -> Router {
     let base = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases";
     Router::new()
         .route(base, get(list_or_watch).post(create))
-        .route(&format!("{base}/{{name}}"), get(read).put(replace).patch(patch).delete(delete))
+        .route(&format!("{base}/{{name}}"), get(read).put(replace).delete(delete))
         .fallback(unknown)
         .layer(middleware::from_fn_with_state(inner.clone(), gate))
         .with_state(inner)

@@ -5,7 +5,7 @@
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::core::ObjectMeta;
 use testkit::LeaseApi;
 
@@ -74,19 +74,6 @@ async fn create_read_replace_delete_with_documented_errors() {
     assert_eq!(status(leases.replace("ghost", &pp, &ghost).await.unwrap_err()), (404, "NotFound".into()));
     // A body naming another object: 400.
     assert_eq!(status(leases.replace("a", &pp, &lease("b", "x")).await.unwrap_err()), (400, "BadRequest".into()));
-
-    // Merge patch, with the resourceVersion as precondition.
-    let current = leases.get("a").await.unwrap();
-    let patch = serde_json::json!({
-        "metadata": {"resourceVersion": current.metadata.resource_version},
-        "spec": {"holderIdentity": "z"},
-    });
-    let patched = leases.patch("a", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    assert_eq!(patched.spec.unwrap().holder_identity.as_deref(), Some("z"));
-    assert_eq!(
-        status(leases.patch("a", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err()),
-        (409, "Conflict".into())
-    );
 
     let list = leases.list(&ListParams::default().labels("app=test")).await.unwrap();
     assert_eq!(list.items.len(), 1);
