@@ -13,13 +13,13 @@ test: setup
 	@scripts/test.sh
 
 bench: setup
-	cargo build --locked --release -p elector --bin elector
+	cargo build --locked --release -p elector -p mpsync --bins
 	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
 	cargo bench --locked -p elector --bench elector && \
 	cargo bench --locked -p elector --bench capacity && \
-	cargo bench --locked -p mpsync --bench host && \
-	cargo bench --locked -p mpsync --bench envoy && \
-	cargo bench --locked -p mpsync --bench stores
+	cargo bench --locked -p mpsync-e2e --bench host && \
+	cargo bench --locked -p envoy-e2e --bench envoy && \
+	cargo bench --locked -p mpsync-e2e --bench stores
 
 # The fault-injection history checker, long run: every store, real clients
 # (mpsync lock, the wasm app native and portable), random faults. Knobs:

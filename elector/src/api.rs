@@ -292,3 +292,54 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
         format!("{method} is not allowed on {}", uri.path()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_its_own_latency_label() {
+        let cases = [
+            (Method::GET, "/v1/locks/a", None, "lock_get"),
+            (Method::GET, "/v1/locks/a", Some("wait=3&timeout_ms=10"), "lock_watch"),
+            (Method::GET, "/v1/locks/a", Some("timeout_ms=10"), "lock_get"),
+            (Method::PUT, "/v1/elections/a", None, "election_put"),
+            (Method::GET, "/v1/elections/a", Some("timeout_ms=5&wait=0"), "election_watch"),
+            (Method::DELETE, "/v1/elections/a", None, "election_delete"),
+            (Method::PUT, "/locks/a", None, "compat_put"),
+            (Method::POST, "/v1/locks/a", None, "other"),
+            (Method::GET, "/metrics", None, "other"),
+        ];
+        for (method, path, query, label) in cases {
+            assert_eq!(route_label(&method, path, query), label, "{method} {path}?{query:?}");
+        }
+    }
+
+    async fn read(body: &str) -> Result<AcquireRequest, ApiError> {
+        read_json::<AcquireRequest>(Body::from(body.to_owned()), "EXAMPLE").await
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_with_the_offending_field_named() {
+        assert_eq!(read(r#"{"holder":"a","ttl_ms":1000}"#).await.unwrap().holder, "a");
+        let empty = read("  \n").await.unwrap_err();
+        assert_eq!((empty.status(), empty.body().error), (StatusCode::BAD_REQUEST, ErrorCode::MalformedBody));
+        assert!(empty.body().message.contains("EXAMPLE"), "{}", empty.body().message);
+        let missing = read(r#"{"holder":"a"}"#).await.unwrap_err();
+        assert_eq!(missing.body().field.as_deref(), Some("ttl_ms"));
+        let wrong_type = read(r#"{"holder":"a","ttl_ms":"soon"}"#).await.unwrap_err();
+        assert_eq!(wrong_type.body().field.as_deref(), Some("ttl_ms"));
+        let syntax = read("not json").await.unwrap_err();
+        assert_eq!((syntax.status(), syntax.body().field.as_deref()), (StatusCode::BAD_REQUEST, None));
+        let huge = read(&format!(r#"{{"holder":"{}","ttl_ms":1}}"#, "a".repeat(MAX_BODY))).await.unwrap_err();
+        assert_eq!((huge.status(), huge.body().error), (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge));
+    }
+
+    #[test]
+    fn a_wait_query_becomes_a_version_and_a_timeout_or_names_the_bad_parameter() {
+        assert_eq!(parse_wait(None).unwrap(), None);
+        assert_eq!(parse_wait(Some("wait=7&timeout_ms=250")).unwrap(), Some((7, Duration::from_millis(250))));
+        let bad = parse_wait(Some("wait=seven")).unwrap_err();
+        assert_eq!((bad.body().error, bad.body().field.as_deref()), (ErrorCode::InvalidQuery, Some("wait")));
+    }
+}

@@ -40,6 +40,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The JSON body.
+    pub fn body(&self) -> &ErrorBody {
+        &self.body
+    }
 }
 
 impl From<ServiceError> for ApiError {

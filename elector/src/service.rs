@@ -431,3 +431,33 @@ impl Service {
         self.claim(key, &request).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use mpsync_core::wire::{Kind, MAX_TTL_MS};
+
+    #[test]
+    fn view_versions_grow_with_every_write_and_with_an_expiry() {
+        for v in [0, 1, 41, u64::MAX / 2 - 1] {
+            let (written, expired) = (view_version(v, false), view_version(v, true));
+            assert!(written < expired && expired < view_version(v + 1, false).max(expired + 1));
+            assert_eq!((store_version(written), store_version(expired)), (v, v));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_library_caller_cannot_ask_for_a_lease_longer_than_the_store_guards() {
+        let service = Service::new(Arc::new(MemoryStore::new()), "me".into(), Duration::from_secs(30));
+        let key = Key { kind: Kind::Lock, name: "db".into() };
+        let request = AcquireRequest { holder: "a".into(), ttl_ms: MAX_TTL_MS + 1, token: None, address: None };
+        let refused = service.claim(&key, &request).await;
+        assert!(
+            matches!(refused, Err(ServiceError::TtlTooLong { ttl_ms, .. }) if ttl_ms == MAX_TTL_MS + 1),
+            "{refused:?}"
+        );
+        let fine = AcquireRequest { ttl_ms: MAX_TTL_MS, ..request };
+        assert!(matches!(service.claim(&key, &fine).await, Ok(ClaimResult::Granted(_))));
+    }
+}

@@ -1,19 +1,69 @@
-//! Integration tests against a real `elector` process on `127.0.0.1:0`.
+//! The elector's HTTP API. Most cases run the library in-process
+//! (`elector::server::serve` on a listener bound to `127.0.0.1:0`, the
+//! memory store); those where the process matters (SIGTERM, a second
+//! listener from the command line, a restart over the state file) run the
+//! real `elector` binary.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::time::Duration;
 
+use elector::server::Limits;
+use elector::service::Service;
+use elector::store::MemoryStore;
 use hyper::{Method, StatusCode};
 use mpsync_client::{Claimed, Client, Read};
 use mpsync_core::wire::{AcquireRequest, CompatLock, ConflictReason, ErrorBody, ErrorCode, Kind, LeaseView};
 use serde_json::json;
+use std::sync::Arc;
 use testkit::elector::ElectorProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elector");
 /// Generous bound on waits for events that should happen in milliseconds;
 /// reaching it means the event never came.
 const PATIENCE: Duration = Duration::from_secs(20);
+
+/// What an in-process elector is started with; the defaults are the
+/// binary's.
+#[derive(Default)]
+struct Knobs {
+    compat_ttl: Option<Duration>,
+    max_records: Option<usize>,
+    max_long_polls: Option<usize>,
+    limits: Limits,
+}
+
+/// An elector served in-process; stops when dropped.
+struct InProcess {
+    addr: std::net::SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl InProcess {
+    fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+async fn serve(knobs: Knobs) -> (InProcess, Client) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut store = MemoryStore::new();
+    if let Some(max) = knobs.max_records {
+        store = store.with_max_records(max);
+    }
+    let compat_ttl = knobs.compat_ttl.unwrap_or(Duration::from_secs(30));
+    let mut service = Service::new(Arc::new(store), "pod-a".into(), compat_ttl);
+    if let Some(max) = knobs.max_long_polls {
+        service = service.with_max_long_polls(max);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    tokio::spawn(elector::server::serve(listener, Arc::new(service), knobs.limits, shutdown));
+    (InProcess { addr, _stop: stop }, Client::new(&format!("http://{addr}")))
+}
 
 async fn start(extra: &[&str]) -> (ElectorProcess, Client) {
     let mut args = vec!["--identity", "pod-a", "--log", "warn"];
@@ -47,7 +97,7 @@ async fn refused(client: &Client, kind: Kind, name: &str, req: &AcquireRequest) 
 
 #[tokio::test]
 async fn compatible_surface_as_an_original_client_drives_it() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     // The original client: GET (404 or 200 means "try"), PUT, then every
     // 10 s GET + PUT as a heartbeat. No body, no token.
     let get = client.request(Method::GET, "/locks/test", None::<&()>).await.unwrap();
@@ -74,7 +124,7 @@ async fn compatible_surface_as_an_original_client_drives_it() {
 
 #[tokio::test]
 async fn a_v1_holder_makes_a_compatible_put_return_409() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     granted(&client, Kind::Lock, "shared", &acquire("worker-1", 60_000)).await;
     let put = client.request(Method::PUT, "/locks/shared", None::<&()>).await.unwrap();
     assert_eq!(put.status, StatusCode::CONFLICT);
@@ -87,7 +137,7 @@ async fn a_v1_holder_makes_a_compatible_put_return_409() {
 
 #[tokio::test]
 async fn compatible_lock_expires_after_the_elector_ttl() {
-    let (_elector, client) = start(&["--ttl", "300ms"]).await;
+    let (_elector, client) = serve(Knobs { compat_ttl: Some(Duration::from_millis(300)), ..Knobs::default() }).await;
     let put = client.request(Method::PUT, "/locks/short", None::<&()>).await.unwrap();
     let lock: CompatLock = put.json().unwrap();
     assert!(lock.expires_in_ms <= 300);
@@ -105,7 +155,7 @@ async fn compatible_lock_expires_after_the_elector_ttl() {
 
 #[tokio::test]
 async fn fencing_tokens_grow_across_holders_and_stay_across_renewals() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     let a = granted(&client, Kind::Lock, "fence", &acquire("a", 60_000)).await;
     for _ in 0..3 {
         let r = granted(&client, Kind::Lock, "fence", &renew("a", 60_000, a.token)).await;
@@ -127,7 +177,7 @@ async fn fencing_tokens_grow_across_holders_and_stay_across_renewals() {
 
 #[tokio::test]
 async fn a_holder_that_stops_renewing_loses_the_lock_after_its_ttl() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     let a = granted(&client, Kind::Lock, "stale", &acquire("a", 400)).await;
     let c = refused(&client, Kind::Lock, "stale", &acquire("b", 60_000)).await;
     assert_eq!((c.holder.as_deref(), c.reason), (Some("a"), ConflictReason::Held));
@@ -148,7 +198,7 @@ async fn a_holder_that_stops_renewing_loses_the_lock_after_its_ttl() {
 
 #[tokio::test]
 async fn a_waiter_who_saw_the_lease_held_is_answered_at_once_after_it_ran_out() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     let a = granted(&client, Kind::Lock, "late", &acquire("a", 200)).await;
     // One waiter learns of the expiry as it happens...
     let first = client.read(Kind::Lock, "late", Some((a.version, PATIENCE))).await.unwrap();
@@ -165,7 +215,7 @@ async fn a_waiter_who_saw_the_lease_held_is_answered_at_once_after_it_ran_out() 
 
 #[tokio::test]
 async fn delete_frees_the_lock_and_a_pending_long_poll_answers_at_once() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     let a = granted(&client, Kind::Lock, "watched", &acquire("a", 60_000)).await;
     let waiter = tokio::spawn({
         let client = client.clone();
@@ -184,7 +234,7 @@ async fn delete_frees_the_lock_and_a_pending_long_poll_answers_at_once() {
 
 #[tokio::test]
 async fn a_long_poll_answers_with_the_unchanged_record_at_its_timeout() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     let a = granted(&client, Kind::Lock, "quiet", &acquire("a", 60_000)).await;
     let read = client.read(Kind::Lock, "quiet", Some((a.version, Duration::from_millis(300)))).await.unwrap();
     let Read::Held(lease) = read else { panic!() };
@@ -200,7 +250,7 @@ async fn a_long_poll_answers_with_the_unchanged_record_at_its_timeout() {
 
 #[tokio::test]
 async fn thirty_two_clients_racing_for_one_lock_get_exactly_one_winner() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(32));
     let racers: Vec<_> = (0..32)
         .map(|i| {
@@ -228,7 +278,7 @@ async fn thirty_two_clients_racing_for_one_lock_get_exactly_one_winner() {
 
 #[tokio::test]
 async fn elections_carry_the_leader_address() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     let req = AcquireRequest { address: Some("127.0.0.1:8080".into()), ..acquire("replica-1", 60_000) };
     let leader = granted(&client, Kind::Election, "orders", &req).await;
     assert_eq!(leader.address.as_deref(), Some("127.0.0.1:8080"));
@@ -245,7 +295,7 @@ async fn elections_carry_the_leader_address() {
 
 #[tokio::test]
 async fn bad_input_gets_its_documented_status_and_error() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     let long = format!("/v1/locks/{}", "a".repeat(254));
     let big = json!({"holder": "x".repeat(20_000), "ttl_ms": 1000});
     let ok = r#"{"holder":"w","ttl_ms":1000}"#;
@@ -429,7 +479,7 @@ async fn sigterm_answers_pending_long_polls_and_exits_zero() {
 
 #[tokio::test]
 async fn operations_endpoints_answer() {
-    let (_elector, client) = start(&[]).await;
+    let (_elector, client) = serve(Knobs::default()).await;
     for path in ["/healthz", "/readyz"] {
         assert_eq!(client.request(Method::GET, path, None::<&()>).await.unwrap().status, StatusCode::OK, "{path}");
     }
@@ -516,7 +566,7 @@ async fn a_restarted_memory_elector_grants_nothing_an_old_holder_may_hold_and_to
 /// gets 503 with retry-after, counted in /metrics, until room is made.
 #[tokio::test]
 async fn past_max_records_a_new_name_is_refused_with_retry_after() {
-    let (_elector, client) = start(&["--max-records", "2"]).await;
+    let (_elector, client) = serve(Knobs { max_records: Some(2), ..Knobs::default() }).await;
     let a = granted(&client, Kind::Lock, "one", &acquire("a", 60_000)).await;
     granted(&client, Kind::Lock, "two", &acquire("a", 60_000)).await;
     let body = serde_json::to_vec(&acquire("a", 60_000)).unwrap();
@@ -551,7 +601,11 @@ async fn metric_line(client: &Client, prefix: &str) -> String {
 #[tokio::test]
 async fn a_half_sent_request_and_an_idle_connection_are_closed_at_the_header_timeout() {
     use tokio::io::AsyncWriteExt;
-    let (elector, _client) = start(&["--header-read-timeout", "300ms"]).await;
+    let (elector, _client) = serve(Knobs {
+        limits: Limits { header_read_timeout: Duration::from_millis(300), ..Limits::default() },
+        ..Knobs::default()
+    })
+    .await;
     let mut half = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
     half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut idle = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
@@ -562,7 +616,8 @@ async fn a_half_sent_request_and_an_idle_connection_are_closed_at_the_header_tim
 #[tokio::test]
 async fn past_max_connections_a_connection_gets_503_and_is_counted() {
     use tokio::io::AsyncWriteExt;
-    let (elector, client) = start(&["--max-connections", "2"]).await;
+    let (elector, client) =
+        serve(Knobs { limits: Limits { max_connections: 2, ..Limits::default() }, ..Knobs::default() }).await;
     let held: Vec<_> = futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(elector.addr()))).await;
     // The server accepts in order: these two hold the slots.
     let mut first = held.into_iter().map(Result::unwrap).collect::<Vec<_>>();
@@ -592,7 +647,12 @@ async fn past_max_connections_a_connection_gets_503_and_is_counted() {
 
 #[tokio::test]
 async fn past_max_long_polls_a_long_poll_gets_429_and_headers_past_the_limit_get_431() {
-    let (_elector, client) = start(&["--max-long-polls", "1", "--max-header-bytes", "8192"]).await;
+    let (_elector, client) = serve(Knobs {
+        max_long_polls: Some(1),
+        limits: Limits { max_header_bytes: 8192, ..Limits::default() },
+        ..Knobs::default()
+    })
+    .await;
     let parked = tokio::spawn({
         let client = client.clone();
         async move { client.read(Kind::Lock, "watched", Some((0, PATIENCE))).await }
