@@ -11,7 +11,7 @@
 //!    leader election, with its defaults (15 s lease, renew every 2 s),
 //!    spends 7.5; the ratio is printed against that.
 //!
-//! `make bench` (or `cargo bench -p mpsync --bench stores`). Set
+//! `make bench` (or `cargo bench -p mpsync-e2e --bench stores`). Set
 //! `BENCH_OPS` (default 300) for the number of acquires and renewals.
 
 #![allow(clippy::unwrap_used, missing_docs)]
