@@ -233,8 +233,16 @@ impl Lease {
         let shared = Arc::downgrade(&self.shared);
         let client = self.shared.client.clone();
         *watcher = Some(tokio::spawn(async move {
+            // First a plain read: the version the session last saw may be
+            // the current one, and the leader behind it not known yet.
+            let mut first = true;
             loop {
-                let Some(wait) = shared.upgrade().map(|s| lock(&s.session).wait_request(POLL_SLICE)) else { return };
+                let next = |s: Arc<Shared>| {
+                    let session = lock(&s.session);
+                    if first { session.read_request() } else { session.wait_request(POLL_SLICE) }
+                };
+                let Some(wait) = shared.upgrade().map(next) else { return };
+                first = false;
                 let reply = client.call(&wait).await;
                 let Some(shared) = shared.upgrade() else { return };
                 match reply.map(|r| decode_read(r.status.as_u16(), &r.body)) {
