@@ -205,7 +205,9 @@ impl Lease {
         }
     }
 
-    /// Releases at once. `NotHeld` if not held.
+    /// Releases at once: from now on this client does not hold the lease.
+    /// `NotHeld` if it did not; `Unavailable` if the elector did not
+    /// confirm the release (then the lease runs out there at its TTL).
     pub async fn release(&self) -> Result<(), Error> {
         let released = lock(&self.shared.session).release();
         if let Some(handle) = lock(&self.renewer).take() {
@@ -214,7 +216,7 @@ impl Lease {
         released?;
         self.shared.bump();
         self.shared.drive().await;
-        Ok(())
+        lock(&self.shared.session).released()
     }
 
     /// Elections: the leader as last seen (this candidate while it leads).

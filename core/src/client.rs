@@ -317,6 +317,9 @@ pub struct Session {
     acquired: bool,
     refusal: Option<ConflictView>,
     failure: Option<String>,
+    /// The `DELETE` of the last [`Session::release`], and how it ended
+    /// (`None` inside: not answered yet, or released).
+    release: Option<(RequestId, Option<String>)>,
 }
 
 impl Session {
@@ -339,6 +342,7 @@ impl Session {
             acquired: false,
             refusal: None,
             failure: None,
+            release: None,
         })
     }
 
@@ -430,13 +434,32 @@ impl Session {
     }
 
     /// Gives the lease up at once (a `DELETE` follows from
-    /// [`next_step`](Self::next_step)). `NotHeld` when there was nothing to release.
+    /// [`next_step`](Self::next_step); once it is answered,
+    /// [`released`](Self::released) says how it went). `NotHeld` when
+    /// there was nothing to release.
     pub fn release(&mut self) -> Result<(), Error> {
         let released = self.machine.release();
         if self.leader.as_ref().is_some_and(|l| l.id == self.options.holder) {
             self.leader = None;
         }
-        released.map(|_| ()).ok_or(Error::NotHeld)
+        let id = released.ok_or(Error::NotHeld)?;
+        self.release = Some((id, None));
+        Ok(())
+    }
+
+    /// After the `DELETE` of [`release`](Self::release) was answered: `Ok`
+    /// when the elector released the lease (or no longer had it for this
+    /// holder), `Unavailable` when it could not be told — the lease then
+    /// runs out on the elector at its TTL, and nobody else gets it before.
+    /// A release is never reported done when the elector did not confirm it.
+    pub fn released(&self) -> Result<(), Error> {
+        match &self.release {
+            Some((_, Some(failure))) => Err(Error::Unavailable(format!(
+                "the lock was given up here, but the elector did not confirm the release ({failure}); \
+                 others get it when the lease runs out"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The next request to send or event to report.
@@ -475,11 +498,17 @@ impl Session {
         now: Duration,
     ) -> Option<String> {
         if let Request::Release { .. } = request {
-            return match reply.map(|(status, body)| decode_release(status, body)) {
+            let failure = match reply.map(|(status, body)| decode_release(status, body)) {
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => Some(format!("elector at {}{} {e}", self.elector, path(self.kind, &self.name))),
                 Err(e) => Some(e),
             };
+            if let Some((mine, outcome)) = &mut self.release
+                && *mine == id
+            {
+                outcome.clone_from(&failure);
+            }
+            return failure;
         }
         let url = || format!("elector at {}{}", self.elector, path(self.kind, &self.name));
         let (response, failure) = match reply.map(|(status, body)| decode_claim(status, body)) {
@@ -614,6 +643,17 @@ mod tests {
         }
     }
 
+    /// The next request, past the events before it.
+    fn next_send(s: &mut Session) -> (RequestId, Request, HttpRequest) {
+        loop {
+            match s.next_step() {
+                Some(Step::Send { id, request, http }) => return (id, request, http),
+                Some(Step::Event(_)) => {}
+                None => panic!("no request to send"),
+            }
+        }
+    }
+
     #[test]
     fn an_acquisition_is_a_put_and_a_grant_is_held() {
         let mut s = Session::new("http://e", Kind::Lock, "db", options()).unwrap();
@@ -648,6 +688,28 @@ mod tests {
         let said = "elector at http://e/v1/locks/db answered 503: overloaded";
         assert_eq!(failure.as_deref(), Some(said));
         assert_eq!(s.acquisition(MS), Err(Error::Unavailable(said.into())));
+    }
+
+    #[test]
+    fn a_release_the_elector_did_not_confirm_is_reported() {
+        let mut s = Session::new("http://e", Kind::Lock, "db", options()).unwrap();
+        s.start_acquire(MS).unwrap();
+        let (id, request, _) = send(&mut s);
+        s.answer(id, request, Ok((200, &granted(4, 9, "me"))), MS * 2);
+        s.release().unwrap();
+        let (id, request, http) = next_send(&mut s);
+        assert_eq!((request, http.method), (Request::Release { token: 4 }, Method::Delete));
+        let said = s.answer(id, request, Ok((400, b"the body is empty")), MS * 3);
+        assert_eq!(said.as_deref(), Some("elector at http://e/v1/locks/db answered 400: the body is empty"));
+        assert!(matches!(s.released(), Err(Error::Unavailable(reason)) if reason.contains("did not confirm")));
+        s.start_acquire(MS * 4).unwrap();
+        let (id, request, _) = send(&mut s);
+        s.answer(id, request, Ok((200, &granted(5, 10, "me"))), MS * 5);
+        s.release().unwrap();
+        assert_eq!(s.released(), Ok(()), "a new release starts clean");
+        let (id, request, _) = next_send(&mut s);
+        assert_eq!(s.answer(id, request, Ok((204, b"")), MS * 6), None);
+        assert_eq!(s.released(), Ok(()));
     }
 
     #[test]

@@ -138,6 +138,20 @@ async fn a_follower_sees_every_leader_change(provider: Provider) {
     assert!(p.wait().await.success(), "{}", p.output());
 }
 
+/// An unlock the elector cannot confirm (it is gone) is reported
+/// `unavailable`, not success; the lock is given up here all the same.
+async fn an_unlock_the_elector_did_not_confirm_is_unavailable(provider: Provider) {
+    let mut elector = elector().await;
+    let mut p = probe(provider, &elector.url(), "unconfirmed", &["--ttl-ms", "5000", "--name", "unconfirmed"]);
+    p.expect_line("I have the lock!").await;
+    elector.signal("KILL").unwrap();
+    let _ = elector.wait().await;
+    p.send_line("unlock").await;
+    let line = p.expect_line("unlock:").await;
+    assert!(line.contains("did not confirm the release"), "{line}");
+    assert!(p.wait().await.success(), "{}", p.output());
+}
+
 macro_rules! suite {
     ($provider:ident, $variant:expr $(, $ignore:meta)?) => {
         mod $provider {
@@ -157,6 +171,12 @@ macro_rules! suite {
             $(#[$ignore])?
             async fn an_elector_that_goes_away_is_a_lost_lease_by_the_deadline() {
                 super::an_elector_that_goes_away_is_a_lost_lease_by_the_deadline($variant).await;
+            }
+
+            #[tokio::test]
+            $(#[$ignore])?
+            async fn an_unlock_the_elector_did_not_confirm_is_unavailable() {
+                super::an_unlock_the_elector_did_not_confirm_is_unavailable($variant).await;
             }
 
             #[tokio::test]

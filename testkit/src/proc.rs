@@ -41,6 +41,7 @@ pub async fn elector() -> ElectorProcess {
 pub struct Proc {
     pub name: String,
     child: Child,
+    stdin: Option<tokio::process::ChildStdin>,
     lines: mpsc::UnboundedReceiver<(bool, String)>,
     seen: Arc<Mutex<Vec<String>>>,
 }
@@ -64,11 +65,13 @@ impl Proc {
         let mut child = Command::new(program)
             .args(args)
             .env("MPSYNC_CACHE_DIR", cache_dir())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
+        let stdin = child.stdin.take();
         let (tx, lines) = mpsc::unbounded_channel();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let streams = [
@@ -86,7 +89,16 @@ impl Proc {
                 }
             });
         }
-        Proc { name: name.to_owned(), child, lines, seen }
+        Proc { name: name.to_owned(), child, stdin, lines, seen }
+    }
+
+    /// Writes `line` and a newline to the process's stdin: the cue for a
+    /// test app that waits for one.
+    pub async fn send_line(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
     }
 
     /// Waits for the next line (stdout or stderr) that satisfies `pred`.

@@ -163,11 +163,13 @@ impl Lease {
         }
     }
 
+    /// Releases at once. `NotHeld` if not held; `Unavailable` if the
+    /// elector did not confirm the release (it then runs out at its TTL).
     pub fn release(&self) -> Result<(), Error> {
         tick_all();
         self.session.borrow_mut().release()?;
         self.drive();
-        Ok(())
+        self.session.borrow().released()
     }
 
     /// Elections: the leader, read fresh unless this candidate leads.

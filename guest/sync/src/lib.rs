@@ -74,8 +74,11 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if let Ok(l) = &self.0 {
-            let _ = l.release();
+        // Nobody is left to return an error to: say it on stderr.
+        if let Ok(l) = &self.0
+            && let Err(e @ mpsync_core::client::Error::Unavailable(_)) = l.release()
+        {
+            eprintln!("metaparticle:sync: releasing {:?} on drop: {e}", l.name);
         }
     }
 }

@@ -191,6 +191,25 @@ fn main() {
                 }
             }
         }
+        "unconfirmed" => {
+            // Hold the lock, wait for a line on stdin (the test stops the
+            // elector first), then unlock: the release cannot be confirmed,
+            // and unlock must say so rather than report success.
+            let lock = Lock::new(&name, &opts(&flags.str("id", "probe"), ttl));
+            let lease = lock.lock_within(5_000).unwrap_or_else(|e| {
+                check(false, &format!("lock: {e:?}"));
+                unreachable!()
+            });
+            say(format!("I have the lock! (fencing token {})", lease.token));
+            let mut cue = String::new();
+            let _ = std::io::stdin().read_line(&mut cue);
+            match lock.unlock() {
+                Err(Error::Unavailable(reason)) => say(format!("unlock: unavailable: {reason}")),
+                other => check(false, &format!("an unconfirmed unlock is unavailable, got {other:?}")),
+            }
+            check(lock.lease().is_none(), "after an unconfirmed unlock the lock is not held here");
+            check(matches!(lock.unlock(), Err(Error::NotHeld)), "unlock again is not-held");
+        }
         "follow" => {
             // A candidate that does not campaign: print every leader it
             // sees through subscribe(), until `--until` leads.
