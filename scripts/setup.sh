@@ -97,3 +97,24 @@ if ! .tools/cargo-fuzz/bin/cargo-fuzz --version 2>/dev/null | grep -q " $CARGO_F
   say "installing cargo-fuzz $CARGO_FUZZ_VERSION into .tools/cargo-fuzz (a minute or two, once)"
   cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root .tools/cargo-fuzz
 fi
+
+# The stock wasmtime CLI, the same release as the host's wasmtime, so the
+# portable builds are tested under `wasmtime run -S http` exactly as users
+# run them. Only the features `run` needs: a few minutes, once.
+WASMTIME_VERSION=48.0.8
+if ! .tools/wasmtime/bin/wasmtime --version 2>/dev/null | grep -q "^wasmtime $WASMTIME_VERSION"; then
+  say "installing the wasmtime CLI $WASMTIME_VERSION into .tools/wasmtime (cargo install, several minutes, once)"
+  cargo install --locked --quiet wasmtime-cli --version "$WASMTIME_VERSION" --root .tools/wasmtime \
+    --no-default-features \
+    --features run,cranelift,cache,config,component-model,wasi-http,parallel-compilation,pooling-allocator
+fi
+
+# jco, for the portable builds under Node (`jco run`: the component
+# transpiled to JavaScript, on the WASI shims of @bytecodealliance/preview2-shim).
+JCO_VERSION=1.35.0
+if ! .tools/jco/node_modules/.bin/jco --version 2>/dev/null | grep -qx "$JCO_VERSION"; then
+  say "installing jco $JCO_VERSION (npm, about 340 MB with componentize-js) into .tools/jco"
+  rm -rf .tools/jco
+  mkdir -p .tools/jco
+  npm install --prefix .tools/jco --no-audit --no-fund --silent "@bytecodealliance/jco@$JCO_VERSION"
+fi

@@ -5,59 +5,26 @@
 //! - `portable`: the app composed with the `sync-guest` component
 //!   (`probe.portable.wasm`) under `mpsync run --no-sync-imports`, which
 //!   links nothing of metaparticle:sync;
-//! - `wasmtime`: the same composition under the stock `wasmtime run`
-//!   (ignored until the set-up installs a wasmtime CLI).
+//! - `wasmtime`: the same composition under the stock `wasmtime run -S
+//!   http` (the CLI `scripts/setup.sh` installs into `.tools/wasmtime`);
+//! - `jco`: the same composition transpiled to JavaScript and run on Node
+//!   by `jco run` (`.tools/jco`), on the WASI shims of preview2-shim.
 //!
 //! A case that one provider passes and another fails is a bug in one of
 //! them: the WIT promises the same behaviour from both.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mpsync_client::{Client, Kind, Lease, Options};
-use testkit::proc::{Proc, elector, wasm};
-
-#[derive(Debug, Clone, Copy)]
-enum Provider {
-    Native,
-    Portable,
-    Wasmtime,
-}
-
-/// The stock wasmtime CLI: the project's own (`.tools/wasmtime/`), else
-/// one on PATH.
-fn wasmtime_cli() -> PathBuf {
-    let own = testkit::workspace().join(".tools/wasmtime/wasmtime");
-    let on_path = || {
-        std::env::var_os("PATH")
-            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("wasmtime")).find(|f| f.is_file()))
-    };
-    if own.is_file() {
-        own
-    } else {
-        on_path().unwrap_or_else(|| panic!("{} is missing and no wasmtime is on PATH", own.display()))
-    }
-}
+use testkit::proc::{Proc, Provider, app, elector};
 
 /// The probe in `mode`, talking to the elector at `url`, under `provider`.
 fn probe(provider: Provider, url: &str, mode: &str, args: &[&str]) -> Proc {
     let mut all = vec!["--mode", mode];
     all.extend(args);
-    let name = format!("{provider:?}-{mode}");
-    let env = format!("MPSYNC_ELECTOR={url}");
-    match provider {
-        Provider::Native => Proc::run(&name, url, &[], "probe.wasm", &all),
-        Provider::Portable => Proc::run(&name, url, &["--no-sync-imports", "--env", &env], "probe.portable.wasm", &all),
-        Provider::Wasmtime => {
-            let mut cli: Vec<String> =
-                ["run", "-S", "http", "-S", "inherit-network", "--env", &env].map(String::from).into();
-            cli.push(wasm("probe.portable.wasm").display().to_string());
-            cli.extend(all.iter().map(|s| s.to_string()));
-            Proc::spawn(&name, &wasmtime_cli().display().to_string(), &cli)
-        }
-    }
+    app(provider, &format!("{provider:?}-{mode}"), url, "probe", &all)
 }
 
 fn wall_ms() -> u128 {
@@ -188,10 +155,7 @@ macro_rules! suite {
     };
 }
 
-suite!(native, super::Provider::Native);
-suite!(portable, super::Provider::Portable);
-suite!(
-    wasmtime,
-    super::Provider::Wasmtime,
-    ignore = "needs the stock wasmtime CLI, which scripts/setup.sh does not install yet"
-);
+suite!(native, testkit::proc::Provider::Native);
+suite!(portable, testkit::proc::Provider::Portable);
+suite!(wasmtime, testkit::proc::Provider::Wasmtime);
+suite!(jco, testkit::proc::Provider::Jco);

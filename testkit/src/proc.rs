@@ -62,12 +62,19 @@ impl Proc {
     }
 
     pub fn spawn(name: &str, program: &str, args: &[String]) -> Proc {
+        Proc::spawn_with_env(name, program, args, &[])
+    }
+
+    /// `spawn`, with environment variables of its own.
+    pub fn spawn_with_env(name: &str, program: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .env("MPSYNC_CACHE_DIR", cache_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -141,10 +148,20 @@ impl Proc {
         self.seen.lock().unwrap().join("\n")
     }
 
+    /// Sends `sig` to the process alone.
     pub fn signal(&self, sig: &str) {
         let pid = self.child.id().expect("process already exited");
         let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
         assert!(ok.success(), "kill -{sig} {pid}");
+    }
+
+    /// Sends `sig` to the process and everything it started (its process
+    /// group: `jco run`, for one, runs the component in a child `node`).
+    pub fn signal_group(&self, sig: &str) {
+        let pid = self.child.id().expect("process already exited");
+        let group = format!("-{pid}");
+        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg("--").arg(&group).status().unwrap();
+        assert!(ok.success(), "kill -{sig} -- {group}");
     }
 
     pub async fn wait(&mut self) -> ExitStatus {
@@ -154,6 +171,15 @@ impl Proc {
             drop(line);
         }
         status
+    }
+}
+
+impl Drop for Proc {
+    /// Whatever the process started goes with it.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        }
     }
 }
 
@@ -192,4 +218,52 @@ pub async fn get(url: &str) -> String {
     let reply = tokio::time::timeout(PATIENCE, client.get(uri)).await.expect("no answer").unwrap();
     let body = reply.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Who runs a test app, and with which `metaparticle:sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// `mpsync run APP.wasm`: the host's own imports.
+    Native,
+    /// `mpsync run --no-sync-imports APP.portable.wasm`: the app composed
+    /// with `sync-guest`, nothing of metaparticle:sync linked.
+    Portable,
+    /// The composition under the stock `wasmtime run -S http`
+    /// (`.tools/wasmtime`, installed by `scripts/setup.sh`).
+    Wasmtime,
+    /// The composition transpiled to JavaScript and run on Node by `jco
+    /// run` (`.tools/jco`).
+    Jco,
+}
+
+/// A tool `scripts/setup.sh` installs into `.tools/`.
+pub fn tool(path: &str) -> String {
+    let bin = crate::workspace().join(".tools").join(path);
+    assert!(bin.is_file(), "{} is missing: run scripts/setup.sh (make test does)", bin.display());
+    bin.display().to_string()
+}
+
+/// Runs the app `app` (`lock`, `election`, `probe`: its `APP.wasm` or
+/// `APP.portable.wasm`) with `args` under `provider`, talking to the
+/// elector at `url`.
+pub fn app(provider: Provider, name: &str, url: &str, app: &str, args: &[&str]) -> Proc {
+    let env = format!("MPSYNC_ELECTOR={url}");
+    let portable = format!("{app}.portable.wasm");
+    let rest = || args.iter().map(|s| s.to_string());
+    match provider {
+        Provider::Native => Proc::run(name, url, &[], &format!("{app}.wasm"), args),
+        Provider::Portable => Proc::run(name, url, &["--no-sync-imports", "--env", &env], &portable, args),
+        Provider::Wasmtime => {
+            let mut cli: Vec<String> = ["run", "-S", "http", "--env", &env].map(String::from).into();
+            cli.push(wasm(&portable).display().to_string());
+            cli.extend(rest());
+            Proc::spawn(name, &tool("wasmtime/bin/wasmtime"), &cli)
+        }
+        Provider::Jco => {
+            // jco hands its own environment to the component.
+            let mut cli = vec!["run".to_owned(), wasm(&portable).display().to_string()];
+            cli.extend(rest());
+            Proc::spawn_with_env(name, &tool("jco/node_modules/.bin/jco"), &cli, &[("MPSYNC_ELECTOR", url)])
+        }
+    }
 }
