@@ -18,6 +18,10 @@ use tokio::sync::mpsc;
 /// second; reaching it means it never came.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// Bound on a process's first line when it starts by compiling a large
+/// component on a cold cache.
+pub const STARTUP: Duration = Duration::from_secs(600);
+
 /// The `mpsync` binary of this build.
 pub fn mpsync() -> PathBuf {
     crate::bin("mpsync")
@@ -114,7 +118,16 @@ impl Proc {
     }
 
     async fn expect_on(&mut self, what: &str, pred: impl Fn(bool, &str) -> bool) -> String {
-        let found = tokio::time::timeout(PATIENCE, async {
+        self.expect_on_within(PATIENCE, what, pred).await
+    }
+
+    async fn expect_on_within(
+        &mut self,
+        patience: Duration,
+        what: &str,
+        pred: impl Fn(bool, &str) -> bool,
+    ) -> String {
+        let found = tokio::time::timeout(patience, async {
             while let Some((stdout, line)) = self.lines.recv().await {
                 if pred(stdout, &line) {
                     return Some(line);
@@ -130,6 +143,13 @@ impl Proc {
     }
 
     /// Waits for a line containing `needle`.
+    /// Waits for a line containing `needle` from a process that may first
+    /// compile a large component (a JavaScript or Python one takes tens of
+    /// seconds on a cold cache).
+    pub async fn expect_first_line(&mut self, needle: &str) -> String {
+        self.expect_on_within(STARTUP, needle, |_, l| l.contains(needle)).await
+    }
+
     pub async fn expect_line(&mut self, needle: &str) -> String {
         self.expect(needle, |l| l.contains(needle)).await
     }

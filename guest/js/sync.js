@@ -1,0 +1,169 @@
+// @metaparticle/sync's API on the metaparticle:sync WIT, for JavaScript
+// components (componentize-js, world `app` of ../../wit).
+//
+//   const lock = new Lock('test', () => { ... }, () => { ... });
+//   lock.lock();             // blocks until held, then calls onAcquired
+//   sleep(45_000);           // waits, renewing and watching the lease
+//   lock.unlock();
+//
+//   new Election('test', onLeader, onLost).run();   // campaigns for ever
+//
+// A component has no background: the provider renews when the app calls
+// in. So this module owns the waiting. `sleep(ms)` (and `run()`) wait on
+// the leases' pollables and a timer together: every wake lets the provider
+// renew, and a lease found lost calls its onLost at once. Use `sleep`
+// where the seed used `setTimeout`.
+
+import { Lock as WitLock } from 'metaparticle:sync/lock@0.1.0';
+import { Election as WitElection } from 'metaparticle:sync/election@0.1.0';
+import { poll } from 'wasi:io/poll@0.2.12';
+import { now, subscribeDuration, subscribeInstant } from 'wasi:clocks/monotonic-clock@0.2.12';
+
+const FOREVER = 18446744073709551615n; // u64::MAX milliseconds
+const live = new Set();
+
+function describe(e) {
+  const payload = e && e.payload !== undefined ? e.payload : e;
+  if (payload && payload.tag) {
+    return payload.val === undefined ? payload.tag : `${payload.tag}: ${payload.val}`;
+  }
+  return String(e);
+}
+
+function options(ttlMs, holder) {
+  return { ttlMs: ttlMs === undefined ? undefined : BigInt(ttlMs), holder };
+}
+
+/** Waits `ms` milliseconds, keeping every lease of this component alive and
+ * calling onLost for any found lost. */
+export function sleep(ms) {
+  const until = now() + BigInt(Math.max(0, Math.round(ms))) * 1_000_000n;
+  for (;;) {
+    const left = until - now();
+    if (left <= 0n) {
+      return;
+    }
+    const handles = [...live];
+    const pollables = handles.map((h) => h.subscribe());
+    const timer = subscribeDuration(left);
+    poll([timer, ...pollables]);
+    for (const h of handles) {
+      h.check();
+    }
+  }
+}
+
+/** A named lock, as in the seed: `onAcquired` is called when `lock()` gets
+ * it, `onLost` when it is lost (without one, the process exits). */
+export class Lock {
+  constructor(name, onAcquired, onLost, { ttlMs, holder } = {}) {
+    this.name = name;
+    this.onAcquired = onAcquired || (() => {});
+    this.onLost = onLost;
+    this.inner = new WitLock(name, options(ttlMs, holder));
+    this.held = false;
+  }
+
+  /** Blocks until the lock is held, then calls onAcquired. */
+  lock() {
+    const lease = this.inner.lockWithin(FOREVER);
+    this.held = true;
+    live.add(this);
+    this.onAcquired(lease);
+    return lease;
+  }
+
+  /** Releases the lock at once; throws if the elector could not confirm. */
+  unlock() {
+    live.delete(this);
+    this.held = false;
+    try {
+      this.inner.unlock();
+    } catch (e) {
+      throw new Error(`unlock ${this.name}: ${describe(e)}`);
+    }
+  }
+
+  /** The lease while held, else undefined: check it before acting. */
+  lease() {
+    return this.inner.lease();
+  }
+
+  subscribe() {
+    return this.inner.subscribe();
+  }
+
+  check() {
+    if (this.held && this.inner.lease() === undefined) {
+      this.held = false;
+      live.delete(this);
+      if (this.onLost) {
+        this.onLost();
+      } else {
+        console.error(`lost the lock ${this.name} and no onLost handler was given: exiting`);
+        throw new Error(`lost the lock ${this.name}`);
+      }
+    }
+  }
+}
+
+/** A leader election, as in the seed: `run()` campaigns for ever, calling
+ * onLeader on winning and onLost on losing. */
+export class Election {
+  constructor(name, onLeader, onLost, { ttlMs, candidate, address } = {}) {
+    this.name = name;
+    this.onLeader = onLeader || (() => {});
+    this.onLost = onLost || (() => {});
+    const ttl = ttlMs === undefined ? undefined : BigInt(ttlMs);
+    this.inner = new WitElection(name, { ttlMs: ttl, candidate, address });
+    this.leading = false;
+  }
+
+  /** Campaigns, leads while it can, campaigns again: never returns. */
+  run() {
+    for (;;) {
+      this.campaign();
+      while (this.leading) {
+        sleep(3_600_000);
+      }
+    }
+  }
+
+  /** Blocks until this candidate leads, then calls onLeader. */
+  campaign() {
+    const leader = this.inner.campaign(FOREVER);
+    this.leading = true;
+    live.add(this);
+    this.onLeader(leader);
+    return leader;
+  }
+
+  /** Steps down at once; throws if the elector could not confirm. */
+  resign() {
+    live.delete(this);
+    this.leading = false;
+    try {
+      this.inner.resign();
+    } catch (e) {
+      throw new Error(`resign ${this.name}: ${describe(e)}`);
+    }
+  }
+
+  isLeader() {
+    return this.inner.isLeader();
+  }
+
+  subscribe() {
+    return this.inner.subscribe();
+  }
+
+  check() {
+    if (this.leading && !this.inner.isLeader()) {
+      this.leading = false;
+      live.delete(this);
+      this.onLost();
+    }
+  }
+}
+
+export { subscribeInstant };
