@@ -6,6 +6,7 @@
 #   chaos.wasm                               the chaos checker's wasm contender
 #   sync_guest.wasm                          the portable provider
 #   lock-js.wasm, election-js.wasm           the JavaScript examples (guest/js, componentize-js)
+#   lock-py.wasm, election-py.wasm           the Python examples (guest/python, componentize-py)
 #   *.portable.wasm                          app + provider: WASI and wasi:http only
 #   ../../wasm32-wasip1/release/leader_filter.wasm   the Envoy leader filter
 #   ../../wasm32-wasip1/release/baseline_filter.wasm a no-op filter (benchmark floor)
@@ -17,7 +18,8 @@ cargo build --locked --release --target wasm32-wasip2 -p sync-guest -p sync-apps
 cargo build --locked --release --target wasm32-wasip1 -p leader-filter -p baseline-filter
 out="${CARGO_TARGET_DIR:-$PWD/target}/wasm32-wasip2/release"
 node guest/js/build.mjs "$out"
-for app in lock election probe chaos lock-js election-js; do
+guest/python/build.sh "$out"
+for app in lock election probe chaos lock-js election-js lock-py election-py; do
   .tools/wac/bin/wac plug "$out/$app.wasm" --plug "$out/sync_guest.wasm" -o "$out/$app.portable.wasm"
 done
 echo "$out"

@@ -16,6 +16,7 @@ pip_into() { # pip_into DIR SPEC...: a self-contained install into .tools/DIR
 
 command -v cargo >/dev/null || { say "cargo is missing: install Rust with rustup first"; exit 1; }
 command -v rustup >/dev/null || { say "rustup is missing: the wasm targets are added with it"; exit 1; }
+command -v npm >/dev/null || { say "npm is missing: install Node.js 20 or later (jco and componentize-js come from npm)"; exit 1; }
 
 installed_targets=$(rustup target list --installed)
 for target in wasm32-wasip2 wasm32-wasip1; do
@@ -117,4 +118,12 @@ if ! .tools/jco/node_modules/.bin/jco --version 2>/dev/null | grep -qx "$JCO_VER
   rm -rf .tools/jco
   mkdir -p .tools/jco
   npm install --prefix .tools/jco --no-audit --no-fund --silent "@bytecodealliance/jco@$JCO_VERSION"
+fi
+
+# componentize-py, to build the Python examples (guest/python) into
+# components for wit/'s app world.
+COMPONENTIZE_PY_VERSION=0.25.1
+if ! PYTHONPATH=.tools/componentize-py .tools/componentize-py/bin/componentize-py --version 2>/dev/null | grep -q "$COMPONENTIZE_PY_VERSION"; then
+  say "installing componentize-py $COMPONENTIZE_PY_VERSION (PyPI, about 50 MB) into .tools/componentize-py"
+  pip_into componentize-py "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi

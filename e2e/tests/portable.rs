@@ -3,8 +3,9 @@
 //! and wasi:http, and behaves like the native build under `mpsync run
 //! --no-sync-imports` (nothing of metaparticle:sync linked), under the
 //! stock `wasmtime run -S http`, and under `jco run` on Node. The
-//! JavaScript examples (`guest/js`, componentize-js) play the same
-//! scenarios under `mpsync run` and composed under stock wasmtime.
+//! JavaScript and Python examples (`guest/js`, componentize-js;
+//! `guest/python`, componentize-py) play the same scenarios under `mpsync
+//! run` and composed under stock wasmtime.
 //! `behaviour.rs` runs the WIT contract on every provider too.
 
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -71,7 +72,7 @@ async fn a_resignation_hands_over_at_once(provider: Provider, lang: &str) {
 }
 
 /// The scenarios for one runtime and one language (`""`: the Rust
-/// examples, `"-js"`: the JavaScript ones).
+/// examples, `"-js"`: the JavaScript ones, `"-py"`: the Python ones).
 macro_rules! on {
     ($module:ident, $provider:expr, $lang:expr) => {
         mod $module {
@@ -98,3 +99,5 @@ on!(rust_on_wasmtime, testkit::proc::Provider::Wasmtime, "");
 on!(rust_on_jco, testkit::proc::Provider::Jco, "");
 on!(js_native, testkit::proc::Provider::Native, "-js");
 on!(js_on_wasmtime, testkit::proc::Provider::Wasmtime, "-js");
+on!(python_native, testkit::proc::Provider::Native, "-py");
+on!(python_on_wasmtime, testkit::proc::Provider::Wasmtime, "-py");

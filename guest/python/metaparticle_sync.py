@@ -1,0 +1,152 @@
+"""@metaparticle/sync's API on the metaparticle:sync WIT, for Python
+components (componentize-py, world `app` of ../../wit).
+
+    lock = Lock("test", on_acquired, on_lost)
+    lock.lock()          # blocks until held, then calls on_acquired
+    sleep(45.0)          # waits, renewing and watching the lease
+    lock.unlock()
+
+    Election("test", on_leader, on_lost).run()   # campaigns for ever
+
+A component has no background: the provider renews when the app calls in.
+So this module owns the waiting: `sleep` (and `run`) wait on the leases'
+pollables and a timer together; every wake lets the provider renew, and a
+lease found lost calls its on_lost at once. Use `sleep` where the seed used
+`setTimeout`.
+"""
+
+from componentize_py_types import Err
+from wit_world.imports import election as wit_election
+from wit_world.imports import lock as wit_lock
+from wit_world.imports import monotonic_clock, poll
+
+FOREVER = 2**64 - 1  # u64::MAX milliseconds
+_live = set()
+
+
+def describe(error):
+    """`held-by: alice`, `unavailable: …`: the WIT error of an `Err`."""
+    value = error.value if isinstance(error, Err) else error
+    name = type(value).__name__.replace("Error_", "")
+    detail = getattr(value, "value", None)
+    return name if detail is None else f"{name}: {detail}"
+
+
+def sleep(seconds):
+    """Waits, keeping every lease of this component alive and calling
+    on_lost for any found lost."""
+    until = monotonic_clock.now() + int(max(0.0, seconds) * 1e9)
+    while True:
+        left = until - monotonic_clock.now()
+        if left <= 0:
+            return
+        handles = list(_live)
+        pollables = [h.subscribe() for h in handles]
+        timer = monotonic_clock.subscribe_duration(left)
+        poll.poll([timer, *pollables])
+        for p in pollables:
+            p.__exit__(None, None, None)
+        timer.__exit__(None, None, None)
+        for h in handles:
+            h.check()
+
+
+class Lock:
+    """A named lock, as in the seed: `on_acquired(lease)` is called when
+    `lock()` gets it, `on_lost()` when it is lost (without one, the
+    program stops)."""
+
+    def __init__(self, name, on_acquired=None, on_lost=None, ttl_ms=None, holder=None):
+        self.name = name
+        self.on_acquired = on_acquired or (lambda lease: None)
+        self.on_lost = on_lost
+        self.inner = wit_lock.Lock(name, wit_lock.LockOptions(ttl_ms=ttl_ms, holder=holder))
+        self.held = False
+
+    def lock(self):
+        """Blocks until the lock is held, then calls on_acquired."""
+        try:
+            lease = self.inner.lock_within(FOREVER)
+        except Err as e:
+            raise RuntimeError(f"lock {self.name}: {describe(e)}") from None
+        self.held = True
+        _live.add(self)
+        self.on_acquired(lease)
+        return lease
+
+    def unlock(self):
+        """Releases the lock at once; raises if the elector could not
+        confirm it."""
+        _live.discard(self)
+        self.held = False
+        try:
+            self.inner.unlock()
+        except Err as e:
+            raise RuntimeError(f"unlock {self.name}: {describe(e)}") from None
+
+    def lease(self):
+        """The lease while held, else None: check it right before acting."""
+        return self.inner.lease()
+
+    def subscribe(self):
+        return self.inner.subscribe()
+
+    def check(self):
+        if self.held and self.inner.lease() is None:
+            self.held = False
+            _live.discard(self)
+            if self.on_lost is None:
+                raise SystemExit(f"lost the lock {self.name} and no on_lost handler was given")
+            self.on_lost()
+
+
+class Election:
+    """A leader election, as in the seed: `run()` campaigns for ever,
+    calling on_leader(leader) on winning and on_lost() on losing."""
+
+    def __init__(self, name, on_leader=None, on_lost=None, ttl_ms=None, candidate=None, address=None):
+        self.name = name
+        self.on_leader = on_leader or (lambda leader: None)
+        self.on_lost = on_lost or (lambda: None)
+        options = wit_election.ElectionOptions(ttl_ms=ttl_ms, candidate=candidate, address=address)
+        self.inner = wit_election.Election(name, options)
+        self.leading = False
+
+    def run(self):
+        """Campaigns, leads while it can, campaigns again: never returns."""
+        while True:
+            self.campaign()
+            while self.leading:
+                sleep(3600.0)
+
+    def campaign(self):
+        """Blocks until this candidate leads, then calls on_leader."""
+        try:
+            leader = self.inner.campaign(FOREVER)
+        except Err as e:
+            raise RuntimeError(f"campaign {self.name}: {describe(e)}") from None
+        self.leading = True
+        _live.add(self)
+        self.on_leader(leader)
+        return leader
+
+    def resign(self):
+        """Steps down at once; raises if the elector could not confirm it."""
+        _live.discard(self)
+        self.leading = False
+        try:
+            self.inner.resign()
+        except Err as e:
+            raise RuntimeError(f"resign {self.name}: {describe(e)}") from None
+
+    def is_leader(self):
+        return self.inner.is_leader()
+
+    def subscribe(self):
+        return self.inner.subscribe()
+
+    def check(self):
+        if self.leading and not self.inner.is_leader():
+            self.leading = False
+            _live.discard(self)
+            self.on_lost()
