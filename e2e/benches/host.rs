@@ -100,5 +100,53 @@ async fn main() {
         "  cold (compile): {cold:.1?}   cached: {warm:.1?}   ratio cold/cached: {:.1}",
         cold.as_secs_f64() / warm.as_secs_f64()
     );
+
+    languages(&url, &cache, starts);
     let _ = std::fs::remove_dir_all(cache);
+}
+
+/// The same figures for the example in each component language, same run:
+/// component size, start cold and cached (`--noop`), and `is-leader` next
+/// to a no-op WASI import.
+fn languages(url: &str, cache: &std::path::Path, starts: usize) {
+    let n = 20_000;
+    println!("\nPer language (`mpsync run`, median of {starts} starts; {n} calls per loop):");
+    println!(
+        "{:>10} | {:>9} | {:>10} {:>10} | {:>14} {:>14} | {:>6}",
+        "language", "size MB", "cold", "cached", "is-leader ns", "no-op ns", "ratio"
+    );
+    let rows = [
+        ("Rust", "probe.wasm", vec!["--mode", "noop"], vec!["--mode", "bench", "--iterations"]),
+        ("JavaScript", "election-js.wasm", vec!["--noop"], vec!["--bench"]),
+        ("Python", "election-py.wasm", vec!["--noop"], vec!["--bench"]),
+    ];
+    for (language, file, noop, bench) in rows {
+        let app = wasm(file);
+        let size = std::fs::metadata(&app).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+        let start = |cached: bool| {
+            let mut args = vec!["run"];
+            if !cached {
+                args.push("--no-cache");
+            }
+            args.extend(["--elector", url, &app[..]]);
+            args.extend(noop.iter().copied());
+            mpsync(&args, cache).0
+        };
+        let cold = median((0..starts).map(|_| start(false)).collect());
+        start(true);
+        let cached = median((0..starts).map(|_| start(true)).collect());
+        let count = n.to_string();
+        let name = format!("bench-{}", language.to_lowercase());
+        let mut args = vec!["run", "--elector", url, &app[..], "--name", &name];
+        args.extend(bench.iter().copied());
+        args.push(&count);
+        let (_, out) = mpsync(&args, cache);
+        let line = out.lines().find(|l| l.starts_with("bench ")).unwrap_or_else(|| panic!("{language}: {out}"));
+        let calls = field(line, "iterations");
+        let (leader, noop_ns) = (field(line, "is_leader_ns") / calls, field(line, "noop_ns") / calls);
+        println!(
+            "{language:>10} | {size:>9.1} | {cold:>10.1?} {cached:>10.1?} | {leader:>14.1} {noop_ns:>14.1} | {:>6.2}",
+            leader / noop_ns
+        );
+    }
 }

@@ -26,9 +26,16 @@ async fn the_native_app_is_refused_without_the_imports() {
 async fn two_lock_examples_take_turns_with_growing_tokens(provider: Provider, lang: &str) {
     let elector = elector().await;
     let url = elector.url();
-    let mut alice = app(provider, "alice", &url, &format!("lock{lang}"), &["--id", "alice", "--hold-ms", "2500", "--ttl-ms", "1500"]);
+    let mut alice = app(
+        provider,
+        "alice",
+        &url,
+        &format!("lock{lang}"),
+        &["--id", "alice", "--hold-ms", "2500", "--ttl-ms", "1500"],
+    );
     let first = alice.expect_first_line("I have the lock!").await;
-    let mut bob = app(provider, "bob", &url, &format!("lock{lang}"), &["--id", "bob", "--hold-ms", "200", "--ttl-ms", "1500"]);
+    let mut bob =
+        app(provider, "bob", &url, &format!("lock{lang}"), &["--id", "bob", "--hold-ms", "200", "--ttl-ms", "1500"]);
     let second = bob.expect_first_line("I have the lock!").await;
     alice.expect_line("Unlocked").await;
     assert!(!alice.output().contains("I lost the lock"), "the app's waits renewed its lease");

@@ -1,8 +1,11 @@
 // The seed's election example, as a component: stand in `test`, say so on
 // leading and on losing. Flags: --name test --id ID --address IP:PORT
-// --ttl-ms 10000 --resign-after-ms N (lead N ms, resign, exit).
+// --ttl-ms 10000 --resign-after-ms N (lead N ms, resign, exit). For the
+// benchmark: --noop (exit at once), --bench N (time N is-leader calls next
+// to N calls of a WASI import that does nothing, as the Rust probe does).
 import { Election, sleep } from './sync.js';
 import { getArguments } from 'wasi:cli/environment@0.2.12';
+import { now, resolution } from 'wasi:clocks/monotonic-clock@0.2.12';
 
 function flag(name, fallback) {
   const args = getArguments();
@@ -10,8 +13,29 @@ function flag(name, fallback) {
   return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
 }
 
+function bench(election, n) {
+  election.campaign();
+  const time = (f) => {
+    const start = now();
+    let yes = 0;
+    for (let i = 0; i < n; i++) {
+      if (f()) yes++;
+    }
+    return [now() - start, yes];
+  };
+  time(() => election.isLeader());
+  const [leaderNs, yes] = time(() => election.isLeader());
+  const [noopNs] = time(() => resolution() > 0n);
+  if (yes !== n) throw new Error('is-leader turned false during the benchmark');
+  console.log(`bench iterations=${n} is_leader_ns=${leaderNs} noop_ns=${noopNs}`);
+  election.resign();
+}
+
 export const run = {
   run() {
+    if (getArguments().includes('--noop')) {
+      return;
+    }
     const resignAfter = flag('resign-after-ms', undefined);
     const election = new Election(
       flag('name', 'test'),
@@ -19,6 +43,11 @@ export const run = {
       () => console.log('I lost the leader'),
       { ttlMs: Number(flag('ttl-ms', '10000')), candidate: flag('id', undefined), address: flag('address', undefined) },
     );
+    const n = flag('bench', undefined);
+    if (n !== undefined) {
+      bench(election, Number(n));
+      return;
+    }
     if (resignAfter === undefined) {
       election.run();
     }

@@ -39,17 +39,18 @@ function options(ttlMs, holder) {
 export function sleep(ms) {
   const until = now() + BigInt(Math.max(0, Math.round(ms))) * 1_000_000n;
   for (;;) {
+    // Subscribe, then look, then wait: a loss between the look and the
+    // wait still wakes us.
+    const handles = [...live];
+    const pollables = handles.map((h) => h.subscribe());
+    for (const h of handles) {
+      h.check();
+    }
     const left = until - now();
     if (left <= 0n) {
       return;
     }
-    const handles = [...live];
-    const pollables = handles.map((h) => h.subscribe());
-    const timer = subscribeDuration(left);
-    poll([timer, ...pollables]);
-    for (const h of handles) {
-      h.check();
-    }
+    poll([subscribeDuration(left), ...pollables]);
   }
 }
 

@@ -1,11 +1,14 @@
 """The seed's election example, as a component: stand in `test`, say so on
 leading and on losing. Flags: --name test --id ID --address IP:PORT
---ttl-ms 10000 --resign-after-ms N (lead N ms, resign, exit)."""
+--ttl-ms 10000 --resign-after-ms N (lead N ms, resign, exit). For the
+benchmark: --noop (exit at once), --bench N (time N is-leader calls next to
+N calls of a WASI import that does nothing, as the Rust probe does)."""
 
 import sys
 
 from wit_world import exports
 from metaparticle_sync import Election, sleep
+from wit_world.imports import monotonic_clock
 
 
 def flag(name, default=None):
@@ -18,8 +21,27 @@ def say(line):
     print(line, flush=True)
 
 
+def bench(election, n):
+    election.campaign()
+
+    def time(f):
+        start = monotonic_clock.now()
+        yes = sum(1 for _ in range(n) if f())
+        return monotonic_clock.now() - start, yes
+
+    time(election.is_leader)
+    leader_ns, yes = time(election.is_leader)
+    noop_ns, _ = time(lambda: monotonic_clock.resolution() > 0)
+    if yes != n:
+        raise RuntimeError("is-leader turned false during the benchmark")
+    say(f"bench iterations={n} is_leader_ns={leader_ns} noop_ns={noop_ns}")
+    election.resign()
+
+
 class Run(exports.Run):
     def run(self) -> None:
+        if "--noop" in sys.argv:
+            return
         resign_after = flag("resign-after-ms")
         election = Election(
             flag("name", "test"),
@@ -29,6 +51,9 @@ class Run(exports.Run):
             candidate=flag("id"),
             address=flag("address"),
         )
+        if flag("bench") is not None:
+            bench(election, int(flag("bench")))
+            return
         if resign_after is None:
             election.run()
         election.campaign()

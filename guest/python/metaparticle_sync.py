@@ -37,18 +37,22 @@ def sleep(seconds):
     on_lost for any found lost."""
     until = monotonic_clock.now() + int(max(0.0, seconds) * 1e9)
     while True:
-        left = until - monotonic_clock.now()
-        if left <= 0:
-            return
+        # Subscribe, then look, then wait: a loss between the look and the
+        # wait still wakes us.
         handles = list(_live)
         pollables = [h.subscribe() for h in handles]
-        timer = monotonic_clock.subscribe_duration(left)
-        poll.poll([timer, *pollables])
-        for p in pollables:
-            p.__exit__(None, None, None)
-        timer.__exit__(None, None, None)
-        for h in handles:
-            h.check()
+        try:
+            for h in handles:
+                h.check()
+            left = until - monotonic_clock.now()
+            if left <= 0:
+                return
+            timer = monotonic_clock.subscribe_duration(left)
+            poll.poll([timer, *pollables])
+            timer.__exit__(None, None, None)
+        finally:
+            for p in pollables:
+                p.__exit__(None, None, None)
 
 
 class Lock:

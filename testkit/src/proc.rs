@@ -121,12 +121,7 @@ impl Proc {
         self.expect_on_within(PATIENCE, what, pred).await
     }
 
-    async fn expect_on_within(
-        &mut self,
-        patience: Duration,
-        what: &str,
-        pred: impl Fn(bool, &str) -> bool,
-    ) -> String {
+    async fn expect_on_within(&mut self, patience: Duration, what: &str, pred: impl Fn(bool, &str) -> bool) -> String {
         let found = tokio::time::timeout(patience, async {
             while let Some((stdout, line)) = self.lines.recv().await {
                 if pred(stdout, &line) {

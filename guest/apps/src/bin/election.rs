@@ -27,8 +27,13 @@ fn main() {
         };
         say(format!("I am the leader (fencing token {})", leader.token));
         let resign_at = resign_after.map(|ms| now() + std::time::Duration::from_millis(ms));
-        while election.is_leader() {
+        loop {
+            // Subscribe, then look, then wait: a loss between the look and
+            // the wait still wakes us.
             let changed = election.subscribe();
+            if !election.is_leader() {
+                break;
+            }
             let timeout = resign_at.map_or(std::time::Duration::from_secs(3600), |at| at.saturating_sub(now()));
             wait(&changed, timeout);
             drop(changed);

@@ -38,13 +38,14 @@ fn hold_once(lock: &Lock, hold: std::time::Duration) {
     say(format!("Holding the lock for {} seconds", hold.as_secs_f64()));
     let until = now() + hold;
     while now() < until {
+        // Subscribe, then look, then wait: a loss between the look and the
+        // wait still wakes us.
         let changed = lock.subscribe();
-        wait(&changed, until.saturating_sub(now()));
-        drop(changed);
         if lock.lease().is_none() {
             say(format!("I lost the lock! (fencing token {})", lease.token));
             std::process::exit(1);
         }
+        wait(&changed, until.saturating_sub(now()));
     }
     match lock.unlock() {
         Ok(()) => say("Unlocked"),

@@ -178,9 +178,9 @@ fn main() {
             say(format!("I have the lock! (fencing token {})", lease.token));
             let mut last_held = wall_ms();
             loop {
+                // Subscribe first, then look, then wait: no change falls
+                // between the look and the wait.
                 let changed = lock.subscribe();
-                wait(&changed, Duration::from_secs(60));
-                drop(changed);
                 let at = wall_ms();
                 match lock.lease() {
                     Some(_) => last_held = at,
@@ -189,6 +189,7 @@ fn main() {
                         return;
                     }
                 }
+                wait(&changed, Duration::from_secs(60));
             }
         }
         "unconfirmed" => {
@@ -220,6 +221,9 @@ fn main() {
             );
             let mut seen = None;
             loop {
+                // Subscribe first, then look: a change between the two is
+                // then still a wake-up, never lost.
+                let changed = e.subscribe();
                 let leader = e.leader().map(|l| l.id);
                 if leader != seen {
                     say(format!("leader: {}", leader.as_deref().unwrap_or("none")));
@@ -228,7 +232,6 @@ fn main() {
                     }
                     seen = leader;
                 }
-                let changed = e.subscribe();
                 wait(&changed, Duration::from_secs(60));
             }
         }
