@@ -45,6 +45,19 @@ async fn two_lock_examples_take_turns_with_growing_tokens(provider: Provider, la
     assert_eq!(metric(&elector, "mpsync_releases_total{kind=\"lock\"}").await, 2, "both unlocks reached the elector");
 }
 
+/// The elector goes away while the example holds the lock: the example's
+/// loss handler fires (the seed's `onLost`), from its own waiting, by the
+/// lease's local deadline.
+async fn a_lost_lock_is_reported_by_the_example(provider: Provider, lang: &str) {
+    let mut elector = elector().await;
+    let url = elector.url();
+    let args = ["--id", "alice", "--hold-ms", "600000", "--ttl-ms", "1000", "--name", "lost"];
+    let mut alice = app(provider, "alice", &url, &format!("lock{lang}"), &args);
+    alice.expect_first_line("I have the lock!").await;
+    elector.signal("KILL").unwrap();
+    alice.expect_line("I lost the lock!").await;
+}
+
 /// A killed leader is replaced once its lease runs out.
 async fn a_killed_leader_is_replaced_after_its_ttl(provider: Provider, lang: &str) {
     let elector = elector().await;
@@ -86,6 +99,11 @@ macro_rules! on {
             #[tokio::test]
             async fn two_lock_examples_take_turns_with_growing_tokens() {
                 super::two_lock_examples_take_turns_with_growing_tokens($provider, $lang).await;
+            }
+
+            #[tokio::test]
+            async fn a_lost_lock_is_reported_by_the_example() {
+                super::a_lost_lock_is_reported_by_the_example($provider, $lang).await;
             }
 
             #[tokio::test]
