@@ -20,7 +20,7 @@ const { componentize } = await import(join(modules, '@bytecodealliance/component
 
 const out = resolve(process.argv[2] ?? join(root, 'target/wasm32-wasip2/release'));
 const mtime = async (path) => (await stat(path).catch(() => null))?.mtimeMs ?? 0;
-const sources = ['sync.js', 'lock.js', 'election.js'].map((f) => join(here, f));
+const sources = ['sync.js', 'flags.js', 'lock.js', 'election.js'].map((f) => join(here, f));
 const newest = Math.max(...(await Promise.all([...sources, join(root, 'wit/sync.wit')].map(mtime))));
 
 for (const app of ['lock', 'election']) {

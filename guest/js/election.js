@@ -4,14 +4,8 @@
 // benchmark: --noop (exit at once), --bench N (time N is-leader calls next
 // to N calls of a WASI import that does nothing, as the Rust probe does).
 import { Election, sleep } from './sync.js';
-import { getArguments } from 'wasi:cli/environment@0.2.12';
+import { flag, has } from './flags.js';
 import { now, resolution } from 'wasi:clocks/monotonic-clock@0.2.12';
-
-function flag(name, fallback) {
-  const args = getArguments();
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
-}
 
 function bench(election, n) {
   election.campaign();
@@ -33,7 +27,7 @@ function bench(election, n) {
 
 export const run = {
   run() {
-    if (getArguments().includes('--noop')) {
+    if (has('noop')) {
       return;
     }
     const resignAfter = flag('resign-after-ms', undefined);

@@ -2,13 +2,7 @@
 // Flags (as the Rust example's): --name test --id ID --ttl-ms 10000
 // --hold-ms 45000.
 import { Lock, sleep } from './sync.js';
-import { getArguments } from 'wasi:cli/environment@0.2.12';
-
-function flag(name, fallback) {
-  const args = getArguments();
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
-}
+import { flag, has } from './flags.js';
 
 export const run = {
   run() {

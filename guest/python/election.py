@@ -7,18 +7,9 @@ N calls of a WASI import that does nothing, as the Rust probe does)."""
 import sys
 
 from wit_world import exports
+from flags import flag, say
 from metaparticle_sync import Election, sleep
 from wit_world.imports import monotonic_clock
-
-
-def flag(name, default=None):
-    args = sys.argv
-    key = f"--{name}"
-    return args[args.index(key) + 1] if key in args[:-1] else default
-
-
-def say(line):
-    print(line, flush=True)
 
 
 def bench(election, n):

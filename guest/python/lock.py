@@ -2,20 +2,9 @@
 Flags (as the Rust example's): --name test --id ID --ttl-ms 10000
 --hold-ms 45000."""
 
-import sys
-
 from wit_world import exports
+from flags import flag, say
 from metaparticle_sync import Lock, sleep
-
-
-def flag(name, default=None):
-    args = sys.argv
-    key = f"--{name}"
-    return args[args.index(key) + 1] if key in args[:-1] else default
-
-
-def say(line):
-    print(line, flush=True)
 
 
 class Run(exports.Run):
