@@ -49,7 +49,7 @@ async fn two_lock_examples_take_turns_with_growing_tokens(provider: Provider, la
 /// loss handler fires (the seed's `onLost`), from its own waiting, by the
 /// lease's local deadline.
 async fn a_lost_lock_is_reported_by_the_example(provider: Provider, lang: &str) {
-    let mut elector = elector().await;
+    let elector = elector().await;
     let url = elector.url();
     let args = ["--id", "alice", "--hold-ms", "600000", "--ttl-ms", "1000", "--name", "lost"];
     let mut alice = app(provider, "alice", &url, &format!("lock{lang}"), &args);
