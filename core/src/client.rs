@@ -535,8 +535,13 @@ impl Session {
     }
 
     /// Takes in a read of the record. Returns whether the leader changed
-    /// (elections).
+    /// (elections). A read older than what the session already knows (a
+    /// watch answered before a grant, processed after it) is ignored:
+    /// versions only grow, so it cannot undo the grant.
     pub fn observe(&mut self, read: &Read) -> bool {
+        if read.version() < self.version {
+            return false;
+        }
         self.version = read.version();
         if self.kind != Kind::Election {
             return false;
@@ -746,6 +751,18 @@ mod tests {
         assert_eq!(s.wait_request(MS * 100_000).path, "/v1/elections/primary?wait=5&timeout_ms=30000");
         assert!(s.observe(&Read::Free { version: 6 }));
         assert_eq!(s.leader(MS), None);
+    }
+
+    #[test]
+    fn a_read_older_than_a_grant_does_not_undo_it() {
+        let mut s = Session::new("http://e", Kind::Election, "primary", options()).unwrap();
+        s.start_acquire(MS).unwrap();
+        let (id, request, _) = send(&mut s);
+        s.answer(id, request, Ok((200, &granted(4, 9, "me"))), MS * 2);
+        assert_eq!(s.leader(MS * 2).unwrap().id, "me");
+        assert!(!s.observe(&Read::Free { version: 8 }), "the watch's read from before the grant");
+        assert_eq!(s.leader(MS * 2).unwrap().id, "me");
+        assert!(s.observe(&Read::Free { version: 10 }), "a later one counts");
     }
 
     #[test]
