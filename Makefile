@@ -6,14 +6,16 @@
 setup:
 	@scripts/setup.sh
 
-demo: setup
+# The demo installs only what it needs (the wasm targets, protoc, Envoy).
+demo:
+	@scripts/setup.sh demo
 	@scripts/demo.sh
 
 test: setup
 	@scripts/test.sh
 
 bench: setup
-	cargo build --locked --release -p elector -p mpsync --bins
+	cargo build --locked --release --bins
 	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
 	cargo bench --locked -p elector --bench elector && \
 	cargo bench --locked -p elector --bench capacity && \
@@ -31,7 +33,7 @@ CHAOS_STORES ?= memory etcd kubernetes
 CHAOS_HANDOVERS ?= 10000
 CHAOS_TIME_LIMIT ?= 20m
 chaos: setup
-	cargo build --locked -p elector -p mpsync -p chaos
+	. scripts/build-env.sh && cargo build --locked --bins
 	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
 	target/debug/mpsync-chaos $(foreach s,$(CHAOS_STORES),--store $(s)) \
 	  --handovers $(CHAOS_HANDOVERS) --time-limit $(CHAOS_TIME_LIMIT) \

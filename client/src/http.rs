@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mpsync_core::client::{self as protocol, AnswerError, Claimed, HttpRequest, Method, Read};
-use mpsync_core::wire::{AcquireRequest, Kind};
+use mpsync_core::wire::{AcquireRequest, Kind, ListView};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
@@ -174,6 +174,13 @@ impl Client {
     pub async fn release(&self, kind: Kind, name: &str, holder: &str, token: u64) -> Result<bool, ClientError> {
         let http = protocol::release_request(kind, name, holder, token, DEFAULT_REQUEST_TIMEOUT);
         self.call(&http).await?.decode(protocol::decode_release)
+    }
+
+    /// One page of the listing of every lock or election: up to `limit`
+    /// records from `cursor` (the previous page's `next`) on.
+    pub async fn list(&self, kind: Kind, limit: usize, cursor: Option<&str>) -> Result<ListView, ClientError> {
+        let http = protocol::list_request(kind, limit, cursor, DEFAULT_REQUEST_TIMEOUT);
+        self.call(&http).await?.decode(protocol::decode_list)
     }
 
     /// `GET`, or with `wait` a long-poll for a version other than the given

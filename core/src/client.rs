@@ -25,7 +25,7 @@ use core::time::Duration;
 use thiserror::Error;
 
 use crate::lease::{Held, LeaseClient, LeaseConfig, Output, Request, RequestId, Response};
-use crate::wire::{AcquireRequest, ConflictReason, ConflictView, ErrorBody, Kind, LeaseView, ReleaseRequest};
+use crate::wire::{AcquireRequest, ConflictReason, ConflictView, ErrorBody, Kind, LeaseView, ListView, ReleaseRequest};
 
 /// The lease duration when the app names none.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -151,6 +151,31 @@ pub fn read_request(kind: Kind, name: &str, wait: Option<(u64, Duration)>, timeo
         None => (path(kind, name), timeout),
     };
     HttpRequest { method: Method::Get, path, body: None, timeout }
+}
+
+/// A page of the listing of every lock or election (`GET /v1/locks`):
+/// `limit` records from `cursor` (the `next` of the previous page) on.
+pub fn list_request(kind: Kind, limit: usize, cursor: Option<&str>, timeout: Duration) -> HttpRequest {
+    let mut path = format!("/v1/{}?limit={limit}", kind.plural());
+    if let Some(cursor) = cursor {
+        path.push_str("&cursor=");
+        for byte in cursor.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                path.push(char::from(byte));
+            } else {
+                path.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    HttpRequest { method: Method::Get, path, body: None, timeout }
+}
+
+/// Decodes the answer to a listing.
+pub fn decode_list(status: u16, body: &[u8]) -> Result<ListView, AnswerError> {
+    match status {
+        200 => json(status, body),
+        _ => Err(unexpected(status, body)),
+    }
 }
 
 fn json_body(value: &impl serde::Serialize) -> Option<Vec<u8>> {

@@ -240,6 +240,50 @@ pub struct LeaseView {
     pub address: Option<String>,
 }
 
+/// How many records a listing page holds unless `?limit=` says otherwise.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// The most records one listing page may hold.
+pub const MAX_LIST_LIMIT: usize = 1000;
+/// The longest `?cursor=` a listing accepts (a Kubernetes continue token
+/// is the longest kind).
+pub const MAX_CURSOR_LEN: usize = 4096;
+
+/// One record in a listing (`GET /v1/locks`, `GET /v1/elections`): held or
+/// free, as the elector judges it at the time of the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordView {
+    /// The lock or election name.
+    pub name: String,
+    /// The holder (for an election: the leader); absent when nobody holds
+    /// it (released, or the lease ran out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// The fencing token of the current (or, when free, the last) holder.
+    pub token: u64,
+    /// The lease duration the holder asked for.
+    pub ttl_ms: u64,
+    /// Held only: how long until someone else may take it, unless renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+    /// The view's version, as `GET /v1/{locks|elections}/{name}` reports it.
+    pub version: u64,
+    /// Elections: the leader's advertised `ip:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A page of a listing, in name order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListView {
+    /// The records of this page.
+    pub items: Vec<RecordView>,
+    /// Present when there may be more: pass it as `?cursor=` for the next
+    /// page. Opaque: a name for the memory and etcd stores, a continue
+    /// token for Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
 /// Why a `PUT` or `DELETE` was refused with 409.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -174,3 +174,44 @@ async fn leader_prints_and_watches_changes() {
     assert_eq!(bad.wait().await.code(), Some(2));
     assert!(bad.output().contains("invalid election name \"Web\""), "{}", bad.output());
 }
+
+#[tokio::test]
+async fn ls_lists_every_page_of_locks_and_elections() {
+    let elector = elector().await;
+    let url = elector.url();
+    let client = Client::new(&url);
+    for (i, name) in ["job-b", "job-a", "job-c"].iter().enumerate() {
+        let request =
+            mpsync_core::wire::AcquireRequest::new(&format!("w{i}"), std::time::Duration::from_secs(60), None, None);
+        assert!(matches!(client.claim(Kind::Lock, name, &request).await.unwrap(), mpsync_client::Claimed::Granted(_)));
+    }
+    let request =
+        mpsync_core::wire::AcquireRequest::new("r1", std::time::Duration::from_secs(60), None, Some("10.0.0.7:8080"));
+    assert!(matches!(client.claim(Kind::Election, "web", &request).await.unwrap(), mpsync_client::Claimed::Granted(_)));
+
+    // Pages of one record: every record must still be there, once, in order.
+    let mut table = Proc::mpsync("ls", &args(&["ls", "--elector", &url, "--page-size", "1"]));
+    assert!(table.wait().await.success(), "{}", table.output());
+    let output = table.output();
+    let rows: Vec<Vec<&str>> = output.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["KIND", "NAME", "HOLDER", "TOKEN", "TIME", "LEFT", "ADDRESS"], "{output}");
+    let kinds_names: Vec<(&str, &str, &str)> = rows[1..].iter().map(|r| (r[0], r[1], r[2])).collect();
+    assert_eq!(
+        kinds_names,
+        [("lock", "job-a", "w1"), ("lock", "job-b", "w0"), ("lock", "job-c", "w2"), ("election", "web", "r1")],
+        "{output}"
+    );
+    assert_eq!(rows[4][5], "10.0.0.7:8080", "{output}");
+
+    let mut json = Proc::mpsync("ls-json", &args(&["ls", "elections", "--elector", &url, "--json"]));
+    assert!(json.wait().await.success());
+    let lines: Vec<serde_json::Value> =
+        json.output().lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{}", json.output());
+    assert_eq!((lines[0]["kind"].as_str(), lines[0]["holder"].as_str()), (Some("election"), Some("r1")));
+    assert!(lines[0]["expires_in_ms"].as_u64().is_some_and(|ms| ms <= 60_000));
+
+    let mut bad = Proc::mpsync("ls-bad", &args(&["ls", "--elector", &url, "--page-size", "0"]));
+    assert_eq!(bad.wait().await.code(), Some(2));
+    assert!(bad.output().contains("--page-size"), "{}", bad.output());
+}

@@ -27,11 +27,25 @@ fn options(holder: &str, ttl: Duration) -> Options {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_etcd_under_a_held_lock() {
     let mut etcd = Etcd::start().await.unwrap();
-    let args = ["--store", "etcd", "--etcd-endpoints", &etcd.endpoint(), "--store-timeout", "300ms", "--log", "warn"];
+    let args = ["--store", "etcd", "--etcd-endpoints", &etcd.endpoint(), "--store-timeout", "1s", "--log", "warn"];
     let elector = ElectorProcess::spawn(elector_bin(), &args).await.unwrap();
     let client = Client::new(&elector.url());
     let ready = || async { client.request(Method::GET, "/readyz", None::<&()>).await.unwrap().status };
-    assert_eq!(ready().await, StatusCode::OK);
+    // Asked every 20 ms: there is no event to wait on.
+    let until_ready = || async {
+        let mut every = tokio::time::interval(Duration::from_millis(20));
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                every.tick().await;
+                if ready().await == StatusCode::OK {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the elector never became ready");
+    };
+    until_ready().await;
 
     let ttl = Duration::from_secs(2);
     let lease = Lease::new(client.clone(), Kind::Lock, "under-etcd", options("worker-1", ttl)).unwrap();
@@ -60,18 +74,7 @@ async fn killing_etcd_under_a_held_lock() {
     }
 
     etcd.restart().await.unwrap();
-    // Asked every 20 ms: there is no event to wait on.
-    let mut every = tokio::time::interval(Duration::from_millis(20));
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            every.tick().await;
-            if ready().await == StatusCode::OK {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("the elector never became ready again");
+    until_ready().await;
     let next = tokio::time::timeout(PATIENCE, other.acquire(PATIENCE)).await.unwrap().unwrap();
     assert!(next.token > first.token, "tokens keep growing: {} then {}", first.token, next.token);
     other.release().await.unwrap();

@@ -4,7 +4,8 @@
 //! - compatible: `GET`/`PUT /locks/{name}`, as the original metaparticle
 //!   clients drive it, holding locks as this elector's identity;
 //! - versioned: `/v1/locks/{name}` and `/v1/elections/{name}` with
-//!   `PUT` (acquire/renew), `DELETE` (release) and `GET` (read, long-poll);
+//!   `PUT` (acquire/renew), `DELETE` (release) and `GET` (read, long-poll),
+//!   and `GET /v1/locks` and `/v1/elections`: every record, paginated;
 //!
 //! Plus `/healthz`, `/readyz` and `/metrics`.
 
@@ -20,7 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use mpsync_core::wire::{AcquireRequest, CompatLock, ConflictView, ErrorCode, Kind, LeaseView, ReleaseRequest};
+use mpsync_core::wire::{
+    AcquireRequest, CompatLock, ConflictView, DEFAULT_LIST_LIMIT, ErrorCode, Kind, LeaseView, MAX_CURSOR_LEN,
+    MAX_LIST_LIMIT, ReleaseRequest,
+};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -41,6 +45,8 @@ pub fn router(service: Arc<Service>) -> Router {
     };
     Router::new()
         .route("/locks/{name}", get(compat_get).put(compat_put))
+        .route("/v1/locks", get(|s: Shared, q| v1_list(Kind::Lock, s, q)))
+        .route("/v1/elections", get(|s: Shared, q| v1_list(Kind::Election, s, q)))
         .route("/v1/locks/{name}", v1(Kind::Lock))
         .route("/v1/elections/{name}", v1(Kind::Election))
         .route("/healthz", get(healthz))
@@ -66,6 +72,11 @@ pub fn health_router(service: Arc<Service>) -> Router {
 
 fn route_label(method: &Method, path: &str, query: Option<&str>) -> &'static str {
     let watching = query.is_some_and(|q| q.split('&').any(|p| p.starts_with("wait=")));
+    match path {
+        "/v1/locks" => return "lock_list",
+        "/v1/elections" => return "election_list",
+        _ => {}
+    }
     let surface = if path.starts_with("/v1/locks/") {
         "lock"
     } else if path.starts_with("/v1/elections/") {
@@ -173,6 +184,53 @@ fn view_response(key: &Key, view: View) -> Response {
 
 fn conflict(view: ConflictView) -> Response {
     (StatusCode::CONFLICT, Json(view)).into_response()
+}
+
+/// `?limit=N&cursor=C` of a listing: the page size (1 to
+/// [`MAX_LIST_LIMIT`], default [`DEFAULT_LIST_LIMIT`]) and where to go on
+/// from (the `next` of the previous page).
+fn parse_list_query(query: Option<&str>) -> Result<(usize, Option<String>), ApiError> {
+    let mut limit = DEFAULT_LIST_LIMIT;
+    let mut cursor = None;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::bad(ErrorCode::InvalidQuery, "query", format!("the query string is malformed: {e}")))?;
+    for (param, value) in pairs {
+        match param.as_str() {
+            "limit" => {
+                limit = value.parse::<usize>().ok().filter(|l| (1..=MAX_LIST_LIMIT).contains(l)).ok_or_else(|| {
+                    ApiError::bad(
+                        ErrorCode::InvalidQuery,
+                        "limit",
+                        format!("limit is {value:?}; it must be a whole number from 1 to {MAX_LIST_LIMIT}"),
+                    )
+                })?;
+            }
+            "cursor" if value.is_empty() || value.len() > MAX_CURSOR_LEN => {
+                return Err(ApiError::bad(
+                    ErrorCode::InvalidQuery,
+                    "cursor",
+                    format!("cursor must be the `next` of a previous page (1 to {MAX_CURSOR_LEN} characters)"),
+                ));
+            }
+            "cursor" => cursor = Some(value),
+            other => {
+                return Err(ApiError::bad(
+                    ErrorCode::InvalidQuery,
+                    other,
+                    format!("unknown query parameter {other:?}; a listing takes `limit` and `cursor`"),
+                ));
+            }
+        }
+    }
+    Ok((limit, cursor))
+}
+
+async fn v1_list(kind: Kind, State(s): Shared, RawQuery(q): RawQuery) -> Response {
+    let result = async {
+        let (limit, cursor) = parse_list_query(q.as_deref())?;
+        Ok::<_, ApiError>(Json(s.list(kind, cursor.as_deref(), limit).await?).into_response())
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn v1_get(

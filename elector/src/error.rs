@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use mpsync_core::wire::{ErrorBody, ErrorCode};
 
 use crate::service::ServiceError;
+use crate::store::StoreError;
 
 /// An error answer: a status and a JSON body.
 #[derive(Debug)]
@@ -53,6 +54,9 @@ impl From<ServiceError> for ApiError {
             // Counted and logged where it is decided.
             ServiceError::InvalidName { .. } => ApiError::bad(ErrorCode::InvalidName, "name", e.to_string()),
             ServiceError::TtlTooLong { .. } => ApiError::bad(ErrorCode::InvalidField, "ttl_ms", e.to_string()),
+            ServiceError::Store(StoreError::BadCursor(_)) => {
+                ApiError::bad(ErrorCode::InvalidQuery, "cursor", e.to_string())
+            }
             ServiceError::TooManyLongPolls(_) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::Unavailable, e.to_string())
             }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mpsync_core::record::{Claim, Outcome, ReleaseOutcome, decide_claim, decide_release};
-use mpsync_core::wire::{AcquireRequest, ConflictView, LeaseView, ReleaseRequest};
-use mpsync_core::{Conflict, Current, Judge, Record};
+use mpsync_core::wire::{AcquireRequest, ConflictView, LeaseView, ListView, RecordView, ReleaseRequest};
+use mpsync_core::{Conflict, Current, Judge, Kind, Record};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -271,6 +271,43 @@ impl Service {
     pub async fn read(&self, key: &Key) -> Result<View, ServiceError> {
         let stored = self.store.get(key).await?;
         Ok(self.view(key, stored.as_ref(), self.now()))
+    }
+
+    /// A page of the records of `kind`, each judged now (see
+    /// [`Store::list`] for `cursor` and `limit`).
+    pub async fn list(&self, kind: Kind, cursor: Option<&str>, limit: usize) -> Result<ListView, ServiceError> {
+        let page = self.store.list(kind, cursor, limit).await?;
+        let now = self.now();
+        let items = page
+            .records
+            .into_iter()
+            .map(|(name, stored)| {
+                let key = Key { kind, name };
+                let (token, ttl_ms, address) =
+                    (stored.record.token, stored.record.ttl_ms, stored.record.address.clone());
+                match self.view(&key, Some(&stored), now) {
+                    View::Held(lease) => RecordView {
+                        name: key.name,
+                        holder: Some(lease.holder),
+                        token,
+                        ttl_ms,
+                        expires_in_ms: Some(lease.expires_in_ms),
+                        version: lease.version,
+                        address,
+                    },
+                    other => RecordView {
+                        name: key.name,
+                        holder: None,
+                        token,
+                        ttl_ms,
+                        expires_in_ms: None,
+                        version: other.version(),
+                        address: None,
+                    },
+                }
+            })
+            .collect();
+        Ok(ListView { items, next: page.next })
     }
 
     /// Long-poll: answers as soon as the view's version differs from

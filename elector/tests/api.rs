@@ -451,6 +451,45 @@ async fn bad_input_gets_its_documented_status_and_error() {
 }
 
 #[tokio::test]
+async fn a_listing_pages_through_every_record_and_refuses_a_bad_query() {
+    let (_elector, client) = serve(Knobs::default()).await;
+    for name in ["c", "a", "e", "b", "d"] {
+        granted(
+            &client,
+            Kind::Lock,
+            name,
+            &AcquireRequest::new(&format!("w-{name}"), Duration::from_secs(10), None, None),
+        )
+        .await;
+    }
+    let mut names = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = client.list(Kind::Lock, 2, cursor.as_deref()).await.unwrap();
+        names.extend(page.items.iter().map(|r| (r.name.clone(), r.holder.clone().unwrap())));
+        let Some(next) = page.next else { break };
+        cursor = Some(next);
+    }
+    let expected: Vec<(String, String)> = ["a", "b", "c", "d", "e"].map(|n| (n.to_owned(), format!("w-{n}"))).into();
+    assert_eq!(names, expected);
+    assert!(client.list(Kind::Election, 10, None).await.unwrap().items.is_empty(), "no elections");
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=", "cursor"),
+        ("wait=3", "wait"),
+    ] {
+        let reply = client.send(Method::GET, &format!("/v1/locks?{query}"), None).await.unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        let body: ErrorBody = reply.json().unwrap();
+        assert_eq!((body.error, body.field.as_deref()), (ErrorCode::InvalidQuery, Some(field)), "{query}");
+    }
+    let reply = client.send(Method::POST, "/v1/locks", None).await.unwrap();
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
 async fn sigterm_answers_pending_long_polls_and_exits_zero() {
     let (mut elector, client) = start(&[]).await;
     let a = granted(&client, Kind::Lock, "bye", &acquire("a", 60_000)).await;

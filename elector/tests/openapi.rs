@@ -13,8 +13,10 @@ use openapiv3::{OpenAPI, ReferenceOr, Schema, SchemaKind, Type};
 const SPEC: &str = include_str!("../openapi.yaml");
 
 /// What the router serves, by path.
-const ROUTES: [(&str, &[&str]); 6] = [
+const ROUTES: [(&str, &[&str]); 8] = [
     ("/locks/{name}", &["get", "put"]),
+    ("/v1/locks", &["get"]),
+    ("/v1/elections", &["get"]),
     ("/v1/locks/{name}", &["get", "put", "delete"]),
     ("/v1/elections/{name}", &["get", "put", "delete"]),
     ("/healthz", &["get"]),

@@ -18,7 +18,8 @@ use mpsync_core::wire::Kind;
 /// `mpsync run` runs a wasm command component and provides the
 /// metaparticle:sync imports natively (leases renewed in the background),
 /// plus WASI 0.2 and wasi:http. `mpsync lock` holds a lock while a command
-/// runs. `mpsync leader` prints (or watches) the leader of an election.
+/// runs. `mpsync leader` prints (or watches) the leader of an election;
+/// `mpsync ls` lists the locks and elections the elector keeps.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -130,6 +131,27 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// List the locks and elections the elector keeps: name, holder (or
+    /// `-` when free), fencing token, time left on the lease and, for an
+    /// election, the leader's address. Reads every page of `GET /v1/locks`
+    /// and `GET /v1/elections`.
+    Ls {
+        #[command(flatten)]
+        elector: ElectorArg,
+        /// Only locks, or only elections (default: both).
+        #[arg(value_enum)]
+        what: Option<Listing>,
+        /// Only records someone holds.
+        #[arg(long)]
+        held: bool,
+        /// Records per request to the elector (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        page_size: u16,
+        /// One JSON object per line (the API's fields plus `kind`) instead
+        /// of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the leader of an election as `LEADER ADDRESS TOKEN` (or
     /// `none`). With --watch, print every change of leader as it happens.
     Leader {
@@ -141,6 +163,64 @@ enum Command {
         /// The election name.
         name: String,
     },
+}
+
+/// What `mpsync ls` lists.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Listing {
+    /// Locks only.
+    Locks,
+    /// Elections only.
+    Elections,
+}
+
+/// `mpsync ls`: every page of each listing, then one table (or JSON lines).
+async fn ls(url: &str, what: Option<Listing>, held: bool, page_size: u16, json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::new(url);
+    let kinds = match what {
+        None => vec![Kind::Lock, Kind::Election],
+        Some(Listing::Locks) => vec![Kind::Lock],
+        Some(Listing::Elections) => vec![Kind::Election],
+    };
+    let mut rows = Vec::new();
+    for kind in kinds {
+        let mut cursor = None;
+        loop {
+            let page = client.list(kind, usize::from(page_size), cursor.as_deref()).await?;
+            rows.extend(page.items.into_iter().filter(|r| !held || r.holder.is_some()).map(|r| (kind, r)));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    if json {
+        for (kind, record) in &rows {
+            let mut value = serde_json::to_value(record)?;
+            value["kind"] = serde_json::Value::from(kind.singular());
+            println!("{value}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = vec![["KIND", "NAME", "HOLDER", "TOKEN", "TIME LEFT", "ADDRESS"].map(String::from)];
+    for (kind, r) in &rows {
+        let left = r.expires_in_ms.map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        table.push([
+            kind.singular().to_owned(),
+            r.name.clone(),
+            r.holder.clone().unwrap_or_else(|| "-".to_owned()),
+            r.token.to_string(),
+            left,
+            r.address.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    let widths: Vec<usize> =
+        (0..6).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
+    for row in &table {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check_grace(grace: Option<Duration>, ttl: Duration) -> anyhow::Result<Duration> {
@@ -368,6 +448,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(code.clamp(0, 255) as u8);
         }
         Command::Leader { elector, watch, name } => leader(&elector.elector, &name, watch).await,
+        Command::Ls { elector, what, held, page_size, json } => ls(&elector.elector, what, held, page_size, json).await,
     };
     result.unwrap_or_else(|e| {
         eprintln!("mpsync: {e:#}");

@@ -14,7 +14,10 @@
 //! - `DELETE .../leases/{name}`: 200 with the object, or 404.
 //! - `GET .../leases`: a `LeaseList` with `metadata.resourceVersion`;
 //!   `labelSelector` (`k=v`, `k==v`, `k!=v`, `k`, comma = and),
-//!   `fieldSelector` (`metadata.name=`), `limit` (with `continue`).
+//!   `fieldSelector` (`metadata.name=`), `limit` (with `continue`: pages in
+//!   name order; a continue token that is not one it gave out gets 400
+//!   `BadRequest`; unlike the real server, a later page shows the objects
+//!   as they are then, not as of the first page).
 //! - `GET .../leases?watch=true&resourceVersion=N`: a stream of
 //!   `{"type": ADDED|MODIFIED|DELETED|ERROR, "object": ...}` lines for
 //!   changes after N, closed after `timeoutSeconds`. Without N (or `0`), it
@@ -236,23 +239,40 @@ async fn list_or_watch(State(inner): Shared, UrlPath(ns): UrlPath<String>, Query
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return watch_leases(inner, ns, q);
     }
+    // A continue token names the last object of the previous page, as the
+    // real server's does (base64 there; opaque to clients either way); the
+    // next page starts after it, in name order. A token that is not one of
+    // ours is refused with 400, as the real server refuses it.
+    let after = match q.get("continue").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(token) => match token.strip_prefix("after:") {
+            Some(name) => Some(name.to_owned()),
+            None => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("continue key is not valid: {token:?}"),
+                    None,
+                );
+            }
+        },
+    };
     let objects = inner.objects();
-    let mut items: Vec<Value> = objects
+    let mut items: Vec<(String, Value)> = objects
         .leases
         .iter()
-        .filter(|((n, _), lease)| *n == ns && selected(lease, &q))
-        .map(|(_, lease)| lease.clone())
+        .filter(|((n, name), lease)| *n == ns && after.as_ref().is_none_or(|a| name > a) && selected(lease, &q))
+        .map(|((_, name), lease)| (name.clone(), lease.clone()))
         .collect();
-    let start = q.get("continue").and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
-    items = items.split_off(start.min(items.len()));
     let mut metadata = json!({"resourceVersion": objects.version.to_string()});
     if let Some(limit) = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0)
         && items.len() > limit
     {
-        metadata["continue"] = json!((start + limit).to_string());
+        metadata["continue"] = json!(format!("after:{}", items[limit - 1].0));
         metadata["remainingItemCount"] = json!(items.len() - limit);
         items.truncate(limit);
     }
+    let items: Vec<Value> = items.into_iter().map(|(_, lease)| lease).collect();
     Json(json!({"kind": "LeaseList", "apiVersion": API_VERSION, "metadata": metadata, "items": items})).into_response()
 }
 

@@ -272,7 +272,7 @@ pub fn app(provider: Provider, name: &str, url: &str, app: &str, args: &[&str]) 
             let mut cli: Vec<String> = ["run", "-S", "http", "--env", &env].map(String::from).into();
             cli.push(wasm(&portable).display().to_string());
             cli.extend(rest());
-            Proc::spawn(name, &tool("wasmtime/bin/wasmtime"), &cli)
+            Proc::spawn(name, &crate::bin("wasmtime").display().to_string(), &cli)
         }
         Provider::Jco => {
             // jco hands its own environment to the component.

@@ -27,11 +27,11 @@ use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
-use mpsync_core::Record;
+use mpsync_core::{Kind, Record};
 use serde::{Deserialize, Serialize};
 
 use super::changes::Changes;
-use super::{Key, Store, StoreError, Versioned};
+use super::{Key, Page, Store, StoreError, Versioned};
 
 /// How to reach etcd and how to keep records there.
 #[derive(Debug, Clone)]
@@ -401,6 +401,29 @@ impl Store for EtcdStore {
             }
             Err(PutError::Store(e)) => Err(e),
         }
+    }
+
+    async fn list(&self, kind: Kind, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        // Keys sort by name under `{prefix}{plural}/`; the range ends at
+        // `{prefix}{plural}0` ('0' follows '/'), and starts just after the
+        // cursor (the last name of the previous page) when there is one.
+        let base = format!("{}{}/", self.config.prefix, kind.plural());
+        let start = match cursor {
+            Some(after) => format!("{base}{after}\0"),
+            None => base.clone(),
+        };
+        let end = format!("{}{}0", self.config.prefix, kind.plural());
+        let limit = limit.max(1);
+        let options = GetOptions::new().with_range(end).with_limit(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        let response = self.deadline("listing", self.client.clone().get(start, Some(options))).await?;
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let mut records = Vec::with_capacity(limit.min(response.kvs().len()));
+        for kv in response.kvs().iter().take(limit) {
+            let name = String::from_utf8_lossy(&kv.key()[base.len()..]).into_owned();
+            records.push((name, Self::decode(kv.key(), kv.value(), kv.mod_revision())?));
+        }
+        let next = (response.kvs().len() > limit).then(|| records.last().map(|(n, _)| n.clone())).flatten();
+        Ok(Page { records, next })
     }
 
     async fn wait_change(&self, key: &Key, version: u64) -> Result<(), StoreError> {

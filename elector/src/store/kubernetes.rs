@@ -32,13 +32,15 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use mpsync_core::Record;
+use mpsync_core::{Kind, Record};
 
 use super::changes::Changes;
-use super::{Key, NameRefused, Store, StoreError, Versioned};
+use super::{Key, NameRefused, Page, Store, StoreError, Versioned};
 
 /// Label on every Lease the elector writes (and watches).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "metaparticle-sync");
+/// Label with the record's kind (`lock` or `election`), for listings.
+pub const KIND_LABEL: &str = "sync.metaparticle.io/kind";
 /// Annotation with the exact TTL in milliseconds.
 pub const TTL_ANNOTATION: &str = "sync.metaparticle.io/ttl-ms";
 /// Annotation with an election leader's advertised address.
@@ -225,7 +227,7 @@ impl KubernetesStore {
         }
         let labels = BTreeMap::from([
             (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
-            ("sync.metaparticle.io/kind".to_owned(), key.kind.singular().to_owned()),
+            (KIND_LABEL.to_owned(), key.kind.singular().to_owned()),
         ]);
         Ok(Lease {
             metadata: ObjectMeta {
@@ -343,6 +345,38 @@ impl Store for KubernetesStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let params = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).limit(1);
         self.deadline("listing Leases", self.leases.list_metadata(&params)).await.map(drop)
+    }
+
+    async fn list(&self, kind: Kind, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        let selector = format!("{}={},{KIND_LABEL}={}", MANAGED_BY.0, MANAGED_BY.1, kind.singular());
+        let mut params = ListParams::default().labels(&selector).limit(u32::try_from(limit.max(1)).unwrap_or(u32::MAX));
+        if let Some(token) = cursor {
+            params = params.continue_token(token);
+        }
+        // The cursor is the API server's continue token: 410 Gone once it
+        // expired (the snapshot behind it was compacted), 400 if it is not one.
+        let expired = |code: u16| cursor.is_some() && (code == 410 || code == 400);
+        let list = match tokio::time::timeout(self.timeout, self.leases.list(&params)).await {
+            Ok(Ok(list)) => list,
+            Ok(Err(kube::Error::Api(status))) if expired(status.code) => {
+                return Err(StoreError::BadCursor(format!(
+                    "the Kubernetes API refused the continue token ({}); list again from the start",
+                    status.message
+                )));
+            }
+            Ok(Err(e)) => return Err(api_error("listing Leases", e)),
+            Err(_) => return Err(unavailable("listing Leases", format!("no answer within {:?}", self.timeout))),
+        };
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("{}.", kind.singular());
+        let mut records = Vec::with_capacity(list.items.len());
+        for lease in &list.items {
+            let object = lease.metadata.name.as_deref().unwrap_or_default();
+            let Some(name) = object.strip_prefix(&prefix) else { continue };
+            records.push((name.to_owned(), self.decode(lease)?));
+        }
+        let next = list.metadata.continue_.filter(|c| !c.is_empty());
+        Ok(Page { records, next })
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mpsync_core::Record;
+use mpsync_core::{Kind, Record};
 use tokio::sync::watch;
 
 use super::state_file::{StateError, StateFile};
-use super::{Key, Store, StoreError, Versioned};
+use super::{Key, Page, Store, StoreError, Versioned};
 
 /// The holder every name shows while a restarted store waits out the leases
 /// its previous process may have granted.
@@ -284,6 +284,24 @@ impl Store for MemoryStore {
             inner.forget(key);
         }
         Ok(stored)
+    }
+
+    async fn list(&self, kind: Kind, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let inner = self.inner();
+        // The cursor is the last name of the previous page.
+        let mut records: Vec<(String, Versioned)> = inner
+            .entries
+            .iter()
+            .filter(|(k, _)| k.kind == kind && cursor.is_none_or(|after| k.name.as_str() > after))
+            .filter_map(|(k, e)| e.value.clone().map(|v| (k.name.clone(), v)))
+            .collect();
+        drop(inner);
+        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let limit = limit.max(1);
+        let next = (records.len() > limit).then(|| records[limit - 1].0.clone());
+        records.truncate(limit);
+        Ok(Page { records, next })
     }
 
     async fn wait_change(&self, key: &Key, version: u64) -> Result<(), StoreError> {

@@ -72,6 +72,18 @@ pub enum StoreError {
     /// limit. Releasing locks makes room.
     #[error("store full: {0}")]
     Full(String),
+    /// A listing's cursor is not one this store gave out (or has expired).
+    #[error("invalid cursor: {0}")]
+    BadCursor(String),
+}
+
+/// One page of a listing: records of one kind in name order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The records, by name.
+    pub records: Vec<(String, Versioned)>,
+    /// Where the next page starts, if there may be one (opaque).
+    pub next: Option<String>,
 }
 
 /// A name a store cannot keep a record under, though it is a valid name.
@@ -133,6 +145,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Up to `limit` (at least 1) records of `kind` in name order, from
+    /// where `cursor` (the `next` of the previous page) left off. A name
+    /// written while a listing pages through may or may not show up, as in
+    /// any paginated listing of a live store.
+    async fn list(&self, kind: Kind, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError>;
 
     /// Calls made to the backing store so far, by kind (`read`, `write`,
     /// ...), for `/metrics` and the benchmarks.

@@ -342,3 +342,38 @@ async fn every_example_configuration_validates() {
     }
     assert!(n >= 3, "only {n} example configurations");
 }
+
+/// `make demo`'s third part (`envoy-demo`), as the demo runs it: replica-1
+/// leads, resigns, the next leader's sidecar is killed, the last one takes
+/// over; the client saw all three in that order with growing tokens, and no
+/// request failed.
+#[tokio::test]
+async fn the_demo_shows_envoy_following_the_leader_without_a_failed_request() {
+    let elector = elector().await;
+    let url = elector.url();
+    let output = tokio::process::Command::new(testkit::bin("envoy-demo"))
+        .args(["--elector", &url, "--mpsync"])
+        .arg(testkit::bin("mpsync"))
+        .args(["--ttl-ms", "1000"])
+        .stderr(Stdio::inherit())
+        .output();
+    let output = tokio::time::timeout(PATIENCE * 3, output).await.expect("the demo did not end").unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    // The client's first line for each replica, with its token.
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    for line in text.lines().filter(|l| l.contains("[client   ] 200 from ")) {
+        let rest = line.split("200 from ").nth(1).unwrap();
+        let replica = rest.split_whitespace().next().unwrap().to_owned();
+        let token: u64 = rest.split("fencing token ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
+        if seen.last().is_none_or(|(r, _)| *r != replica) {
+            seen.push((replica, token));
+        }
+    }
+    let order: Vec<&str> = seen.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(order.len(), 3, "three leaders in turn: {text}");
+    assert_eq!(order[0], "replica-1", "{text}");
+    assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "tokens grow: {seen:?}");
+    assert!(text.contains(" 0 failed;"), "{text}");
+    assert!(!text.lines().any(|l| l.contains("[client   ] 5")), "no 5xx answer: {text}");
+}
