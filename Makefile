@@ -33,7 +33,7 @@ CHAOS_STORES ?= memory etcd kubernetes
 CHAOS_HANDOVERS ?= 10000
 CHAOS_TIME_LIMIT ?= 20m
 chaos: setup
-	. scripts/build-env.sh && cargo build --locked --bins
+	. scripts/build-env.sh && cargo build --locked --profile test --bins
 	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
 	target/debug/mpsync-chaos $(foreach s,$(CHAOS_STORES),--store $(s)) \
 	  --handovers $(CHAOS_HANDOVERS) --time-limit $(CHAOS_TIME_LIMIT) \

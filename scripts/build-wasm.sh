@@ -14,7 +14,7 @@
 #   scripts/build-wasm.sh demo   only the Rust apps and the filters (no JS,
 #                                Python or compositions): what `make demo` runs
 # The compositions use wac-plug (tools/) from the workspace's build (debug,
-# else release): `cargo build --bins` first.
+# else release): `cargo build --profile test --bins` first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +27,7 @@ if [ "${1:-}" != demo ]; then
   guest/python/build.sh "$out"
   plug="$target/debug/wac-plug"
   [ -x "$plug" ] || plug="$target/release/wac-plug"
-  [ -x "$plug" ] || { echo "wac-plug is missing: run \`cargo build --bins\` first" >&2; exit 1; }
+  [ -x "$plug" ] || { echo "wac-plug is missing: run \`cargo build --profile test --bins\` first" >&2; exit 1; }
   for app in lock election probe chaos lock-js election-js lock-py election-py; do
     "$plug" "$out/$app.wasm" --plug "$out/sync_guest.wasm" -o "$out/$app.portable.wasm"
   done

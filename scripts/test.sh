@@ -7,9 +7,11 @@
 # stock wasmtime CLI, jco and a real Envoy, and deploy/'s manifests.
 # `make test` calls it after scripts/setup.sh.
 #
-# One build serves every step: the workspace is compiled once, in the dev
-# profile the demo also uses (the parts of wasmtime the tests lean on are
-# optimised, see Cargo.toml), with clippy as the workspace's compiler (see
+# One build serves every step: the workspace is compiled once, in the
+# `test` profile (the one `cargo test` and nextest build in; `cargo build`
+# would use `dev`, and every unit would be compiled twice), which the demo
+# also uses. The parts of wasmtime the tests lean on are optimised (see
+# Cargo.toml), and clippy is the workspace's compiler (see
 # scripts/build-env.sh). Nothing is built twice, and nothing the demo built
 # is built again.
 set -euo pipefail
@@ -26,7 +28,7 @@ cargo fmt --all --check
 step "build and lints: the workspace, every target, once (cold: about 15 minutes on 2 cores; after make demo: a few)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo build --locked --workspace --exclude sync-guest --exclude sync-apps --all-targets 2>&1 | tee "$log"
+cargo build --locked --profile test --workspace --exclude sync-guest --exclude sync-apps --all-targets 2>&1 | tee "$log"
 if grep -qE '^(warning|error)(\[|:)' "$log"; then
   echo "lints: the build above has warnings; the tests need none" >&2
   exit 1

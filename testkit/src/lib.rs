@@ -57,7 +57,7 @@ pub fn profile_dir() -> PathBuf {
 /// is missing when it is absent.
 pub fn bin(name: &str) -> PathBuf {
     let path = profile_dir().join(name);
-    let profile = if profile_dir().ends_with("release") { " --release" } else { "" };
+    let profile = if profile_dir().ends_with("release") { " --release" } else { " --profile test" };
     assert!(path.is_file(), "{} is missing: run `cargo build{profile} --bins` first (make test does)", path.display());
     path
 }
