@@ -245,8 +245,16 @@ pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// The most records one listing page may hold.
 pub const MAX_LIST_LIMIT: usize = 1000;
 /// The longest `?cursor=` a listing accepts (a Kubernetes continue token
-/// is the longest kind).
-pub const MAX_CURSOR_LEN: usize = 4096;
+/// is the longest kind: base64 of the last name and a revision).
+pub const MAX_CURSOR_LEN: usize = 1024;
+
+/// Whether `cursor` can be one a listing gave out: 1 to [`MAX_CURSOR_LEN`]
+/// of the characters names and base64 use (`A-Z a-z 0-9 . _ ~ : + / = -`),
+/// so that a request with any valid cursor fits the elector's header limit.
+pub fn valid_cursor(cursor: &str) -> bool {
+    (1..=MAX_CURSOR_LEN).contains(&cursor.len())
+        && cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~:+/=-".contains(&b))
+}
 
 /// One record in a listing (`GET /v1/locks`, `GET /v1/elections`): held or
 /// free, as the elector judges it at the time of the answer.

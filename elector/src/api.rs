@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mpsync_core::wire::{
     AcquireRequest, CompatLock, ConflictView, DEFAULT_LIST_LIMIT, ErrorCode, Kind, LeaseView, MAX_CURSOR_LEN,
-    MAX_LIST_LIMIT, ReleaseRequest,
+    MAX_LIST_LIMIT, ReleaseRequest, valid_cursor,
 };
 use serde::de::DeserializeOwned;
 
@@ -205,11 +205,14 @@ fn parse_list_query(query: Option<&str>) -> Result<(usize, Option<String>), ApiE
                     )
                 })?;
             }
-            "cursor" if value.is_empty() || value.len() > MAX_CURSOR_LEN => {
+            "cursor" if !valid_cursor(&value) => {
                 return Err(ApiError::bad(
                     ErrorCode::InvalidQuery,
                     "cursor",
-                    format!("cursor must be the `next` of a previous page (1 to {MAX_CURSOR_LEN} characters)"),
+                    format!(
+                        "cursor must be the `next` of a previous page: 1 to {MAX_CURSOR_LEN} of A-Z a-z 0-9 . _ ~ : + \
+                         / = -"
+                    ),
                 ));
             }
             "cursor" => cursor = Some(value),

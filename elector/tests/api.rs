@@ -478,6 +478,7 @@ async fn a_listing_pages_through_every_record_and_refuses_a_bad_query() {
         ("limit=1001", "limit"),
         ("limit=ten", "limit"),
         ("cursor=", "cursor"),
+        ("cursor=%C3%A9", "cursor"),
         ("wait=3", "wait"),
     ] {
         let reply = client.send(Method::GET, &format!("/v1/locks?{query}"), None).await.unwrap();
