@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Renders every kustomization under deploy/ with `kubectl kustomize`,
 # validates the result against the Kubernetes 1.37 schemas in strict mode
-# (unknown fields are errors), and checks the gateway's Envoy configuration
-# with `envoy --mode validate` (against the filter built by
+# (unknown fields are errors), and checks the gateways' Envoy configurations
+# with `envoy --mode validate` (the filter's against the filter built by
 # scripts/build-wasm.sh). Tools come from scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,3 +30,12 @@ done < <(find deploy -name kustomization.yaml | sort)
 sed "s#/etc/envoy/leader_filter.wasm#$PWD/$filter#" deploy/gateway/envoy.yaml >"$out/envoy.yaml"
 "$envoy" --mode validate -c "$out/envoy.yaml" --log-level warn >/dev/null
 echo "deploy: deploy/gateway/envoy.yaml passes envoy --mode validate"
+# The EDS gateway's endpoint file must exist to validate: an empty one, in
+# a folder of the check's own.
+mkdir -p "$out/mpsync"
+echo '{"version_info":"0","resources":[]}' >"$out/mpsync/web.json"
+for config in deploy/gateway-eds/envoy.yaml envoy/examples/gateway-eds.yaml; do
+  sed -e "s#/var/run/mpsync#$out/mpsync#g" -e "s#/tmp/mpsync-eds#$out/mpsync#g" "$config" >"$out/eds.yaml"
+  "$envoy" --mode validate -c "$out/eds.yaml" --log-level warn >/dev/null
+  echo "deploy: $config passes envoy --mode validate"
+done

@@ -27,6 +27,16 @@ command -v cargo >/dev/null || { say "cargo is missing: install Rust with rustup
 command -v rustup >/dev/null || { say "rustup is missing: the wasm targets are added with it"; exit 1; }
 $only_demo || command -v npm >/dev/null || { say "npm is missing: install Node.js 20 or later (jco and componentize-js come from npm)"; exit 1; }
 
+# clippy is the workspace's compiler (scripts/build-env.sh); rustfmt checks
+# the formatting in make test.
+installed_components=$(rustup component list --installed)
+for component in clippy rustfmt; do
+  if ! grep -q "^$component" <<<"$installed_components"; then
+    say "adding the Rust component $component"
+    rustup component add "$component"
+  fi
+done
+
 installed_targets=$(rustup target list --installed)
 for target in wasm32-wasip2 wasm32-wasip1; do
   if ! grep -qx "$target" <<<"$installed_targets"; then

@@ -215,3 +215,58 @@ async fn ls_lists_every_page_of_locks_and_elections() {
     assert_eq!(bad.wait().await.code(), Some(2));
     assert!(bad.output().contains("--page-size"), "{}", bad.output());
 }
+
+fn endpoints(file: &std::path::Path) -> Vec<String> {
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let endpoints = doc["resources"][0]["endpoints"].as_array().unwrap();
+    endpoints
+        .iter()
+        .flat_map(|e| e["lb_endpoints"].as_array().unwrap())
+        .map(|e| e["metadata"]["filter_metadata"]["metaparticle.sync"]["leader_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn leader_keeps_an_envoy_endpoint_file_and_empties_it_when_it_cannot_vouch_for_the_leader() {
+    let dir = testkit::temp_dir("eds-cli").unwrap();
+    let file = dir.join("web.json");
+    let eds = |url: &str| {
+        let file = file.display().to_string();
+        args(&["leader", "--elector", url, "--watch", "--envoy-eds", &file, "--cluster", "leader", "web"])
+    };
+    // An elector that does not answer yet: the file is there at once, empty.
+    let mut early = Proc::mpsync("early", &eds("http://127.0.0.1:9"));
+    early.expect_line("none").await;
+    assert!(endpoints(&file).is_empty());
+    drop(early);
+
+    let elector = elector().await;
+    let url = elector.url();
+    let mut watch = Proc::mpsync("eds", &eds(&url));
+    watch.expect_line("none").await;
+    let request = mpsync_core::wire::AcquireRequest::new(
+        "r1",
+        std::time::Duration::from_millis(1500),
+        None,
+        Some("127.0.0.1:7001"),
+    );
+    let granted = Client::new(&url).claim(Kind::Election, "web", &request).await.unwrap();
+    assert!(matches!(granted, mpsync_client::Claimed::Granted(_)));
+    watch.expect_line("r1 127.0.0.1:7001 ").await;
+    assert_eq!(endpoints(&file), ["r1"]);
+
+    // The elector goes away: after r1's lease may have run out, nobody.
+    drop(elector);
+    watch.expect(": none once r1's lease may have run out", |l| l == "none").await;
+    assert!(endpoints(&file).is_empty());
+
+    for (bad, says) in [
+        (args(&["leader", "--envoy-eds", "x.json", "--cluster", "c", "web"]), "needs --watch"),
+        (args(&["leader", "--watch", "--envoy-eds", "x.json", "web"]), "needs --cluster"),
+        (args(&["leader", "--watch", "--envoy-eds", "x.txt", "--cluster", "c", "web"]), "name it .json"),
+    ] {
+        let mut p = Proc::mpsync("bad", &bad);
+        assert_eq!(p.wait().await.code(), Some(2));
+        assert!(p.output().contains(says), "{}", p.output());
+    }
+}

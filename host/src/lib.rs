@@ -19,6 +19,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod bindings;
+pub mod eds;
 pub mod imports;
 pub mod runtime;
 pub mod state;

@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
+use mpsync::eds::EdsFile;
 use mpsync::runtime::{RunOptions, Runtime, hostname};
 use mpsync::watchdog::{Launch, Watchdog};
 use mpsync_client::{Client, Lease, Options, Read};
@@ -154,12 +155,28 @@ enum Command {
     },
     /// Print the leader of an election as `LEADER ADDRESS TOKEN` (or
     /// `none`). With --watch, print every change of leader as it happens.
+    ///
+    /// With --envoy-eds FILE --cluster NAME (and --watch), also keep FILE an
+    /// Envoy endpoint assignment (EDS, `path_config_source`) for cluster
+    /// NAME holding only the leader, with its id and fencing token as
+    /// endpoint metadata (`metaparticle.sync`: `leader_id`,
+    /// `leader_token`): leader-only routing with no filter. No leader: no
+    /// endpoint (Envoy answers 503 at once). Each change replaces FILE
+    /// whole (write, then rename). If the elector stops answering, the
+    /// watch keeps trying, and empties FILE once the last leader's lease
+    /// may have run out.
     Leader {
         #[command(flatten)]
         elector: ElectorArg,
         /// Keep watching and print each change.
         #[arg(long)]
         watch: bool,
+        /// Keep this file an Envoy EDS assignment of the leader (.json or .yaml).
+        #[arg(long, value_name = "FILE")]
+        envoy_eds: Option<PathBuf>,
+        /// The Envoy cluster the assignment is for (with --envoy-eds).
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
         /// The election name.
         name: String,
     },
@@ -269,21 +286,77 @@ fn leader_line(read: &Read) -> String {
     }
 }
 
-async fn leader(url: &str, name: &str, watch: bool) -> anyhow::Result<ExitCode> {
+async fn leader(url: &str, name: &str, watch: bool, eds: Option<EdsFile>) -> anyhow::Result<ExitCode> {
     mpsync_core::validate_name(name).map_err(|e| anyhow!("invalid election name {name:?}: {e}"))?;
     let client = Client::new(url);
-    let mut read = client.read(Kind::Election, name, None).await?;
+    let mut sent = Instant::now();
+    let mut read = match client.read(Kind::Election, name, None).await {
+        Ok(read) => read,
+        // An endpoint file is written at once, even before the elector
+        // answers (Envoy refuses to start without it): no leader yet.
+        Err(e) if eds.is_some() => {
+            eprintln!("mpsync: {e}; no endpoint until the elector answers");
+            Read::Free { version: 0 }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // What the endpoint file says, and until when that may be trusted
+    // without hearing from the elector: the lease's expiry, counted from
+    // when the read was sent. The file is written before the line is
+    // printed, so a line means the file says the same.
+    let mut written = read.leader();
+    let mut trusted_until = valid_until(&read, sent);
+    if let Some(file) = &eds {
+        file.write(written.as_ref(), read.version())?;
+    }
     println!("{}", leader_line(&read));
     if !watch {
         return Ok(ExitCode::SUCCESS);
     }
+    let mut pause = Duration::from_millis(100);
     loop {
-        let next = client.read(Kind::Election, name, Some((read.version(), Duration::from_secs(60)))).await?;
-        let changed = read.leader() != next.leader();
-        if changed {
+        sent = Instant::now();
+        let next = match client.read(Kind::Election, name, Some((read.version(), Duration::from_secs(60)))).await {
+            Ok(next) => next,
+            Err(e) => {
+                // Without an endpoint file, a watcher that cannot watch
+                // says so and stops. With one, it keeps trying, and once
+                // the last leader's lease may have run out it routes to
+                // nobody rather than to a leader it can no longer vouch for.
+                let Some(file) = &eds else { return Err(e.into()) };
+                eprintln!("mpsync: {e}; trying again in {pause:?}");
+                if written.is_some() && Instant::now() >= trusted_until {
+                    eprintln!(
+                        "mpsync: the last leader's lease may have run out: no endpoint until the elector answers"
+                    );
+                    file.write(None, read.version())?;
+                    written = None;
+                    println!("none");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        pause = Duration::from_millis(100);
+        trusted_until = valid_until(&next, sent);
+        let leader = next.leader();
+        if leader != written {
+            if let Some(file) = &eds {
+                file.write(leader.as_ref(), next.version())?;
+            }
             println!("{}", leader_line(&next));
+            written = leader;
         }
         read = next;
+    }
+}
+
+/// Until when a read sent at `sent` vouches for its leader.
+fn valid_until(read: &Read, sent: Instant) -> Instant {
+    match read {
+        Read::Held(view) => sent + Duration::from_millis(view.expires_in_ms),
+        Read::Free { .. } => sent,
     }
 }
 
@@ -447,7 +520,23 @@ async fn main() -> ExitCode {
             );
             return ExitCode::from(code.clamp(0, 255) as u8);
         }
-        Command::Leader { elector, watch, name } => leader(&elector.elector, &name, watch).await,
+        Command::Leader { elector, watch, name, envoy_eds, cluster } => {
+            let eds = match (envoy_eds, cluster) {
+                (Some(_), _) if !watch => {
+                    Some(Err(anyhow!("--envoy-eds needs --watch: the file must follow the leader")))
+                }
+                (Some(path), Some(cluster)) => Some(EdsFile::new(&path, &cluster)),
+                (Some(_), None) => {
+                    Some(Err(anyhow!("--envoy-eds needs --cluster: the Envoy cluster the endpoints are for")))
+                }
+                (None, Some(_)) => Some(Err(anyhow!("--cluster is for --envoy-eds"))),
+                (None, None) => None,
+            };
+            match eds.transpose() {
+                Ok(eds) => leader(&elector.elector, &name, watch, eds).await,
+                Err(e) => Err(e),
+            }
+        }
         Command::Ls { elector, what, held, page_size, json } => ls(&elector.elector, what, held, page_size, json).await,
     };
     result.unwrap_or_else(|e| {

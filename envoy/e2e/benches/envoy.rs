@@ -11,13 +11,17 @@
 //!    range, next to Envoy's CPU time per request. Two more configurations
 //!    show where the cost comes from: the gateway's ORIGINAL_DST cluster
 //!    without the filter (the client names the upstream), and a no-op
-//!    proxy-wasm filter (`envoy/baseline`) on the plain route.
+//!    proxy-wasm filter (`envoy/baseline`) on the plain route. A fifth is
+//!    the EDS path: no filter, the cluster's endpoints from the file
+//!    `mpsync leader --watch --envoy-eds` keeps (the leader's id and token
+//!    stamped by an upstream header filter).
 //! 2. Graceful hand-over: time from the leader's resignation (DELETE) to the
 //!    first request served by the new leader, over many hand-overs; the new
 //!    leader is a candidate long-polling the elector, as `campaign` does.
+//!    The filter's gateway and the EDS gateway are measured at once.
 //! 3. Crash failover: time from SIGKILL of the leader (an `mpsync run
 //!    election.wasm` process) to the first request served by the new one,
-//!    next to the TTL.
+//!    next to the TTL; the filter's gateway and the EDS gateway at once.
 //!
 //! `make bench`. `BENCH_SECONDS` (default 2, per round), `BENCH_ROUNDS`
 //! (default 5 pairs), `BENCH_HANDOVERS` (default 100), `BENCH_FAILOVERS`
@@ -27,7 +31,7 @@
 
 use std::time::{Duration, Instant};
 
-use envoy_e2e::{Envoy, HttpClient, Upstream, baseline_config, config, original_dst_config, plain_config};
+use envoy_e2e::{Envoy, HttpClient, Upstream, baseline_config, config, eds_config, original_dst_config, plain_config};
 use mpsync_client::{Claimed, Client, Read};
 use mpsync_core::Kind;
 use mpsync_core::wire::AcquireRequest;
@@ -180,6 +184,31 @@ async fn first_served_by(http: &HttpClient, envoy: std::net::SocketAddr, id: &st
     }
 }
 
+/// `mpsync leader --watch --envoy-eds` for `election`, its file in a
+/// folder of its own; returns once the file is written.
+async fn eds_watch(url: &str, election: &str) -> (Proc, std::path::PathBuf) {
+    let file = testkit::temp_dir("eds-bench").unwrap().join(format!("{election}.json"));
+    let args: Vec<String> = ["leader", "--elector", url, "--watch", "--envoy-eds"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([file.display().to_string(), "--cluster".into(), "leader".into(), election.into()])
+        .collect();
+    let mut watch = Proc::mpsync("eds", &args);
+    watch.expect(": its first line", |_| true).await;
+    (watch, file)
+}
+
+fn report(what: &str, samples: &mut [Duration]) {
+    samples.sort();
+    let n = samples.len();
+    println!(
+        "  {what:<28} p50 {}   p99 {}   max {}",
+        ms(percentile(samples, 0.5)),
+        ms(percentile(samples, 0.99)),
+        ms(samples[n - 1])
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let length = Duration::from_secs(env_or("BENCH_SECONDS", 2));
@@ -201,6 +230,10 @@ async fn main() {
     };
     first_served_by(&http, gateway.listener, "a").await;
     let gateway_listener = gateway.listener;
+    let (_eds_watch, eds_file) = eds_watch(&url, "bench").await;
+    let eds_gateway = Envoy::start_on(&eds_config(&eds_file), 1, envoy_cpu).await;
+    first_served_by(&http, eds_gateway.listener, "a").await;
+    let eds_listener = eds_gateway.listener;
     let mut configs = vec![
         Totals::new("plain static route", Envoy::start_on(&plain_config(a.addr), 1, envoy_cpu).await, vec![]),
         Totals::new("leader filter (ORIGINAL_DST)", gateway, vec![]),
@@ -214,6 +247,7 @@ async fn main() {
             Envoy::start_on(&baseline_config(a.addr), 1, envoy_cpu).await,
             vec![],
         ),
+        Totals::new("EDS file, no filter", eds_gateway, vec![]),
     ];
     for c in &configs {
         let _ = load(&http, c.envoy.listener, &c.headers, clients, Duration::from_millis(500)).await;
@@ -240,6 +274,8 @@ async fn main() {
     for c in &mut configs {
         c.row(&plain_rates);
     }
+    // Keep the two gateways (the filter's and the EDS one) for what follows.
+    let eds_gateway = configs.remove(4);
     drop(configs.drain(2..));
     let plain = configs.remove(0);
     drop(plain);
@@ -248,6 +284,7 @@ async fn main() {
     let n = env_or("BENCH_HANDOVERS", 100) as usize;
     let (mut leader, mut token) = (("a", a.addr), lease.token);
     let mut samples = Vec::with_capacity(n);
+    let mut eds_samples = Vec::with_capacity(n);
     for _ in 0..n {
         let next = if leader.0 == "a" { ("b", b.addr) } else { ("a", a.addr) };
         let parked = watchers(&client).await;
@@ -259,30 +296,33 @@ async fn main() {
         }
         let resigned = Instant::now();
         assert!(client.release(Kind::Election, "bench", leader.0, token).await.unwrap());
-        let served = first_served_by(&http, gateway_listener, next.0).await;
+        let (served, eds_served) = tokio::join!(
+            first_served_by(&http, gateway_listener, next.0),
+            first_served_by(&http, eds_listener, next.0)
+        );
         samples.push(served - resigned);
+        eds_samples.push(eds_served - resigned);
         token = waiting.await.unwrap();
         leader = next;
     }
-    samples.sort();
     println!("\nGraceful hand-over, resignation -> first request served by the new leader ({n} hand-overs):");
-    println!(
-        "  p50 {}   p99 {}   max {}",
-        ms(percentile(&samples, 0.5)),
-        ms(percentile(&samples, 0.99)),
-        ms(samples[n - 1])
-    );
+    report("leader filter", &mut samples);
+    report("EDS file (mpsync leader)", &mut eds_samples);
+    drop(eds_gateway);
     assert!(client.release(Kind::Election, "bench", leader.0, token).await.unwrap());
 
     // 3. Crash failover: kill the leader's host process.
     let failovers = env_or("BENCH_FAILOVERS", 5) as usize;
     let ttl_ms = 1000;
     let mut kills = Vec::new();
+    let mut eds_kills = Vec::new();
     for i in 0..failovers {
         let name = format!("crash-{i}");
         let filter =
             format!(r#"{{"elector_cluster":"elector","election":"{name}","allow":["127.0.0.0/8"],"hold_ms":5000}}"#);
         let envoy = Envoy::start(&config(&filter, elector.addr(), None)).await;
+        let (_watch, file) = eds_watch(&url, &name).await;
+        let eds = Envoy::start(&eds_config(&file)).await;
         let ttl = ttl_ms.to_string();
         let (aa, ba) = (a.addr.to_string(), b.addr.to_string());
         let mut first = Proc::run(
@@ -294,6 +334,7 @@ async fn main() {
         );
         first.expect_line("I am the leader").await;
         first_served_by(&http, envoy.listener, "a").await;
+        first_served_by(&http, eds.listener, "a").await;
         let mut second = Proc::run(
             "b",
             &url,
@@ -304,13 +345,15 @@ async fn main() {
         // b is campaigning (its campaign is a long-poll on the election).
         let killed = Instant::now();
         first.signal("KILL");
-        let served = first_served_by(&http, envoy.listener, "b").await;
+        let (served, eds_served) =
+            tokio::join!(first_served_by(&http, envoy.listener, "b"), first_served_by(&http, eds.listener, "b"));
         kills.push(served - killed);
+        eds_kills.push(eds_served - killed);
         second.expect_line("I am the leader").await;
     }
-    kills.sort();
     println!(
         "\nCrash failover, SIGKILL of the leader -> first request served by the new one (TTL {ttl_ms} ms, {failovers} runs):"
     );
-    println!("  min {}   median {}   max {}", ms(kills[0]), ms(percentile(&kills, 0.5)), ms(kills[failovers - 1]));
+    report("leader filter", &mut kills);
+    report("EDS file (mpsync leader)", &mut eds_kills);
 }

@@ -213,6 +213,56 @@ fn without_filter(yaml: &str) -> String {
     yaml[..start].to_owned() + &yaml[end..]
 }
 
+/// A listener that routes everything to the `leader` cluster, whose
+/// endpoints come from `eds_file` (kept by `mpsync leader --watch
+/// --envoy-eds`), stamping the leader's id and token from the endpoint's
+/// metadata, as `envoy/examples/gateway-eds.yaml` does. No filter.
+pub fn eds_config(eds_file: &std::path::Path) -> String {
+    let dir = eds_file.parent().unwrap().display().to_string();
+    let file = eds_file.display().to_string();
+    let routed = without_filter(&config("{}", SocketAddr::from(([127, 0, 0, 1], 9)), None));
+    let route = "                route: { cluster: leader, timeout: 30s }\n";
+    // What a client sent under these names never reaches the leader.
+    let stripped = format!("{route}                request_headers_to_remove: [x-leader-id, x-leader-token]\n");
+    let start = routed.find("  - name: leader\n").unwrap();
+    let eds_cluster = format!(
+        r#"  - name: leader
+    type: EDS
+    connect_timeout: 1s
+    eds_cluster_config:
+      eds_config:
+        resource_api_version: V3
+        path_config_source:
+          path: {file}
+          watched_directory: {{ path: {dir} }}
+    # After the endpoint is chosen (an upstream filter), the leader's id and
+    # token from its metadata.
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http_protocol_options: {{}} }}
+        http_filters:
+        - name: envoy.filters.http.header_mutation
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+            mutations:
+              request_mutations:
+              - append:
+                  header: {{ key: x-leader-id, value: "%UPSTREAM_METADATA(metaparticle.sync:leader_id)%" }}
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+              - append:
+                  header: {{ key: x-leader-token, value: "%UPSTREAM_METADATA(metaparticle.sync:leader_token)%" }}
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+        - name: envoy.filters.http.upstream_codec
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec
+"#
+    );
+    let yaml = "node: { id: gateway, cluster: gateway }\n".to_owned() + &routed[..start] + &eds_cluster;
+    assert!(yaml.contains(route), "the route line moved");
+    yaml.replace(route, &stripped)
+}
+
 /// A running Envoy.
 pub struct Envoy {
     child: Child,

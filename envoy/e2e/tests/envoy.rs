@@ -377,3 +377,77 @@ async fn the_demo_shows_envoy_following_the_leader_without_a_failed_request() {
     assert!(text.contains(" 0 failed;"), "{text}");
     assert!(!text.lines().any(|l| l.contains("[client   ] 5")), "no 5xx answer: {text}");
 }
+
+/// The EDS path: no filter; `mpsync leader --watch --envoy-eds` keeps the
+/// cluster's endpoint file holding only the leader, and the route stamps
+/// its id and token from the endpoint's metadata. No leader: 503 at once.
+/// Traffic follows a resignation and a killed leader, and a reader that
+/// reads the file the whole time never finds it half-written.
+#[tokio::test]
+async fn the_eds_file_routes_to_the_leader_without_a_filter() {
+    let elector = elector().await;
+    let url = elector.url();
+    let dir = testkit::temp_dir("eds").unwrap();
+    let file = dir.join("web.json");
+    let args: Vec<String> = ["leader", "--elector", &url, "--watch", "--envoy-eds"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([file.display().to_string(), "--cluster".into(), "leader".into(), "web".into()])
+        .collect();
+    let mut watch = Proc::mpsync("eds", &args);
+    watch.expect_line("none").await;
+
+    // Every version of the file a reader can see parses whole.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = std::thread::spawn({
+        let (file, stop) = (file.clone(), stop.clone());
+        move || {
+            let (mut whole, mut torn) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let bytes = std::fs::read(&file).unwrap();
+                match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    Ok(_) => whole += 1,
+                    Err(e) => torn.push(format!("{e}: {}", String::from_utf8_lossy(&bytes))),
+                }
+            }
+            (whole, torn)
+        }
+    });
+
+    let envoy = Envoy::start(&envoy_e2e::eds_config(&file)).await;
+    let http = HttpClient::new();
+    let answer = http.get(envoy.listener, "/", &[]).await;
+    assert_eq!(answer.status, 503, "no leader, no endpoint: {answer:?}");
+
+    let mut first = replica(&url, "web", "first", &["--resign-after-ms", "1500"]).await;
+    let (_, first_token) = led_by(&url, "web", &["first"]).await;
+    until_served_by(&http, envoy.listener, "first").await;
+    let answer = http.get(envoy.listener, "/", &[("x-leader-token", "999999")]).await;
+    assert_eq!(
+        answer.body,
+        format!("first leader-id=first leader-token={first_token}"),
+        "a client's header is replaced"
+    );
+    let others = [replica(&url, "web", "second", &[]).await, replica(&url, "web", "third", &[]).await];
+
+    first.campaign.expect_line("I resigned").await;
+    let (next, next_token) = led_by(&url, "web", &["second", "third"]).await;
+    until_served_by(&http, envoy.listener, &next).await;
+    assert!(next_token > first_token);
+    let answer = http.get(envoy.listener, "/", &[]).await;
+    assert_eq!(answer.body, format!("{next} leader-id={next} leader-token={next_token}"));
+
+    let leading = others.iter().position(|r| r.upstream.id == next).unwrap();
+    others[leading].campaign.signal("KILL");
+    let last = &others[1 - leading].upstream.id;
+    let (_, last_token) = led_by(&url, "web", &[last.as_str()]).await;
+    until_served_by(&http, envoy.listener, last).await;
+    let answer = http.get(envoy.listener, "/", &[]).await;
+    assert_eq!(answer.body, format!("{last} leader-id={last} leader-token={last_token}"));
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (whole, torn) = reader.join().unwrap();
+    assert!(torn.is_empty(), "the file was seen half-written: {torn:?}");
+    assert!(whole > 0);
+    drop(watch);
+}
