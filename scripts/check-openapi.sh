@@ -16,6 +16,12 @@ exec 3< <(exec "$bin" --listen 127.0.0.1:0 --state-file "$state/elector.json" --
 pid=$!
 read -r -t 30 -u 3 line || { echo "check-openapi: the elector did not start" >&2; exit 1; }
 url=${line#elector listening on }
+# One worker: scenarios share the elector, and a lock one scenario deletes
+# may be acquired again by another running beside it, which the stateful
+# use-after-free check would report (and a seed would not repeat a run).
+# Resource availability is not checked: a lock created with a 10 ms lease
+# is rightly gone when a GET comes later than that (a busy machine).
 PYTHONPATH=.tools/schemathesis .tools/schemathesis/bin/st run elector/openapi.yaml --url "$url" \
-  --checks all --max-examples "${OPENAPI_EXAMPLES:-60}" --seed "${OPENAPI_SEED:-1}" \
+  --checks all --exclude-checks ensure_resource_availability --workers 1 \
+  --max-examples "${OPENAPI_EXAMPLES:-60}" --seed "${OPENAPI_SEED:-1}" \
   --continue-on-failure --no-color
