@@ -25,7 +25,7 @@ source scripts/build-env.sh
 step "format"
 cargo fmt --all --check
 
-step "build and lints: the workspace, every target, once (cold: about 15 minutes on 2 cores; after make demo: a few)"
+step "build and lints: the workspace, every target, once (cold: about 7 minutes on 2 cores; after make demo: under a minute)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo build --locked --profile test --workspace --exclude sync-guest --exclude sync-apps --all-targets 2>&1 | tee "$log"
