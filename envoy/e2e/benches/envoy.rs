@@ -188,12 +188,7 @@ async fn first_served_by(http: &HttpClient, envoy: std::net::SocketAddr, id: &st
 /// folder of its own; returns once the file is written.
 async fn eds_watch(url: &str, election: &str) -> (Proc, std::path::PathBuf) {
     let file = testkit::temp_dir("eds-bench").unwrap().join(format!("{election}.json"));
-    let args: Vec<String> = ["leader", "--elector", url, "--watch", "--envoy-eds"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([file.display().to_string(), "--cluster".into(), "leader".into(), election.into()])
-        .collect();
-    let mut watch = Proc::mpsync("eds", &args);
+    let mut watch = envoy_e2e::eds_watch(url, election, &file);
     watch.expect(": its first line", |_| true).await;
     (watch, file)
 }

@@ -213,6 +213,14 @@ fn without_filter(yaml: &str) -> String {
     yaml[..start].to_owned() + &yaml[end..]
 }
 
+/// `mpsync leader --watch --envoy-eds FILE --cluster leader ELECTION`
+/// against the elector at `url`.
+pub fn eds_watch(url: &str, election: &str, file: &std::path::Path) -> testkit::proc::Proc {
+    let file = file.display().to_string();
+    let args = ["leader", "--elector", url, "--watch", "--envoy-eds", &file, "--cluster", "leader", election];
+    testkit::proc::Proc::mpsync("eds", &args.map(String::from))
+}
+
 /// A listener that routes everything to the `leader` cluster, whose
 /// endpoints come from `eds_file` (kept by `mpsync leader --watch
 /// --envoy-eds`), stamping the leader's id and token from the endpoint's

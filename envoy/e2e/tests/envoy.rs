@@ -397,12 +397,7 @@ async fn the_eds_file_routes_to_the_leader_without_a_filter() {
     let url = elector.url();
     let dir = testkit::temp_dir("eds").unwrap();
     let file = dir.join("web.json");
-    let args: Vec<String> = ["leader", "--elector", &url, "--watch", "--envoy-eds"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([file.display().to_string(), "--cluster".into(), "leader".into(), "web".into()])
-        .collect();
-    let mut watch = Proc::mpsync("eds", &args);
+    let mut watch = envoy_e2e::eds_watch(&url, "web", &file);
     watch.expect_line("none").await;
 
     // Every version of the file a reader can see parses whole.
