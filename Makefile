@@ -1,7 +1,7 @@
 # metaparticle-sync: the two commands of the README, and the benchmarks.
 # Each target first runs scripts/setup.sh, which installs what is missing.
 
-.PHONY: setup demo test bench chaos fuzz
+.PHONY: setup demo test bench bench-instructions chaos fuzz
 
 setup:
 	@scripts/setup.sh
@@ -22,6 +22,15 @@ bench: setup
 	cargo bench --locked -p mpsync-e2e --bench host && \
 	cargo bench --locked -p envoy-e2e --bench envoy && \
 	cargo bench --locked -p mpsync-e2e --bench stores
+	$(MAKE) --no-print-directory bench-instructions
+
+# Envoy's instructions per request (callgrind) with and without the leader
+# filter, the EDS path and 1,000 shards; a few minutes. Knobs: BENCH_REQUESTS
+# (2000), BENCH_WARMUP (500), BENCH_SHARDS (1000), BENCH_ONLY (row numbers).
+bench-instructions: setup
+	cargo build --locked --release --bins
+	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
+	cargo bench --locked -p envoy-e2e --bench instructions
 
 # The fault-injection history checker, long run: every store, real clients
 # (mpsync lock, the wasm app native and portable), random faults. Knobs:

@@ -106,6 +106,15 @@ if ! PYTHONPATH=.tools/schemathesis .tools/schemathesis/bin/st --version 2>/dev/
   pip_into schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
+# valgrind (callgrind), for make bench-instructions: Envoy's instructions
+# per request.
+if ! command -v callgrind_control >/dev/null; then
+  say "installing valgrind (Debian, about 50 MB) for make bench-instructions"
+  if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get install -y -q valgrind >/dev/null 2>&1 \
+    || { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q valgrind >/dev/null; }
+fi
+
 # cargo-fuzz, for the fuzz targets in fuzz/ (stable Rust, no sanitizer).
 CARGO_FUZZ_VERSION=0.13.2
 if ! .tools/cargo-fuzz/bin/cargo-fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION"; then

@@ -17,15 +17,9 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 use mpsync_client::{Claimed, Client};
 use mpsync_core::wire::{AcquireRequest, Kind};
-use testkit::bench::{env_or, ms, percentile};
+use testkit::bench::{env_or, ms, percentile, rss_kib};
 use testkit::elector::ElectorProcess;
 use tokio::io::AsyncWriteExt;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 fn acquire(holder: &str) -> AcquireRequest {
     AcquireRequest { holder: holder.into(), ttl_ms: 3_600_000, token: None, address: None }

@@ -244,8 +244,7 @@ async fn main() -> anyhow::Result<()> {
             if matches!(args.store, StoreKind::Etcd) { "; raise --etcd-lease-ttl to twice the TTL" } else { "" }
         );
     }
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = store.name(), %identity, ttl = ?args.ttl, "elector starting");
     println!("elector listening on http://{addr}");
@@ -275,4 +274,15 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A listener with a backlog of 4,096 connections not yet accepted (the
+/// kernel caps it at `net.core.somaxconn`): an Envoy with thousands of
+/// shards opens a long-poll connection per shard and worker at once, and
+/// tokio's default of 1,024 dropped the rest until their connect timed out.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }

@@ -11,10 +11,11 @@
 //!    range, next to Envoy's CPU time per request. Two more configurations
 //!    show where the cost comes from: the gateway's ORIGINAL_DST cluster
 //!    without the filter (the client names the upstream), and a no-op
-//!    proxy-wasm filter (`envoy/baseline`) on the plain route. A fifth is
-//!    the EDS path: no filter, the cluster's endpoints from the file
-//!    `mpsync leader --watch --envoy-eds` keeps (the leader's id and token
-//!    stamped by an upstream header filter).
+//!    proxy-wasm filter (`envoy/baseline`) on the plain route and on the
+//!    ORIGINAL_DST route (the leader filter's own routing). Then the EDS
+//!    path: no filter, the cluster's endpoints from the file `mpsync leader
+//!    --watch --envoy-eds` keeps, with the leader's id and token stamped by
+//!    an upstream header filter, and without.
 //! 2. Graceful hand-over: time from the leader's resignation (DELETE) to the
 //!    first request served by the new leader, over many hand-overs; the new
 //!    leader is a candidate long-polling the elector, as `campaign` does.
@@ -23,19 +24,29 @@
 //!    election.wasm` process) to the first request served by the new one,
 //!    next to the TTL; the filter's gateway and the EDS gateway at once.
 //!
+//! 4. Sharding at scale: one Envoy (2 workers) and the filter sharded over
+//!    `BENCH_SHARDS` elections, each led: the long-polls parked at the
+//!    elector, the requests per second it answers at steady state, and the
+//!    resident memory of both. (Per-request cost by shard count is in
+//!    `instructions.rs`.)
+//!
 //! `make bench`. `BENCH_SECONDS` (default 2, per round), `BENCH_ROUNDS`
 //! (default 5 pairs), `BENCH_HANDOVERS` (default 100), `BENCH_FAILOVERS`
-//! (default 5), `BENCH_CLIENTS` (default 16).
+//! (default 5), `BENCH_CLIENTS` (default 16), `BENCH_SHARDS` (default 1000),
+//! `BENCH_SHARD_SECONDS` (default 60).
 
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
 use std::time::{Duration, Instant};
 
-use envoy_e2e::{Envoy, HttpClient, Upstream, baseline_config, config, eds_config, original_dst_config, plain_config};
+use envoy_e2e::{
+    Envoy, HttpClient, Upstream, baseline_config, baseline_original_dst_config, config, eds_config,
+    eds_config_with, original_dst_config, plain_config,
+};
 use mpsync_client::{Claimed, Client, Read};
 use mpsync_core::Kind;
 use mpsync_core::wire::AcquireRequest;
-use testkit::bench::{env_or, ms, percentile};
+use testkit::bench::{env_or, ms, percentile, rss_kib};
 use testkit::proc::{Proc, elector};
 
 /// Requests per second and every latency sample of one round; each request
@@ -144,8 +155,9 @@ impl Totals {
     }
 }
 
+/// A lease that outlasts the benchmark: nobody renews it.
 fn claim(address: std::net::SocketAddr, holder: &str) -> AcquireRequest {
-    AcquireRequest { holder: holder.into(), ttl_ms: 60_000, token: None, address: Some(address.to_string()) }
+    AcquireRequest { holder: holder.into(), ttl_ms: 3_600_000, token: None, address: Some(address.to_string()) }
 }
 
 /// A candidate that takes the election the moment it is free.
@@ -242,7 +254,17 @@ async fn main() {
             Envoy::start_on(&baseline_config(a.addr), 1, envoy_cpu).await,
             vec![],
         ),
-        Totals::new("EDS file, no filter", eds_gateway, vec![]),
+        Totals::new("EDS file, id and token stamped", eds_gateway, vec![]),
+        Totals::new(
+            "no-op wasm filter, ORIGINAL_DST",
+            Envoy::start_on(&baseline_original_dst_config(elector.addr()), 1, envoy_cpu).await,
+            vec![("x-envoy-original-dst-host", a.addr.to_string())],
+        ),
+        Totals::new(
+            "EDS file, id and token not stamped",
+            Envoy::start_on(&eds_config_with(&eds_file, false), 1, envoy_cpu).await,
+            vec![],
+        ),
     ];
     for c in &configs {
         let _ = load(&http, c.envoy.listener, &c.headers, clients, Duration::from_millis(500)).await;
@@ -269,6 +291,18 @@ async fn main() {
     for c in &mut configs {
         c.row(&plain_rates);
     }
+    // The filter against a wasm filter that does nothing, round by round.
+    for (noop, what) in [(3, "static route"), (5, "ORIGINAL_DST")] {
+        let mut ratios: Vec<f64> = configs[1].rates.iter().zip(&configs[noop].rates).map(|(f, n)| f / n).collect();
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "  leader filter / no-op filter ({what}): {:.2} ({:.2}–{:.2})",
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
+    }
+    drop(configs.drain(5..));
     // Keep the two gateways (the filter's and the EDS one) for what follows.
     let eds_gateway = configs.remove(4);
     drop(configs.drain(2..));
@@ -351,4 +385,47 @@ async fn main() {
     );
     report("leader filter", &mut kills);
     report("EDS file (mpsync leader)", &mut eds_kills);
+
+    // 4. Sharding at scale: one Envoy (2 workers), the filter choosing the
+    // election by x-shard among `shards`, each led (by a, at its address).
+    let shards = env_or("BENCH_SHARDS", 1000) as usize;
+    let window = Duration::from_secs(env_or("BENCH_SHARD_SECONDS", 60));
+    let elector_pid = elector.pid().unwrap();
+    let elector_rss = rss_kib(elector_pid);
+    for shard in 0..shards {
+        let c = client.claim(Kind::Election, &format!("shard-{shard}"), &claim(a.addr, "a")).await.unwrap();
+        assert!(matches!(c, Claimed::Granted(_)), "{c:?}");
+    }
+    let sharded = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"shard-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":10000}"#;
+    let envoy = Envoy::start(&config(sharded, elector.addr(), None)).await;
+    let envoy_rss = rss_kib(envoy.pid());
+    for shard in 0..shards {
+        let a = http.get(envoy.listener, "/", &[("x-shard", &shard.to_string())]).await;
+        assert!(a.status == 200 && a.body.starts_with("a "), "shard {shard}: {a:?}\n{}", envoy.log());
+    }
+    // Envoy's own count of its requests to the elector: every root context
+    // (one per worker, one on the main thread) long-polls every shard.
+    let active = || envoy.envoy_stat("cluster.elector.upstream_rq_active");
+    while active().await < 3 * shards as u64 {
+        tokio::task::yield_now().await;
+    }
+    let total = || envoy.envoy_stat("cluster.elector.upstream_rq_total");
+    let before = (total().await, Instant::now());
+    tokio::time::sleep(window).await;
+    let rate = (total().await - before.0) as f64 / before.1.elapsed().as_secs_f64();
+    println!(
+        "\n{shards} shards through one Envoy (2 workers; a root context per worker and one on the main thread, \
+         each long-polling every shard for 30 s at a time):"
+    );
+    println!(
+        "  {} long-polls parked at the elector, {rate:.1} requests/s to it at steady state (over {window:?})",
+        active().await
+    );
+    println!(
+        "  RSS: elector {} -> {} MiB; Envoy {} MiB started -> {} MiB with {shards} shards watched",
+        elector_rss / 1024,
+        rss_kib(elector_pid) / 1024,
+        envoy_rss / 1024,
+        rss_kib(envoy.pid()) / 1024
+    );
 }

@@ -179,6 +179,11 @@ static_resources:
   - name: elector
     type: STATIC
     connect_timeout: 1s
+    # A long-poll per election and worker, each a request on a connection of
+    # its own (HTTP/1): past Envoy's default of 1,024, thousands of shards
+    # would overflow.
+    circuit_breakers:
+      thresholds: [{{ max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 }}]
     load_assignment:
       cluster_name: elector
       endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]
@@ -203,8 +208,18 @@ pub fn original_dst_config(elector: SocketAddr) -> String {
 
 /// The plain route with the no-op wasm filter in the leader filter's place.
 pub fn baseline_config(upstream: SocketAddr) -> String {
-    config("{}", upstream, Some(upstream))
-        .replace(&filter_wasm().display().to_string(), &baseline_wasm().display().to_string())
+    with_baseline(&config("{}", upstream, Some(upstream)))
+}
+
+/// The gateway's ORIGINAL_DST cluster with the no-op wasm filter in the
+/// leader filter's place: the client's `x-envoy-original-dst-host` picks
+/// the upstream, as the leader filter's header would (benchmark only).
+pub fn baseline_original_dst_config(elector: SocketAddr) -> String {
+    with_baseline(&config("{}", elector, None))
+}
+
+fn with_baseline(yaml: &str) -> String {
+    yaml.replace(&filter_wasm().display().to_string(), &baseline_wasm().display().to_string())
 }
 
 fn without_filter(yaml: &str) -> String {
@@ -226,6 +241,12 @@ pub fn eds_watch(url: &str, election: &str, file: &std::path::Path) -> testkit::
 /// --envoy-eds`), stamping the leader's id and token from the endpoint's
 /// metadata, as `envoy/examples/gateway-eds.yaml` does. No filter.
 pub fn eds_config(eds_file: &std::path::Path) -> String {
+    eds_config_with(eds_file, true)
+}
+
+/// `eds_config`, with the leader's id and token stamped or not (what the
+/// stamping costs is measured against it).
+pub fn eds_config_with(eds_file: &std::path::Path, stamp: bool) -> String {
     let dir = eds_file.parent().unwrap().display().to_string();
     let file = eds_file.display().to_string();
     let routed = without_filter(&config("{}", SocketAddr::from(([127, 0, 0, 1], 9)), None));
@@ -233,7 +254,7 @@ pub fn eds_config(eds_file: &std::path::Path) -> String {
     // What a client sent under these names never reaches the leader.
     let stripped = format!("{route}                request_headers_to_remove: [x-leader-id, x-leader-token]\n");
     let start = routed.find("  - name: leader\n").unwrap();
-    let eds_cluster = format!(
+    let mut eds_cluster = format!(
         r#"  - name: leader
     type: EDS
     connect_timeout: 1s
@@ -243,12 +264,16 @@ pub fn eds_config(eds_file: &std::path::Path) -> String {
         path_config_source:
           path: {file}
           watched_directory: {{ path: {dir} }}
-    # After the endpoint is chosen (an upstream filter), the leader's id and
+"#
+    );
+    if stamp {
+        eds_cluster.push_str(
+            r#"    # After the endpoint is chosen (an upstream filter), the leader's id and
     # token from its metadata.
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http_protocol_options: {{}} }}
+        explicit_http_config: { http_protocol_options: {} }
         http_filters:
         - name: envoy.filters.http.header_mutation
           typed_config:
@@ -256,19 +281,20 @@ pub fn eds_config(eds_file: &std::path::Path) -> String {
             mutations:
               request_mutations:
               - append:
-                  header: {{ key: x-leader-id, value: "%UPSTREAM_METADATA(metaparticle.sync:leader_id)%" }}
+                  header: { key: x-leader-id, value: "%UPSTREAM_METADATA(metaparticle.sync:leader_id)%" }
                   append_action: OVERWRITE_IF_EXISTS_OR_ADD
               - append:
-                  header: {{ key: x-leader-token, value: "%UPSTREAM_METADATA(metaparticle.sync:leader_token)%" }}
+                  header: { key: x-leader-token, value: "%UPSTREAM_METADATA(metaparticle.sync:leader_token)%" }
                   append_action: OVERWRITE_IF_EXISTS_OR_ADD
         - name: envoy.filters.http.upstream_codec
           typed_config:
             "@type": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec
-"#
-    );
+"#,
+        );
+    }
     let yaml = "node: { id: gateway, cluster: gateway }\n".to_owned() + &routed[..start] + &eds_cluster;
     assert!(yaml.contains(route), "the route line moved");
-    yaml.replace(route, &stripped)
+    if stamp { yaml.replace(route, &stripped) } else { yaml }
 }
 
 /// A running Envoy.
@@ -296,14 +322,25 @@ impl Envoy {
     /// Envoy with `workers` worker threads, pinned to `cpu` when given
     /// (with `taskset`).
     pub async fn start_on(yaml: &str, workers: usize, cpu: Option<usize>) -> Envoy {
+        let wrapper = match cpu {
+            Some(cpu) => vec!["taskset".to_owned(), "-c".to_owned(), cpu.to_string()],
+            None => vec![],
+        };
+        Envoy::start_under(yaml, workers, &wrapper, PATIENCE).await
+    }
+
+    /// Envoy with `workers` worker threads, run by `wrapper` (a command and
+    /// its arguments, e.g. `taskset -c 0` or valgrind; none when empty),
+    /// ready within `patience`.
+    pub async fn start_under(yaml: &str, workers: usize, wrapper: &[String], patience: Duration) -> Envoy {
         let dir = temp_dir();
         let (config, admin_file) = (dir.join("envoy.yaml"), dir.join("admin"));
         std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(envoy_bin());
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(envoy_bin());
                 c
             }
             None => Command::new(envoy_bin()),
@@ -329,7 +366,7 @@ impl Envoy {
         let http = HttpClient::new();
         // Envoy writes its admin address once it listens; then the listener
         // shows up in /listeners. Both are awaited with a bounded retry.
-        let found = tokio::time::timeout(PATIENCE, async {
+        let found = tokio::time::timeout(patience, async {
             loop {
                 if let Ok(text) = std::fs::read_to_string(&admin_file)
                     && let Ok(admin) = text.trim().parse::<SocketAddr>()
@@ -357,6 +394,41 @@ impl Envoy {
         let text = HttpClient::new().get(self.admin, "/stats?filter=leader_filter", &[]).await.body;
         let key = format!("wasmcustom.leader_filter.{name}: ");
         text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Envoy's process id (taskset and valgrind exec what they run, so
+    /// under them it is still Envoy's).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("envoy is running")
+    }
+
+    /// The folder of its configuration and log (removed with it).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Any of Envoy's own stats by its full name (`cluster.elector.upstream_rq_active`).
+    pub async fn envoy_stat(&self, name: &str) -> u64 {
+        let text = HttpClient::new().get(self.admin, &format!("/stats?filter=^{name}$"), &[]).await.body;
+        let key = format!("{name}: ");
+        text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Waits (within `PATIENCE`) until the filter's counter `name` is at
+    /// least `n` (the `routed` counter is flushed every 100 ms), then
+    /// returns its value.
+    pub async fn stat_reaching(&self, name: &str, n: u64) -> u64 {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let v = self.stat(name).await;
+                if v >= n {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the filter's {name} counter did not reach {n}"))
     }
 
     /// CPU time Envoy has used so far (user + system), from /proc.

@@ -79,8 +79,20 @@ async fn every_request_goes_to_the_leader_with_its_id_and_token() {
         assert_eq!(answer.body, format!("{leader} leader-id={leader} leader-token={token}"));
     }
     assert_eq!((a.upstream.hits(), b.upstream.hits(), c.upstream.hits()), (30, 0, 0));
-    assert_eq!(envoy.stat("routed").await, 30);
+    assert_eq!(envoy.stat_reaching("routed", 30).await, 30);
     drop((b, c));
+}
+
+#[tokio::test]
+async fn leader_headers_can_be_renamed_or_turned_off() {
+    let elector = elector().await;
+    let url = elector.url();
+    let filter = r#"{"elector_cluster":"elector","election":"quiet","allow":["127.0.0.0/8"],"headers":{"leader_id":null,"leader_token":"x-leader-token"}}"#;
+    let envoy = Envoy::start(&config(filter, elector.addr(), None)).await;
+    let _a = replica(&url, "quiet", "a", &[]).await;
+    let (_, token) = led_by(&url, "quiet", &["a"]).await;
+    let answer = HttpClient::new().get(envoy.listener, "/", &[]).await;
+    assert_eq!(answer.body, format!("a leader-id=- leader-token={token}"), "{answer:?}");
 }
 
 #[tokio::test]
@@ -129,13 +141,7 @@ async fn requests_without_a_leader_are_held_until_one_appears_then_refused_past_
         })
         .collect();
     // All five are parked in Envoy before a leader exists.
-    tokio::time::timeout(PATIENCE, async {
-        while envoy.stat("held").await < 5 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("requests were not held");
+    envoy.stat_reaching("held", 5).await;
     let late = replica(&url, "held", "late", &[]).await;
     for w in waiting {
         let answer = w.await.unwrap();
@@ -219,6 +225,29 @@ async fn each_shard_reaches_its_own_leader() {
     assert!(missing.body.contains("no x-shard header"), "{missing:?}");
     let bad = http.get(envoy.listener, "/", &[("x-shard", "A_B")]).await;
     assert_eq!(bad.status, 400);
+}
+
+#[tokio::test]
+async fn shards_past_max_elections_are_refused_not_watched() {
+    let elector = elector().await;
+    let url = elector.url();
+    let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"cap-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000,"max_elections":2}"#;
+    let envoy = Envoy::start(&config(filter, elector.addr(), None)).await;
+    let _one = replica(&url, "cap-1", "one", &[]).await;
+    let _two = replica(&url, "cap-2", "two", &[]).await;
+    let _three = replica(&url, "cap-3", "three", &[]).await;
+    for (shard, id) in [("1", "one"), ("2", "two")] {
+        led_by(&url, &format!("cap-{shard}"), &[id]).await;
+        let answer = HttpClient::new().get(envoy.listener, "/", &[("x-shard", shard)]).await;
+        assert!(answer.body.starts_with(&format!("{id} ")), "{answer:?}");
+    }
+    led_by(&url, "cap-3", &["three"]).await;
+    let refused = HttpClient::new().get(envoy.listener, "/", &[("x-shard", "3")]).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.body.contains("max_elections (2)"), "{refused:?}");
+    assert_eq!(envoy.stat("too_many_elections").await, 1);
+    // The two it watches still route.
+    assert!(HttpClient::new().get(envoy.listener, "/", &[("x-shard", "2")]).await.body.starts_with("two "));
 }
 
 #[tokio::test]

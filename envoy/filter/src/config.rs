@@ -30,6 +30,8 @@ struct Raw {
     poll_timeout_ms: u64,
     #[serde(default)]
     headers: RawHeaders,
+    #[serde(default = "default_max_elections")]
+    max_elections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,13 +44,19 @@ struct RawShard {
     template: String,
 }
 
+/// Each header: absent for the default name, `null` for none at all.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHeaders {
-    #[serde(default)]
-    leader_id: Option<String>,
-    #[serde(default)]
-    leader_token: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    leader_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    leader_token: Option<Option<String>>,
+}
+
+/// A field that is there, `null` or not: absent stays `None` (the default).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 fn default_mode() -> String {
@@ -59,6 +67,9 @@ fn default_hold() -> u64 {
 }
 fn default_poll() -> u64 {
     30_000
+}
+fn default_max_elections() -> usize {
+    10_000
 }
 
 /// Where the election name of a request comes from.
@@ -101,15 +112,25 @@ pub struct Config {
     pub hold_ms: u64,
     /// Long-poll timeout for watching the elector.
     pub poll_timeout_ms: u64,
-    /// Header carrying the leader's id upstream.
-    pub leader_id_header: String,
-    /// Header carrying the leader's fencing token upstream.
-    pub leader_token_header: String,
+    /// Most elections watched at once (shards are named by clients).
+    pub max_elections: usize,
+    /// Header carrying the leader's id upstream (none: not sent).
+    pub leader_id_header: Option<String>,
+    /// Header carrying the leader's fencing token upstream (none: not sent).
+    pub leader_token_header: Option<String>,
 }
 
 fn header_name(name: &str, what: &str) -> Result<String, String> {
     let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok { Ok(name.to_ascii_lowercase()) } else { Err(format!("{what}: {name:?} is not a valid header name")) }
+}
+
+fn optional_header(raw: Option<Option<String>>, default: &str, what: &str) -> Result<Option<String>, String> {
+    match raw {
+        None => Ok(Some(default.to_owned())),
+        Some(None) => Ok(None),
+        Some(Some(name)) => header_name(&name, what).map(Some),
+    }
 }
 
 impl Config {
@@ -184,7 +205,11 @@ impl Config {
         if !(100..=300_000).contains(&raw.poll_timeout_ms) {
             return Err(format!("poll_timeout_ms is {}; it must be between 100 and 300000", raw.poll_timeout_ms));
         }
+        if raw.max_elections == 0 {
+            return Err("max_elections is 0; at least one election must be watched".into());
+        }
         Ok(Config {
+            max_elections: raw.max_elections,
             authority: raw.elector_authority.unwrap_or_else(|| raw.elector_cluster.clone()),
             cluster: raw.elector_cluster,
             election,
@@ -192,12 +217,10 @@ impl Config {
             allow,
             hold_ms: raw.hold_ms,
             poll_timeout_ms: raw.poll_timeout_ms,
-            leader_id_header: header_name(
-                raw.headers.leader_id.as_deref().unwrap_or("x-leader-id"),
-                "headers.leader_id",
-            )?,
-            leader_token_header: header_name(
-                raw.headers.leader_token.as_deref().unwrap_or("x-leader-token"),
+            leader_id_header: optional_header(raw.headers.leader_id, "x-leader-id", "headers.leader_id")?,
+            leader_token_header: optional_header(
+                raw.headers.leader_token,
+                "x-leader-token",
                 "headers.leader_token",
             )?,
         })
@@ -238,8 +261,18 @@ mod tests {
     #[test]
     fn a_minimal_gateway_config() {
         let c = Config::parse(br#"{"elector_cluster":"elector","election":"web","allow":["127.0.0.0/8"]}"#).unwrap();
-        assert_eq!((c.hold_ms, c.leader_id_header.as_str(), c.authority.as_str()), (2000, "x-leader-id", "elector"));
+        assert_eq!((c.hold_ms, c.leader_id_header.as_deref(), c.authority.as_str()), (2000, Some("x-leader-id"), "elector"));
         assert_eq!(c.election_for(|_| None, "/x").unwrap(), "web");
+    }
+
+    #[test]
+    fn leader_headers_renamed_or_turned_off() {
+        let c = Config::parse(br#"{"elector_cluster":"e","election":"w","allow":["0.0.0.0/0"],"headers":{"leader_id":"X-Who","leader_token":null}}"#).unwrap();
+        assert_eq!((c.leader_id_header.as_deref(), c.leader_token_header.as_deref()), (Some("x-who"), None));
+        let d = Config::parse(br#"{"elector_cluster":"e","election":"w","allow":["0.0.0.0/0"],"headers":{}}"#).unwrap();
+        assert_eq!(d.leader_token_header.as_deref(), Some("x-leader-token"));
+        let bad = Config::parse(br#"{"elector_cluster":"e","election":"w","allow":["0.0.0.0/0"],"headers":{"leader_id":"a b"}}"#);
+        assert!(bad.unwrap_err().contains("headers.leader_id"));
     }
 
     #[test]

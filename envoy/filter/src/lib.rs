@@ -20,7 +20,7 @@
 
 pub mod config;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
@@ -84,26 +84,27 @@ fn read_seen(name: &str) -> Option<Seen> {
     serde_json::from_slice(&bytes?).ok()
 }
 
-thread_local! {
-    /// This worker's last decoded copy of each election's shared data:
-    /// requests decode only when the bytes changed.
-    static DECODED: RefCell<HashMap<String, (Vec<u8>, Seen)>> = RefCell::new(HashMap::new());
+/// What a worker does with an election's requests, decided once per change
+/// of what it knows, with every header value ready: the request path only
+/// looks it up and writes headers.
+#[derive(Debug, Clone)]
+enum Prepared {
+    /// Continue upstream with these headers (route to the leader, or pass
+    /// on the leader's own sidecar): `dst` is the original-destination
+    /// header's new value, or `None` to remove it.
+    Forward { dst: Option<String>, id: String, token: String },
+    /// Sidecar on a follower, `on_follower: reject`.
+    NotLeader { id: String },
+    /// The leader advertises an address outside `allow`.
+    Disallowed,
+    /// No leader: hold, long-polling from `version`.
+    NoLeader { version: u64 },
 }
 
-/// `read_seen` for the request path.
-fn read_seen_cached(name: &str) -> Option<Seen> {
-    let bytes = hostcalls::get_shared_data(&leader_key(name)).ok()?.0?;
-    DECODED.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if let Some((raw, seen)) = cache.get(name)
-            && *raw == bytes
-        {
-            return Some(seen.clone());
-        }
-        let seen: Seen = serde_json::from_slice(&bytes).ok()?;
-        cache.insert(name.to_owned(), (bytes, seen.clone()));
-        Some(seen)
-    })
+/// One election as this worker knows it.
+struct Known {
+    seen: Seen,
+    prepared: Prepared,
 }
 
 /// Publishes `seen` unless something newer is there; true when the leader
@@ -127,25 +128,26 @@ fn publish(name: &str, seen: &Seen) -> bool {
 }
 
 /// Adds an election to the set every worker watches.
-fn track(name: &str) {
+/// False when `max` elections are tracked already (a shard key is client
+/// input, and each election tracked costs a long-poll per worker).
+fn track(name: &str, max: usize) -> bool {
     for _ in 0..8 {
-        let Ok((bytes, cas)) = hostcalls::get_shared_data(TRACKED) else { return };
+        let Ok((bytes, cas)) = hostcalls::get_shared_data(TRACKED) else { return true };
         let mut names = String::from_utf8(bytes.unwrap_or_default()).unwrap_or_default();
         if names.lines().any(|n| n == name) {
-            return;
+            return true;
+        }
+        if names.lines().count() >= max {
+            return false;
         }
         names.push_str(name);
         names.push('\n');
         match hostcalls::set_shared_data(TRACKED, Some(names.as_bytes()), cas) {
             Err(Status::CasMismatch) => continue,
-            _ => return,
+            _ => return true,
         }
     }
-}
-
-fn tracked() -> Vec<String> {
-    let bytes = hostcalls::get_shared_data(TRACKED).ok().and_then(|(b, _)| b).unwrap_or_default();
-    String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
+    true
 }
 
 #[derive(Clone, Copy)]
@@ -156,6 +158,7 @@ struct Metrics {
     no_leader: u32,
     rejected_address: u32,
     leader_changes: u32,
+    too_many_elections: u32,
 }
 
 impl Metrics {
@@ -168,6 +171,7 @@ impl Metrics {
             no_leader: m("no_leader")?,
             rejected_address: m("rejected_address")?,
             leader_changes: m("leader_changes")?,
+            too_many_elections: m("too_many_elections")?,
         })
     }
 }
@@ -176,12 +180,75 @@ fn bump(metric: u32) {
     let _ = hostcalls::increment_metric(metric, 1);
 }
 
+/// Per worker (each Envoy worker runs its own instance of the filter).
 struct Shared {
     config: Config,
     metrics: Metrics,
+    /// The fixed election's name, when there is one (no copy per request).
+    fixed: Option<Rc<str>>,
+    /// What this worker knows of each election in use: its root's
+    /// long-polls (and held requests) keep it current, so a request reads
+    /// no shared data.
+    known: RefCell<HashMap<Rc<str>, Known>>,
+    /// Requests routed since the counter was last flushed (every tick): a
+    /// metric call per request would cost more than the rest of the path.
+    routed: Cell<u64>,
 }
 
 impl Shared {
+    /// Takes `seen` for `name` unless this worker knows something newer.
+    fn learn(&self, name: &str, seen: Seen) {
+        let mut known = self.known.borrow_mut();
+        if known.get(name).is_some_and(|k| !seen.supersedes(&k.seen)) {
+            return;
+        }
+        let prepared = self.prepare(name, &seen);
+        known.insert(Rc::from(name), Known { seen, prepared });
+    }
+
+    fn prepare(&self, name: &str, seen: &Seen) -> Prepared {
+        let config = &self.config;
+        match decide(seen.leader().as_ref(), &config.mode, &config.allow) {
+            Decision::Route { address, id, token } => {
+                Prepared::Forward { dst: Some(address.to_string()), id, token: token.to_string() }
+            }
+            Decision::Pass { id, token } => {
+                // A forwarding sidecar routes through ORIGINAL_DST: on the
+                // leader, that destination is the local replica itself.
+                // Otherwise, whatever the client sent must not travel on.
+                let dst = match &config.mode {
+                    Mode::Sidecar { self_address, forward: true } => Some(self_address.to_string()),
+                    _ => None,
+                };
+                Prepared::Forward { dst, id, token: token.to_string() }
+            }
+            Decision::NotLeader { id } => Prepared::NotLeader { id },
+            Decision::Disallowed { address } => {
+                log::warn!("leader filter: election {name}: leader address {address:?} is not allowed; refusing");
+                Prepared::Disallowed
+            }
+            Decision::NoLeader => Prepared::NoLeader { version: seen.version },
+        }
+    }
+
+    /// What to do with a request for `name`, from what this worker knows,
+    /// else from shared data (an election another worker tracks already).
+    fn prepared(&self, name: &str) -> Option<Prepared> {
+        if let Some(k) = self.known.borrow().get(name) {
+            return Some(k.prepared.clone());
+        }
+        let seen = read_seen(name)?;
+        self.learn(name, seen);
+        self.known.borrow().get(name).map(|k| k.prepared.clone())
+    }
+
+    fn flush_routed(&self) {
+        let n = self.routed.take();
+        if n > 0 {
+            let _ = hostcalls::increment_metric(self.metrics.routed, n as i64);
+        }
+    }
+
     fn dispatch_wait(&self, ctx: &dyn Context, name: &str, version: u64, wait_ms: u64) -> Result<u32, Status> {
         let wait = Some((version, Duration::from_millis(wait_ms)));
         let request = read_request(Kind::Election, name, wait, Duration::ZERO);
@@ -202,20 +269,47 @@ impl Shared {
 #[derive(Default)]
 struct Root {
     shared: Option<Rc<Shared>>,
-    polls: HashMap<u32, String>,
-    in_flight: HashSet<String>,
+    /// Long-polls in flight, by call token.
+    polls: HashMap<u32, Rc<str>>,
+    /// The elections this worker watches, and the shared-data version of
+    /// the tracked list it last read.
+    watched: HashSet<Rc<str>>,
+    tracked_cas: Option<u32>,
+    /// Elections to poll on the next tick: new ones, and those whose last
+    /// poll failed.
+    to_poll: Vec<Rc<str>>,
 }
 
 impl Root {
-    fn poll(&mut self, name: &str) {
+    fn poll(&mut self, name: Rc<str>) {
         let Some(shared) = self.shared.clone() else { return };
-        let version = read_seen(name).map_or(0, |s| s.version);
-        match shared.dispatch_wait(self, name, version, shared.config.poll_timeout_ms) {
+        let version = shared.known.borrow().get(&*name).map(|k| k.seen.version).or_else(|| read_seen(&name).map(|s| s.version));
+        match shared.dispatch_wait(self, &name, version.unwrap_or(0), shared.config.poll_timeout_ms) {
             Ok(token) => {
-                self.polls.insert(token, name.to_owned());
-                self.in_flight.insert(name.to_owned());
+                self.polls.insert(token, name);
             }
-            Err(e) => log::warn!("leader filter: cannot call the elector cluster {:?}: {e:?}", shared.config.cluster),
+            Err(e) => {
+                log::warn!("leader filter: cannot call the elector cluster {:?}: {e:?}", shared.config.cluster);
+                self.to_poll.push(name);
+            }
+        }
+    }
+
+    /// Reads the list of tracked elections when it changed; new ones are
+    /// polled on this tick.
+    fn refresh_tracked(&mut self) {
+        let Ok((bytes, cas)) = hostcalls::get_shared_data(TRACKED) else { return };
+        if cas == self.tracked_cas {
+            return;
+        }
+        self.tracked_cas = cas;
+        let bytes = bytes.unwrap_or_default();
+        for name in String::from_utf8_lossy(&bytes).lines() {
+            if !self.watched.contains(name) {
+                let name: Rc<str> = Rc::from(name);
+                self.watched.insert(name.clone());
+                self.to_poll.push(name);
+            }
         }
     }
 }
@@ -223,21 +317,23 @@ impl Root {
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         let Some(name) = self.polls.remove(&token) else { return };
-        self.in_flight.remove(&name);
         let status = self.get_http_call_response_header(":status");
         let body = self.get_http_call_response_body(0, body_size);
         match Seen::from_answer(status.as_deref(), body) {
             Some(seen) => {
+                let Some(shared) = self.shared.clone() else { return };
                 if publish(&name, &seen) {
-                    if let Some(shared) = &self.shared {
-                        bump(shared.metrics.leader_changes);
-                    }
+                    bump(shared.metrics.leader_changes);
                     log::info!("leader filter: election {name}: leader {:?} (token {})", seen.id, seen.token);
                 }
-                // Watch on at once; a failed call is retried on the next tick.
-                self.poll(&name);
+                shared.learn(&name, seen);
+                // Watch on at once.
+                self.poll(name);
             }
-            None => log::warn!("leader filter: election {name}: the elector answered {status:?}; retrying"),
+            None => {
+                log::warn!("leader filter: election {name}: the elector answered {status:?}; retrying");
+                self.to_poll.push(name);
+            }
         }
     }
 }
@@ -259,31 +355,37 @@ impl RootContext for Root {
                 return false;
             }
         };
-        if let Election::Fixed(name) = &config.election {
-            track(name);
-        }
-        self.shared = Some(Rc::new(Shared { config, metrics }));
+        let fixed = match &config.election {
+            Election::Fixed(name) => {
+                track(name, usize::MAX);
+                Some(Rc::from(name.as_str()))
+            }
+            Election::Sharded { .. } => None,
+        };
+        self.shared = Some(Rc::new(Shared {
+            config,
+            metrics,
+            fixed,
+            known: RefCell::new(HashMap::new()),
+            routed: Cell::new(0),
+        }));
         self.set_tick_period(TICK);
         true
     }
 
     fn on_tick(&mut self) {
-        for name in tracked() {
-            if !self.in_flight.contains(&name) {
-                self.poll(&name);
-            }
+        if let Some(shared) = &self.shared {
+            shared.flush_routed();
+        }
+        self.refresh_tracked();
+        for name in std::mem::take(&mut self.to_poll) {
+            self.poll(name);
         }
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        Some(Box::new(Request {
-            shared,
-            election: String::new(),
-            hold_until: None,
-            version: 0,
-            waiting: RefCell::new(None),
-        }))
+        Some(Box::new(Request { shared, election: Rc::from(""), hold_until: None, waiting: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -293,10 +395,10 @@ impl RootContext for Root {
 
 struct Request {
     shared: Rc<Shared>,
-    election: String,
+    election: Rc<str>,
     hold_until: Option<SystemTime>,
-    version: u64,
-    waiting: RefCell<Option<u32>>,
+    /// The long-poll a held request waits on.
+    waiting: Option<u32>,
 }
 
 impl Request {
@@ -315,53 +417,41 @@ impl Request {
         self.reply(503, &message, vec![("retry-after", &retry)])
     }
 
-    /// Applies the routing decision for `seen`; `Pause` when the request
-    /// was answered here or is held.
-    fn route(&mut self, seen: Option<&Seen>) -> Action {
+    /// Writes the leader's headers: the request goes on.
+    fn forward(&self, dst: Option<&str>, id: &str, token: &str) -> Action {
         let config = &self.shared.config;
-        let leader = seen.and_then(Seen::leader);
-        match decide(leader.as_ref(), &config.mode, &config.allow) {
-            Decision::Route { address, id, token } => {
-                self.set_http_request_header(DST_HOST, Some(&address.to_string()));
-                self.stamp(&id, token);
-                Action::Continue
-            }
-            Decision::Pass { id, token } => {
-                // A forwarding sidecar routes through ORIGINAL_DST: on the
-                // leader, that destination is the local replica itself.
-                // Otherwise, whatever the client sent must not travel on.
-                let own = match &config.mode {
-                    Mode::Sidecar { self_address, forward: true } => Some(self_address.to_string()),
-                    _ => None,
-                };
-                self.set_http_request_header(DST_HOST, own.as_deref());
-                self.stamp(&id, token);
-                Action::Continue
-            }
-            Decision::NotLeader { id } => {
-                let message = format!("this replica is not the leader of {}; {id} is", self.election);
-                self.reply(503, &message, vec![(config.leader_id_header.as_str(), id.as_str())])
-            }
-            Decision::Disallowed { address } => {
-                bump(self.shared.metrics.rejected_address);
-                log::warn!(
-                    "leader filter: election {}: leader address {address:?} is not allowed; refusing",
-                    self.election
-                );
-                self.reply(
-                    503,
-                    &format!("the leader of {} advertises an address that is not allowed", self.election),
-                    vec![],
-                )
-            }
-            Decision::NoLeader => self.hold(seen.map_or(0, |s| s.version)),
+        self.set_http_request_header(DST_HOST, dst);
+        if let Some(h) = &config.leader_id_header {
+            self.set_http_request_header(h, Some(id));
         }
+        if let Some(h) = &config.leader_token_header {
+            self.set_http_request_header(h, Some(token));
+        }
+        self.shared.routed.set(self.shared.routed.get() + 1);
+        Action::Continue
     }
 
-    fn stamp(&self, id: &str, token: u64) {
-        bump(self.shared.metrics.routed);
-        self.set_http_request_header(&self.shared.config.leader_id_header, Some(id));
-        self.set_http_request_header(&self.shared.config.leader_token_header, Some(&token.to_string()));
+    /// Applies `prepared` (`None`: nothing known yet); `Pause` when the
+    /// request was answered here or is held.
+    fn apply(&mut self, prepared: Option<Prepared>) -> Action {
+        match prepared {
+            Some(Prepared::Forward { dst, id, token }) => self.forward(dst.as_deref(), &id, &token),
+            Some(Prepared::NotLeader { id }) => {
+                let message = format!("this replica is not the leader of {}; {id} is", self.election);
+                let extra = match &self.shared.config.leader_id_header {
+                    Some(h) => vec![(h.as_str(), id.as_str())],
+                    None => vec![],
+                };
+                self.reply(503, &message, extra)
+            }
+            Some(Prepared::Disallowed) => {
+                bump(self.shared.metrics.rejected_address);
+                let message = format!("the leader of {} advertises an address that is not allowed", self.election);
+                self.reply(503, &message, vec![])
+            }
+            Some(Prepared::NoLeader { version }) => self.hold(version),
+            None => self.hold(0),
+        }
     }
 
     /// Pauses the request and long-polls the elector until `hold_until`.
@@ -375,10 +465,9 @@ impl Request {
         if left.is_zero() {
             return self.no_leader();
         }
-        self.version = version;
         match self.shared.dispatch_wait(self, &self.election, version, left.as_millis() as u64) {
             Ok(token) => {
-                *self.waiting.borrow_mut() = Some(token);
+                self.waiting = Some(token);
                 Action::Pause
             }
             Err(e) => {
@@ -391,7 +480,7 @@ impl Request {
 
 impl Context for Request {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        if self.waiting.borrow_mut().take() != Some(token) {
+        if self.waiting.take() != Some(token) {
             return;
         }
         let status = self.get_http_call_response_header(":status");
@@ -401,12 +490,16 @@ impl Context for Request {
             return;
         };
         publish(&self.election, &seen);
-        if seen.id.is_none() {
+        // This answer decides this request (a newer one this worker already
+        // knows of decides the next ones).
+        let prepared = self.shared.prepare(&self.election, &seen);
+        self.shared.learn(&self.election, seen);
+        if let Prepared::NoLeader { version } = prepared {
             // Still no leader: wait for the next change, or give up (503).
-            self.hold(seen.version);
+            self.hold(version);
             return;
         }
-        if self.route(Some(&seen)) == Action::Continue {
+        if self.apply(Some(prepared)) == Action::Continue {
             bump(self.shared.metrics.released_after_hold);
             self.resume_http_request();
         }
@@ -418,25 +511,37 @@ impl HttpContext for Request {
         // A client's x-envoy-original-dst-host never decides the route: every
         // path below either overwrites it (route, forward), removes it (pass),
         // or answers locally (refuse, hold then refuse).
-        let config = &self.shared.config;
-        let election = match config.election {
-            Election::Fixed(ref name) => Ok(name.clone()),
-            Election::Sharded { source: ShardSource::PathSegment(_), .. } => {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        self.election = match (&shared.fixed, &config.election) {
+            (Some(name), _) => name.clone(),
+            (None, Election::Sharded { source: ShardSource::PathSegment(_), .. }) => {
                 let path = self.get_http_request_header(":path").unwrap_or_default();
-                config.election_for(|h| self.get_http_request_header(h), &path)
+                match config.election_for(|h| self.get_http_request_header(h), &path) {
+                    Ok(name) => Rc::from(name),
+                    Err(message) => return self.reply(400, &message, vec![]),
+                }
             }
-            Election::Sharded { source: ShardSource::Header(_), .. } => {
-                config.election_for(|h| self.get_http_request_header(h), "")
-            }
+            (None, _) => match config.election_for(|h| self.get_http_request_header(h), "") {
+                Ok(name) => Rc::from(name),
+                Err(message) => return self.reply(400, &message, vec![]),
+            },
         };
-        self.election = match election {
-            Ok(name) => name,
-            Err(message) => return self.reply(400, &message, vec![]),
-        };
-        let seen = read_seen_cached(&self.election);
-        if seen.is_none() {
-            track(&self.election);
+        // The common case: the leader is known here; only headers are written.
+        if let Some(Known { prepared: Prepared::Forward { dst, id, token }, .. }) =
+            shared.known.borrow().get(&*self.election)
+        {
+            return self.forward(dst.as_deref(), id, token);
         }
-        self.route(seen.as_ref())
+        let prepared = shared.prepared(&self.election);
+        if prepared.is_none() && !track(&self.election, config.max_elections) {
+            bump(shared.metrics.too_many_elections);
+            let message = format!(
+                "election {} is not watched: this Envoy watches max_elections ({}) already",
+                self.election, config.max_elections
+            );
+            return self.reply(503, &message, vec![("retry-after", "60")]);
+        }
+        self.apply(prepared)
     }
 }
