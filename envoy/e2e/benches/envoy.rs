@@ -40,8 +40,8 @@
 use std::time::{Duration, Instant};
 
 use envoy_e2e::{
-    Envoy, HttpClient, Upstream, baseline_config, baseline_original_dst_config, config, eds_config,
-    eds_config_with, original_dst_config, plain_config,
+    Envoy, HttpClient, Upstream, baseline_config, baseline_original_dst_config, config, eds_config, eds_config_with,
+    original_dst_config, plain_config,
 };
 use mpsync_client::{Claimed, Client, Read};
 use mpsync_core::Kind;

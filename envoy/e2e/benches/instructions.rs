@@ -37,8 +37,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use envoy_e2e::{
-    Envoy, HttpClient, Upstream, baseline_config, baseline_original_dst_config, config, eds_config,
-    eds_config_with, original_dst_config, plain_config,
+    Envoy, HttpClient, Upstream, baseline_config, baseline_original_dst_config, config, eds_config, eds_config_with,
+    original_dst_config, plain_config,
 };
 use mpsync_client::{Claimed, Client};
 use mpsync_core::Kind;
@@ -266,7 +266,8 @@ async fn main() {
     let names_upstream = move |_: usize| vec![("x-envoy-original-dst-host", dst.clone())];
     let filter = r#"{"elector_cluster":"elector","election":"bench","allow":["127.0.0.0/8"]}"#;
     let filter_no_headers = r#"{"elector_cluster":"elector","election":"bench","allow":["127.0.0.0/8"],"headers":{"leader_id":null,"leader_token":null}}"#;
-    let filter_token_only = r#"{"elector_cluster":"elector","election":"bench","allow":["127.0.0.0/8"],"headers":{"leader_id":null}}"#;
+    let filter_token_only =
+        r#"{"elector_cluster":"elector","election":"bench","allow":["127.0.0.0/8"],"headers":{"leader_id":null}}"#;
     let sharded = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"s-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":10000}"#;
     let none = |_: usize| vec![];
     let setups = vec![
@@ -277,14 +278,24 @@ async fn main() {
             headers: Box::new(names_upstream.clone()),
             warmup,
         },
-        Setup { label: "no-op wasm filter, static route", yaml: baseline_config(a.addr), headers: Box::new(none), warmup },
+        Setup {
+            label: "no-op wasm filter, static route",
+            yaml: baseline_config(a.addr),
+            headers: Box::new(none),
+            warmup,
+        },
         Setup {
             label: "no-op wasm filter, ORIGINAL_DST",
             yaml: baseline_original_dst_config(elector.addr()),
             headers: Box::new(names_upstream),
             warmup,
         },
-        Setup { label: "leader filter (gateway)", yaml: config(filter, elector.addr(), None), headers: Box::new(none), warmup },
+        Setup {
+            label: "leader filter (gateway)",
+            yaml: config(filter, elector.addr(), None),
+            headers: Box::new(none),
+            warmup,
+        },
         Setup {
             label: "leader filter, leader headers off",
             yaml: config(filter_no_headers, elector.addr(), None),

@@ -218,11 +218,7 @@ impl Config {
             hold_ms: raw.hold_ms,
             poll_timeout_ms: raw.poll_timeout_ms,
             leader_id_header: optional_header(raw.headers.leader_id, "x-leader-id", "headers.leader_id")?,
-            leader_token_header: optional_header(
-                raw.headers.leader_token,
-                "x-leader-token",
-                "headers.leader_token",
-            )?,
+            leader_token_header: optional_header(raw.headers.leader_token, "x-leader-token", "headers.leader_token")?,
         })
     }
 
@@ -261,7 +257,10 @@ mod tests {
     #[test]
     fn a_minimal_gateway_config() {
         let c = Config::parse(br#"{"elector_cluster":"elector","election":"web","allow":["127.0.0.0/8"]}"#).unwrap();
-        assert_eq!((c.hold_ms, c.leader_id_header.as_deref(), c.authority.as_str()), (2000, Some("x-leader-id"), "elector"));
+        assert_eq!(
+            (c.hold_ms, c.leader_id_header.as_deref(), c.authority.as_str()),
+            (2000, Some("x-leader-id"), "elector")
+        );
         assert_eq!(c.election_for(|_| None, "/x").unwrap(), "web");
     }
 
@@ -271,7 +270,9 @@ mod tests {
         assert_eq!((c.leader_id_header.as_deref(), c.leader_token_header.as_deref()), (Some("x-who"), None));
         let d = Config::parse(br#"{"elector_cluster":"e","election":"w","allow":["0.0.0.0/0"],"headers":{}}"#).unwrap();
         assert_eq!(d.leader_token_header.as_deref(), Some("x-leader-token"));
-        let bad = Config::parse(br#"{"elector_cluster":"e","election":"w","allow":["0.0.0.0/0"],"headers":{"leader_id":"a b"}}"#);
+        let bad = Config::parse(
+            br#"{"elector_cluster":"e","election":"w","allow":["0.0.0.0/0"],"headers":{"leader_id":"a b"}}"#,
+        );
         assert!(bad.unwrap_err().contains("headers.leader_id"));
     }
 

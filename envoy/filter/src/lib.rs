@@ -283,7 +283,8 @@ struct Root {
 impl Root {
     fn poll(&mut self, name: Rc<str>) {
         let Some(shared) = self.shared.clone() else { return };
-        let version = shared.known.borrow().get(&*name).map(|k| k.seen.version).or_else(|| read_seen(&name).map(|s| s.version));
+        let version =
+            shared.known.borrow().get(&*name).map(|k| k.seen.version).or_else(|| read_seen(&name).map(|s| s.version));
         match shared.dispatch_wait(self, &name, version.unwrap_or(0), shared.config.poll_timeout_ms) {
             Ok(token) => {
                 self.polls.insert(token, name);
@@ -362,13 +363,8 @@ impl RootContext for Root {
             }
             Election::Sharded { .. } => None,
         };
-        self.shared = Some(Rc::new(Shared {
-            config,
-            metrics,
-            fixed,
-            known: RefCell::new(HashMap::new()),
-            routed: Cell::new(0),
-        }));
+        self.shared =
+            Some(Rc::new(Shared { config, metrics, fixed, known: RefCell::new(HashMap::new()), routed: Cell::new(0) }));
         self.set_tick_period(TICK);
         true
     }
