@@ -46,6 +46,23 @@ use mpsync_core::wire::AcquireRequest;
 use testkit::bench::env_or;
 use testkit::proc::elector;
 
+/// The ratios printed: a label and the two row numbers.
+const RATIOS: [(&str, usize, usize); 13] = [
+    ("ORIGINAL_DST / plain", 2, 1),
+    ("no-op filter (static) / plain", 3, 1),
+    ("no-op filter (ORIGINAL_DST) / ORIGINAL_DST", 4, 2),
+    ("leader filter / plain", 5, 1),
+    ("leader filter / no-op filter (static route)", 5, 3),
+    ("leader filter / no-op filter (ORIGINAL_DST, same routing)", 5, 4),
+    ("leader filter, headers off / no-op filter (ORIGINAL_DST)", 6, 4),
+    ("leader filter / leader filter, headers off (two headers)", 5, 6),
+    ("EDS / plain", 7, 1),
+    ("EDS, nothing stamped / plain", 11, 1),
+    ("leader filter, token header only / no-op filter (static route)", 10, 3),
+    ("leader filter, sharded by header, 1 shard / one election", 8, 5),
+    ("leader filter, 1,000 shards / 1 shard", 9, 8),
+];
+
 /// How long a configuration is left alone to measure what it runs idle.
 const QUIET: Duration = Duration::from_secs(2);
 
@@ -372,23 +389,10 @@ async fn main() {
     }
     let find = |row: usize| results.iter().find(|r| r.0 == row).map(|r| r.2.total);
     println!("\nRatios (instructions per request):");
-    let ratio = |what: &str, a: usize, b: usize| {
+    for (what, a, b) in RATIOS {
         if let (Some(x), Some(y)) = (find(a), find(b)) {
-            println!("  {what:<58} {:.3}  (+{})", x / y, k(x - y));
+            println!("  {what:<64} {:.3}  (+{})", x / y, k(x - y));
         }
-    };
-    ratio("ORIGINAL_DST / plain", 2, 1);
-    ratio("no-op filter (static) / plain", 3, 1);
-    ratio("no-op filter (ORIGINAL_DST) / ORIGINAL_DST", 4, 2);
-    ratio("leader filter / plain", 5, 1);
-    ratio("leader filter / no-op filter (static route)", 5, 3);
-    ratio("leader filter / no-op filter (ORIGINAL_DST, same routing)", 5, 4);
-    ratio("leader filter, headers off / no-op filter (ORIGINAL_DST)", 6, 4);
-    ratio("leader filter / leader filter, headers off (two headers)", 5, 6);
-    ratio("EDS / plain", 7, 1);
-    ratio("EDS, nothing stamped / plain", 11, 1);
-    ratio("leader filter, token header only / no-op filter (static route)", 10, 3);
-    ratio("leader filter, sharded by header, 1 shard / one election", 8, 5);
-    ratio("leader filter, 1,000 shards / 1 shard", 9, 8);
+    }
     let _ = std::fs::remove_dir_all(eds_file.parent().unwrap());
 }
