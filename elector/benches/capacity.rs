@@ -8,6 +8,9 @@
 //!    long-polls parked, each on its own keep-alive connection and its own
 //!    lock name, and the memory per parked long-poll.
 //!
+//! The floor, a bare hyper server in a process of its own, runs on the
+//! elector's allocator (jemalloc), so the two compare like for like.
+//!
 //! `make bench` (or `cargo bench -p elector --bench capacity`).
 
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -87,6 +90,10 @@ async fn park(addr: std::net::SocketAddr, n: usize, path: impl Fn(usize) -> Stri
     }
     connections
 }
+
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() {
@@ -178,7 +185,7 @@ async fn main() {
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("parked"));
     let floor_after = rss_kib(floor_pid);
     println!(
-        "  floor (bare hyper, every request pending for ever): {:.1} KiB per parked request",
+        "  floor (bare hyper on the same allocator, every request pending for ever): {:.1} KiB per parked request",
         floor_after.saturating_sub(floor_before) as f64 / parked as f64
     );
     drop(connections);
