@@ -232,7 +232,8 @@ async fn shards_past_max_elections_are_refused_not_watched() {
     let elector = elector().await;
     let url = elector.url();
     let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"cap-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000,"max_elections":2}"#;
-    let envoy = Envoy::start(&config(filter, elector.addr(), None)).await;
+    // One worker: the limit is per worker.
+    let envoy = Envoy::start_on(&config(filter, elector.addr(), None), 1, None).await;
     let _one = replica(&url, "cap-1", "one", &[]).await;
     let _two = replica(&url, "cap-2", "two", &[]).await;
     let _three = replica(&url, "cap-3", "three", &[]).await;

@@ -42,7 +42,6 @@ proxy_wasm::main! {{
 /// The header an ORIGINAL_DST cluster routes by. Envoy does not strip it
 /// from clients, so the filter always overwrites or removes it.
 const DST_HOST: &str = "x-envoy-original-dst-host";
-const TRACKED: &str = "mpsync.tracked";
 const TICK: Duration = Duration::from_millis(100);
 
 fn leader_key(name: &str) -> String {
@@ -128,28 +127,6 @@ fn publish(name: &str, seen: &Seen) -> bool {
 }
 
 /// Adds an election to the set every worker watches.
-/// False when `max` elections are tracked already (a shard key is client
-/// input, and each election tracked costs a long-poll per worker).
-fn track(name: &str, max: usize) -> bool {
-    for _ in 0..8 {
-        let Ok((bytes, cas)) = hostcalls::get_shared_data(TRACKED) else { return true };
-        let mut names = String::from_utf8(bytes.unwrap_or_default()).unwrap_or_default();
-        if names.lines().any(|n| n == name) {
-            return true;
-        }
-        if names.lines().count() >= max {
-            return false;
-        }
-        names.push_str(name);
-        names.push('\n');
-        match hostcalls::set_shared_data(TRACKED, Some(names.as_bytes()), cas) {
-            Err(Status::CasMismatch) => continue,
-            _ => return true,
-        }
-    }
-    true
-}
-
 #[derive(Clone, Copy)]
 struct Metrics {
     routed: u32,
@@ -193,6 +170,10 @@ struct Shared {
     /// Requests routed since the counter was last flushed (every tick): a
     /// metric call per request would cost more than the rest of the path.
     routed: Cell<u64>,
+    /// The elections this worker's requests have used: its root watches
+    /// them (new ones from the next tick on).
+    watched: RefCell<HashSet<Rc<str>>>,
+    to_watch: RefCell<Vec<Rc<str>>>,
 }
 
 impl Shared {
@@ -242,6 +223,23 @@ impl Shared {
         self.known.borrow().get(name).map(|k| k.prepared.clone())
     }
 
+    /// Has this worker's root watch `name` from the next tick on; false
+    /// when it watches `max_elections` already (a shard key is client input,
+    /// and each election watched costs a long-poll).
+    fn watch(&self, name: &str) -> bool {
+        let mut watched = self.watched.borrow_mut();
+        if watched.contains(name) {
+            return true;
+        }
+        if watched.len() >= self.config.max_elections {
+            return false;
+        }
+        let name: Rc<str> = Rc::from(name);
+        watched.insert(name.clone());
+        self.to_watch.borrow_mut().push(name);
+        true
+    }
+
     fn flush_routed(&self) {
         let n = self.routed.take();
         if n > 0 {
@@ -271,12 +269,7 @@ struct Root {
     shared: Option<Rc<Shared>>,
     /// Long-polls in flight, by call token.
     polls: HashMap<u32, Rc<str>>,
-    /// The elections this worker watches, and the shared-data version of
-    /// the tracked list it last read.
-    watched: HashSet<Rc<str>>,
-    tracked_cas: Option<u32>,
-    /// Elections to poll on the next tick: new ones, and those whose last
-    /// poll failed.
+    /// Elections whose last poll failed: polled again on the next tick.
     to_poll: Vec<Rc<str>>,
 }
 
@@ -291,24 +284,6 @@ impl Root {
             }
             Err(e) => {
                 log::warn!("leader filter: cannot call the elector cluster {:?}: {e:?}", shared.config.cluster);
-                self.to_poll.push(name);
-            }
-        }
-    }
-
-    /// Reads the list of tracked elections when it changed; new ones are
-    /// polled on this tick.
-    fn refresh_tracked(&mut self) {
-        let Ok((bytes, cas)) = hostcalls::get_shared_data(TRACKED) else { return };
-        if cas == self.tracked_cas {
-            return;
-        }
-        self.tracked_cas = cas;
-        let bytes = bytes.unwrap_or_default();
-        for name in String::from_utf8_lossy(&bytes).lines() {
-            if !self.watched.contains(name) {
-                let name: Rc<str> = Rc::from(name);
-                self.watched.insert(name.clone());
                 self.to_poll.push(name);
             }
         }
@@ -357,24 +332,29 @@ impl RootContext for Root {
             }
         };
         let fixed = match &config.election {
-            Election::Fixed(name) => {
-                track(name, usize::MAX);
-                Some(Rc::from(name.as_str()))
-            }
+            Election::Fixed(name) => Some(Rc::from(name.as_str())),
             Election::Sharded { .. } => None,
         };
-        self.shared =
-            Some(Rc::new(Shared { config, metrics, fixed, known: RefCell::new(HashMap::new()), routed: Cell::new(0) }));
+        self.shared = Some(Rc::new(Shared {
+            config,
+            metrics,
+            fixed,
+            known: RefCell::new(HashMap::new()),
+            routed: Cell::new(0),
+            watched: RefCell::new(HashSet::new()),
+            to_watch: RefCell::new(Vec::new()),
+        }));
         self.set_tick_period(TICK);
         true
     }
 
     fn on_tick(&mut self) {
+        let mut due = std::mem::take(&mut self.to_poll);
         if let Some(shared) = &self.shared {
             shared.flush_routed();
+            due.append(&mut shared.to_watch.borrow_mut());
         }
-        self.refresh_tracked();
-        for name in std::mem::take(&mut self.to_poll) {
+        for name in due {
             self.poll(name);
         }
     }
@@ -529,15 +509,15 @@ impl HttpContext for Request {
         {
             return self.forward(dst.as_deref(), id, token);
         }
-        let prepared = shared.prepared(&self.election);
-        if prepared.is_none() && !track(&self.election, config.max_elections) {
+        if !shared.watch(&self.election) {
             bump(shared.metrics.too_many_elections);
             let message = format!(
-                "election {} is not watched: this Envoy watches max_elections ({}) already",
+                "election {} is not watched: this Envoy worker watches max_elections ({}) already",
                 self.election, config.max_elections
             );
             return self.reply(503, &message, vec![("retry-after", "60")]);
         }
+        let prepared = shared.prepared(&self.election);
         self.apply(prepared)
     }
 }
