@@ -161,10 +161,8 @@ async fn main() {
     println!("{:>12} | {:>10}", "parked", "RSS");
     println!("{:>12} | {:>6.1} MiB", 0, before as f64 / 1024.0);
     println!("{parked:>12} | {:>6.1} MiB", after as f64 / 1024.0);
-    println!(
-        "  {:.1} KiB per parked long-poll (goal: at most 8 KB)",
-        after.saturating_sub(before) as f64 / parked as f64
-    );
+    let per = after.saturating_sub(before) as f64 / parked as f64;
+    println!("  {per:.2} KiB ({:.0} bytes) per parked long-poll (goal: at most 8 KB)", per * 1024.0);
     drop(connections);
     drop(elector);
 
@@ -184,9 +182,10 @@ async fn main() {
     let connections = park(addr, parked, |i| format!("/parked-{i}")).await;
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("parked"));
     let floor_after = rss_kib(floor_pid);
+    let floor_per = floor_after.saturating_sub(floor_before) as f64 / parked as f64;
     println!(
-        "  floor (bare hyper on the same allocator, every request pending for ever): {:.1} KiB per parked request",
-        floor_after.saturating_sub(floor_before) as f64 / parked as f64
+        "  floor (bare hyper on the same allocator, every request pending for ever): {floor_per:.2} KiB ({:.0} bytes) per parked request",
+        floor_per * 1024.0
     );
     drop(connections);
 }

@@ -399,21 +399,43 @@ async fn main() {
     let sharded = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"shard-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":10000}"#;
     let envoy = Envoy::start(&config(sharded, elector.addr(), None)).await;
     let envoy_rss = rss_kib(envoy.pid());
-    for shard in 0..shards {
-        let a = http.get(envoy.listener, "/", &[("x-shard", &shard.to_string())]).await;
-        assert!(a.status == 200 && a.body.starts_with("a "), "shard {shard}: {a:?}\n{}", envoy.log());
+    // Clients on connections of their own, so that both workers get some;
+    // each visits every shard.
+    let visits: Vec<_> = (0..8)
+        .map(|_| {
+            let listener = envoy.listener;
+            tokio::spawn(async move {
+                let http = HttpClient::new();
+                for shard in 0..shards {
+                    let a = http.get(listener, "/", &[("x-shard", &shard.to_string())]).await;
+                    assert!(a.status == 200 && a.body.starts_with("a "), "shard {shard}: {a:?}");
+                }
+            })
+        })
+        .collect();
+    for v in visits {
+        v.await.unwrap();
     }
     // Envoy's own count of its requests to the elector: each worker's root
-    // context long-polls every shard its requests used (here, all of them).
-    let active = || envoy.envoy_stat("cluster.elector.upstream_rq_active");
-    while active().await < 2 * shards as u64 {
+    // context long-polls every shard its requests used, so every worker
+    // that took a connection watches all of them.
+    let mut busy = 0;
+    for worker in 0..2 {
+        let pattern = format!("^listener.*worker_{worker}.downstream_cx_total$");
+        busy += u64::from(envoy.envoy_stat(&pattern).await > 0);
+    }
+    let active = || envoy.envoy_stat("^cluster.elector.upstream_rq_active$");
+    while active().await < busy * shards as u64 {
         tokio::task::yield_now().await;
     }
-    let total = || envoy.envoy_stat("cluster.elector.upstream_rq_total");
+    let total = || envoy.envoy_stat("^cluster.elector.upstream_rq_total$");
     let before = (total().await, Instant::now());
     tokio::time::sleep(window).await;
     let rate = (total().await - before.0) as f64 / before.1.elapsed().as_secs_f64();
-    println!("\n{shards} shards through one Envoy (2 workers, each long-polling every shard for 30 s at a time):");
+    println!(
+        "\n{shards} shards through one Envoy (2 workers, {busy} with connections; each long-polls every shard its \
+         requests used, 30 s at a time):"
+    );
     println!(
         "  {} long-polls parked at the elector, {rate:.1} requests/s to it at steady state (over {window:?})",
         active().await

@@ -407,11 +407,12 @@ impl Envoy {
         &self.dir
     }
 
-    /// Any of Envoy's own stats by its full name (`cluster.elector.upstream_rq_active`).
-    pub async fn envoy_stat(&self, name: &str) -> u64 {
-        let text = HttpClient::new().get(self.admin, &format!("/stats?filter=^{name}$"), &[]).await.body;
-        let key = format!("{name}: ");
-        text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse().unwrap())
+    /// The value of the first of Envoy's own stats whose name matches the
+    /// regular expression `pattern` (`^cluster.elector.upstream_rq_active$`: a dot matches itself too);
+    /// 0 when none does.
+    pub async fn envoy_stat(&self, pattern: &str) -> u64 {
+        let text = HttpClient::new().get(self.admin, &format!("/stats?filter={pattern}"), &[]).await.body;
+        text.lines().find_map(|l| l.rsplit_once(": ")).map_or(0, |(_, v)| v.trim().parse().unwrap())
     }
 
     /// Waits (within `PATIENCE`) until the filter's counter `name` is at
