@@ -2,16 +2,19 @@
 //! only to the current leader of a metaparticle-sync election.
 //!
 //! - The root context of each worker long-polls the elector
-//!   (`GET /v1/elections/{name}?wait=VERSION`) for every election in use and
-//!   publishes what it learns in Envoy's shared data, so every worker sees a
-//!   leader change the moment the elector reports it. A request never waits
-//!   on a call-out while the leader is known.
+//!   (`GET /v1/elections/{name}?wait=VERSION`) for every election that
+//!   worker's requests use, so it sees a leader change the moment the
+//!   elector reports it, and decides then what those requests get (header
+//!   values ready to write). It also publishes what it learns in Envoy's
+//!   shared data, where a worker meeting an election for the first time
+//!   finds it. A request never waits on a call-out while the leader is
+//!   known.
 //! - A request for an election with no known leader is paused; it long-polls
 //!   the elector itself and resumes the moment a leader appears, or gets a
 //!   503 with `retry-after` when `hold_ms` runs out.
-//! - What to do with a request is `mpsync_core::route::decide`: route to the
-//!   leader (gateway), pass or refuse (sidecar), never to an address outside
-//!   the allowlist.
+//! - What to do with a request is `mpsync_core::route::decide`, made once per
+//!   change: route to the leader (gateway), pass or refuse (sidecar), never
+//!   to an address outside the allowlist.
 //!
 //! Modules: [`config`] (the JSON configuration, checked in `on_configure`).
 
