@@ -184,7 +184,8 @@ async fn shutdown_signal() {
 
 /// jemalloc rather than glibc's heap: the pages of a connection's 8 KiB read
 /// buffer that a parked long-poll never writes stay unbacked, so each
-/// parked long-poll costs 6.7 KiB instead of 14.3 (`benches/capacity.rs`).
+/// parked long-poll costs about 7.6 KiB instead of 14.6 (release build,
+/// `benches/capacity.rs`).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -47,7 +47,7 @@ use mpsync_client::{Claimed, Client, Read};
 use mpsync_core::Kind;
 use mpsync_core::wire::AcquireRequest;
 use testkit::bench::{env_or, ms, percentile, rss_kib};
-use testkit::proc::{Proc, elector};
+use testkit::proc::{PATIENCE, Proc, elector};
 
 /// Requests per second and every latency sample of one round; each request
 /// carries `headers`.
@@ -425,9 +425,12 @@ async fn main() {
         busy += u64::from(envoy.envoy_stat(&pattern).await > 0);
     }
     let active = || envoy.envoy_stat("^cluster.elector.upstream_rq_active$");
-    while active().await < busy * shards as u64 {
-        tokio::task::yield_now().await;
-    }
+    let watching = async {
+        while active().await < busy * shards as u64 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, watching).await.expect("the workers did not watch every shard");
     let total = || envoy.envoy_stat("^cluster.elector.upstream_rq_total$");
     let before = (total().await, Instant::now());
     tokio::time::sleep(window).await;

@@ -27,7 +27,8 @@
 //!
 //! `make bench-instructions`. `BENCH_REQUESTS` (default 2000, counted per
 //! configuration), `BENCH_WARMUP` (default 500), `BENCH_SHARDS` (default
-//! 1000), `BENCH_ONLY` (a comma-separated list of row numbers).
+//! 1000), `BENCH_ONLY` (a comma-separated list of row numbers),
+//! `BENCH_OBJECTS` (set: also print each row's 25 costliest functions).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -66,7 +67,7 @@ const RATIOS: [(&str, usize, usize); 13] = [
 /// How long a configuration is left alone to measure what it runs idle.
 const QUIET: Duration = Duration::from_secs(2);
 
-/// An Envoy under callgrind, counting off until [`Counted::measure`].
+/// An Envoy under callgrind, counting off until [`Counted::count`].
 struct Counted {
     envoy: Envoy,
     out: PathBuf,
@@ -118,7 +119,8 @@ impl Drop for Counted {
 /// compiles the filter into memory no file backs, so the profile can tell
 /// apart only: Envoy's own code (`envoy`), code in no file (`unmapped`:
 /// V8's compiled wasm and builtins, and part of Envoy's text, since the
-/// plain route has some too), and libc (memory copies, locks).
+/// plain route has some too), and shared libraries (`libc`: libc's memory
+/// copies and locks, the dynamic loader).
 #[derive(Default, Clone)]
 struct Profile {
     total: f64,
@@ -163,6 +165,7 @@ impl Profile {
         };
         let (mut ob, mut func) = (String::new(), String::new());
         let mut skip_call_cost = false;
+        let by_function = std::env::var_os("BENCH_OBJECTS").is_some();
         let mut p = Profile::default();
         for line in text.lines() {
             let Some(first) = line.chars().next() else { continue };
@@ -193,7 +196,7 @@ impl Profile {
             let cost: f64 = line.split_whitespace().last().unwrap().parse().unwrap();
             p.total += cost;
             let object = ob.rsplit('/').next().unwrap_or("");
-            if std::env::var_os("BENCH_OBJECTS").is_some() {
+            if by_function {
                 *p.objects.entry(format!("{object} {func}")).or_default() += cost;
             }
             if object == "envoy" {
@@ -210,25 +213,22 @@ impl Profile {
     /// Per request: `self` over `requests`, less `idle` (instructions per
     /// second) over `took`.
     fn per_request(&self, took: Duration, idle: &Profile, requests: usize) -> Profile {
-        let n = requests as f64;
-        let s = took.as_secs_f64();
-        let f = |a: f64, i: f64| ((a - i * s) / n).max(0.0);
-        Profile {
-            total: f(self.total, idle.total),
-            envoy: f(self.envoy, idle.envoy),
-            unmapped: f(self.unmapped, idle.unmapped),
-            libc: f(self.libc, idle.libc),
-            objects: self.objects.clone(),
-        }
+        let (n, s) = (requests as f64, took.as_secs_f64());
+        Profile { objects: self.objects.clone(), ..self.zip(idle, |a, i| ((a - i * s) / n).max(0.0)) }
     }
 
     fn per_second(&self, window: Duration) -> Profile {
         let s = window.as_secs_f64();
+        self.zip(self, |a, _| a / s)
+    }
+
+    /// `f` of each figure of `self` and the same one of `other`.
+    fn zip(&self, other: &Profile, f: impl Fn(f64, f64) -> f64) -> Profile {
         Profile {
-            total: self.total / s,
-            envoy: self.envoy / s,
-            unmapped: self.unmapped / s,
-            libc: self.libc / s,
+            total: f(self.total, other.total),
+            envoy: f(self.envoy, other.envoy),
+            unmapped: f(self.unmapped, other.unmapped),
+            libc: f(self.libc, other.libc),
             objects: HashMap::new(),
         }
     }

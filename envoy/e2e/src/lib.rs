@@ -391,20 +391,13 @@ impl Envoy {
 
     /// A counter of the filter (`routed`, `held`, …).
     pub async fn stat(&self, name: &str) -> u64 {
-        let text = HttpClient::new().get(self.admin, "/stats?filter=leader_filter", &[]).await.body;
-        let key = format!("wasmcustom.leader_filter.{name}: ");
-        text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse().unwrap())
+        self.envoy_stat(&format!("^wasmcustom.leader_filter.{name}$")).await
     }
 
     /// Envoy's process id (taskset and valgrind exec what they run, so
     /// under them it is still Envoy's).
     pub fn pid(&self) -> u32 {
         self.child.id().expect("envoy is running")
-    }
-
-    /// The folder of its configuration and log (removed with it).
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
     }
 
     /// The value of the first of Envoy's own stats whose name matches the
@@ -434,7 +427,7 @@ impl Envoy {
 
     /// CPU time Envoy has used so far (user + system), from /proc.
     pub fn cpu_time(&self) -> Duration {
-        let pid = self.child.id().expect("envoy is running");
+        let pid = self.pid();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         // Fields after the command name (which is in parentheses): utime is
         // the 12th, stime the 13th, in clock ticks (100 per second here).

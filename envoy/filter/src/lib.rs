@@ -129,7 +129,6 @@ fn publish(name: &str, seen: &Seen) -> bool {
     false
 }
 
-/// Adds an election to the set every worker watches.
 #[derive(Clone, Copy)]
 struct Metrics {
     routed: u32,
@@ -186,11 +185,14 @@ impl Shared {
         if known.get(name).is_some_and(|k| !seen.supersedes(&k.seen)) {
             return;
         }
-        let prepared = self.prepare(name, &seen);
+        let prepared = self.prepare(&seen);
+        if let Prepared::Disallowed = prepared {
+            log::warn!("leader filter: election {name}: leader address {:?} is not allowed; refusing", seen.address);
+        }
         known.insert(Rc::from(name), Known { seen, prepared });
     }
 
-    fn prepare(&self, name: &str, seen: &Seen) -> Prepared {
+    fn prepare(&self, seen: &Seen) -> Prepared {
         let config = &self.config;
         match decide(seen.leader().as_ref(), &config.mode, &config.allow) {
             Decision::Route { address, id, token } => {
@@ -207,10 +209,7 @@ impl Shared {
                 Prepared::Forward { dst, id, token: token.to_string() }
             }
             Decision::NotLeader { id } => Prepared::NotLeader { id },
-            Decision::Disallowed { address } => {
-                log::warn!("leader filter: election {name}: leader address {address:?} is not allowed; refusing");
-                Prepared::Disallowed
-            }
+            Decision::Disallowed { .. } => Prepared::Disallowed,
             Decision::NoLeader => Prepared::NoLeader { version: seen.version },
         }
     }
@@ -471,7 +470,7 @@ impl Context for Request {
         publish(&self.election, &seen);
         // This answer decides this request (a newer one this worker already
         // knows of decides the next ones).
-        let prepared = self.shared.prepare(&self.election, &seen);
+        let prepared = self.shared.prepare(&seen);
         self.shared.learn(&self.election, seen);
         if let Prepared::NoLeader { version } = prepared {
             // Still no leader: wait for the next change, or give up (503).
@@ -492,19 +491,20 @@ impl HttpContext for Request {
         // or answers locally (refuse, hold then refuse).
         let shared = self.shared.clone();
         let config = &shared.config;
-        self.election = match (&shared.fixed, &config.election) {
-            (Some(name), _) => name.clone(),
-            (None, Election::Sharded { source: ShardSource::PathSegment(_), .. }) => {
-                let path = self.get_http_request_header(":path").unwrap_or_default();
+        self.election = match &shared.fixed {
+            Some(name) => name.clone(),
+            None => {
+                let path = match config.election {
+                    Election::Sharded { source: ShardSource::PathSegment(_), .. } => {
+                        self.get_http_request_header(":path").unwrap_or_default()
+                    }
+                    _ => String::new(),
+                };
                 match config.election_for(|h| self.get_http_request_header(h), &path) {
                     Ok(name) => Rc::from(name),
                     Err(message) => return self.reply(400, &message, vec![]),
                 }
             }
-            (None, _) => match config.election_for(|h| self.get_http_request_header(h), "") {
-                Ok(name) => Rc::from(name),
-                Err(message) => return self.reply(400, &message, vec![]),
-            },
         };
         // The common case: the leader is known here; only headers are written.
         if let Some(Known { prepared: Prepared::Forward { dst, id, token }, .. }) =
