@@ -19,9 +19,11 @@ bench: setup
 	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
 	cargo bench --locked -p elector --bench elector && \
 	cargo bench --locked -p elector --bench capacity && \
+	cargo bench --locked -p elector --bench churn && \
 	cargo bench --locked -p mpsync-e2e --bench host && \
 	cargo bench --locked -p envoy-e2e --bench envoy && \
-	cargo bench --locked -p mpsync-e2e --bench stores
+	cargo bench --locked -p mpsync-e2e --bench stores && \
+	cargo bench --locked -p mpsync-e2e --bench handles
 	$(MAKE) --no-print-directory bench-instructions
 
 # Envoy's instructions per request (callgrind) with and without the leader
@@ -33,11 +35,15 @@ bench-instructions: setup
 	cargo bench --locked -p envoy-e2e --bench instructions
 
 # The fault-injection history checker, long run: every store, real clients
-# (mpsync lock, the wasm app native and portable), random faults. Knobs:
-# CHAOS_STORES (memory etcd kubernetes), CHAOS_HANDOVERS (10000 per store),
-# CHAOS_TIME_LIMIT (20m per store), CHAOS_SEED (default: from the clock;
-# printed), CHAOS_ARGS (any other mpsync-chaos flag; see its --help).
-# Reports go to target/chaos/report.json, histories to target/chaos/.
+# (mpsync lock, the wasm app native and portable), random faults, and a
+# stranger trying leases it does not hold. Knobs: CHAOS_STORES (memory etcd
+# kubernetes), CHAOS_HANDOVERS (10000 per store), CHAOS_TIME_LIMIT (20m per
+# store), CHAOS_SEED (default: from the clock; printed), CHAOS_CLOCK_RATE
+# (a holder whose clocks run at this rate, through libfaketime: safe from
+# 0.8 up, caught below), CHAOS_ARGS (any other mpsync-chaos flag; see its
+# --help). The reports go to the terminal and to target/chaos/report.json;
+# the histories (STORE.jsonl) and the electors' output (STORE-electors.log)
+# to target/chaos/.
 CHAOS_STORES ?= memory etcd kubernetes
 CHAOS_HANDOVERS ?= 10000
 CHAOS_TIME_LIMIT ?= 20m
@@ -46,7 +52,8 @@ chaos: setup
 	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
 	target/debug/mpsync-chaos $(foreach s,$(CHAOS_STORES),--store $(s)) \
 	  --handovers $(CHAOS_HANDOVERS) --time-limit $(CHAOS_TIME_LIMIT) \
-	  $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) --json target/chaos/report.json --history-dir target/chaos $(CHAOS_ARGS)
+	  $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(if $(CHAOS_CLOCK_RATE),--clock-rate $(CHAOS_CLOCK_RATE)) \
+	  --json target/chaos/report.json --history-dir target/chaos $(CHAOS_ARGS)
 
 # Every fuzz target for FUZZ_SECONDS each (default 300); see scripts/fuzz.sh.
 FUZZ_SECONDS ?= 300

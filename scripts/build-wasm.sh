@@ -3,6 +3,7 @@
 # the shared target directory, and composes the portable variant of each
 # example app with the sync-guest component:
 #   lock.wasm, election.wasm, probe.wasm     apps importing metaparticle:sync
+#   churn.wasm                               handles opened and dropped (e2e/tests/handles.rs)
 #   chaos.wasm                               the chaos checker's wasm contender
 #   sync_guest.wasm                          the portable provider
 #   lock-js.wasm, election-js.wasm           the JavaScript examples (guest/js, componentize-js)

@@ -115,6 +115,15 @@ if ! command -v callgrind_control >/dev/null; then
     || { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q valgrind >/dev/null; }
 fi
 
+# libfaketime, for the chaos checker's clock fault (a holder whose clock
+# runs slow or fast): chaos/tests/chaos.rs and mpsync-chaos --clock-rate.
+if ! command -v faketime >/dev/null; then
+  say "installing faketime (Debian, libfaketime, under 1 MB) for the chaos checker's clock fault"
+  if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get install -y -q faketime >/dev/null 2>&1 \
+    || { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q faketime >/dev/null; }
+fi
+
 # cargo-fuzz, for the fuzz targets in fuzz/ (stable Rust, no sanitizer).
 CARGO_FUZZ_VERSION=0.13.2
 if ! .tools/cargo-fuzz/bin/cargo-fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION"; then

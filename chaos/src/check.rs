@@ -18,28 +18,16 @@
 //!   violation. A refused write that was not stale means tokens went
 //!   backwards (a legitimate holder was turned away).
 //! - **Tokens** must grow at every hand-over.
+//! - The **stranger** ([`crate::stranger`]) must never renew or release a
+//!   lease it does not hold: each attempt the elector accepted is a
+//!   violation.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fault::Fault;
 use crate::fence::{Event, Step};
-
-/// A fault the run injected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fault {
-    /// What was done (`contender-kill`, `contender-freeze`, ...).
-    pub kind: String,
-    /// The contender it was done to, if any.
-    pub client: Option<String>,
-    /// When it started (microseconds since the run started).
-    pub from_us: u64,
-    /// When it ended.
-    pub to_us: u64,
-    /// Whether it froze the code inside the critical section itself, which
-    /// excuses an overlap that fencing then has to catch.
-    pub freezes_section: bool,
-}
 
 /// One critical section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +61,10 @@ pub struct Findings {
     pub overlaps_fenced: usize,
     /// Overlaps nothing excuses: must be 0.
     pub overlaps_violating: usize,
+    /// The violating overlaps by the earlier holder's client id: who kept
+    /// working after its lease was gone.
+    #[serde(default)]
+    pub overlaps_violating_by: BTreeMap<String, usize>,
     /// Stale writes the resource refused.
     pub stale_refused: usize,
     /// Stale writes the resource accepted: must be 0.
@@ -81,6 +73,12 @@ pub struct Findings {
     pub legitimate_refused: usize,
     /// Hand-overs where the token did not grow: must be 0.
     pub token_regressions: usize,
+    /// The stranger's attempts to renew or release a lease it did not hold.
+    #[serde(default)]
+    pub stranger_attempts: usize,
+    /// Those the elector accepted: must be 0.
+    #[serde(default)]
+    pub stranger_accepted: usize,
     /// The first few violations, described.
     pub examples: Vec<String>,
 }
@@ -92,6 +90,7 @@ impl Findings {
             && self.stale_accepted == 0
             && self.legitimate_refused == 0
             && self.token_regressions == 0
+            && self.stranger_accepted == 0
     }
 
     fn example(&mut self, text: String) {
@@ -111,7 +110,7 @@ pub fn is_careless(client: &str) -> bool {
 pub fn sections(events: &[Event]) -> Vec<Section> {
     let mut open: HashMap<(&str, &str, u64), usize> = HashMap::new();
     let mut out: Vec<Section> = Vec::new();
-    for e in events {
+    for e in events.iter().filter(|e| e.step.is_section()) {
         let key = (e.lock.as_str(), e.client.as_str(), e.token);
         match (e.step, open.get(&key)) {
             (Step::Enter, _) => {
@@ -171,6 +170,7 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
                     f.overlaps_fenced += 1;
                 } else {
                     f.overlaps_violating += 1;
+                    *f.overlaps_violating_by.entry(earlier.client.clone()).or_default() += 1;
                     f.example(format!(
                         "{lock}: {} entered with token {} at {} µs while {} (token {}) was inside until {} µs",
                         later.client, later.token, later.enter_us, earlier.client, earlier.token, earlier.end_us
@@ -181,7 +181,7 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
     }
     // Stale or not: did a later section enter before the resource got it?
     let index: HashMap<&str, &Vec<&Section>> = by_lock.iter().map(|(k, v)| (*k, v)).collect();
-    for e in events.iter().filter(|e| e.step != Step::Exit) {
+    for e in events.iter().filter(|e| matches!(e.step, Step::Enter | Step::Write)) {
         let Some(list) = index.get(e.lock.as_str()) else { continue };
         let Some(own) = list.iter().find(|s| s.client == e.client && s.token == e.token) else { continue };
         let stale = list.iter().any(|s| s.enter_us > own.enter_us && s.enter_us < e.at_us);
@@ -204,15 +204,30 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
             (false, true) => f.writes_accepted += usize::from(e.step == Step::Write),
         }
     }
+    for e in events.iter().filter(|e| matches!(e.step, Step::Renew | Step::Release)) {
+        f.stranger_attempts += 1;
+        if e.accepted {
+            f.stranger_accepted += 1;
+            f.example(format!(
+                "{}: the stranger's {:?} of {}'s lease (token {}) was accepted at {} µs",
+                e.lock,
+                e.step,
+                e.holder.as_deref().unwrap_or("?"),
+                e.token,
+                e.at_us
+            ));
+        }
+    }
     f
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::FaultKind;
 
     fn ev(at_us: u64, step: Step, client: &str, token: u64, accepted: bool) -> Event {
-        Event { at_us, step, lock: "l".into(), client: client.into(), token, accepted }
+        Event { at_us, step, lock: "l".into(), client: client.into(), token, accepted, holder: None }
     }
 
     #[test]
@@ -235,8 +250,13 @@ mod tests {
         let f = check(&h, &[]);
         assert_eq!((f.overlaps_violating, f.stale_refused), (1, 1));
         assert!(!f.safe());
-        let freeze =
-            Fault { kind: "freeze".into(), client: Some("a".into()), from_us: 2, to_us: 5, freezes_section: true };
+        let freeze = Fault {
+            kind: FaultKind::ContenderFreeze,
+            client: Some("a".into()),
+            from_us: 2,
+            to_us: 5,
+            freezes_section: true,
+        };
         let f = check(&h, &[freeze]);
         assert_eq!((f.overlaps_fenced, f.overlaps_violating), (1, 0));
         assert!(f.safe(), "{f:?}");
@@ -271,5 +291,32 @@ mod tests {
         let f = check(&h, &[]);
         assert_eq!((f.stale_accepted, f.legitimate_refused, f.token_regressions), (1, 1, 1));
         assert_eq!(f.overlaps_violating, 1);
+        assert_eq!(f.overlaps_violating_by, BTreeMap::from([("a".to_owned(), 1)]));
+    }
+
+    #[test]
+    fn a_stranger_s_accepted_attempt_is_a_violation() {
+        let stranger = |step, accepted| Event {
+            at_us: 3,
+            step,
+            lock: "l".into(),
+            client: crate::fence::STRANGER.into(),
+            token: 1,
+            accepted,
+            holder: Some("a".into()),
+        };
+        let mut h = vec![
+            ev(1, Step::Enter, "a", 1, true),
+            stranger(Step::Renew, false),
+            stranger(Step::Release, false),
+            ev(4, Step::Write, "a", 1, true),
+        ];
+        let f = check(&h, &[]);
+        assert!(f.safe(), "{f:?}");
+        assert_eq!((f.sections, f.stranger_attempts, f.stranger_accepted), (1, 2, 0));
+        h.push(stranger(Step::Release, true));
+        let f = check(&h, &[]);
+        assert!(!f.safe());
+        assert_eq!((f.stranger_attempts, f.stranger_accepted), (3, 1));
     }
 }

@@ -8,11 +8,14 @@
 //! before the new holder writes), answered 409 otherwise. Every request is
 //! recorded, accepted or not, stamped on this process's monotonic clock, in
 //! an append-only history (in memory, and as JSON lines in a file if asked).
+//! The stranger's attempts on other holders' leases
+//! ([`crate::stranger`]) go into the same history, with the elector's
+//! verdict.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::Router;
@@ -20,6 +23,9 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
+
+/// The client id of the stranger's attempts in the history.
+pub const STRANGER: &str = "stranger";
 
 /// What a critical section reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +37,20 @@ pub enum Step {
     Write,
     /// It is about to give the lock up.
     Exit,
+    /// The stranger tried to renew someone else's lease (`accepted`: the
+    /// elector granted it).
+    Renew,
+    /// The stranger tried to release someone else's lease (`accepted`: the
+    /// elector released it).
+    Release,
+}
+
+impl Step {
+    /// Whether a critical section reports this step (the others are the
+    /// stranger's).
+    pub fn is_section(self) -> bool {
+        matches!(self, Step::Enter | Step::Write | Step::Exit)
+    }
 }
 
 /// One line of the history.
@@ -46,8 +66,19 @@ pub struct Event {
     pub client: String,
     /// The fencing token it held.
     pub token: u64,
-    /// Whether the resource accepted it (exits are always accepted).
+    /// Whether the resource accepted it (exits are always accepted); for
+    /// the stranger's steps, whether the elector did.
     pub accepted: bool,
+    /// The stranger's steps: the holder whose lease it tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+}
+
+impl Event {
+    /// An event not stamped yet.
+    fn new(step: Step, lock: &str, client: &str, token: u64, accepted: bool) -> Event {
+        Event { at_us: 0, step, lock: lock.to_owned(), client: client.to_owned(), token, accepted, holder: None }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +90,8 @@ struct Report {
 
 struct Inner {
     largest: HashMap<String, u64>,
+    /// Each client's last step.
+    last: HashMap<String, Step>,
     events: Vec<Event>,
     file: Option<std::fs::File>,
 }
@@ -76,40 +109,64 @@ impl Fence {
     pub fn new(origin: Instant, file: Option<std::fs::File>) -> Fence {
         Fence {
             origin,
-            inner: Arc::new(Mutex::new(Inner { largest: HashMap::new(), events: Vec::new(), file })),
+            inner: Arc::new(Mutex::new(Inner {
+                largest: HashMap::new(),
+                last: HashMap::new(),
+                events: Vec::new(),
+                file,
+            })),
             entered: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 
-    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        mpsync_core::lock(&self.inner)
     }
 
-    /// Records one report and decides it.
+    /// Records one report of a critical section and decides it.
     pub fn record(&self, step: Step, lock: &str, client: &str, token: u64) -> bool {
-        let at_us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut inner = self.inner();
         let largest = inner.largest.entry(lock.to_owned()).or_insert(0);
         let accepted = match step {
-            Step::Exit => true,
             Step::Enter | Step::Write if token >= *largest => {
                 *largest = token;
                 true
             }
             Step::Enter | Step::Write => false,
+            Step::Exit => true,
+            // Not the resource's to decide: see `record_attempt`.
+            Step::Renew | Step::Release => false,
         };
-        let event = Event { at_us, step, lock: lock.to_owned(), client: client.to_owned(), token, accepted };
+        self.append(inner, Event::new(step, lock, client, token, accepted));
+        if step == Step::Enter {
+            self.entered.send_modify(|n| *n += 1);
+        }
+        accepted
+    }
+
+    /// Records one of the stranger's attempts on `holder`'s lease of `lock`
+    /// with `token`, and whether the elector accepted it.
+    pub fn record_attempt(&self, step: Step, lock: &str, holder: &str, token: u64, accepted: bool) {
+        let event = Event { holder: Some(holder.to_owned()), ..Event::new(step, lock, STRANGER, token, accepted) };
+        self.append(self.inner(), event);
+    }
+
+    /// Stamps `event` and appends it to the history.
+    fn append(&self, mut inner: MutexGuard<'_, Inner>, mut event: Event) {
+        event.at_us = self.now_us();
         if let Some(file) = &mut inner.file
             && let Ok(line) = serde_json::to_string(&event)
         {
             let _ = writeln!(file, "{line}");
         }
+        inner.last.insert(event.client.clone(), event.step);
         inner.events.push(event);
-        drop(inner);
-        if step == Step::Enter {
-            self.entered.send_modify(|n| *n += 1);
-        }
-        accepted
+    }
+
+    /// Whether `client` entered a section and has not reported its exit
+    /// (a section killed inside stays open until the client's next one).
+    pub fn inside(&self, client: &str) -> bool {
+        matches!(self.inner().last.get(client), Some(Step::Enter | Step::Write))
     }
 
     /// The history so far.

@@ -1,21 +1,41 @@
 //! The fault-injection history checker of metaparticle-sync (`make chaos`).
 //!
 //! Real clients take locks through a real elector while contenders die and
-//! freeze, electors restart and stores pause and restart; every critical
-//! section reports to a fencing-aware resource that keeps an append-only
-//! history; the checker then counts overlapping sections, stale writes
-//! accepted and tokens that did not grow.
+//! freeze, electors restart, stores pause and restart, a holder's clock runs
+//! slow or fast, and a stranger tries to renew and release leases it does
+//! not hold; every critical section reports to a fencing-aware resource that
+//! keeps an append-only history; the checker then counts overlapping
+//! sections, stale writes accepted, tokens that did not grow, and the
+//! stranger's attempts the elector accepted.
 //!
 //! # Modules
 //!
+//! - [`config`]: what a run is given ([`store`], binaries, sizes, clock
+//!   rate).
+//! - [`run`]: one run, from start to report.
+//! - [`cluster`]: the store, the network to it, and the [`electors`].
+//! - [`contender`]: the processes that take locks through real clients.
+//! - [`clock`]: the clock fault, through libfaketime.
+//! - [`stranger`]: the actor that tries other holders' leases.
+//! - [`fault`] and [`inject`]: the kinds of fault, and injecting one.
 //! - [`fence`]: the fencing-aware resource and the history.
-//! - [`check`]: sections, overlaps, stale writes, token growth.
-//! - [`run`]: one run: store, electors, contenders, faults, report.
+//! - [`check`]: sections, overlaps, stale writes, token growth, strangers.
+//! - [`report`]: the report, as data and as text.
 //! - [`rng`]: the seeded generator behind every random choice.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod check;
+pub mod clock;
+pub mod cluster;
+pub mod config;
+pub mod contender;
+pub mod electors;
+pub mod fault;
 pub mod fence;
+pub mod inject;
+pub mod report;
 pub mod rng;
 pub mod run;
+pub mod store;
+pub mod stranger;

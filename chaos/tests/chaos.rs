@@ -1,19 +1,31 @@
 //! The short chaos runs of `make test`: at least 300 hand-overs per store
-//! through real clients under faults, checked for safety; and one run with
-//! the memory store's state file thrown away at each restart, which the
-//! checker must find unsafe (so a green run means something).
+//! through every real client (`mpsync lock`, and the wasm app native and
+//! portable, which `make test` builds) under faults, checked for safety,
+//! with the stranger refused every time; the memory run with a holder whose
+//! clock runs 10% slow (inside the bound). And two runs the checker must
+//! find unsafe, so that a green run means something: the memory store's
+//! state file thrown away at each restart, and a holder whose clock runs at
+//! half speed (outside the bound).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chaos::run::{Bins, Config, Report, StoreKind, run};
+use chaos::config::{Bins, Config, StoreKind};
+use chaos::contender::SKEWED;
+use chaos::fault::FaultKind;
+use chaos::report::Report;
+use chaos::run::run;
 
 fn config(store: StoreKind, handovers: usize, seed: u64) -> Config {
-    let mut bins = Bins::beside(std::path::Path::new(env!("CARGO_BIN_EXE_chaos-worker"))).unwrap();
-    // make test builds the wasm contenders and names their folder.
-    bins.wasm = std::env::var_os("MPSYNC_WASM_DIR").map(PathBuf::from).filter(|d| d.join("chaos.wasm").is_file());
+    let bins = Bins::beside(std::path::Path::new(env!("CARGO_BIN_EXE_chaos-worker"))).unwrap();
+    // Never without the wasm contenders: make test builds them and names
+    // their folder.
+    let dir = std::env::var_os("MPSYNC_WASM_DIR")
+        .map(PathBuf::from)
+        .expect("MPSYNC_WASM_DIR is not set: export the folder scripts/build-wasm.sh prints last (make test does)");
+    let bins = bins.with_wasm(&dir).unwrap();
     Config {
         store,
         handovers,
@@ -25,35 +37,46 @@ fn config(store: StoreKind, handovers: usize, seed: u64) -> Config {
         fault_every: Duration::from_millis(1500),
         electors: 2,
         bins,
+        clock_rate: None,
         history: None,
+        elector_log: None,
+        stop_when: None,
         verbose: false,
         forget_state: false,
     }
 }
 
-async fn short_run(store: StoreKind, seed: u64) -> Report {
-    let report = run(config(store, 300, seed)).await.unwrap();
+async fn short_run(config: Config) -> Report {
+    let report = run(config).await.unwrap();
     println!("{}", report.text());
-    assert!(report.findings.safe(), "{}", report.text());
-    assert!(report.findings.handovers >= 300, "the run ended early: {}", report.text());
+    let f = &report.findings;
+    assert!(report.safe(), "{}", report.text());
+    assert!(f.handovers >= 300, "the run ended early: {}", report.text());
     assert!(!report.faults.is_empty(), "no fault was injected: {}", report.text());
+    assert!(f.stranger_attempts > 0, "the stranger tried nothing: {}", report.text());
     report
 }
 
 #[tokio::test]
-async fn memory_store_with_elector_restarts_is_safe() {
-    let report = short_run(StoreKind::Memory, 11).await;
-    assert!(report.faults.contains_key("elector-restart"), "{}", report.text());
+async fn memory_store_with_elector_restarts_and_a_slow_clock_is_safe() {
+    let mut config = config(StoreKind::Memory, 300, 11);
+    // 10% slow: inside the bound of the 20% margin, with room for the time
+    // a stop takes on a busy machine.
+    config.clock_rate = Some(0.9);
+    let report = short_run(config).await;
+    assert!(report.faults.contains_key(&FaultKind::ElectorRestart), "{}", report.text());
+    let clock = report.clock.as_ref().unwrap();
+    assert!(clock.partitioned > 0, "the slow holder was never cut off inside a section: {}", report.text());
 }
 
 #[tokio::test]
 async fn etcd_store_is_safe() {
-    short_run(StoreKind::Etcd, 12).await;
+    short_run(config(StoreKind::Etcd, 300, 12)).await;
 }
 
 #[tokio::test]
 async fn kubernetes_store_is_safe() {
-    short_run(StoreKind::Kubernetes, 13).await;
+    short_run(config(StoreKind::Kubernetes, 300, 13)).await;
 }
 
 #[tokio::test]
@@ -63,9 +86,27 @@ async fn a_memory_store_that_forgets_across_restarts_is_caught() {
     // Restarts often, and stop as soon as the damage shows.
     config.fault_every = Duration::from_millis(400);
     config.time_limit = Duration::from_secs(30);
+    config.stop_when = Some(|f| f.token_regressions > 0);
     let report = run(config).await.unwrap();
     println!("{}", report.text());
     let f = &report.findings;
     assert!(!f.safe(), "the checker missed what a forgetful restart breaks: {}", report.text());
     assert!(f.token_regressions > 0, "{}", report.text());
+}
+
+#[tokio::test]
+async fn a_holder_whose_clock_runs_slower_than_the_bound_is_caught() {
+    let mut config = config(StoreKind::Memory, 200, 15);
+    // Half speed: it believes in each grant for 1.6 TTLs of real time.
+    config.clock_rate = Some(0.5);
+    config.fault_every = Duration::from_millis(1000);
+    config.time_limit = Duration::from_secs(60);
+    config.stop_when = Some(|f| f.overlaps_violating_by.contains_key(SKEWED));
+    let report = run(config).await.unwrap();
+    println!("{}", report.text());
+    let f = &report.findings;
+    assert!(!report.safe(), "the checker missed a holder whose clock runs at half speed: {}", report.text());
+    assert!(f.overlaps_violating_by.get(SKEWED).is_some_and(|n| *n > 0), "{}", report.text());
+    // The slow holder, and only it, kept working past its lease.
+    assert!(f.overlaps_violating_by.keys().all(|c| c == SKEWED), "{}", report.text());
 }

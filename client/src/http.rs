@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mpsync_core::client::{self as protocol, AnswerError, Claimed, HttpRequest, Method, Read};
-use mpsync_core::wire::{AcquireRequest, Kind, ListView};
+use mpsync_core::wire::{AcquireRequest, Kind, ListView, ReleaseRequest};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
@@ -169,10 +169,18 @@ impl Client {
         self.call(&http).await?.decode(protocol::decode_claim)
     }
 
-    /// `DELETE`: release. `Ok(true)` when released, `Ok(false)` when the
-    /// elector says the caller does not hold it (409) or it does not exist.
+    /// `DELETE`: release a lease acquired without a key. `Ok(true)` when
+    /// released, `Ok(false)` when the elector says the caller does not hold
+    /// it (409) or it does not exist.
     pub async fn release(&self, kind: Kind, name: &str, holder: &str, token: u64) -> Result<bool, ClientError> {
-        let http = protocol::release_request(kind, name, holder, token, DEFAULT_REQUEST_TIMEOUT);
+        self.release_with(kind, name, &ReleaseRequest { holder: holder.to_owned(), token, key: None }).await
+    }
+
+    /// `DELETE` with the whole body: the holder, the token and the key the
+    /// lease was acquired with. Answers as [`release`](Self::release).
+    pub async fn release_with(&self, kind: Kind, name: &str, body: &ReleaseRequest) -> Result<bool, ClientError> {
+        let http =
+            protocol::release_request(kind, name, &body.holder, body.token, body.key.as_ref(), DEFAULT_REQUEST_TIMEOUT);
         self.call(&http).await?.decode(protocol::decode_release)
     }
 

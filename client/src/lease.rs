@@ -13,8 +13,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mpsync_core::client::{Blocking, Error, Leader, Options, POLL_SLICE, Read, Session, Step, Then, decode_read};
-use mpsync_core::lease::{Output, Request};
+use mpsync_core::client::{
+    Acquire, Action, Backoff, ENTROPY_LEN, Error, Leader, Options, POLL_SLICE, Read, Session, Step, decode_read,
+    retry_after,
+};
+use mpsync_core::lease::{Held, Output, Request};
 use mpsync_core::wire::Kind;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,9 +52,7 @@ pub struct Lease {
     watcher: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use mpsync_core::lock;
 
 impl Shared {
     fn now(&self) -> Duration {
@@ -110,7 +111,10 @@ impl Lease {
     /// A handle on the lock or election `name`. Checks the name and the
     /// options; sends nothing.
     pub fn new(client: Client, kind: Kind, name: &str, options: Options) -> Result<Lease, Error> {
-        let session = Session::new(client.base(), kind, name, options.clone())?;
+        let mut entropy = [0; ENTROPY_LEN];
+        getrandom::fill(&mut entropy)
+            .map_err(|e| Error::Unavailable(format!("no random bytes for the holder's key: {e}")))?;
+        let session = Session::new(client.base(), kind, name, options.clone(), &entropy)?;
         let shared = Arc::new(Shared {
             client,
             origin: Instant::now(),
@@ -157,50 +161,58 @@ impl Lease {
         self.shared.deadline.subscribe()
     }
 
+    fn granted(&self, held: Held) -> Granted {
+        Granted { token: held.token, valid_until: self.shared.origin + held.valid_until }
+    }
+
     /// One attempt to acquire.
     pub async fn try_acquire(&self) -> Result<Granted, Error> {
-        let granted = |held: mpsync_core::lease::Held| Granted {
-            token: held.token,
-            valid_until: self.shared.origin + held.valid_until,
-        };
+        self.attempt().await.map(|held| self.granted(held))
+    }
+
+    async fn attempt(&self) -> Result<Held, Error> {
         let now = self.shared.now();
         if let Some(held) = lock(&self.shared.session).start_acquire(now)? {
-            return Ok(granted(held));
+            return Ok(held);
         }
         self.shared.drive().await;
         let now = self.shared.now();
         let held = lock(&self.shared.session).acquisition(now)?;
         self.start_renewer();
-        Ok(granted(held))
+        Ok(held)
     }
 
     /// Acquires, waiting up to `timeout` (long-polling the elector, so a
-    /// release is learned at once and an expiry as it happens), with the
-    /// retry policy of [`Blocking`]: an elector that fails is retried for
-    /// up to one TTL, then reported `Unavailable`.
+    /// release is learned at once and an expiry as it happens), driven by
+    /// [`Acquire`]: an elector that fails is retried for up to one TTL,
+    /// then reported `Unavailable`; a refused long-poll is followed by a
+    /// jittered backoff that honours `retry-after`.
     pub async fn acquire(&self, timeout: Duration) -> Result<Granted, Error> {
-        let mut blocking = Blocking::new(self.shared.now(), timeout, self.ttl());
+        let mut acquire = Acquire::new(self.shared.now(), timeout, self.ttl());
         loop {
-            let error = match self.try_acquire().await {
-                Ok(granted) => return Ok(granted),
-                Err(e) => e,
-            };
-            match blocking.after(error, self.shared.now()) {
-                Then::Report(e) => return Err(e),
-                Then::RetryAt(at) => tokio::time::sleep_until((self.shared.origin + at).into()).await,
-                Then::Wait(left) => {
+            let action = acquire.next(&lock(&self.shared.session), self.shared.now(), None);
+            match action {
+                Action::Attempt => {
+                    let result = self.attempt().await;
+                    acquire.attempted(result, &mut lock(&self.shared.session), self.shared.now());
+                }
+                Action::Wait(request) => {
                     // Wakes when the record changes (released, taken over)
-                    // or the lease it shows runs out. A failure here shows
-                    // in the next attempt.
-                    let wait = lock(&self.shared.session).wait_request(left);
-                    let reply = self.shared.client.call(&wait).await;
-                    if let Ok(Ok(read)) = reply.map(|r| decode_read(r.status.as_u16(), &r.body)) {
-                        self.shared.observe(&read);
-                    }
-                    if self.shared.now() >= blocking.deadline() {
-                        return Err(Error::Timeout);
+                    // or the lease it shows runs out.
+                    let reply = self.shared.client.call(&request).await;
+                    let retry = reply
+                        .as_ref()
+                        .ok()
+                        .and_then(|r| r.headers.get("retry-after"))
+                        .and_then(|v| retry_after(v.as_bytes()));
+                    let answer = reply.as_ref().map(|r| (r.status.as_u16(), &r.body[..])).map_err(ToString::to_string);
+                    let now = self.shared.now();
+                    if acquire.waited(answer, retry, &mut lock(&self.shared.session), now) {
+                        self.shared.bump();
                     }
                 }
+                Action::SleepUntil(at) => tokio::time::sleep_until((self.shared.origin + at).into()).await,
+                Action::Done(result) => return result.map(|held| self.granted(held)),
             }
         }
     }
@@ -234,10 +246,12 @@ impl Lease {
         }
         let shared = Arc::downgrade(&self.shared);
         let client = self.shared.client.clone();
+        let ttl = self.ttl();
         *watcher = Some(tokio::spawn(async move {
             // First a plain read: the version the session last saw may be
             // the current one, and the leader behind it not known yet.
             let mut first = true;
+            let mut backoff = Backoff::new(ttl);
             loop {
                 let next = |s: Arc<Shared>| {
                     let session = lock(&s.session);
@@ -247,12 +261,21 @@ impl Lease {
                 first = false;
                 let reply = client.call(&wait).await;
                 let Some(shared) = shared.upgrade() else { return };
+                let retry = reply
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.headers.get("retry-after"))
+                    .and_then(|v| retry_after(v.as_bytes()));
                 match reply.map(|r| decode_read(r.status.as_u16(), &r.body)) {
-                    Ok(Ok(read)) => shared.observe(&read),
+                    Ok(Ok(read)) => {
+                        backoff.reset();
+                        shared.observe(&read);
+                    }
                     failed => {
                         tracing::debug!("leader watch: {failed:?}");
+                        let pause = backoff.next(lock(&shared.session).draw(), retry);
                         drop(shared);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(pause).await;
                     }
                 }
             }

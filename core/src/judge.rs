@@ -7,29 +7,57 @@
 //! moment. A judge that has never seen a record before counts from the
 //! moment it first reads it, which can only make the lease last longer,
 //! never shorter: safe for the holder.
+//!
+//! # What a judge keeps, and for how long
+//!
+//! An entry only for a record it last saw *held*: a free record needs no
+//! dating. A lease that runs out keeps its entry for [`CLEAR_AFTER`] more
+//! (so readers see it as expired, with no write), then the entry is
+//! [due](Judge::due): the elector reads the record again and hands it to
+//! [`Judge::settle`]. If it is still the version judged, the judge asks for
+//! it to be cleared, a compare-and-swap write at that version of what a
+//! release writes ([`decide_clear`]), after which the record is free and
+//! its entry goes. If it changed where this judge did not see it (another
+//! elector, a deletion), the entry is simply forgotten, which is always
+//! safe: a later sighting counts the lease from then, later, never earlier.
+//! So a judge holds the leases it saw held within the last TTL and
+//! [`CLEAR_AFTER`], not every name it ever saw, and [`Judge::held_count`]
+//! looks only at the entries that ran out.
 
 use core::time::Duration;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-use crate::record::{Current, Record};
+use crate::record::{Current, Record, decide_clear};
+
+/// How long a lease that ran out is shown as expired before the judge asks
+/// for it to be cleared: long enough that a reader who saw it held learns
+/// of the expiry from the expiry itself (a change of the view with nothing
+/// written), short enough that expired leases do not pile up.
+pub const CLEAR_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     version: u64,
     at: Duration,
-    expires_at: Option<Duration>,
+    expires_at: Duration,
+    /// Tells apart entries that run out at the same moment in `by_expiry`.
+    seq: u64,
 }
 
-/// Remembers, per key, the version last seen and when it was first seen.
+/// Remembers, per key held when last seen, the version seen and when it
+/// was first seen.
 #[derive(Debug)]
 pub struct Judge<K> {
     seen: HashMap<K, Seen>,
+    /// The same entries by when they run out, earliest first.
+    by_expiry: BTreeMap<(Duration, u64), K>,
+    next_seq: u64,
 }
 
 impl<K> Default for Judge<K> {
     fn default() -> Self {
-        Judge { seen: HashMap::new() }
+        Judge { seen: HashMap::new(), by_expiry: BTreeMap::new(), next_seq: 0 }
     }
 }
 
@@ -40,28 +68,100 @@ impl<K: Eq + Hash + Clone> Judge<K> {
     }
 
     /// Records that `record` at `version` was seen at `now`, and returns the
-    /// record as judged: `observed_at` is when this version was first seen.
+    /// record as judged: `observed_at` is when this version was first seen
+    /// (`now` for a free record, which keeps no entry).
     pub fn observe<'r>(&mut self, key: &K, record: &'r Record, version: u64, now: Duration) -> Current<'r> {
+        if record.holder.is_none() {
+            self.forget(key);
+            return Current { record, version, observed_at: now };
+        }
         let at = match self.seen.get(key) {
             Some(seen) if seen.version == version => seen.at,
             _ => {
-                let expires_at = record.holder.as_ref().map(|_| now + record.ttl());
-                self.seen.insert(key.clone(), Seen { version, at: now, expires_at });
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let seen = Seen { version, at: now, expires_at: now + record.ttl(), seq };
+                if let Some(old) = self.seen.insert(key.clone(), seen) {
+                    self.by_expiry.remove(&(old.expires_at, old.seq));
+                }
+                self.by_expiry.insert((seen.expires_at, seq), key.clone());
                 now
             }
         };
         Current { record, version, observed_at: at }
     }
 
-    /// Forgets a key (its record is gone from the store).
+    /// Forgets a key (its record is gone, free, or changed unseen).
     pub fn forget(&mut self, key: &K) {
-        self.seen.remove(key);
+        if let Some(old) = self.seen.remove(key) {
+            self.by_expiry.remove(&(old.expires_at, old.seq));
+            // A map keeps the room it grew to: give it back once mostly
+            // empty (halving at most, so the rehash is paid for).
+            if self.seen.capacity() > 1024 && self.seen.len() * 4 < self.seen.capacity() {
+                self.seen.shrink_to(self.seen.len() * 2);
+            }
+        }
+    }
+
+    /// Forgets `key` if its entry is still at `version` (a write at that
+    /// version lost its compare-and-swap: the record changed unseen).
+    pub fn forget_version(&mut self, key: &K, version: u64) {
+        if self.seen.get(key).is_some_and(|s| s.version == version) {
+            self.forget(key);
+        }
     }
 
     /// How many records this judge last saw held with a lease still running
-    /// at `now`.
+    /// at `now`. Looks only at the leases that ran out.
     pub fn held_count(&self, now: Duration) -> usize {
-        self.seen.values().filter(|s| s.expires_at.is_some_and(|at| now < at)).count()
+        self.seen.len() - self.by_expiry.range(..=(now, u64::MAX)).count()
+    }
+
+    /// How many entries the judge keeps.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// True when the judge keeps no entry.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// When the earliest entry comes due (see [`Judge::due`]), if any.
+    pub fn next_due(&self) -> Option<Duration> {
+        self.by_expiry.keys().next().map(|(expires_at, _)| *expires_at + CLEAR_AFTER)
+    }
+
+    /// Up to `limit` keys whose lease ran out [`CLEAR_AFTER`] or more ago
+    /// at `now`, earliest first, each with the version judged: read each
+    /// again and pass it to [`Judge::settle`].
+    pub fn due(&self, now: Duration, limit: usize) -> Vec<(K, u64)> {
+        let Some(ran_out_by) = now.checked_sub(CLEAR_AFTER) else { return Vec::new() };
+        self.by_expiry
+            .range(..=(ran_out_by, u64::MAX))
+            .take(limit)
+            .filter_map(|(_, key)| self.seen.get(key).map(|s| (key.clone(), s.version)))
+            .collect()
+    }
+
+    /// Settles a due entry, given its record as just read (`None`: absent)
+    /// at `now`: the record to write at the version judged, if the lease
+    /// ran out there (the entry goes once the written record, free, is
+    /// observed); otherwise nothing, and the entry is forgotten if the
+    /// record changed where this judge did not see it. An entry this judge
+    /// dated anew since `due` listed it is left alone.
+    pub fn settle(&mut self, key: &K, judged: u64, stored: Option<(&Record, u64)>, now: Duration) -> Option<Record> {
+        let seen = *self.seen.get(key).filter(|s| s.version == judged)?;
+        let clear = match stored {
+            Some((record, version)) if version == judged => {
+                decide_clear(&Current { record, version, observed_at: seen.at }, now)
+            }
+            _ => None,
+        };
+        if clear.is_none() {
+            self.forget(key);
+        }
+        clear
     }
 }
 
@@ -69,11 +169,18 @@ impl<K: Eq + Hash + Clone> Judge<K> {
 mod tests {
     use super::*;
 
+    fn held(ttl_ms: u64) -> Record {
+        Record { holder: Some("a".into()), token: 1, ttl_ms, address: None, key_sha256: None }
+    }
+
+    const fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
     #[test]
     fn counts_from_first_sight_of_each_version() {
         let mut judge = Judge::new();
-        let r = Record { holder: Some("a".into()), token: 1, ttl_ms: 1000, address: None };
-        let s = Duration::from_secs;
+        let r = held(1000);
         assert_eq!(judge.observe(&"k", &r, 1, s(5)).observed_at, s(5));
         assert_eq!(judge.observe(&"k", &r, 1, s(9)).observed_at, s(5));
         assert_eq!(judge.held_count(s(5)), 1);
@@ -81,5 +188,58 @@ mod tests {
         assert_eq!(judge.observe(&"k", &r, 2, s(9)).observed_at, s(9));
         judge.forget(&"k");
         assert_eq!(judge.observe(&"k", &r, 2, s(12)).observed_at, s(12));
+    }
+
+    #[test]
+    fn keeps_entries_only_for_leases_seen_held() {
+        let mut judge = Judge::new();
+        let free = Record { holder: None, ..held(1000) };
+        judge.observe(&"free", &free, 1, s(0));
+        assert!(judge.is_empty(), "a free record needs no dating");
+        judge.observe(&"k", &held(1000), 2, s(0));
+        judge.observe(&"k", &held(1000), 3, s(1));
+        assert_eq!((judge.len(), judge.next_due()), (1, Some(s(2) + CLEAR_AFTER)), "one entry per key, re-dated");
+        judge.observe(&"k", &free, 4, s(1));
+        assert_eq!((judge.len(), judge.next_due(), judge.held_count(s(1))), (0, None, 0), "released: gone");
+    }
+
+    #[test]
+    fn a_lease_that_ran_out_comes_due_after_clear_after_and_is_cleared_at_its_version() {
+        let mut judge = Judge::new();
+        let (short, long) = (held(1000), held(5000));
+        judge.observe(&"short", &short, 7, s(10));
+        judge.observe(&"long", &long, 8, s(10));
+        assert_eq!(judge.held_count(s(11)), 1);
+        assert!(judge.due(s(11) + CLEAR_AFTER - Duration::from_millis(1), 10).is_empty(), "shown expired a while");
+        assert_eq!(judge.due(s(11) + CLEAR_AFTER, 10), vec![("short", 7)]);
+        assert_eq!(judge.due(s(100), 1), vec![("short", 7)], "earliest first, at most `limit`");
+        let cleared = judge.settle(&"short", 7, Some((&short, 7)), s(14)).unwrap();
+        assert_eq!((&cleared.holder, cleared.token, &cleared.key_sha256), (&None, short.token, &None));
+        let live = Current { record: &long, version: 8, observed_at: s(10) };
+        assert_eq!(decide_clear(&live, s(14)), None, "a live lease is never cleared");
+        // The entry goes once the written (free) record is observed.
+        judge.observe(&"short", &cleared, 9, s(14));
+        assert_eq!(judge.len(), 1);
+    }
+
+    #[test]
+    fn a_due_entry_that_changed_unseen_is_forgotten_and_one_dated_anew_is_kept() {
+        let mut judge = Judge::new();
+        let r = held(1000);
+        judge.observe(&"renewed-elsewhere", &r, 1, s(0));
+        judge.observe(&"gone", &r, 2, s(0));
+        judge.observe(&"renewed-here", &r, 3, s(0));
+        let due = s(1) + CLEAR_AFTER;
+        assert_eq!(judge.due(due, 10).len(), 3);
+        assert_eq!(judge.settle(&"renewed-elsewhere", 1, Some((&r, 4)), due), None);
+        assert_eq!(judge.settle(&"gone", 2, None, due), None);
+        judge.observe(&"renewed-here", &r, 5, due);
+        assert_eq!(judge.settle(&"renewed-here", 3, Some((&r, 3)), due), None, "read before the renewal landed");
+        assert_eq!(judge.len(), 1);
+        assert_eq!(judge.observe(&"renewed-here", &r, 5, due).observed_at, due, "its dating kept");
+        judge.forget_version(&"renewed-here", 3);
+        assert_eq!(judge.len(), 1, "a lost write at an older version forgets nothing newer");
+        judge.forget_version(&"renewed-here", 5);
+        assert!(judge.is_empty());
     }
 }

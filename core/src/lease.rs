@@ -11,9 +11,24 @@
 //! it is valid until `sent + ttl × (1 − margin)`. The store counts it from
 //! the moment it observed the write, which comes later, and lets anyone else
 //! in only at `observed + ttl`; the margin absorbs clock-rate drift between
-//! the two machines. [`LeaseClient::lease`] answers `None` from the local
-//! deadline on, whether or not anyone has called `handle_timeout` yet, so a
-//! caller that checks before acting never acts on a lost lease.
+//! the two machines.
+//!
+//! **The drift bound.** If the holder's clock runs at rate `r` relative to
+//! the store's (it counts `r` seconds while the store counts one), the
+//! holder believes in a grant until real time `sent + ttl × (1 − margin) / r`,
+//! and the store may have observed the write the moment it was sent. So the
+//! promise holds, whatever the network delays, exactly when
+//! `r ≥ 1 − margin`: with the default 20% margin, the holder's clock may run
+//! up to 20% slow relative to the store's (the store's up to 25% fast); a
+//! holder's clock that runs fast only makes it give up early. Renewal timing
+//! and request timeouts do not move the bound (each grant counts from its
+//! own send; a late answer is not believed). `core/tests/lease_safety.rs`
+//! finds this boundary by simulation, and the chaos checker's clock fault
+//! shows it on real processes.
+//!
+//! [`LeaseClient::lease`] answers `None` from the local deadline on, whether
+//! or not anyone has called `handle_timeout` yet, so a caller that checks
+//! before acting never acts on a lost lease.
 
 use core::time::Duration;
 use std::collections::VecDeque;

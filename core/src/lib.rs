@@ -13,9 +13,11 @@
 //! - [`wire`]: the JSON types of the elector's versioned HTTP API, and the
 //!   lock document of the original (compatible) API.
 //! - [`record`]: the store-side rules: who may take a record, when a lease
-//!   has expired, how fencing tokens advance.
+//!   has expired, how fencing tokens advance in each store, and which
+//!   records a store keeps once released or expired.
 //! - [`judge`]: expiry judged on the judge's own monotonic clock, from the
-//!   moment it last saw a record change.
+//!   moment it last saw a record change; when a lease that ran out is
+//!   cleared, so that the judge keeps only the leases it saw held lately.
 //! - [`route`]: the leader-routing decision for proxies, and the allowlist
 //!   of addresses leaders may advertise.
 //! - [`lease`]: the client lease state machine: acquire, renew when due,
@@ -30,8 +32,17 @@
 //! The store counts the same lease from the moment it *observed* the write,
 //! which is later, and lets another holder in only at `observed + ttl`. So the
 //! holder always learns it lost the lock before anyone else can take it.
-//! Fencing tokens grow by one each time a record changes hands and never
-//! otherwise, so a resource guarded by the token can refuse a stale holder.
+//! A fencing token stays the same across renewals and grows each time a
+//! record changes hands (by one within a record; a store that forgets or
+//! loses records mints from a counter of its own, so tokens may jump, see
+//! [`record`]), and never goes back, so a resource guarded by the token can
+//! refuse a stale holder.
+//!
+//! A holder's clock may drift: the promise holds while the holder's clock
+//! runs at least `1 − margin` times as fast as the judge's (20% slow with
+//! the default margin; a holder's clock that runs fast is always safe); see
+//! [`lease`]. Only the acquirer can renew or release: it presents a secret
+//! key the judge keeps only the digest of (see [`record`]).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -48,3 +59,11 @@ pub use lease::{LeaseClient, LeaseConfig, Output, RequestId};
 pub use name::{NameError, validate_name};
 pub use record::{Claim, Conflict, ConflictReason, Current, Outcome, Record, ReleaseOutcome};
 pub use wire::Kind;
+
+/// Locks `mutex`, carrying on past a poisoned lock: every mutex in this
+/// project guards state that each critical section leaves consistent at
+/// every step, so a panic elsewhere while it was held is no reason to stop
+/// serving. The one poison-tolerant lock of the workspace.
+pub fn lock<T: ?Sized>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -3,11 +3,25 @@
 //! A store keeps one [`Record`] per (kind, name) beside a version it uses for
 //! compare-and-swap. The elector reads the record, asks [`decide_claim`] or
 //! [`decide_release`] what the new record should be, and writes it back only
-//! if the version is still the one it read. Records are never deleted on
-//! release (the holder is cleared), so the token keeps growing for the life
-//! of the store. (A store whose records can vanish, like the elector's etcd
-//! store, replaces the token of a write that changes hands with its own
-//! revision, which only grows; the rules here are unchanged.)
+//! if the version is still the one it read. A release, and the judge's
+//! clearing of a lease that ran out ([`decide_clear`]), write the record
+//! with its holder cleared and its token kept.
+//!
+//! # How tokens grow, and which records are kept
+//!
+//! Within one record the token only grows: it stays across renewals and
+//! becomes `previous + 1` when the record changes hands. A store that can
+//! lose a record (it forgets it, or the record vanishes) must still never
+//! hand out a token again, so it mints the token of a new record (and, in
+//! etcd, of every change of hands) from a counter of its own that only
+//! grows. Tokens therefore jump rather than count by one; they only ever
+//! grow, per name, for the life of the store:
+//!
+//! | store | token of a change of hands | released and expired records |
+//! | --- | --- | --- |
+//! | memory | a new record: the version of its first write (one counter for every name, continued across restarts by the state file); then `previous + 1` | forgotten once free and nobody waits on them (an expired one once the judge cleared it) |
+//! | etcd | the revision of that write (etcd's own counter) | kept free in etcd, bound to the elector's etcd lease: they vanish with it |
+//! | Kubernetes | `previous + 1` (`leaseTransitions`) | kept: a Lease is never deleted, which is what keeps its token |
 //!
 //! The rules:
 //! - a claim without a token *acquires*: it succeeds only when nobody holds
@@ -19,6 +33,11 @@
 //!   the record with exactly that token, and keeps the token.
 //! - a release succeeds only for the holder with the current token, and
 //!   clears the holder while keeping the token.
+//! - a lease acquired with a key (see [`crate::wire::LeaseKey`]) is renewed
+//!   or released only by a request that presents the same key: holder and
+//!   token are public (any reader sees them), the key is not. The record
+//!   keeps only the key's SHA-256 digest, compared in constant time. A
+//!   lease acquired without a key follows the rules above alone.
 //! - whether a lease has expired is judged on the judge's monotonic clock
 //!   from the moment it observed the record's current version (see
 //!   [`crate::judge`]), never from timestamps in the record.
@@ -26,8 +45,10 @@
 use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 pub use crate::wire::ConflictReason;
+use crate::wire::LeaseKey;
 
 /// What a store keeps for one lock or election.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +61,80 @@ pub struct Record {
     pub ttl_ms: u64,
     /// Elections: the holder's advertised `ip:port`.
     pub address: Option<String>,
+    /// The digest of the key the lease was acquired with; `None` for a
+    /// lease acquired without one (and in records written before keys
+    /// existed, hence the serde default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sha256: Option<KeyDigest>,
+}
+
+/// The SHA-256 digest of a [`LeaseKey`], as lowercase hex: what a store
+/// keeps instead of the key. `Debug` prints it redacted, so a record
+/// logged by accident shows neither.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyDigest(String);
+
+impl KeyDigest {
+    /// The digest of `key`.
+    pub fn of(key: &LeaseKey) -> KeyDigest {
+        let hash = Sha256::digest(key.as_str().as_bytes());
+        let mut hex = String::with_capacity(64);
+        for b in hash {
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        KeyDigest(hex)
+    }
+
+    /// A digest as a store kept it (a Kubernetes annotation). Text that is
+    /// not a digest is kept as it is: no key matches it, so the lease can
+    /// only run out, never be taken by a guess.
+    pub fn from_stored(text: String) -> KeyDigest {
+        KeyDigest(text)
+    }
+
+    /// A digest that no key matches (it is not hex): for a record that
+    /// stands for leases nobody here can name, such as the memory store's
+    /// placeholder after a restart, which must only run out, never be
+    /// renewed or released by whoever reads its holder and token.
+    pub fn unmatchable() -> KeyDigest {
+        KeyDigest("(no key matches)".to_owned())
+    }
+
+    /// The hex text, to store.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when `key` is the key this is the digest of. Every byte is
+    /// compared whatever the first difference, so the time taken says
+    /// nothing about how much of a guess was right.
+    pub fn matches(&self, key: &LeaseKey) -> bool {
+        let presented = KeyDigest::of(key);
+        let (a, b) = (self.0.as_bytes(), presented.0.as_bytes());
+        a.len() == b.len() && core::hint::black_box(a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y))) == 0
+    }
+}
+
+impl core::fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("KeyDigest(<redacted>)")
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Whether a request may act on a lease whose record keeps `digest`: a
+/// keyed lease needs its key, a lease without one needs none (a key
+/// presented for it is ignored, never adopted: a stranger's key must not
+/// lock the real holder out).
+fn key_fits(digest: Option<&KeyDigest>, presented: Option<&LeaseKey>) -> bool {
+    match (digest, presented) {
+        (None, _) => true,
+        (Some(digest), Some(key)) => digest.matches(key),
+        (Some(_), None) => false,
+    }
 }
 
 impl Record {
@@ -95,6 +190,9 @@ impl Current<'_> {
 /// A request to acquire (no `token`) or renew (with `token`) a record.
 #[derive(Debug, Clone, Copy)]
 pub struct Claim<'a> {
+    /// The holder's key: on an acquisition, the lease is bound to it; on a
+    /// renewal, it must be the key the lease was acquired with.
+    pub key: Option<&'a LeaseKey>,
     /// Who claims.
     pub holder: &'a str,
     /// The lease duration asked for.
@@ -153,15 +251,17 @@ pub enum ReleaseOutcome {
 
 /// Decides a claim against the current record (`None` if absent) at `now`.
 pub fn decide_claim(current: Option<&Current<'_>>, claim: &Claim<'_>, now: Duration) -> Outcome {
-    let granted = |token| Record {
+    let granted = |token, key_sha256| Record {
         holder: Some(claim.holder.to_owned()),
         token,
         ttl_ms: claim.ttl_ms,
         address: claim.address.map(str::to_owned),
+        key_sha256,
     };
+    let minted = || claim.key.map(KeyDigest::of);
     let Some(cur) = current else {
         return match claim.token {
-            None => Outcome::Acquired { record: granted(1), took_over_expired: false },
+            None => Outcome::Acquired { record: granted(1, minted()), took_over_expired: false },
             Some(_) => Outcome::Refused(Conflict {
                 holder: None,
                 expires_in: Duration::ZERO,
@@ -173,28 +273,46 @@ pub fn decide_claim(current: Option<&Current<'_>>, claim: &Claim<'_>, now: Durat
     let live = cur.live_holder(now);
     let mine = live == Some(claim.holder);
     match claim.token {
-        None if live.is_none() => {
-            Outcome::Acquired { record: granted(cur.record.token + 1), took_over_expired: cur.is_expired(now) }
-        }
+        None if live.is_none() => Outcome::Acquired {
+            record: granted(cur.record.token + 1, minted()),
+            took_over_expired: cur.is_expired(now),
+        },
         None => Outcome::Refused(cur.conflict(now, ConflictReason::Held)),
-        Some(token) if mine && token == cur.record.token => Outcome::Renewed { record: granted(token) },
+        Some(token) if mine && token == cur.record.token => {
+            let digest = cur.record.key_sha256.as_ref();
+            if key_fits(digest, claim.key) {
+                Outcome::Renewed { record: granted(token, digest.cloned()) }
+            } else {
+                Outcome::Refused(cur.conflict(now, ConflictReason::WrongKey))
+            }
+        }
         Some(_) if live.is_some() && !mine => Outcome::Refused(cur.conflict(now, ConflictReason::Held)),
         Some(token) if token != cur.record.token => Outcome::Refused(cur.conflict(now, ConflictReason::StaleToken)),
         Some(_) => Outcome::Refused(cur.conflict(now, ConflictReason::NotHeld)),
     }
 }
 
-/// Decides a release by `holder` of the lease with `token` at `now`.
+/// Decides a release by `holder` of the lease with `token`, presenting
+/// `key` (the key it was acquired with, if any), at `now`.
 ///
 /// A holder whose lease ran out but that nobody took over may still release
 /// it: the version has not changed, so no one else can have held it since.
-pub fn decide_release(current: Option<&Current<'_>>, holder: &str, token: u64, now: Duration) -> ReleaseOutcome {
+pub fn decide_release(
+    current: Option<&Current<'_>>,
+    holder: &str,
+    token: u64,
+    key: Option<&LeaseKey>,
+    now: Duration,
+) -> ReleaseOutcome {
     let Some(cur) = current else {
         return ReleaseOutcome::NotFound;
     };
     if cur.record.holder.as_deref() == Some(holder) && cur.record.token == token {
+        if !key_fits(cur.record.key_sha256.as_ref(), key) {
+            return ReleaseOutcome::Refused(cur.conflict(now, ConflictReason::WrongKey));
+        }
         return ReleaseOutcome::Released {
-            record: Record { holder: None, token, ttl_ms: cur.record.ttl_ms, address: None },
+            record: Record { holder: None, token, ttl_ms: cur.record.ttl_ms, address: None, key_sha256: None },
         };
     }
     let reason = match (cur.live_holder(now), cur.record.holder.as_deref()) {
@@ -205,6 +323,16 @@ pub fn decide_release(current: Option<&Current<'_>>, holder: &str, token: u64, n
     ReleaseOutcome::Refused(cur.conflict(now, reason))
 }
 
+/// Decides whether a judge clears `current` at `now`: the record to write
+/// (compare-and-swap at `current.version`) if its lease ran out, which is
+/// exactly what a release writes (holder, address and key digest cleared,
+/// token kept); `None` if it is free or still live. A takeover would write
+/// at the same version just as safely; this write lets a store forget the
+/// record (see [`crate::judge`]).
+pub fn decide_clear(current: &Current<'_>, now: Duration) -> Option<Record> {
+    current.is_expired(now).then(|| Record { holder: None, address: None, key_sha256: None, ..current.record.clone() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,11 +340,11 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     fn claim(holder: &str, token: Option<u64>) -> Claim<'_> {
-        Claim { holder, ttl_ms: 10_000, token, address: None }
+        Claim { holder, ttl_ms: 10_000, token, address: None, key: None }
     }
 
     fn held(holder: &str, token: u64) -> Record {
-        Record { holder: Some(holder.into()), token, ttl_ms: 10_000, address: None }
+        Record { holder: Some(holder.into()), token, ttl_ms: 10_000, address: None, key_sha256: None }
     }
 
     fn at(record: &Record, observed_secs: u64) -> Current<'_> {
@@ -268,15 +396,71 @@ mod tests {
     fn release_needs_holder_and_token_and_keeps_the_token() {
         let r = held("a", 4);
         let cur = at(&r, 0);
-        assert!(matches!(decide_release(None, "a", 4, S), ReleaseOutcome::NotFound));
-        let ReleaseOutcome::Refused(c) = decide_release(Some(&cur), "b", 4, S) else { panic!() };
+        assert!(matches!(decide_release(None, "a", 4, None, S), ReleaseOutcome::NotFound));
+        let ReleaseOutcome::Refused(c) = decide_release(Some(&cur), "b", 4, None, S) else { panic!() };
         assert_eq!(c.reason, ConflictReason::Held);
-        let ReleaseOutcome::Refused(c) = decide_release(Some(&cur), "a", 3, S) else { panic!() };
+        let ReleaseOutcome::Refused(c) = decide_release(Some(&cur), "a", 3, None, S) else { panic!() };
         assert_eq!(c.reason, ConflictReason::StaleToken);
-        let ReleaseOutcome::Released { record } = decide_release(Some(&cur), "a", 4, S) else { panic!() };
+        let ReleaseOutcome::Released { record } = decide_release(Some(&cur), "a", 4, None, S) else { panic!() };
         assert_eq!((record.holder, record.token), (None, 4));
         let free = Record { holder: None, ..r.clone() };
-        let ReleaseOutcome::Refused(c) = decide_release(Some(&at(&free, 0)), "a", 4, S) else { panic!() };
+        let ReleaseOutcome::Refused(c) = decide_release(Some(&at(&free, 0)), "a", 4, None, S) else { panic!() };
         assert_eq!(c.reason, ConflictReason::NotHeld);
+    }
+
+    fn key(text: &str) -> LeaseKey {
+        LeaseKey::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_key_digest_is_the_sha256_of_the_key_and_never_printed() {
+        let digest = KeyDigest::of(&key("holder-key-0123456789abcdef"));
+        assert_eq!(digest.as_str(), "2bc00c368dd95e2adb7cd1666642ff0ed8099c0181405de498b5d0222c0010ec");
+        assert!(digest.matches(&key("holder-key-0123456789abcdef")));
+        assert!(!digest.matches(&key("holder-key-0123456789abcdeF")));
+        assert!(!KeyDigest::from_stored("not a digest".into()).matches(&key("holder-key-0123456789abcdef")));
+        let record = Record { key_sha256: Some(digest), ..held("a", 4) };
+        assert!(!format!("{record:?}").contains("2bc00c"), "{record:?}");
+        // Old records (state files, etcd values) have no digest and still read.
+        let old: Record = serde_json::from_str(r#"{"holder":"a","token":4,"ttl_ms":10000,"address":null}"#).unwrap();
+        assert_eq!(old, held("a", 4));
+        assert!(!serde_json::to_string(&old).unwrap().contains("key_sha256"));
+    }
+
+    #[test]
+    fn a_keyed_lease_is_renewed_and_released_only_with_its_key() {
+        let (mine, other) = (key("the-holders-own-key-0001"), key("a-strangers-guess-000001"));
+        let keyed = |token, key| Claim { key, ..claim("a", token) };
+        let Outcome::Acquired { record, .. } = decide_claim(None, &keyed(None, Some(&mine)), S) else { panic!() };
+        assert!(record.key_sha256.as_ref().is_some_and(|d| d.matches(&mine)));
+        let cur = at(&record, 0);
+        let token = record.token;
+        // A stranger who read holder and token: refused, with and without a key.
+        for stranger in [None, Some(&other)] {
+            let Outcome::Refused(c) = decide_claim(Some(&cur), &keyed(Some(token), stranger), S) else { panic!() };
+            assert_eq!((c.holder.as_deref(), c.reason), (Some("a"), ConflictReason::WrongKey));
+            let ReleaseOutcome::Refused(c) = decide_release(Some(&cur), "a", token, stranger, S) else { panic!() };
+            assert_eq!(c.reason, ConflictReason::WrongKey);
+        }
+        // The holder renews (the digest stays) and releases (it goes).
+        let Outcome::Renewed { record: renewed } = decide_claim(Some(&cur), &keyed(Some(token), Some(&mine)), S) else {
+            panic!()
+        };
+        assert_eq!(renewed.key_sha256, record.key_sha256);
+        let ReleaseOutcome::Released { record: freed } = decide_release(Some(&cur), "a", token, Some(&mine), S) else {
+            panic!()
+        };
+        assert_eq!((freed.holder, freed.key_sha256), (None, None));
+    }
+
+    #[test]
+    fn a_lease_without_a_key_ignores_one_presented_later() {
+        let r = held("a", 4);
+        let cur = at(&r, 0);
+        let stranger = key("a-strangers-guess-000001");
+        let claim = Claim { key: Some(&stranger), ..claim("a", Some(4)) };
+        let Outcome::Renewed { record } = decide_claim(Some(&cur), &claim, S) else { panic!() };
+        assert_eq!(record.key_sha256, None, "a key is bound at acquisition only, never adopted by a renewal");
+        assert!(matches!(decide_release(Some(&cur), "a", 4, None, S), ReleaseOutcome::Released { .. }));
     }
 }

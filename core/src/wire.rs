@@ -65,6 +65,65 @@ pub struct AcquireRequest {
     /// Elections only: the `ip:port` where the leader serves traffic.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The holder's secret: chosen by the acquirer, sent on the acquire and
+    /// on every renewal and release of that lease. A lease acquired with a
+    /// key can be renewed or released only by a request that presents it.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub key: Option<LeaseKey>,
+}
+
+/// The shortest holder key accepted, in characters.
+pub const MIN_KEY_LEN: usize = 22;
+/// The longest holder key accepted, in characters.
+pub const MAX_KEY_LEN: usize = 128;
+
+/// A holder's secret (see [`AcquireRequest::key`]): 22 to 128 characters
+/// of the URL-safe alphabet `A-Z a-z 0-9 - _`. The elector keeps only its
+/// SHA-256 digest, and no read, listing, metric or log shows either;
+/// `Debug` prints it redacted.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseKey(String);
+
+impl LeaseKey {
+    /// A key made of `bytes` (random, at least 16 of them), hex-encoded.
+    pub fn from_random(bytes: &[u8]) -> LeaseKey {
+        let mut text = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            text.push_str(&format!("{b:02x}"));
+        }
+        LeaseKey(text)
+    }
+
+    /// A key as sent, checked against the documented alphabet and length.
+    pub fn parse(text: &str) -> Result<LeaseKey, InvalidField> {
+        let key = LeaseKey(text.to_owned());
+        key.validate()?;
+        Ok(key)
+    }
+
+    /// The key's text, to send.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks the alphabet and the length.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        let len = self.0.len();
+        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&len) {
+            return Err(invalid("key", format!("key is {len} characters; it must be {MIN_KEY_LEN} to {MAX_KEY_LEN}")));
+        }
+        if !self.0.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(invalid("key", "key may hold only the characters A-Z, a-z, 0-9, - and _"));
+        }
+        Ok(())
+    }
+}
+
+impl core::fmt::Debug for LeaseKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("LeaseKey(<redacted>)")
+    }
 }
 
 /// An optional field that, when present, must hold a value: `null` is
@@ -82,6 +141,9 @@ pub struct ReleaseRequest {
     pub holder: String,
     /// The fencing token it was granted.
     pub token: u64,
+    /// The key the lease was acquired with, if it was.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub key: Option<LeaseKey>,
 }
 
 /// How long a long-poll waits when `timeout_ms` is not given.
@@ -180,7 +242,14 @@ impl AcquireRequest {
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             token,
             address: address.map(str::to_owned),
+            key: None,
         }
+    }
+
+    /// The same request, presenting `key`.
+    pub fn with_key(mut self, key: Option<&LeaseKey>) -> Self {
+        self.key = key.cloned();
+        self
     }
 
     /// Checks every field against the documented bounds for a record of
@@ -195,6 +264,9 @@ impl AcquireRequest {
         }
         if self.token == Some(0) {
             return Err(invalid("token", "token 0 is never granted; omit token to acquire"));
+        }
+        if let Some(key) = &self.key {
+            key.validate()?;
         }
         match (kind, &self.address) {
             (Kind::Lock, Some(_)) => Err(invalid("address", "address is only accepted for elections")),
@@ -214,7 +286,8 @@ impl AcquireRequest {
 impl ReleaseRequest {
     /// Checks the holder identity.
     pub fn validate(&self) -> Result<(), InvalidField> {
-        validate_holder(&self.holder)
+        validate_holder(&self.holder)?;
+        self.key.as_ref().map_or(Ok(()), LeaseKey::validate)
     }
 }
 
@@ -304,6 +377,9 @@ pub enum ConflictReason {
     /// The caller's lease is gone (expired or released) and nobody holds the
     /// record: acquire again, without a token.
     NotHeld,
+    /// The lease was acquired with a key and this request did not present
+    /// it: only the acquirer may renew or release.
+    WrongKey,
 }
 
 /// Body of a 409: who holds the record, and when it may expire.

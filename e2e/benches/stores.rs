@@ -22,20 +22,17 @@ use hyper::Method;
 use mpsync_client::{Claimed, Client};
 use mpsync_client::{Lease, Options};
 use mpsync_core::wire::{AcquireRequest, Kind};
-use testkit::bench::{env_or, ms, percentile};
+use testkit::bench::{env_or, metric, ms, percentile};
 use testkit::elector::ElectorProcess;
 use testkit::{Etcd, LeaseApi};
 
 /// client-go: LeaseDuration 15 s / RetryPeriod 2 s.
 const CLIENT_GO_WRITES_PER_TTL: f64 = 15.0 / 2.0;
 
-async fn calls(client: &Client, call: &str) -> u64 {
+async fn calls(client: &Client, store: &str, call: &str) -> u64 {
     let reply = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
-    String::from_utf8_lossy(&reply.body)
-        .lines()
-        .find(|l| l.starts_with("mpsync_store_calls_total{") && l.contains(&format!("call=\"{call}\"")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
+    let series = format!("mpsync_store_calls_total{{store=\"{store}\",call=\"{call}\"}}");
+    metric(&String::from_utf8_lossy(&reply.body), &series).unwrap_or(0.0) as u64
 }
 
 async fn measure(store: &str, args: &[String]) {
@@ -78,11 +75,12 @@ async fn measure(store: &str, args: &[String]) {
         lease.try_acquire().await.unwrap();
         leases.push(lease);
     }
-    let (writes_before, keepalives_before) = (calls(&client, "write").await, calls(&client, "keepalive").await);
+    let (writes_before, keepalives_before) =
+        (calls(&client, store, "write").await, calls(&client, store, "keepalive").await);
     let held_for = ttl * u32::try_from(ttls).unwrap();
     tokio::time::sleep(held_for).await;
-    let writes = calls(&client, "write").await - writes_before;
-    let keepalives = calls(&client, "keepalive").await - keepalives_before;
+    let writes = calls(&client, store, "write").await - writes_before;
+    let keepalives = calls(&client, store, "keepalive").await - keepalives_before;
     let still_held = leases.iter().filter(|l| l.held().is_some()).count();
     for lease in &leases {
         lease.release().await.unwrap();

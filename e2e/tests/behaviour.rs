@@ -6,7 +6,8 @@
 //!   (`probe.portable.wasm`) under `mpsync run --no-sync-imports`, which
 //!   links nothing of metaparticle:sync;
 //! - `wasmtime`: the same composition under the stock `wasmtime run -S
-//!   http` (the CLI `scripts/setup.sh` installs into `.tools/wasmtime`);
+//!   http` (the wasmtime CLI that `tools/` builds with the workspace, in
+//!   the build's own folder beside `mpsync`);
 //! - `jco`: the same composition transpiled to JavaScript and run on Node
 //!   by `jco run` (`.tools/jco`), on the WASI shims of preview2-shim.
 //!
@@ -18,6 +19,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mpsync_client::{Client, Kind, Lease, Options};
+use testkit::bin;
+use testkit::elector::ElectorProcess;
 use testkit::proc::{Proc, Provider, app, elector};
 
 /// The probe in `mode`, talking to the elector at `url`, under `provider`.
@@ -119,6 +122,41 @@ async fn an_unlock_the_elector_did_not_confirm_is_unavailable(provider: Provider
     assert!(p.wait().await.success(), "{}", p.output());
 }
 
+/// What the client cannot check and the elector's store refuses (a name
+/// too long for the Kubernetes store's object names, a TTL above the etcd
+/// store's longest lease) is `invalid-name` / `invalid-option`, from
+/// try-lock and from a blocking lock-within alike: a 400 is not an outage
+/// to retry and report `unavailable` a TTL later.
+async fn a_refusal_by_the_store_is_invalid_not_unavailable(provider: Provider) {
+    let api = testkit::LeaseApi::start().await.unwrap();
+    let dir = testkit::temp_dir("refused").unwrap();
+    let kubeconfig = api.write_kubeconfig(&dir, "default").unwrap();
+    let kubeconfig = kubeconfig.display().to_string();
+    let kube =
+        ElectorProcess::spawn(bin("elector"), &["--log", "warn", "--store", "kubernetes", "--kubeconfig", &kubeconfig])
+            .await
+            .unwrap();
+    let long = "n".repeat(253);
+    let mut p = probe(provider, &kube.url(), "refused", &["--name", &long, "--ttl-ms", "1000"]);
+    assert!(p.wait().await.success(), "{}", p.output());
+    let out = p.output();
+    for call in ["try-lock", "lock-within"] {
+        assert!(out.contains(&format!("{call}: invalid name: ")) && out.contains("kubernetes"), "{out}");
+    }
+
+    let etcd = testkit::Etcd::start().await.unwrap();
+    let endpoint = etcd.endpoint();
+    let args =
+        ["--log", "warn", "--store", "etcd", "--etcd-endpoints", &endpoint, "--etcd-lease-ttl", "2s", "--ttl", "1s"];
+    let short = ElectorProcess::spawn(bin("elector"), &args).await.unwrap();
+    let mut p = probe(provider, &short.url(), "refused", &["--name", "refused", "--ttl-ms", "1500"]);
+    assert!(p.wait().await.success(), "{}", p.output());
+    let out = p.output();
+    for call in ["try-lock", "lock-within"] {
+        assert!(out.contains(&format!("{call}: invalid option: ")) && out.contains("ttl"), "{out}");
+    }
+}
+
 macro_rules! suite {
     ($provider:ident, $variant:expr $(, $ignore:meta)?) => {
         mod $provider {
@@ -144,6 +182,12 @@ macro_rules! suite {
             $(#[$ignore])?
             async fn an_unlock_the_elector_did_not_confirm_is_unavailable() {
                 super::an_unlock_the_elector_did_not_confirm_is_unavailable($variant).await;
+            }
+
+            #[tokio::test]
+            $(#[$ignore])?
+            async fn a_refusal_by_the_store_is_invalid_not_unavailable() {
+                super::a_refusal_by_the_store_is_invalid_not_unavailable($variant).await;
             }
 
             #[tokio::test]

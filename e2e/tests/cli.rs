@@ -55,6 +55,26 @@ async fn holding(url: &str, name: &str, ttl: &str) -> (Proc, i32) {
     (p, line.trim_start_matches("pid=").trim().parse().unwrap())
 }
 
+/// The watchdog forks the command, and a fork is only safe to work in
+/// while nothing else runs: the watchdog process has no async runtime and
+/// so none of its worker threads (only the two threads of its own it starts
+/// after the fork).
+#[tokio::test]
+async fn the_watchdog_forks_the_command_with_no_runtime_threads() {
+    let elector = elector().await;
+    let (_p, pid) = holding(&elector.url(), "threads", "10s").await;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let watchdog: u32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let cmdline = std::fs::read_to_string(format!("/proc/{watchdog}/cmdline")).unwrap();
+    assert!(cmdline.contains("__watchdog"), "the command's parent is not the watchdog: {cmdline:?}");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{watchdog}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap().trim().to_owned())
+        .collect();
+    assert!(!threads.iter().any(|name| name.starts_with("tokio")), "the watchdog's threads: {threads:?}");
+    assert!(threads.len() <= 3, "the watchdog's threads: {threads:?}");
+}
+
 #[tokio::test]
 async fn the_command_dies_with_a_killed_mpsync() {
     let elector = elector().await;
@@ -102,6 +122,19 @@ async fn the_command_gets_its_deadline_and_a_grace_too_long_is_refused() {
         Proc::mpsync("bad", &args(&["lock", "--elector", &url, "--ttl", "1s", "--grace", "500ms", "d", "--", "true"]));
     assert_eq!(bad.wait().await.code(), Some(2));
     assert!(bad.output().contains("longer than a tenth of --ttl"), "{}", bad.output());
+}
+
+#[tokio::test]
+async fn lock_on_sigterm_stops_the_command_releases_and_exits_143() {
+    let elector = elector().await;
+    let url = elector.url();
+    let (mut p, pid) = holding(&url, "stopped", "10s").await;
+    p.signal("TERM");
+    exited(pid).await;
+    assert_eq!(p.wait().await.code(), Some(143), "{}", p.output());
+    // Released at once, not when the 10 s lease runs out.
+    let read = Client::new(&url).read(Kind::Lock, "stopped", None).await.unwrap();
+    assert!(matches!(read, Read::Free { .. }), "{read:?}");
 }
 
 #[tokio::test]

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 use mpsync_client::{Claimed, Client};
 use mpsync_core::wire::{AcquireRequest, Kind};
-use testkit::bench::{env_or, ms, percentile, rss_kib};
+use testkit::bench::{env_or, metric, ms, percentile, rss_kib};
 use testkit::elector::ElectorProcess;
 use tokio::io::AsyncWriteExt;
 
 fn acquire(holder: &str) -> AcquireRequest {
-    AcquireRequest { holder: holder.into(), ttl_ms: 3_600_000, token: None, address: None }
+    AcquireRequest::new(holder, Duration::from_secs(3600), None, None)
 }
 
 /// Latencies of `n` acquisitions of fresh names, one after another (each
@@ -47,8 +47,7 @@ async fn acquire_latency(client: &Client, tag: &str, n: usize) -> Vec<Duration> 
 
 async fn watchers(client: &Client) -> u64 {
     let reply = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
-    let text = String::from_utf8_lossy(&reply.body).into_owned();
-    text.lines().find_map(|l| l.strip_prefix("mpsync_watchers ")).unwrap().parse().unwrap()
+    metric(&String::from_utf8_lossy(&reply.body), "mpsync_watchers").unwrap() as u64
 }
 
 /// The floor for parked requests: a bare hyper HTTP/1.1 server (in a

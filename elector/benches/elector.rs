@@ -74,7 +74,7 @@ async fn load(client: &Client, clients: usize, length: Duration, strict: bool) -
                 let end = Instant::now() + length;
                 while Instant::now() < end {
                     let t = Instant::now();
-                    let acquire = AcquireRequest { holder: holder.clone(), ttl_ms: 10_000, token: None, address: None };
+                    let acquire = AcquireRequest::new(&holder, Duration::from_secs(10), None, None);
                     let put = client.request(Method::PUT, &path, Some(&acquire)).await.unwrap();
                     let token = if strict {
                         assert_eq!(put.status, 200, "{:?}", put.body);
@@ -82,7 +82,7 @@ async fn load(client: &Client, clients: usize, length: Duration, strict: bool) -
                     } else {
                         1
                     };
-                    let release = ReleaseRequest { holder: holder.clone(), token };
+                    let release = ReleaseRequest { holder: holder.clone(), token, key: None };
                     let delete = client.request(Method::DELETE, &path, Some(&release)).await.unwrap();
                     assert!(delete.status.is_success(), "{:?}", delete.status);
                     samples.push(t.elapsed());
@@ -118,7 +118,7 @@ async fn wait_for_watcher(client: &Client) {
 async fn handovers(client: &Client, count: usize) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
-        let acquire = AcquireRequest { holder: "holder".into(), ttl_ms: 60_000, token: None, address: None };
+        let acquire = AcquireRequest::new("holder", Duration::from_secs(60), None, None);
         let Claimed::Granted(lease) = client.claim(Kind::Lock, "handover", &acquire).await.unwrap() else {
             panic!("handover lock is held");
         };

@@ -2,12 +2,16 @@
 //!
 //! Two surfaces on one listener (see `elector/openapi.yaml`):
 //! - compatible: `GET`/`PUT /locks/{name}`, as the original metaparticle
-//!   clients drive it, holding locks as this elector's identity;
+//!   clients drive it, holding locks as this elector's identity, with no
+//!   holder key;
 //! - versioned: `/v1/locks/{name}` and `/v1/elections/{name}` with
 //!   `PUT` (acquire/renew), `DELETE` (release) and `GET` (read, long-poll),
-//!   and `GET /v1/locks` and `/v1/elections`: every record, paginated;
+//!   and `GET /v1/locks` and `/v1/elections`: every record, paginated. A
+//!   `PUT` or `DELETE` may carry the holder's `key`; no answer and no log
+//!   line ever holds it (bodies are never logged).
 //!
-//! Plus `/healthz`, `/readyz` and `/metrics`.
+//! Plus `/healthz`, `/readyz` and `/metrics`, also alone on the probe port
+//! ([`health_router`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

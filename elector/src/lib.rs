@@ -10,7 +10,7 @@
 //!
 //! - [`api`]: routes, request parsing and responses.
 //! - [`server`]: the HTTP server and its limits (connections, header
-//!   time and size).
+//!   time and size), for the API and for the probe port.
 //! - [`error`]: JSON error answers.
 //! - [`service`]: the lease operations over a store (claim, release, read,
 //!   long-poll), independent of HTTP.
@@ -40,6 +40,7 @@ use std::sync::Arc;
 pub mod api;
 pub mod error;
 pub mod metrics;
+mod quiet;
 pub mod server;
 pub mod service;
 pub mod store;

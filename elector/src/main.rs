@@ -55,7 +55,9 @@ struct Args {
 
     /// A second address serving only /healthz, /readyz and /metrics, for
     /// probes and scrapers that must not reach the lease API (in a pod:
-    /// --listen 127.0.0.1:13131 --health-listen 0.0.0.0:13132).
+    /// --listen 127.0.0.1:13131 --health-listen 0.0.0.0:13132). It has the
+    /// same limits as --listen (--max-connections of its own,
+    /// --header-read-timeout, --max-header-bytes).
     #[arg(long, env = "ELECTOR_HEALTH_LISTEN")]
     health_listen: Option<SocketAddr>,
 
@@ -91,8 +93,9 @@ struct Args {
     #[arg(long, env = "ELECTOR_MAX_RECORDS", default_value_t = elector::store::memory::DEFAULT_MAX_RECORDS)]
     max_records: usize,
 
-    /// Most connections open at once; one more is answered 503 with
-    /// retry-after and closed. Keep it under the process's file limit.
+    /// Most connections open at once on each listening address; one more
+    /// is answered 503 with retry-after and closed. Keep it (twice it, with
+    /// --health-listen) under the process's file limit.
     #[arg(long, env = "ELECTOR_MAX_CONNECTIONS", default_value_t = elector::server::Limits::default().max_connections)]
     max_connections: usize,
 
@@ -254,6 +257,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    // Bound before the line below, so whoever waits for it can probe at once.
+    let health_listener = match args.health_listen {
+        Some(health) => Some(listen(health).with_context(|| format!("binding {health}"))?),
+        None => None,
+    };
     tracing::info!(%addr, store = store.name(), %identity, ttl = ?args.ttl, "elector starting");
     println!("elector listening on http://{addr}");
     let service = Arc::new(Service::new(store, identity, args.ttl).with_max_long_polls(args.max_long_polls));
@@ -262,17 +270,30 @@ async fn main() -> anyhow::Result<()> {
         header_read_timeout: args.header_read_timeout,
         max_header_bytes: args.max_header_bytes,
     };
-    if let Some(health) = args.health_listen {
-        let listener = tokio::net::TcpListener::bind(health).await.with_context(|| format!("binding {health}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "health endpoints listening");
-        let app = elector::api::health_router(service.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!("health listener: {e}");
-            }
-        });
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let health = match health_listener {
+        Some(listener) => {
+            tracing::info!(addr = %listener.local_addr()?, "health endpoints listening");
+            let serving = elector::server::serve_health(listener, service.clone(), limits, until_stopped());
+            Some(tokio::spawn(serving))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    elector::server::serve(listener, service, limits, until_stopped()).await.context("serving")?;
+    if let Some(health) = health {
+        health.await.context("the health listener")?.context("serving health endpoints")?;
     }
-    elector::server::serve(listener, service, limits, shutdown_signal()).await.context("serving")?;
     if let Some(memory) = memory {
         match memory.stop() {
             Ok(true) => tracing::info!("no lease live: the next start need not wait"),

@@ -6,9 +6,12 @@
 //! histogram per route and status. Long-polls are timed under their own
 //! route so their deliberate waiting does not hide the latency of ordinary
 //! requests. `mpsync_build_info` says which build answers.
+//! `mpsync_state_entries` gives the size of each map the elector keeps in
+//! memory, read at each scrape: each must come back to its size at rest
+//! however many names come and go.
 
-use std::sync::Mutex;
 use std::sync::atomic::AtomicI64;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use mpsync_core::Kind;
@@ -34,7 +37,8 @@ pub enum Event {
     Renewal,
     /// A holder released its lease.
     Release,
-    /// A lease ran out and was taken over by another claimant.
+    /// A lease ran out without a release: taken over by another claimant,
+    /// or cleared by the elector's sweeper, whichever wrote first.
     Expiry,
     /// A claim or release was refused with 409.
     Conflict,
@@ -72,6 +76,14 @@ struct StoreCallLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabel {
+    map: &'static str,
+}
+
+/// Where the sizes of the in-memory maps come from, by map.
+type SizeSource = Box<dyn Fn() -> Vec<(&'static str, usize)> + Send + Sync>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -95,6 +107,8 @@ pub struct Metrics {
     store_calls: Family<StoreCallLabels, Counter>,
     held: Gauge,
     watchers: Gauge<i64, AtomicI64>,
+    sizes: Family<MapLabel, Gauge>,
+    size_source: OnceLock<SizeSource>,
     /// Scrapes mirror the store's and the judge's own counts into the
     /// registry one at a time.
     scrape: Mutex<()>,
@@ -127,7 +141,7 @@ impl Metrics {
             ("mpsync_acquisitions", "Leases granted to a new holder."),
             ("mpsync_renewals", "Leases renewed by their holder."),
             ("mpsync_releases", "Leases released by their holder."),
-            ("mpsync_expiries", "Leases that ran out and were taken over."),
+            ("mpsync_expiries", "Leases that ran out without a release (taken over, or cleared by the elector)."),
             ("mpsync_conflicts", "Claims and releases refused with 409."),
         ]
         .map(|(name, help)| {
@@ -148,6 +162,13 @@ impl Metrics {
         registry.register("mpsync_held_leases", "Leases held right now, as this elector last saw them.", held.clone());
         let watchers = Gauge::<i64, AtomicI64>::default();
         registry.register("mpsync_watchers", "Long-polls waiting for a change right now.", watchers.clone());
+        let sizes = Family::<MapLabel, Gauge>::default();
+        registry.register(
+            "mpsync_state_entries",
+            "Entries in the elector's in-memory maps, by map: judge (leases seen held lately), and the store's \
+             (records: the memory store's records and watched names; watched: names long-polled now).",
+            sizes.clone(),
+        );
         let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register(
             "mpsync_request_duration_seconds",
@@ -171,6 +192,8 @@ impl Metrics {
             store_calls,
             held,
             watchers,
+            sizes,
+            size_source: OnceLock::new(),
             scrape: Mutex::new(()),
         }
     }
@@ -202,6 +225,12 @@ impl Metrics {
         Watching(&self.watchers)
     }
 
+    /// Reports `source`'s sizes (map name, entries) in
+    /// `mpsync_state_entries` at every scrape. The first source set stays.
+    pub fn report_sizes(&self, source: impl Fn() -> Vec<(&'static str, usize)> + Send + Sync + 'static) {
+        let _ = self.size_source.set(Box::new(source));
+    }
+
     /// Records how long a request on `route` took and its status code.
     pub fn observe_request(&self, route: &'static str, status: u16, elapsed: Duration) {
         self.latency.get_or_create(&RouteLabels { route, status }).observe(elapsed.as_secs_f64());
@@ -211,8 +240,11 @@ impl Metrics {
     /// `held` is the number of leases held now, `store_calls` the store's
     /// own running counts by kind of call.
     pub fn render(&self, held: usize, store: &'static str, store_calls: &[(&str, u64)]) -> String {
-        let _one_at_a_time = self.scrape.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = mpsync_core::lock(&self.scrape);
         self.held.set(i64::try_from(held).unwrap_or(i64::MAX));
+        for (map, n) in self.size_source.get().map(|source| source()).unwrap_or_default() {
+            self.sizes.get_or_create(&MapLabel { map }).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
         for (call, n) in store_calls {
             let counter = self.store_calls.get_or_create(&StoreCallLabels { store, call: (*call).to_owned() });
             counter.inc_by(n.saturating_sub(counter.get()));
@@ -235,6 +267,7 @@ mod tests {
         m.refuse(Refusal::LongPoll);
         m.observe_request("election_put", 200, Duration::from_millis(2));
         let watching = m.watching();
+        m.report_sizes(|| vec![("judge", 2), ("records", 4)]);
         let text = m.render(3, "memory", &[("write", 5)]);
         for line in [
             "mpsync_acquisitions_total{kind=\"election\"} 1",
@@ -243,6 +276,8 @@ mod tests {
             "mpsync_refusals_total{limit=\"connections\"} 0",
             "mpsync_held_leases 3",
             "mpsync_watchers 1",
+            "mpsync_state_entries{map=\"judge\"} 2",
+            "mpsync_state_entries{map=\"records\"} 4",
             "mpsync_store_calls_total{store=\"memory\",call=\"write\"} 5",
             "mpsync_request_duration_seconds_count{route=\"election_put\",status=\"200\"} 1",
             "mpsync_request_duration_seconds_bucket{le=\"0.0025\",route=\"election_put\",status=\"200\"} 1",

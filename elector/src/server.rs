@@ -12,11 +12,15 @@
 //!
 //! Every refusal is counted in `/metrics` (`mpsync_refusals_total`) and
 //! logged, at most once a second per limit.
+//!
+//! The probe port (`--health-listen`, [`serve_health`]) runs the same loop
+//! with the same limits and a connection cap of its own: it is the one
+//! address a pod exposes beyond loopback, and a flood there must neither
+//! wear the elector down nor take connections from the lease API.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -25,12 +29,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Refusal;
+use crate::quiet::Quiet;
 use crate::service::Service;
 
-/// The server's limits.
+/// The server's limits, applied to each listening address on its own.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connections open at once.
+    /// Connections open at once (per listening address).
     pub max_connections: usize,
     /// Time to send a request's headers, and to keep an idle connection.
     pub header_read_timeout: Duration,
@@ -41,25 +46,6 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits { max_connections: 10_000, header_read_timeout: Duration::from_secs(10), max_header_bytes: 16 * 1024 }
-    }
-}
-
-/// Logs a refusal at most once a second (the counter has them all).
-pub(crate) struct Quiet {
-    origin: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Quiet {
-    pub(crate) fn new() -> Quiet {
-        Quiet { origin: Instant::now(), last_ms: AtomicU64::new(0) }
-    }
-
-    /// True at most once a second.
-    pub(crate) fn speak(&self) -> bool {
-        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1_000);
-        let last = self.last_ms.load(Ordering::Relaxed);
-        now >= last + 1_000 && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 }
 
@@ -76,7 +62,40 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = TowerToHyperService::new(crate::api::router(service.clone()));
+    let graceful = accept(listener, crate::api::router(service.clone()), &service, limits, shutdown).await;
+    tracing::info!("shutting down: finishing requests in flight");
+    service.begin_shutdown();
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Serves only `/healthz`, `/readyz` and `/metrics` (the probe port,
+/// `--health-listen`) on an already-bound `listener`, within `limits` as
+/// [`serve`] does, until `shutdown` resolves; then stops accepting and
+/// finishes the requests in flight.
+pub async fn serve_health(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let graceful = accept(listener, crate::api::health_router(service.clone()), &service, limits, shutdown).await;
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Accepts connections on `listener` and serves `app` on each, within
+/// `limits`, until `shutdown` resolves; returns what tracks the
+/// connections still open.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    service: &Service,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> GracefulShutdown {
+    let app = TowerToHyperService::new(app);
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -107,7 +126,7 @@ pub async fn serve(
         let Ok(permit) = open.clone().try_acquire_owned() else {
             service.metrics().refuse(Refusal::Connection);
             if quiet.speak() {
-                tracing::warn!(max = limits.max_connections, "refusing connections past --max-connections");
+                tracing::warn!(max = limits.max_connections, %addr, "refusing connections past --max-connections");
             }
             tokio::spawn(async move {
                 let mut stream = stream;
@@ -122,10 +141,7 @@ pub async fn serve(
             drop(permit);
         });
     }
-    tracing::info!("shutting down: finishing requests in flight");
-    service.begin_shutdown();
-    graceful.shutdown().await;
-    Ok(())
+    graceful
 }
 
 #[cfg(test)]
@@ -137,12 +153,5 @@ mod tests {
         let (head, body) = FULL.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("content-length: {}", body.len())), "{body}");
         serde_json::from_str::<serde_json::Value>(body).unwrap();
-    }
-
-    #[test]
-    fn refusals_are_logged_at_most_once_a_second() {
-        let quiet = Quiet::new();
-        assert!(quiet.speak());
-        assert!(!quiet.speak());
     }
 }

@@ -3,7 +3,9 @@
 //! Each operation reads a record from the [`Store`], lets the judge date it
 //! on this process's monotonic clock, asks `mpsync_core::record` what to do,
 //! and writes back with compare-and-swap, retrying from the read when
-//! another writer got in between.
+//! another writer got in between. A sweeper (`service/sweep.rs`) clears
+//! the leases that ran out with nobody to release them, so the judge and
+//! the stores keep only what is live.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +18,8 @@ use tokio::sync::watch;
 
 use crate::metrics::{Event, Metrics};
 use crate::store::{Key, NameRefused, Store, StoreError, Versioned};
+
+mod sweep;
 
 /// How many times a write is retried after losing a compare-and-swap race.
 const CAS_ATTEMPTS: usize = 16;
@@ -126,15 +130,16 @@ enum Applied<W, A> {
 /// Locks and elections over one store.
 pub struct Service {
     store: Arc<dyn Store>,
-    judge: Mutex<Judge<Key>>,
-    metrics: Metrics,
+    judge: Arc<Mutex<Judge<Key>>>,
+    sweeper: sweep::Sweeper,
+    metrics: Arc<Metrics>,
     origin: Instant,
     identity: String,
     compat_ttl: Duration,
     stopping: watch::Sender<bool>,
     long_polls: Arc<tokio::sync::Semaphore>,
     max_long_polls: usize,
-    quiet: crate::server::Quiet,
+    quiet: crate::quiet::Quiet,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -145,7 +150,9 @@ fn ms(d: Duration) -> u64 {
 /// lease runs out, which writes nothing: store version `v` is `2v` while as
 /// written and `2v + 1` once its holder's lease has run out. So a long-poll
 /// on what a client last saw always has something to wait for, and an
-/// expiry wakes it like any other change.
+/// expiry wakes it like any other change. (`CLEAR_AFTER` later the sweeper
+/// clears the record, a write like any other: `2w` at its new version `w`,
+/// or absent where the store then forgets it.)
 fn view_version(store_version: u64, expired: bool) -> u64 {
     store_version * 2 + u64::from(expired)
 }
@@ -164,17 +171,29 @@ impl Service {
     /// A service over `store`. `identity` and `compat_ttl` serve the
     /// compatible surface (`/locks/{name}`), whose clients name neither.
     pub fn new(store: Arc<dyn Store>, identity: String, compat_ttl: Duration) -> Self {
+        let judge = Arc::new(Mutex::new(Judge::new()));
+        let metrics = Arc::new(Metrics::default());
+        metrics.report_sizes({
+            let (judge, store) = (judge.clone(), store.clone());
+            move || {
+                let mut sizes = vec![("judge", mpsync_core::lock(&judge).len())];
+                sizes.extend(store.sizes());
+                sizes
+            }
+        });
+        let (origin, stopping) = (Instant::now(), watch::channel(false).0);
         Service {
+            sweeper: sweep::Sweeper::new(store.clone(), judge.clone(), metrics.clone(), origin, stopping.subscribe()),
             store,
-            judge: Mutex::new(Judge::new()),
-            metrics: Metrics::default(),
-            origin: Instant::now(),
+            judge,
+            metrics,
+            origin,
             identity,
             compat_ttl,
-            stopping: watch::channel(false).0,
+            stopping,
             long_polls: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_LONG_POLLS)),
             max_long_polls: DEFAULT_MAX_LONG_POLLS,
-            quiet: crate::server::Quiet::new(),
+            quiet: crate::quiet::Quiet::new(),
         }
     }
 
@@ -201,7 +220,9 @@ impl Service {
     }
 
     fn judge(&self) -> std::sync::MutexGuard<'_, Judge<Key>> {
-        self.judge.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        // Whatever the judge learns, the sweeper will clear once it ran out.
+        self.sweeper.start();
+        mpsync_core::lock(&self.judge)
     }
 
     /// The number of leases held right now, as this elector last saw them.
@@ -366,7 +387,7 @@ impl Service {
                 Step::Write(record, value) => (record, value),
             };
             match self.store.put(key, &record, stored.as_ref()).await {
-                Ok(Versioned { record, version }) => {
+                Ok(Versioned { record, version, .. }) => {
                     // Dated from before the write: never later than the
                     // moment the store applied it, so the judge's expiry
                     // can only come early for others, never late.
@@ -394,6 +415,7 @@ impl Service {
             ttl_ms: request.ttl_ms,
             token: request.token,
             address: request.address.as_deref(),
+            key: request.key.as_ref(),
         };
         let applied = self
             .apply(key, |current, now| match decide_claim(current, &claim, now) {
@@ -430,8 +452,9 @@ impl Service {
 
     /// Releases a lease at once.
     pub async fn release(&self, key: &Key, request: &ReleaseRequest) -> Result<ReleaseResult, ServiceError> {
+        let (holder, token, lease_key) = (&request.holder, request.token, request.key.as_ref());
         let applied = self
-            .apply(key, |current, now| match decide_release(current, &request.holder, request.token, now) {
+            .apply(key, |current, now| match decide_release(current, holder, token, lease_key, now) {
                 ReleaseOutcome::NotFound => Step::Answer(ReleaseResult::NotFound),
                 ReleaseOutcome::Refused(conflict) => {
                     let expired = current.is_some_and(|c| c.is_expired(now));
@@ -442,12 +465,8 @@ impl Service {
             .await?;
         let result = match applied {
             Applied::Answered(result) => result,
-            Applied::Written { .. } => {
-                // A free record needs no judging; a store may forget it now
-                // too, so remembering it here would only grow.
-                self.judge().forget(key);
-                ReleaseResult::Released
-            }
+            // The judge dropped its entry on seeing the record written free.
+            Applied::Written { .. } => ReleaseResult::Released,
         };
         match result {
             ReleaseResult::Refused(_) => self.metrics.count(key.kind, Event::Conflict),
@@ -458,7 +477,10 @@ impl Service {
     }
 
     /// The compatible `PUT /locks/{name}`: acquire or heartbeat as this
-    /// elector's identity with the compatible TTL.
+    /// elector's identity with the compatible TTL. Its clients have no key,
+    /// so it presents none: it cannot renew a lease a v1 client acquired
+    /// with a key under the same holder name (409 `wrong_key`), and its
+    /// own leases are keyless, renewable by anyone who can reach the port.
     pub async fn compat_put(&self, key: &Key) -> Result<ClaimResult, ServiceError> {
         let token = match self.read(key).await? {
             View::Held(lease) if lease.holder == self.identity => Some(lease.token),
@@ -479,7 +501,7 @@ mod tests {
     fn view_versions_grow_with_every_write_and_with_an_expiry() {
         for v in [0, 1, 41, u64::MAX / 2 - 1] {
             let (written, expired) = (view_version(v, false), view_version(v, true));
-            assert!(written < expired && expired < view_version(v + 1, false).max(expired + 1));
+            assert!(written < expired && expired < view_version(v + 1, false), "{v}: {written} {expired}");
             assert_eq!((store_version(written), store_version(expired)), (v, v));
         }
     }
@@ -488,7 +510,7 @@ mod tests {
     async fn a_library_caller_cannot_ask_for_a_lease_longer_than_the_store_guards() {
         let service = Service::new(Arc::new(MemoryStore::new()), "me".into(), Duration::from_secs(30));
         let key = Key { kind: Kind::Lock, name: "db".into() };
-        let request = AcquireRequest { holder: "a".into(), ttl_ms: MAX_TTL_MS + 1, token: None, address: None };
+        let request = AcquireRequest::new("a", Duration::from_millis(MAX_TTL_MS + 1), None, None);
         let refused = service.claim(&key, &request).await;
         assert!(
             matches!(refused, Err(ServiceError::TtlTooLong { ttl_ms, .. }) if ttl_ms == MAX_TTL_MS + 1),

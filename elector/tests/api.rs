@@ -1,22 +1,29 @@
 //! The elector's HTTP API. Most cases run the library in-process
 //! (`elector::server::serve` on a listener bound to `127.0.0.1:0`, the
-//! memory store); those where the process matters (SIGTERM, a second
-//! listener from the command line, a restart over the state file) run the
-//! real `elector` binary.
+//! memory store); those where the process matters (SIGTERM, the probe port
+//! from the command line, a restart over the state file) run the real
+//! `elector` binary.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use elector::server::Limits;
 use elector::service::Service;
-use elector::store::MemoryStore;
+use elector::store::{Key, MemoryStore, NameRefused, Page, Store, StoreError, Versioned};
 use hyper::{Method, StatusCode};
 use mpsync_client::{Claimed, Client, Read};
-use mpsync_core::wire::{AcquireRequest, CompatLock, ConflictReason, ErrorBody, ErrorCode, Kind, LeaseView};
+use mpsync_core::Record;
+use mpsync_core::record::KeyDigest;
+use mpsync_core::wire::{
+    AcquireRequest, CompatLock, ConflictReason, ConflictView, ErrorBody, ErrorCode, Kind, LeaseKey, LeaseView,
+    ReleaseRequest,
+};
 use serde_json::json;
 use std::sync::Arc;
 use testkit::elector::ElectorProcess;
+use tokio::sync::watch;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elector");
 /// Generous bound on waits for events that should happen in milliseconds;
@@ -36,12 +43,74 @@ struct Knobs {
 /// An elector served in-process; stops when dropped.
 struct InProcess {
     addr: std::net::SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// How many long-polls have parked so far (see [`Parking`]).
+    parked: watch::Receiver<usize>,
 }
 
 impl InProcess {
     fn addr(&self) -> std::net::SocketAddr {
         self.addr
+    }
+
+    /// Resolves once `n` long-polls in all have parked: an event, no polling.
+    async fn parked(&mut self, n: usize) {
+        tokio::time::timeout(PATIENCE, self.parked.wait_for(|parked| *parked >= n))
+            .await
+            .expect("the long-poll never parked")
+            .unwrap();
+    }
+
+    /// Resolves the shutdown future the server was given.
+    fn shut_down(&mut self) {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+    }
+}
+
+/// The memory store, telling the test each time a long-poll parks on it:
+/// the service waits on [`Store::wait_change`] only once the long-poll holds
+/// its slot and found nothing to answer yet.
+struct Parking {
+    inner: MemoryStore,
+    parked: watch::Sender<usize>,
+}
+
+#[async_trait]
+impl Store for Parking {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn check_name(&self, key: &Key) -> Result<(), NameRefused> {
+        self.inner.check_name(key)
+    }
+    fn max_ttl_ms(&self) -> u64 {
+        self.inner.max_ttl_ms()
+    }
+    async fn get(&self, key: &Key) -> Result<Option<Versioned>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &Key, record: &Record, current: Option<&Versioned>) -> Result<Versioned, StoreError> {
+        self.inner.put(key, record, current).await
+    }
+    async fn wait_change(&self, key: &Key, version: u64) -> Result<(), StoreError> {
+        self.parked.send_modify(|n| *n += 1);
+        self.inner.wait_change(key, version).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn list(&self, kind: Kind, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        self.inner.list(kind, cursor, limit).await
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.inner.counters()
+    }
+    fn absent_version(&self) -> u64 {
+        self.inner.absent_version()
+    }
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        self.inner.sizes()
     }
 }
 
@@ -52,6 +121,8 @@ async fn serve(knobs: Knobs) -> (InProcess, Client) {
     if let Some(max) = knobs.max_records {
         store = store.with_max_records(max);
     }
+    let (parked_tx, parked) = watch::channel(0);
+    let store = Parking { inner: store, parked: parked_tx };
     let compat_ttl = knobs.compat_ttl.unwrap_or(Duration::from_secs(30));
     let mut service = Service::new(Arc::new(store), "pod-a".into(), compat_ttl);
     if let Some(max) = knobs.max_long_polls {
@@ -61,8 +132,8 @@ async fn serve(knobs: Knobs) -> (InProcess, Client) {
     let shutdown = async move {
         let _ = stopped.await;
     };
-    tokio::spawn(elector::server::serve(listener, Arc::new(service), knobs.limits, shutdown));
-    (InProcess { addr, _stop: stop }, Client::new(&format!("http://{addr}")))
+    let serving = tokio::spawn(elector::server::serve(listener, Arc::new(service), knobs.limits, shutdown));
+    (InProcess { addr, stop: Some(stop), serving, parked }, Client::new(&format!("http://{addr}")))
 }
 
 async fn start(extra: &[&str]) -> (ElectorProcess, Client) {
@@ -74,11 +145,21 @@ async fn start(extra: &[&str]) -> (ElectorProcess, Client) {
 }
 
 fn acquire(holder: &str, ttl_ms: u64) -> AcquireRequest {
-    AcquireRequest { holder: holder.into(), ttl_ms, token: None, address: None }
+    AcquireRequest::new(holder, Duration::from_millis(ttl_ms), None, None)
 }
 
 fn renew(holder: &str, ttl_ms: u64, token: u64) -> AcquireRequest {
     AcquireRequest { token: Some(token), ..acquire(holder, ttl_ms) }
+}
+
+fn lease_key(text: &str) -> LeaseKey {
+    LeaseKey::parse(text).unwrap()
+}
+
+/// `DELETE` with the body as given (the client's `release` sends no key).
+async fn release(client: &Client, path: &str, request: &ReleaseRequest) -> (StatusCode, String) {
+    let reply = client.request(Method::DELETE, path, Some(request)).await.unwrap();
+    (reply.status, String::from_utf8_lossy(&reply.body).into_owned())
 }
 
 async fn granted(client: &Client, kind: Kind, name: &str, req: &AcquireRequest) -> LeaseView {
@@ -133,6 +214,79 @@ async fn a_v1_holder_makes_a_compatible_put_return_409() {
     // GET on the compatible surface shows the v1 holder as the owner.
     let get = client.request(Method::GET, "/locks/shared", None::<&()>).await.unwrap();
     assert_eq!(get.json::<CompatLock>().unwrap().owner, "worker-1");
+}
+
+/// What the holder key protects on the compatible surface, and what not.
+#[tokio::test]
+async fn the_compatible_surface_cannot_use_a_keyed_lease_and_its_own_have_no_key() {
+    let (_elector, client) = serve(Knobs::default()).await;
+    // A v1 client that happens to use the elector's identity, with a key:
+    // the compatible PUT (no key) cannot heartbeat its lease.
+    let key = lease_key("v1-clients-own-key-000001");
+    let keyed = granted(&client, Kind::Lock, "keyed", &acquire("pod-a", 60_000).with_key(Some(&key))).await;
+    let put = client.request(Method::PUT, "/locks/keyed", None::<&()>).await.unwrap();
+    assert_eq!(put.status, StatusCode::CONFLICT);
+    assert_eq!(put.json::<ConflictView>().unwrap().reason, ConflictReason::WrongKey);
+    let Read::Held(after) = client.read(Kind::Lock, "keyed", None).await.unwrap() else { panic!() };
+    assert_eq!((after.token, after.version), (keyed.token, keyed.version), "nothing was written");
+    // The compatible surface's own leases have no key, as in the original:
+    // anyone who can reach the port and read the token renews them.
+    let own: CompatLock = client.request(Method::PUT, "/locks/own", None::<&()>).await.unwrap().json().unwrap();
+    granted(&client, Kind::Lock, "own", &renew("pod-a", 60_000, own.token)).await;
+    // A key sent then is not adopted: the elector's heartbeat still works.
+    let stranger = lease_key("a-strangers-guess-0000001");
+    granted(&client, Kind::Lock, "own", &renew("pod-a", 60_000, own.token).with_key(Some(&stranger))).await;
+    let put = client.request(Method::PUT, "/locks/own", None::<&()>).await.unwrap();
+    assert_eq!(put.status, StatusCode::OK);
+}
+
+/// Only the acquirer, who alone has the key, renews or releases; a
+/// stranger who read the holder and the token from `GET` cannot, and no
+/// answer of the elector shows the key or its digest.
+#[tokio::test]
+async fn a_stranger_with_holder_and_token_cannot_renew_or_release_a_keyed_lease() {
+    let (_elector, client) = serve(Knobs::default()).await;
+    let key = lease_key("the-holders-own-key-00001");
+    let digest = KeyDigest::of(&key);
+    let path = "/v1/locks/guarded";
+    let grant = client.request(Method::PUT, path, Some(&acquire("w1", 10_000).with_key(Some(&key)))).await.unwrap();
+    assert_eq!(grant.status, StatusCode::OK);
+    let lease: LeaseView = grant.json().unwrap();
+    let mut answers = vec![String::from_utf8_lossy(&grant.body).into_owned()];
+    let Read::Held(seen) = client.read(Kind::Lock, "guarded", None).await.unwrap() else { panic!() };
+    let wrong = lease_key("a-strangers-guess-0000001");
+    for presented in [None, Some(&wrong)] {
+        // What the issue tried: extend it to 10 minutes, then release it.
+        let renew = renew(&seen.holder, 600_000, seen.token).with_key(presented);
+        let refused = client.request(Method::PUT, path, Some(&renew)).await.unwrap();
+        assert_eq!(refused.status, StatusCode::CONFLICT);
+        let conflict: ConflictView = refused.json().unwrap();
+        assert_eq!((conflict.reason, conflict.holder.as_deref()), (ConflictReason::WrongKey, Some("w1")));
+        answers.push(String::from_utf8_lossy(&refused.body).into_owned());
+        let request = ReleaseRequest { holder: seen.holder.clone(), token: seen.token, key: presented.cloned() };
+        let (status, body) = release(&client, path, &request).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(serde_json::from_str::<ConflictView>(&body).unwrap().reason, ConflictReason::WrongKey);
+        answers.push(body);
+    }
+    let Read::Held(after) = client.read(Kind::Lock, "guarded", None).await.unwrap() else { panic!() };
+    assert_eq!((after.token, after.version, after.ttl_ms), (lease.token, lease.version, 10_000), "nothing written");
+    // A third party still cannot get in; the holder renews and releases.
+    assert_eq!(refused(&client, Kind::Lock, "guarded", &acquire("w2", 10_000)).await.reason, ConflictReason::Held);
+    granted(&client, Kind::Lock, "guarded", &renew("w1", 10_000, lease.token).with_key(Some(&key))).await;
+    for read in [path, "/v1/locks", "/locks/guarded", "/metrics"] {
+        let reply = client.request(Method::GET, read, None::<&()>).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{read}");
+        answers.push(String::from_utf8_lossy(&reply.body).into_owned());
+    }
+    for answer in &answers {
+        assert!(!answer.contains(key.as_str()) && !answer.contains(digest.as_str()), "{answer}");
+    }
+    let request = ReleaseRequest { holder: "w1".into(), token: lease.token, key: Some(key.clone()) };
+    assert_eq!(release(&client, path, &request).await.0, StatusCode::NO_CONTENT);
+    // Free again, and a lease taken without a key behaves as it always did.
+    let plain = granted(&client, Kind::Lock, "guarded", &acquire("w2", 10_000)).await;
+    assert!(client.release(Kind::Lock, "guarded", "w2", plain.token).await.unwrap());
 }
 
 #[tokio::test]
@@ -391,6 +545,38 @@ async fn bad_input_gets_its_documented_status_and_error() {
             Some("address"),
         ),
         (
+            Method::PUT,
+            "/v1/locks/ok",
+            Some(r#"{"holder":"w","ttl_ms":1000,"key":"too-short"}"#.into()),
+            400,
+            Some(ErrorCode::InvalidField),
+            Some("key"),
+        ),
+        (
+            Method::PUT,
+            "/v1/locks/ok",
+            Some(r#"{"holder":"w","ttl_ms":1000,"key":"spaces are not in the alphabet"}"#.into()),
+            400,
+            Some(ErrorCode::InvalidField),
+            Some("key"),
+        ),
+        (
+            Method::PUT,
+            "/v1/locks/ok",
+            Some(r#"{"holder":"w","ttl_ms":1000,"key":null}"#.into()),
+            400,
+            Some(ErrorCode::MalformedBody),
+            Some("key"),
+        ),
+        (
+            Method::DELETE,
+            "/v1/locks/ok",
+            Some(r#"{"holder":"w","token":1,"key":"too-short"}"#.into()),
+            400,
+            Some(ErrorCode::InvalidField),
+            Some("key"),
+        ),
+        (
             Method::DELETE,
             "/v1/locks/ok",
             Some(r#"{"holder":"w"}"#.into()),
@@ -490,31 +676,38 @@ async fn a_listing_pages_through_every_record_and_refuses_a_bad_query() {
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
+/// The shutdown future (SIGTERM's, in the binary) answers a parked
+/// long-poll at once with the record as it is, and the server returns once
+/// the requests in flight are done.
 #[tokio::test]
-async fn sigterm_answers_pending_long_polls_and_exits_zero() {
-    let (mut elector, client) = start(&[]).await;
+async fn shutdown_answers_pending_long_polls_at_once() {
+    let (mut elector, client) = serve(Knobs::default()).await;
     let a = granted(&client, Kind::Lock, "bye", &acquire("a", 60_000)).await;
     let waiter = tokio::spawn({
         let client = client.clone();
         async move { client.read(Kind::Lock, "bye", Some((a.version, Duration::from_secs(120)))).await }
     });
-    // Signal only once the elector reports the long-poll as waiting.
-    let parked = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let reply = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
-            if String::from_utf8_lossy(&reply.body).contains("mpsync_watchers 1") {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    });
-    parked.await.expect("the long-poll never reached the elector");
-    elector.signal("TERM").unwrap();
+    elector.parked(1).await;
+    elector.shut_down();
     let read = tokio::time::timeout(PATIENCE, waiter).await.expect("long-poll hung at shutdown").unwrap().unwrap();
     assert!(matches!(read, Read::Held(ref l) if l.holder == "a"), "{read:?}");
+    let served = tokio::time::timeout(PATIENCE, &mut elector.serving).await.expect("the server did not return");
+    served.unwrap().unwrap();
+}
+
+/// SIGTERM is the binary's shutdown future, for both its listeners: it
+/// exits 0 and stops accepting on each.
+#[tokio::test]
+async fn sigterm_stops_the_elector_and_it_exits_zero() {
+    let (mut elector, client, health) = start_with_probe_port(&[]).await;
+    granted(&client, Kind::Lock, "bye", &acquire("a", 60_000)).await;
+    let probes = Client::new(&format!("http://{health}"));
+    assert_eq!(probes.request(Method::GET, "/healthz", None::<&()>).await.unwrap().status, StatusCode::OK);
+    elector.signal("TERM").unwrap();
     let status = tokio::time::timeout(PATIENCE, elector.wait()).await.expect("elector did not exit").unwrap();
     assert!(status.success(), "{status}");
     assert!(client.request(Method::GET, "/healthz", None::<&()>).await.is_err(), "stopped accepting");
+    assert!(probes.request(Method::GET, "/healthz", None::<&()>).await.is_err(), "stopped accepting probes");
 }
 
 #[tokio::test]
@@ -535,12 +728,21 @@ async fn operations_endpoints_answer() {
     }
 }
 
+/// The binary with `--health-listen` on a port that was free a moment ago,
+/// and `extra` flags; its probe address. The elector binds both addresses
+/// before it prints the line `start` waits for.
+async fn start_with_probe_port(extra: &[&str]) -> (ElectorProcess, Client, std::net::SocketAddr) {
+    let health = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let health_arg = health.to_string();
+    let mut args = vec!["--health-listen", &health_arg];
+    args.extend_from_slice(extra);
+    let (elector, client) = start(&args).await;
+    (elector, client, health)
+}
+
 #[tokio::test]
 async fn health_listen_serves_probes_and_metrics_but_not_the_lease_api() {
-    // A port that was free a moment ago: the elector binds it right away.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let health = format!("127.0.0.1:{port}");
-    let (_elector, client) = start(&["--health-listen", &health]).await;
+    let (_elector, client, health) = start_with_probe_port(&[]).await;
     granted(&client, Kind::Lock, "probed", &acquire("w", 10_000)).await;
     let probes = Client::new(&format!("http://{health}"));
     for path in ["/healthz", "/readyz", "/metrics"] {
@@ -550,6 +752,38 @@ async fn health_listen_serves_probes_and_metrics_but_not_the_lease_api() {
     assert_eq!(lease_api.status, StatusCode::NOT_FOUND, "the lease API is not on the health address");
     let put = probes.request(Method::PUT, "/locks/probed", None::<&()>).await.unwrap();
     assert_eq!(put.status, StatusCode::NOT_FOUND);
+}
+
+/// The probe port is the one a pod exposes beyond loopback: it closes a
+/// half-sent request and an idle connection at `--header-read-timeout`, as
+/// the API port does. The wait is shorter than the default timeout, so an
+/// ignored flag fails it, and a server without the limit (plain
+/// `axum::serve`) keeps both open for ever.
+#[tokio::test]
+async fn the_probe_port_closes_slow_and_idle_connections_at_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (_elector, _client, health) = start_with_probe_port(&["--header-read-timeout", "300ms"]).await;
+    let mut half = tokio::net::TcpStream::connect(health).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(health).await.unwrap();
+    let within = Limits::default().header_read_timeout / 2;
+    read_until_closed(&mut half, within).await;
+    read_until_closed(&mut idle, within).await;
+}
+
+/// The probe port has a connection cap of its own: one past it gets 503,
+/// and the lease API, with its own, still answers.
+#[tokio::test]
+async fn the_probe_port_refuses_connections_past_its_cap() {
+    // A long header timeout: the held connections stay until the test ends.
+    let (_elector, client, health) =
+        start_with_probe_port(&["--max-connections", "2", "--header-read-timeout", "10m"]).await;
+    let _held =
+        [tokio::net::TcpStream::connect(health).await.unwrap(), tokio::net::TcpStream::connect(health).await.unwrap()];
+    let mut third = tokio::net::TcpStream::connect(health).await.unwrap();
+    let answer = read_until_closed(&mut third, PATIENCE).await;
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("--max-connections"), "{answer}");
+    granted(&client, Kind::Lock, "capped", &acquire("w", 10_000)).await;
 }
 
 /// Restarts on the memory store: the `--state-file` keeps tokens growing,
@@ -580,6 +814,13 @@ async fn a_restarted_memory_elector_grants_nothing_an_old_holder_may_hold_and_to
     // So is a name nobody used, and a's renewal: a learns it lost the lock.
     refused(&client, Kind::Lock, "fresh", &acquire("b", 60_000)).await;
     assert_eq!(refused(&client, Kind::Lock, "restart", &renew("a", 1_500, a.token)).await.reason, ConflictReason::Held);
+    // Nobody can keep the placeholder going or end it early, though its
+    // holder and token are there to read: it has no key anyone has.
+    let Read::Held(shown) = client.read(Kind::Lock, "restart", None).await.unwrap() else { panic!("not held") };
+    let placeholder = renew(&shown.holder, 60_000, shown.token);
+    assert_eq!(refused(&client, Kind::Lock, "restart", &placeholder).await.reason, ConflictReason::WrongKey);
+    let end = ReleaseRequest { holder: placeholder.holder.clone(), token: placeholder.token.unwrap(), key: None };
+    assert_eq!(release(&client, "/v1/locks/restart", &end).await.0, StatusCode::CONFLICT);
     // A waiter is answered when the recovery ends, and then b gets the lock
     // with a token above every one granted before the crash.
     let read = client.read(Kind::Lock, "restart", Some((c.version, PATIENCE))).await.unwrap();
@@ -621,11 +862,12 @@ async fn past_max_records_a_new_name_is_refused_with_retry_after() {
     assert!(text.contains(r#"mpsync_store_calls_total{store="memory",call="refused_full"} 1"#), "{text}");
 }
 
-/// Reads from a raw connection until the server closes it; what it sent.
-async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+/// Reads from a raw connection until the server closes it, `within` at
+/// most; what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> String {
     use tokio::io::AsyncReadExt;
     let mut answer = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+    tokio::time::timeout(within, stream.read_to_end(&mut answer))
         .await
         .expect("the elector kept the connection open")
         .unwrap_or_default();
@@ -638,6 +880,8 @@ async fn metric_line(client: &Client, prefix: &str) -> String {
     text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {text}")).to_owned()
 }
 
+/// Closed within half the default timeout: a server that ignored the
+/// limit given (or had none) would keep them open longer, and fail this.
 #[tokio::test]
 async fn a_half_sent_request_and_an_idle_connection_are_closed_at_the_header_timeout() {
     use tokio::io::AsyncWriteExt;
@@ -649,45 +893,42 @@ async fn a_half_sent_request_and_an_idle_connection_are_closed_at_the_header_tim
     let mut half = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
     half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut idle = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
-    read_until_closed(&mut half).await;
-    read_until_closed(&mut idle).await;
+    let within = Limits::default().header_read_timeout / 2;
+    read_until_closed(&mut half, within).await;
+    read_until_closed(&mut idle, within).await;
 }
 
 #[tokio::test]
 async fn past_max_connections_a_connection_gets_503_and_is_counted() {
     use tokio::io::AsyncWriteExt;
-    let (elector, client) =
+    let (elector, _client) =
         serve(Knobs { limits: Limits { max_connections: 2, ..Limits::default() }, ..Knobs::default() }).await;
-    let held: Vec<_> = futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(elector.addr()))).await;
+    let connect = || tokio::net::TcpStream::connect(elector.addr());
     // The server accepts in order: these two hold the slots.
-    let mut first = held.into_iter().map(Result::unwrap).collect::<Vec<_>>();
-    let mut third = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
-    let answer = read_until_closed(&mut third).await;
+    let (mut first, mut second) = (connect().await.unwrap(), connect().await.unwrap());
+    let mut third = connect().await.unwrap();
+    let answer = read_until_closed(&mut third, PATIENCE).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("retry-after: 1") && answer.contains("--max-connections"), "{answer}");
-    // Once the held ones are done, there is room again.
-    for held in &mut first {
-        held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-        assert!(read_until_closed(held).await.starts_with("HTTP/1.1 200"));
-    }
-    let mut line = None;
-    for _ in 0..1000 {
-        match client.request(Method::GET, "/metrics", None::<&()>).await {
-            Ok(reply) if reply.status == StatusCode::OK => {
-                let text = String::from_utf8(reply.body.to_vec()).unwrap();
-                line = text.lines().find(|l| l.contains("limit=\"connections\"")).map(str::to_owned);
-                break;
-            }
-            // The server frees a slot just after it closes a connection.
-            _ => tokio::task::yield_now().await,
-        }
-    }
-    assert_eq!(line.as_deref(), Some("mpsync_refusals_total{limit=\"connections\"} 1"));
+    // Counted: asked on a held connection, which has its slot already.
+    first.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let metrics = read_until_closed(&mut first, PATIENCE).await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("mpsync_refusals_total{limit=\"connections\"} 1\n"), "{metrics}");
+    // Once a held one is done, there is room again. This test runs on one
+    // thread, and the server frees the slot in the same step in which it
+    // closes the connection: before this task can see it closed.
+    second.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    assert!(read_until_closed(&mut second, PATIENCE).await.starts_with("HTTP/1.1 200"));
+    let mut fourth = connect().await.unwrap();
+    fourth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let answer = read_until_closed(&mut fourth, PATIENCE).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[tokio::test]
 async fn past_max_long_polls_a_long_poll_gets_429_and_headers_past_the_limit_get_431() {
-    let (_elector, client) = serve(Knobs {
+    let (mut elector, client) = serve(Knobs {
         max_long_polls: Some(1),
         limits: Limits { max_header_bytes: 8192, ..Limits::default() },
         ..Knobs::default()
@@ -697,10 +938,8 @@ async fn past_max_long_polls_a_long_poll_gets_429_and_headers_past_the_limit_get
         let client = client.clone();
         async move { client.read(Kind::Lock, "watched", Some((0, PATIENCE))).await }
     });
-    // Wait until the first one is parked.
-    while metric_line(&client, "mpsync_watchers").await != "mpsync_watchers 1" {
-        tokio::task::yield_now().await;
-    }
+    elector.parked(1).await;
+    assert_eq!(metric_line(&client, "mpsync_watchers").await, "mpsync_watchers 1");
     let second = client.request(Method::GET, "/v1/locks/watched?wait=0&timeout_ms=1000", None::<&()>).await.unwrap();
     assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(second.headers.contains_key("retry-after"));
@@ -713,9 +952,9 @@ async fn past_max_long_polls_a_long_poll_gets_429_and_headers_past_the_limit_get
     assert!(matches!(parked.await.unwrap().unwrap(), Read::Held(_)));
 
     use tokio::io::AsyncWriteExt;
-    let mut big = tokio::net::TcpStream::connect(_elector.addr()).await.unwrap();
+    let mut big = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
     let header = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nx-padding: {}\r\n\r\n", "a".repeat(20_000));
     let _ = big.write_all(header.as_bytes()).await;
-    let answer = read_until_closed(&mut big).await;
+    let answer = read_until_closed(&mut big, PATIENCE).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }

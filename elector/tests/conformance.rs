@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use mpsync_client::{Claimed, Client, Read};
-use mpsync_core::wire::{AcquireRequest, ConflictReason, ConflictView, ErrorBody, ErrorCode, Kind, LeaseView};
+use mpsync_core::record::KeyDigest;
+use mpsync_core::wire::{
+    AcquireRequest, ConflictReason, ConflictView, ErrorBody, ErrorCode, Kind, LeaseKey, LeaseView, ReleaseRequest,
+};
 use testkit::elector::ElectorProcess;
 use testkit::{Etcd, LeaseApi};
 
@@ -113,6 +116,26 @@ impl Backend {
         }
     }
 
+    /// The record of lock `name` as the store itself keeps it, as text:
+    /// the etcd value, the Lease object. `None` where nothing outside the
+    /// elector holds it (the memory store) or the test does not look (a
+    /// real cluster).
+    async fn stored(&self, name: &str) -> Option<String> {
+        match self {
+            Backend::Etcd(etcd) => {
+                let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
+                let value = client.get(format!("/metaparticle-sync/locks/{name}"), None).await.unwrap();
+                Some(value.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()).unwrap_or_default())
+            }
+            Backend::Kubernetes { api, .. } => {
+                let lease =
+                    api.leases("sync-test").into_iter().find(|l| l["metadata"]["name"] == format!("lock.{name}"));
+                Some(lease.map(|l| l.to_string()).unwrap_or_default())
+            }
+            Backend::Memory | Backend::RealCluster { .. } => None,
+        }
+    }
+
     async fn restart(&mut self) {
         match self {
             Backend::Etcd(etcd) => etcd.restart().await.unwrap(),
@@ -132,7 +155,7 @@ fn unique(prefix: &str) -> String {
 }
 
 fn acquire(holder: &str, ttl_ms: u64) -> AcquireRequest {
-    AcquireRequest { holder: holder.into(), ttl_ms, token: None, address: None }
+    AcquireRequest::new(holder, Duration::from_millis(ttl_ms), None, None)
 }
 
 fn renew(holder: &str, ttl_ms: u64, token: u64) -> AcquireRequest {
@@ -223,6 +246,53 @@ async fn acquire_renew_release(store: &str) {
     assert!(!client.release(Kind::Lock, &name, "w1", first.token).await.unwrap(), "a second release is refused");
     let next = granted(&client, &name, &acquire("w2", 10_000)).await;
     assert!(next.token > first.token, "a new holder gets a larger token: {} then {}", first.token, next.token);
+}
+
+/// Only the acquirer, who alone has the key, renews or releases a lease it
+/// took with one. The holder and the token are public: a stranger reads
+/// them with `GET` and is refused all the same, with or without a key of
+/// its own. The store keeps the key's digest, never the key.
+async fn only_the_key_holder_renews_or_releases(store: &str) {
+    let backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("pod-a", &[]).await;
+    let name = unique("key");
+    let path = format!("/v1/locks/{name}");
+    let key = LeaseKey::parse("the-holders-own-key-00001").unwrap();
+    let lease = granted(&client, &name, &acquire("w1", 30_000).with_key(Some(&key))).await;
+    if let Some(stored) = backend.stored(&name).await {
+        assert!(stored.contains(KeyDigest::of(&key).as_str()), "the digest is kept: {stored}");
+        assert!(!stored.contains(key.as_str()), "never the key: {stored}");
+    }
+    let Read::Held(seen) = client.read(Kind::Lock, &name, None).await.unwrap() else { panic!("not held") };
+    let wrong = LeaseKey::parse("a-strangers-guess-0000001").unwrap();
+    for presented in [None, Some(&wrong)] {
+        let conflict = refused(&client, &name, &renew(&seen.holder, 40_000, seen.token).with_key(presented)).await;
+        assert_eq!((conflict.reason, conflict.holder.as_deref()), (ConflictReason::WrongKey, Some("w1")));
+        let release = ReleaseRequest { holder: seen.holder.clone(), token: seen.token, key: presented.cloned() };
+        let reply = client.request(Method::DELETE, &path, Some(&release)).await.unwrap();
+        assert_eq!(reply.status, StatusCode::CONFLICT);
+        assert_eq!(reply.json::<ConflictView>().unwrap().reason, ConflictReason::WrongKey);
+    }
+    let Read::Held(after) = client.read(Kind::Lock, &name, None).await.unwrap() else { panic!("released") };
+    assert_eq!((after.token, after.version, after.ttl_ms), (lease.token, lease.version, 30_000), "nothing written");
+    assert_eq!(refused(&client, &name, &acquire("w2", 30_000)).await.reason, ConflictReason::Held);
+    // The holder renews (the digest stays with the lease) and releases.
+    let renewed = granted(&client, &name, &renew("w1", 30_000, lease.token).with_key(Some(&key))).await;
+    assert_eq!(renewed.token, lease.token);
+    assert_eq!(
+        refused(&client, &name, &renew("w1", 30_000, lease.token)).await.reason,
+        ConflictReason::WrongKey,
+        "still keyed after a renewal"
+    );
+    let release = ReleaseRequest { holder: "w1".into(), token: lease.token, key: Some(key.clone()) };
+    let reply = client.request(Method::DELETE, &path, Some(&release)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    // Free; the next holder, without a key, is bound to none.
+    let next = granted(&client, &name, &acquire("w2", 30_000)).await;
+    if let Some(stored) = backend.stored(&name).await {
+        assert!(!stored.contains(KeyDigest::of(&key).as_str()), "the old digest went with the old lease: {stored}");
+    }
+    assert!(client.release(Kind::Lock, &name, "w2", next.token).await.unwrap());
 }
 
 async fn expiry(store: &str) {
@@ -522,11 +592,13 @@ macro_rules! suite {
     };
 }
 
-suite!(memory: acquire_renew_release, expiry, fencing, long_poll_wakes_on_release, race_of_32, bad_names_never_reach_the_store,
+suite!(memory: acquire_renew_release, only_the_key_holder_renews_or_releases, expiry, fencing, long_poll_wakes_on_release,
+    race_of_32, bad_names_never_reach_the_store, listing);
+suite!(etcd: acquire_renew_release, only_the_key_holder_renews_or_releases, expiry, fencing, long_poll_wakes_on_release,
+    race_of_32, bad_names_never_reach_the_store, store_outage, electors_share_the_store, listing);
+suite!(kubernetes: acquire_renew_release, only_the_key_holder_renews_or_releases, expiry, fencing,
+    long_poll_wakes_on_release, race_of_32, bad_names_never_reach_the_store, store_outage, electors_share_the_store,
     listing);
-suite!(etcd: acquire_renew_release, expiry, fencing, long_poll_wakes_on_release, race_of_32, bad_names_never_reach_the_store,
-    store_outage, electors_share_the_store, listing);
-suite!(kubernetes: acquire_renew_release, expiry, fencing, long_poll_wakes_on_release, race_of_32,
-    bad_names_never_reach_the_store, store_outage, electors_share_the_store, listing);
-suite!(real_cluster #[ignore = "needs MPSYNC_TEST_KUBECONFIG (a real cluster)"]: acquire_renew_release, expiry, fencing,
-    long_poll_wakes_on_release, race_of_32, bad_names_never_reach_the_store, electors_share_the_store, listing);
+suite!(real_cluster #[ignore = "needs MPSYNC_TEST_KUBECONFIG (a real cluster)"]: acquire_renew_release,
+    only_the_key_holder_renews_or_releases, expiry, fencing, long_poll_wakes_on_release, race_of_32,
+    bad_names_never_reach_the_store, electors_share_the_store, listing);

@@ -100,10 +100,17 @@ fn every_error_code_and_conflict_reason_is_documented() {
         assert!(codes.iter().any(|c| c == name.as_str().unwrap()), "{name} missing from the Error enum");
     }
     let reasons = property_enum(&api, "Conflict", "reason");
-    for reason in [ConflictReason::Held, ConflictReason::StaleToken, ConflictReason::NotHeld] {
+    use ConflictReason::*;
+    let all = [Held, StaleToken, NotHeld, WrongKey];
+    for reason in all {
+        // A reason added to the code stops this compiling until it is listed.
+        match reason {
+            Held | StaleToken | NotHeld | WrongKey => {}
+        }
         let name = serde_json::to_value(reason).unwrap();
         assert!(reasons.iter().any(|r| r == name.as_str().unwrap()), "{name} missing");
     }
+    assert_eq!(reasons.len(), all.len(), "documented reasons the code never gives: {reasons:?}");
 }
 
 #[test]
@@ -114,4 +121,14 @@ fn request_bounds_match_the_core_constants() {
     assert_eq!(ttl.maximum, Some(mpsync_core::wire::MAX_TTL_MS as i64));
     let SchemaKind::Type(Type::String(holder)) = &schema(&api, "Holder").schema_kind else { panic!() };
     assert_eq!(holder.max_length, Some(mpsync_core::wire::MAX_HOLDER_LEN));
+    let SchemaKind::Type(Type::String(key)) = &schema(&api, "Key").schema_kind else { panic!() };
+    assert_eq!(
+        (key.min_length, key.max_length),
+        (Some(mpsync_core::wire::MIN_KEY_LEN), Some(mpsync_core::wire::MAX_KEY_LEN))
+    );
+    // Every request that renews or releases may carry it.
+    for request in ["LockRequest", "ElectionRequest", "ReleaseRequest"] {
+        let SchemaKind::Type(Type::Object(object)) = &schema(&api, request).schema_kind else { panic!() };
+        assert!(object.properties.contains_key("key"), "{request} has no key");
+    }
 }

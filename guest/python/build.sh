@@ -9,6 +9,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=$1
 tool="$root/.tools/componentize-py"
+# componentize-py imports the app to snapshot it, and its interpreter
+# writes __pycache__/ beside the sources whatever PYTHONDONTWRITEBYTECODE
+# says: build from a copy, so a build leaves nothing in the work tree.
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+cp "$here"/*.py "$src"/
 for app in lock election; do
   target="$out/$app-py.wasm"
   if [ -f "$target" ] && [ -z "$(find "$here"/*.py "$root/wit/sync.wit" -newer "$target")" ]; then
@@ -16,7 +22,7 @@ for app in lock election; do
     continue
   fi
   start=$(date +%s)
-  (cd "$here" && PYTHONPATH="$tool" PYTHONDONTWRITEBYTECODE=1 "$tool/bin/componentize-py" -d "$root/wit" -w app \
+  (cd "$src" && PYTHONPATH="$tool" "$tool/bin/componentize-py" -d "$root/wit" -w app \
     componentize "$app" -o "$target" >/dev/null)
   echo "python: built $target ($(( $(stat -c %s "$target") / 1000000 )) MB) in $(( $(date +%s) - start )) s" >&2
 done

@@ -2,8 +2,8 @@
 //!
 //! `wasi:io` maps onto wasmtime-wasi's own bindings so the pollables we hand
 //! out are the same `pollable` resource every WASI call understands; the two
-//! resources map onto [`LockHandle`](crate::imports::LockHandle) and
-//! [`ElectionHandle`](crate::imports::ElectionHandle).
+//! resources map onto [`LockHandle`](crate::leases::LockHandle) and
+//! [`ElectionHandle`](crate::leases::ElectionHandle).
 
 #![allow(missing_docs)]
 
@@ -14,8 +14,8 @@ wasmtime::component::bindgen!({
     require_store_data_send: true,
     with: {
         "wasi:io": wasmtime_wasi::p2::bindings::io,
-        "metaparticle:sync/lock.lock": crate::imports::LockHandle,
-        "metaparticle:sync/election.election": crate::imports::ElectionHandle,
+        "metaparticle:sync/lock.lock": crate::leases::LockHandle,
+        "metaparticle:sync/election.election": crate::leases::ElectionHandle,
     },
 });
 

@@ -1,88 +1,46 @@
 //! The `metaparticle:sync` imports, implemented on the native client.
 //!
-//! Each `lock` / `election` resource is a [`Lease`] kept in the store's
-//! [`SyncCtx`], which remembers every lease a guest created so that the
-//! runtime can release them all when the guest exits or traps. A resource
-//! dropped by the guest is released in the background.
+//! They see only a projection of the guest's store, [`SyncView`] (its
+//! lease registry and its resource table), as wasmtime-wasi's imports see
+//! a `WasiCtxView`: this module knows nothing of the store's other parts.
+//! Each `lock` / `election` resource is a [`Handle`] whose lease the
+//! [`SyncCtx`] registry also keeps until the guest drops it; a dropped
+//! handle is released before the drop returns, and then forgotten.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use mpsync_core::wire::Kind;
 use tokio::sync::watch;
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::{HasData, Resource, ResourceTable};
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 
 use crate::bindings::{election, lock, types};
-use crate::state::HostState;
-use mpsync_client::{Client, DEFAULT_TTL, Error as SyncError, Lease, Options};
+use crate::leases::{ElectionHandle, Handle, LockHandle, SyncCtx};
+use mpsync_client::{Error as SyncError, Lease};
 
-/// Per-store state of the metaparticle:sync imports.
-pub struct SyncCtx {
-    client: Client,
-    instance: String,
-    created: u64,
-    leases: Vec<Arc<Lease>>,
+/// What the imports may touch of a guest's store.
+pub struct SyncView<'a> {
+    /// The guest's leases.
+    pub ctx: &'a mut SyncCtx,
+    /// The guest's resources (handles and pollables live there).
+    pub table: &'a mut ResourceTable,
 }
 
-impl SyncCtx {
-    /// Imports talking to the elector at `elector_url`; default holder ids
-    /// start with `instance` (unique per process).
-    pub fn new(elector_url: &str, instance: String) -> Self {
-        SyncCtx { client: Client::new(elector_url), instance, created: 0, leases: Vec::new() }
-    }
+/// The [`HasData`] of the imports, for `add_to_linker`: their data is a
+/// [`SyncView`].
+pub struct HasSync;
 
-    fn next_id(&mut self) -> String {
-        self.created += 1;
-        format!("{}-{}", self.instance, self.created)
-    }
-
-    fn open(
-        &mut self,
-        kind: Kind,
-        name: &str,
-        ttl_ms: Option<u64>,
-        holder: Option<String>,
-        address: Option<String>,
-    ) -> Handle {
-        let holder = holder.unwrap_or_else(|| self.next_id());
-        let ttl = ttl_ms.map_or(DEFAULT_TTL, Duration::from_millis);
-        let lease = Lease::new(self.client.clone(), kind, name, Options { ttl, holder, address }).map(Arc::new);
-        if let Ok(lease) = &lease {
-            self.leases.push(lease.clone());
-        }
-        Handle { lease }
-    }
-
-    /// Releases every lease the guest still holds (after it exits or traps).
-    /// Returns how many were released.
-    pub async fn release_all(&mut self) -> usize {
-        let mut released = 0;
-        for lease in self.leases.drain(..) {
-            if lease.held().is_some() && lease.release().await.is_ok() {
-                tracing::info!(name = lease.name(), "released a lease the guest still held");
-                released += 1;
-            }
-        }
-        released
-    }
+impl HasData for HasSync {
+    type Data<'a> = SyncView<'a>;
 }
-
-/// A lease handle as the guest sees it: a name or option the constructor
-/// could not accept is kept and reported by every call.
-pub struct Handle {
-    lease: Result<Arc<Lease>, SyncError>,
-}
-
-/// The host side of the `lock` resource.
-pub type LockHandle = Handle;
-/// The host side of the `election` resource.
-pub type ElectionHandle = Handle;
 
 /// The pollable behind `subscribe`: ready once the lease state changed after
-/// the call, or the lease seen then ran out.
+/// the call, or the lease seen then ran out. It does not keep the lease
+/// alive: a guest that drops the handle and keeps the pollable must not keep
+/// the lease's tasks running, so a lease that is gone makes it ready.
 struct LeaseWatch {
-    lease: Arc<Lease>,
+    lease: Weak<Lease>,
     changes: watch::Receiver<u64>,
     seen: u64,
     was_held: bool,
@@ -95,7 +53,7 @@ impl Pollable for LeaseWatch {
             if *self.changes.borrow() != self.seen {
                 return;
             }
-            let held = self.lease.held();
+            let Some(held) = self.lease.upgrade().map(|lease| lease.held()) else { return };
             if self.was_held && held.is_none() {
                 return;
             }
@@ -118,11 +76,11 @@ fn lease_of(table: &ResourceTable, r: &Resource<Handle>) -> wasmtime::Result<Res
     Ok(table.get(r)?.lease.clone())
 }
 
-fn watch(table: &mut ResourceTable, lease: Arc<Lease>) -> wasmtime::Result<Resource<DynPollable>> {
+fn watch(table: &mut ResourceTable, lease: &Arc<Lease>) -> wasmtime::Result<Resource<DynPollable>> {
     let changes = lease.changes();
     let seen = *changes.borrow();
     let was_held = lease.held().is_some();
-    let watch = table.push(LeaseWatch { lease, changes, seen, was_held })?;
+    let watch = table.push(LeaseWatch { lease: Arc::downgrade(lease), changes, seen, was_held })?;
     subscribe(table, watch)
 }
 
@@ -136,21 +94,32 @@ fn closed_watch(table: &mut ResourceTable) -> wasmtime::Result<Resource<DynPolla
     subscribe(table, ready)
 }
 
-/// Dropping a handle releases its lease before the call returns, so the
-/// guest's next step already sees the lock free.
-async fn drop_handle(table: &mut ResourceTable, rep: Resource<Handle>) -> wasmtime::Result<()> {
-    let handle = table.delete(rep)?;
-    if let Ok(lease) = handle.lease
-        && lease.held().is_some()
-    {
-        let _ = lease.release().await;
+impl SyncView<'_> {
+    /// The `subscribe` of both resources.
+    fn subscribe(&mut self, me: &Resource<Handle>) -> wasmtime::Result<Resource<DynPollable>> {
+        match lease_of(self.table, me)? {
+            Ok(lease) => watch(self.table, &lease),
+            Err(_) => closed_watch(self.table),
+        }
     }
-    Ok(())
+
+    /// Dropping a handle releases its lease before the call returns, so the
+    /// guest's next step already sees the lock free; then the registry
+    /// forgets it, and the lease's tasks stop with its last reference.
+    async fn drop_handle(&mut self, rep: Resource<Handle>) -> wasmtime::Result<()> {
+        let handle = self.table.delete(rep)?;
+        if let Some(lease) = self.ctx.close(handle)
+            && lease.held().is_some()
+        {
+            let _ = lease.release().await;
+        }
+        Ok(())
+    }
 }
 
-impl types::Host for HostState {}
-impl lock::Host for HostState {}
-impl election::Host for HostState {}
+impl types::Host for SyncView<'_> {}
+impl lock::Host for SyncView<'_> {}
+impl election::Host for SyncView<'_> {}
 
 fn lease_record(lease: &Lease) -> Option<types::Lease> {
     lease.held().map(|g| types::Lease {
@@ -161,14 +130,14 @@ fn lease_record(lease: &Lease) -> Option<types::Lease> {
     })
 }
 
-impl lock::HostLock for HostState {
+impl lock::HostLock for SyncView<'_> {
     async fn new(&mut self, name: String, options: lock::LockOptions) -> wasmtime::Result<Resource<LockHandle>> {
-        let handle = self.sync.open(Kind::Lock, &name, options.ttl_ms, options.holder, None);
+        let handle = self.ctx.open(Kind::Lock, &name, options.ttl_ms, options.holder, None);
         Ok(self.table.push(handle)?)
     }
 
     async fn try_lock(&mut self, me: Resource<LockHandle>) -> wasmtime::Result<Result<types::Lease, types::Error>> {
-        let lease = match lease_of(&self.table, &me)? {
+        let lease = match lease_of(self.table, &me)? {
             Ok(lease) => lease,
             Err(e) => return Ok(Err(to_wit(e))),
         };
@@ -185,7 +154,7 @@ impl lock::HostLock for HostState {
         me: Resource<LockHandle>,
         timeout_ms: u64,
     ) -> wasmtime::Result<Result<types::Lease, types::Error>> {
-        let lease = match lease_of(&self.table, &me)? {
+        let lease = match lease_of(self.table, &me)? {
             Ok(lease) => lease,
             Err(e) => return Ok(Err(to_wit(e))),
         };
@@ -194,7 +163,7 @@ impl lock::HostLock for HostState {
     }
 
     async fn unlock(&mut self, me: Resource<LockHandle>) -> wasmtime::Result<Result<(), types::Error>> {
-        let lease = match lease_of(&self.table, &me)? {
+        let lease = match lease_of(self.table, &me)? {
             Ok(lease) => lease,
             Err(e) => return Ok(Err(to_wit(e))),
         };
@@ -202,28 +171,25 @@ impl lock::HostLock for HostState {
     }
 
     async fn lease(&mut self, me: Resource<LockHandle>) -> wasmtime::Result<Option<types::Lease>> {
-        Ok(lease_of(&self.table, &me)?.ok().and_then(|l| lease_record(&l)))
+        Ok(lease_of(self.table, &me)?.ok().and_then(|l| lease_record(&l)))
     }
 
     async fn subscribe(&mut self, me: Resource<LockHandle>) -> wasmtime::Result<Resource<DynPollable>> {
-        match lease_of(&self.table, &me)? {
-            Ok(lease) => watch(&mut self.table, lease),
-            Err(_) => closed_watch(&mut self.table),
-        }
+        SyncView::subscribe(self, &me)
     }
 
     async fn drop(&mut self, rep: Resource<LockHandle>) -> wasmtime::Result<()> {
-        drop_handle(&mut self.table, rep).await
+        self.drop_handle(rep).await
     }
 }
 
-impl election::HostElection for HostState {
+impl election::HostElection for SyncView<'_> {
     async fn new(
         &mut self,
         name: String,
         options: election::ElectionOptions,
     ) -> wasmtime::Result<Resource<ElectionHandle>> {
-        let handle = self.sync.open(Kind::Election, &name, options.ttl_ms, options.candidate, options.address);
+        let handle = self.ctx.open(Kind::Election, &name, options.ttl_ms, options.candidate, options.address);
         if let Ok(lease) = &handle.lease {
             lease.watch_leader();
         }
@@ -235,7 +201,7 @@ impl election::HostElection for HostState {
         me: Resource<ElectionHandle>,
         timeout_ms: u64,
     ) -> wasmtime::Result<Result<types::Leader, types::Error>> {
-        let lease = match lease_of(&self.table, &me)? {
+        let lease = match lease_of(self.table, &me)? {
             Ok(lease) => lease,
             Err(e) => return Ok(Err(to_wit(e))),
         };
@@ -244,7 +210,7 @@ impl election::HostElection for HostState {
     }
 
     async fn resign(&mut self, me: Resource<ElectionHandle>) -> wasmtime::Result<Result<(), types::Error>> {
-        let lease = match lease_of(&self.table, &me)? {
+        let lease = match lease_of(self.table, &me)? {
             Ok(lease) => lease,
             Err(e) => return Ok(Err(to_wit(e))),
         };
@@ -252,21 +218,18 @@ impl election::HostElection for HostState {
     }
 
     async fn is_leader(&mut self, me: Resource<ElectionHandle>) -> wasmtime::Result<bool> {
-        Ok(lease_of(&self.table, &me)?.is_ok_and(|l| l.held().is_some()))
+        Ok(lease_of(self.table, &me)?.is_ok_and(|l| l.held().is_some()))
     }
 
     async fn leader(&mut self, me: Resource<ElectionHandle>) -> wasmtime::Result<Option<types::Leader>> {
-        Ok(lease_of(&self.table, &me)?.ok().and_then(|l| l.leader()).map(types::Leader::from))
+        Ok(lease_of(self.table, &me)?.ok().and_then(|l| l.leader()).map(types::Leader::from))
     }
 
     async fn subscribe(&mut self, me: Resource<ElectionHandle>) -> wasmtime::Result<Resource<DynPollable>> {
-        match lease_of(&self.table, &me)? {
-            Ok(lease) => watch(&mut self.table, lease),
-            Err(_) => closed_watch(&mut self.table),
-        }
+        SyncView::subscribe(self, &me)
     }
 
     async fn drop(&mut self, rep: Resource<ElectionHandle>) -> wasmtime::Result<()> {
-        drop_handle(&mut self.table, rep).await
+        self.drop_handle(rep).await
     }
 }

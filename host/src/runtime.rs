@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::anyhow;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Cache, CacheConfig, Config, Engine, Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Cache, CacheConfig, Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::bindings::metaparticle::sync;
-use crate::imports::SyncCtx;
+use crate::imports::HasSync;
+use crate::leases::SyncCtx;
+use crate::limits::{CpuLimitHit, GuestLimits, MemoryLimitHit};
 use crate::state::HostState;
 
 /// How often the epoch ticks: the granularity of CPU accounting and of
@@ -151,9 +153,10 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut without_sync).map_err(|e| anyhow!("{e:#}"))?;
         let mut with_sync = without_sync.clone();
         // wasi:io comes from wasmtime-wasi above; add only our interfaces.
-        sync::types::add_to_linker::<_, HasSelf<HostState>>(&mut with_sync, |s| s).map_err(|e| anyhow!("{e:#}"))?;
-        sync::lock::add_to_linker::<_, HasSelf<HostState>>(&mut with_sync, |s| s).map_err(|e| anyhow!("{e:#}"))?;
-        sync::election::add_to_linker::<_, HasSelf<HostState>>(&mut with_sync, |s| s).map_err(|e| anyhow!("{e:#}"))?;
+        let view = HostState::sync_view;
+        sync::types::add_to_linker::<_, HasSync>(&mut with_sync, view).map_err(|e| anyhow!("{e:#}"))?;
+        sync::lock::add_to_linker::<_, HasSync>(&mut with_sync, view).map_err(|e| anyhow!("{e:#}"))?;
+        sync::election::add_to_linker::<_, HasSync>(&mut with_sync, view).map_err(|e| anyhow!("{e:#}"))?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.weak(), stop_ticker.clone());
@@ -273,70 +276,6 @@ impl Runtime {
                 }
             }
         }
-    }
-}
-
-/// The trap the epoch callback raises when the guest used up `--max-cpu`.
-#[derive(Debug, thiserror::Error)]
-#[error("mpsync: CPU limit exceeded")]
-pub struct CpuLimitHit;
-
-/// The trap raised when the guest asks for memory past `--max-memory`.
-#[derive(Debug, thiserror::Error)]
-#[error("mpsync: memory limit of {limit} bytes exceeded (asked for {desired})")]
-pub struct MemoryLimitHit {
-    /// The limit.
-    pub limit: usize,
-    /// What the guest asked for.
-    pub desired: usize,
-}
-
-/// The guest's resource limits: its linear memory capped at `--max-memory`
-/// (growing past it traps with [`MemoryLimitHit`], and the refusal is
-/// recorded, so a guest that catches the failed grow and traps later is
-/// still reported as out of memory); tables and instances as wasmtime's
-/// defaults.
-pub struct GuestLimits {
-    memory: usize,
-    refused: bool,
-    defaults: wasmtime::StoreLimits,
-}
-
-impl GuestLimits {
-    /// Limits with linear memory capped at `memory` bytes.
-    pub fn new(memory: usize) -> GuestLimits {
-        GuestLimits { memory, refused: false, defaults: StoreLimitsBuilder::new().build() }
-    }
-
-    /// Whether a memory grow was refused.
-    pub fn refused(&self) -> bool {
-        self.refused
-    }
-}
-
-impl wasmtime::ResourceLimiter for GuestLimits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory {
-            self.refused = true;
-            return Err(wasmtime::Error::new(MemoryLimitHit { limit: self.memory, desired }));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.defaults.table_growing(current, desired, maximum)
-    }
-
-    fn instances(&self) -> usize {
-        self.defaults.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.defaults.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.defaults.memories()
     }
 }
 

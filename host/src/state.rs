@@ -1,12 +1,14 @@
 //! What one running guest owns: its WASI context, its wasi:http context, its
-//! resource table, its limits and its metaparticle:sync leases.
+//! resource table, its limits and its metaparticle:sync leases. Each set of
+//! imports gets a view of the parts it needs, never the whole.
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::imports::SyncCtx;
-use crate::runtime::GuestLimits;
+use crate::imports::SyncView;
+use crate::leases::SyncCtx;
+use crate::limits::GuestLimits;
 
 /// The data of a guest's `Store`.
 pub struct HostState {
@@ -17,6 +19,13 @@ pub struct HostState {
     pub(crate) sync: SyncCtx,
     /// Epoch ticks (10 ms each) the guest has spent running so far.
     pub(crate) cpu_ticks: u64,
+}
+
+impl HostState {
+    /// What the metaparticle:sync imports see.
+    pub fn sync_view(&mut self) -> SyncView<'_> {
+        SyncView { ctx: &mut self.sync, table: &mut self.table }
+    }
 }
 
 impl WasiView for HostState {

@@ -165,7 +165,9 @@ enum Event {
 }
 
 /// The watchdog process: starts `command`, keeps it inside the deadline
-/// (see the module documentation) and returns its exit code.
+/// (see the module documentation) and returns its exit code. Call it before
+/// starting any thread or runtime: it forks the command while the process
+/// is still single-threaded, and starts its own two threads after that.
 pub fn run(control: &Path, grace: Duration, deadline: Duration, command: &[String]) -> i32 {
     let stream = match std::os::unix::net::UnixStream::connect(control) {
         Ok(s) => s,
@@ -179,17 +181,21 @@ pub fn run(control: &Path, grace: Duration, deadline: Duration, command: &[Strin
     let mut cmd = std::process::Command::new(program);
     cmd.args(args).process_group(0);
     // The command dies with this process even if it is SIGKILLed (then
-    // nothing else would stop the command). The closure runs between fork
-    // and exec and makes only async-signal-safe system calls.
+    // nothing else would stop the command). The closure runs in the child
+    // between fork and exec, where only async-signal-safe calls are allowed:
+    // no allocation and no lock, since another thread of the parent may have
+    // held the allocator's lock at the fork. `main` runs the watchdog before
+    // any runtime starts, so the process is single-threaded here anyway.
     #[allow(unsafe_code)]
-    // SAFETY: prctl and getppid are single system calls; nothing allocates
-    // or takes a lock.
+    // SAFETY: prctl and getppid are single system calls, and an error is
+    // an errno: `from_raw_os_error` builds it without allocating.
     unsafe {
         cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            let errno = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(errno)?;
             if rustix::process::getppid() != Some(parent) {
                 // The watchdog died before the signal was armed.
-                return Err(std::io::Error::other("the watchdog is gone"));
+                return Err(errno(rustix::io::Errno::SRCH));
             }
             Ok(())
         });

@@ -87,7 +87,7 @@ struct Inner {
 
 impl Inner {
     fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {
-        self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        mpsync_core::lock(&self.objects)
     }
 
     fn record(&self, objects: &mut Objects, namespace: &str, kind: &'static str, object: Value) {

@@ -243,8 +243,9 @@ pub enum Provider {
     /// `mpsync run --no-sync-imports APP.portable.wasm`: the app composed
     /// with `sync-guest`, nothing of metaparticle:sync linked.
     Portable,
-    /// The composition under the stock `wasmtime run -S http`
-    /// (`.tools/wasmtime`, installed by `scripts/setup.sh`).
+    /// The composition under the stock `wasmtime run -S http`: the
+    /// wasmtime CLI that `tools/` builds with the workspace (the
+    /// `wasmtime` binary of this build, beside `mpsync`).
     Wasmtime,
     /// The composition transpiled to JavaScript and run on Node by `jco
     /// run` (`.tools/jco`).

@@ -5,11 +5,15 @@
 //! `mpsync lock` gave it. It checks nothing itself (no deadline, no answer):
 //! the worst-behaved command, so that only `mpsync lock` keeps it inside its
 //! lease. A refused write is reported on stderr and the worker goes on.
+//!
+//! `chaos-worker --clock-probe` instead answers each line on stdin with the
+//! seconds its `Instant` says have passed since it started: how the clock
+//! fault checks that libfaketime really skews a Rust process's clock.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("chaos-worker: {name} is not set"))
@@ -30,7 +34,22 @@ fn report(fence: &str, step: &str, lock: &str, client: &str, token: &str) -> Res
     text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad answer: {text:?}"))
 }
 
+/// Answers each line on stdin with the seconds since start on `Instant`.
+fn clock_probe() -> ExitCode {
+    let start = Instant::now();
+    let mut out = std::io::stdout();
+    for line in std::io::stdin().lock().lines() {
+        if line.is_err() || writeln!(out, "{}", start.elapsed().as_secs_f64()).and_then(|()| out.flush()).is_err() {
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--clock-probe") {
+        return clock_probe();
+    }
     let run = || -> Result<(), String> {
         let fence = var("CHAOS_FENCE")?;
         let client = var("CHAOS_CLIENT")?;

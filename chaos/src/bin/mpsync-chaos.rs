@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use chaos::run::{Bins, Config, Report, StoreKind, run};
+use chaos::config::{Bins, Config, StoreKind};
+use chaos::report::Report;
+use chaos::run::run;
 use clap::Parser;
 
 /// Runs real clients (`mpsync lock`, and the chaos wasm app under `mpsync
@@ -13,8 +15,15 @@ use clap::Parser;
 /// random times, and checks the history: no two critical sections may
 /// overlap unless the earlier holder was frozen (then the fencing resource
 /// must refuse its late writes), no stale write may be accepted, and tokens
-/// must grow at every hand-over. Prints a report per store (and writes them
-/// as JSON with --json); exits 1 if any run found a violation.
+/// must grow at every hand-over. A stranger reads held locks and tries to
+/// renew and release them without the holder's key: the elector must refuse
+/// every attempt. With --clock-rate, one more holder runs with its clocks
+/// skewed and is cut off from its elector now and then: inside the bound
+/// (a rate of 0.8 or more, for the 20% margin) nothing may break; below it,
+/// the checker catches the holder working past its lease. Prints a report
+/// per store on stdout, naming the file that holds the electors' output
+/// (and writes the reports as JSON with --json); exits 1 if any run found a
+/// violation.
 ///
 /// Example: `mpsync-chaos --store memory --store etcd --handovers 10000
 /// --time-limit 20m --seed 7`.
@@ -48,6 +57,13 @@ struct Args {
     /// Electors sharing an etcd or Kubernetes store.
     #[arg(long, default_value_t = 2)]
     electors: usize,
+    /// Add a holder (`skewed-0`, an `mpsync lock` contender) whose clocks
+    /// run at this rate relative to everyone else's, through libfaketime
+    /// (0.5: half as fast), and partitions of it from its elector to the
+    /// faults. Safe from 0.8 up (the 20% margin); below that the checker
+    /// must find violations.
+    #[arg(long, value_name = "RATE")]
+    clock_rate: Option<f64>,
     /// The folder with chaos.wasm and chaos.portable.wasm (scripts/build-wasm.sh
     /// prints it); without it only `mpsync lock` contends.
     #[arg(long, env = "MPSYNC_WASM_DIR")]
@@ -55,7 +71,9 @@ struct Args {
     /// Write the reports here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Keep each run's history here, as DIR/STORE.jsonl.
+    /// Keep each run's history here, as DIR/STORE.jsonl, and the electors'
+    /// output as DIR/STORE-electors.log (without it, the logs go to a
+    /// temporary folder, named in the report).
     #[arg(long)]
     history_dir: Option<PathBuf>,
     /// Only check the history in this file (kept with --history-dir), with
@@ -93,14 +111,7 @@ async fn go() -> anyhow::Result<bool> {
     }
     let mut bins = Bins::beside(&std::env::current_exe()?)?;
     if let Some(dir) = &args.wasm_dir {
-        for app in ["chaos.wasm", "chaos.portable.wasm"] {
-            anyhow::ensure!(
-                dir.join(app).is_file(),
-                "{} is missing: run scripts/build-wasm.sh",
-                dir.join(app).display()
-            );
-        }
-        bins.wasm = Some(dir.clone());
+        bins = bins.with_wasm(dir)?;
     }
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
@@ -108,16 +119,18 @@ async fn go() -> anyhow::Result<bool> {
     let mut reports: Vec<Report> = Vec::new();
     for store in &args.stores {
         eprintln!(
-            "mpsync-chaos: {store:?} store, seed {seed}, up to {} hand-overs or {}",
+            "mpsync-chaos: {} store, seed {seed}, up to {} hand-overs or {}",
+            store.name(),
             args.handovers,
             humantime::format_duration(args.time_limit)
         );
-        let history = match &args.history_dir {
+        let (history, elector_log) = match &args.history_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                Some(dir.join(format!("{store:?}.jsonl").to_lowercase()))
+                let (history, log) = (format!("{}.jsonl", store.name()), format!("{}-electors.log", store.name()));
+                (Some(dir.join(history)), Some(dir.join(log)))
             }
-            None => None,
+            None => (None, None),
         };
         let report = run(Config {
             store: *store,
@@ -130,7 +143,10 @@ async fn go() -> anyhow::Result<bool> {
             fault_every: args.fault_every,
             electors: args.electors,
             bins: bins.clone(),
+            clock_rate: args.clock_rate,
             history,
+            elector_log,
+            stop_when: None,
             verbose: args.verbose,
             forget_state: false,
         })
@@ -146,5 +162,5 @@ async fn go() -> anyhow::Result<bool> {
         std::fs::write(path, serde_json::to_vec_pretty(&reports)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(reports.iter().all(|r| r.findings.safe()))
+    Ok(reports.iter().all(Report::safe))
 }

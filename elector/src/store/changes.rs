@@ -1,7 +1,11 @@
 //! Change channels for stores that learn of changes from a watch (etcd,
-//! Kubernetes): one channel per watched record, fed by the store's single
-//! watch, plus a generation bumped whenever that watch breaks, after which
-//! every waiter reads again.
+//! Kubernetes): one channel per record long-polled now, fed by the store's
+//! single watch, plus a generation bumped whenever that watch breaks, after
+//! which every waiter reads again.
+//!
+//! A channel lives exactly as long as someone waits on it: the last waiter
+//! to leave (answered, timed out, or dropped with its request) removes it,
+//! so names long-polled once and never changed leave nothing behind.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,20 +21,40 @@ pub(crate) struct Changes {
     generation: watch::Sender<u64>,
 }
 
+/// One waiter's subscription to a record's channel; dropping it removes the
+/// channel if it was the last (on every way out of [`Changes::wait`],
+/// cancellation included).
+struct Subscription<'a> {
+    changes: &'a Changes,
+    id: String,
+    receiver: watch::Receiver<u64>,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        let mut records = self.changes.records();
+        // Subscribing happens under this lock too, so nobody can join
+        // between the count and the removal. Our own receiver still counts.
+        if records.get(&self.id).is_some_and(|sender| sender.receiver_count() <= 1) {
+            records.remove(&self.id);
+        }
+    }
+}
+
 impl Changes {
     fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
-        self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        mpsync_core::lock(&self.records)
+    }
+
+    /// How many records are being waited on now.
+    pub(crate) fn len(&self) -> usize {
+        self.records().len()
     }
 
     /// Records that `id` is now at `version` (0: deleted).
     pub(crate) fn publish(&self, id: &str, version: u64) {
-        let mut records = self.records();
-        if let Some(sender) = records.get(id) {
-            if sender.receiver_count() == 0 {
-                records.remove(id);
-            } else {
-                sender.send_replace(version);
-            }
+        if let Some(sender) = self.records().get(id) {
+            sender.send_replace(version);
         }
     }
 
@@ -38,7 +62,11 @@ impl Changes {
     /// waiter must read again.
     pub(crate) fn wake_all(&self) {
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
-        self.records().retain(|_, sender| sender.receiver_count() > 0);
+    }
+
+    fn subscribe(&self, id: String, version: u64) -> Subscription<'_> {
+        let receiver = self.records().entry(id.clone()).or_insert_with(|| watch::channel(version).0).subscribe();
+        Subscription { changes: self, id, receiver }
     }
 
     /// Waits until record `id` leaves `version`. `read` gives its version
@@ -52,7 +80,8 @@ impl Changes {
         read: impl Future<Output = Result<u64, StoreError>>,
         store: &str,
     ) -> Result<(), StoreError> {
-        let mut changes = self.records().entry(id).or_insert_with(|| watch::channel(version).0).subscribe();
+        let mut subscription = self.subscribe(id, version);
+        let changes = &mut subscription.receiver;
         let mut generation = self.generation.subscribe();
         generation.borrow_and_update();
         if read.await? != version {
@@ -71,5 +100,41 @@ impl Changes {
                 _ = generation.changed() => return Ok(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_channel_lives_only_while_someone_waits_on_it() {
+        let changes = Changes::default();
+        let wait = |id: &str, read: u64| changes.wait(id.to_owned(), 1, async move { Ok(read) }, "test");
+        // Answered: the record changes while two wait; both leave.
+        let (mut first, mut second) = (Box::pin(wait("a", 1)), Box::pin(wait("a", 1)));
+        assert!(futures::poll!(first.as_mut()).is_pending() && futures::poll!(second.as_mut()).is_pending());
+        assert_eq!(changes.len(), 1);
+        changes.publish("a", 2);
+        first.await.unwrap();
+        second.await.unwrap();
+        assert_eq!(changes.len(), 0, "answered");
+        // Already changed when read: answered at once.
+        wait("b", 2).await.unwrap();
+        assert_eq!(changes.len(), 0, "answered at once");
+        // Dropped while waiting (a timeout, a client gone) on a name that
+        // never changes.
+        let mut never = Box::pin(wait("c", 1));
+        assert!(futures::poll!(never.as_mut()).is_pending());
+        drop(never);
+        assert_eq!(changes.len(), 0, "dropped");
+        // One of two waiters leaves: the channel stays for the other.
+        let (mut kept, mut gone) = (Box::pin(wait("d", 1)), Box::pin(wait("d", 1)));
+        assert!(futures::poll!(kept.as_mut()).is_pending() && futures::poll!(gone.as_mut()).is_pending());
+        drop(gone);
+        assert_eq!(changes.len(), 1, "the other waiter still needs it");
+        changes.publish("d", 3);
+        kept.await.unwrap();
+        assert_eq!(changes.len(), 0);
     }
 }

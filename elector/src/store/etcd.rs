@@ -2,7 +2,9 @@
 //! outside Kubernetes.
 //!
 //! - Each record is one key, `{prefix}{locks|elections}/{name}`, holding the
-//!   record as JSON. Its version is the key's `mod_revision`.
+//!   record as JSON (with the SHA-256 digest of the holder's key, if it
+//!   acquired with one; never the key). Its version is the key's
+//!   `mod_revision`.
 //! - Writes are transactions that compare the `mod_revision` read (or that
 //!   the key does not exist), so two electors never both win.
 //! - Every record is bound to this elector's etcd lease (one per process,
@@ -14,6 +16,9 @@
 //! - Because records can vanish, the fencing token of a write that changes
 //!   hands is that write's revision, which etcd never reuses: tokens keep
 //!   growing across deletions and restarts.
+//! - A released record, and one the elector cleared once its lease ran out,
+//!   stays in etcd, free, until this elector's etcd lease ends; the
+//!   elector's memory keeps nothing of it.
 //! - Long-polls wait on one prefix watch per elector, resumed from the last
 //!   revision seen after a break.
 //! - Every call has a deadline; a store that stops answering is
@@ -27,6 +32,7 @@ use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
+use mpsync_core::record::KeyDigest;
 use mpsync_core::{Kind, Record};
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +75,9 @@ struct Stored {
     address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<u64>,
+    /// Absent in values written before keys existed: they read as keyless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_sha256: Option<KeyDigest>,
 }
 
 /// Calls made to etcd, for `/metrics` and the benchmark.
@@ -230,8 +239,9 @@ impl EtcdStore {
             token: stored.token.unwrap_or(version),
             ttl_ms: stored.ttl_ms,
             address: stored.address,
+            key_sha256: stored.key_sha256,
         };
-        Ok(Versioned { record, version })
+        Ok(Versioned::new(record, version))
     }
 
     async fn try_put(
@@ -247,6 +257,7 @@ impl EtcdStore {
             ttl_ms: record.ttl_ms,
             address: record.address.clone(),
             token: (!changes_hands).then_some(record.token),
+            key_sha256: record.key_sha256.clone(),
         };
         let value = serde_json::to_vec(&stored).map_err(|e| unavailable("encoding", e))?;
         let compare = match current {
@@ -271,7 +282,7 @@ impl EtcdStore {
         let revision = response.header().map_or(0, |h| h.revision());
         let version = u64::try_from(revision).unwrap_or(0);
         let token = if changes_hands { version } else { record.token };
-        Ok(Some(Versioned { record: Record { token, ..record.clone() }, version }))
+        Ok(Some(Versioned::new(Record { token, ..record.clone() }, version)))
     }
 }
 
@@ -427,8 +438,25 @@ impl Store for EtcdStore {
     }
 
     async fn wait_change(&self, key: &Key, version: u64) -> Result<(), StoreError> {
-        let id = String::from_utf8_lossy(&self.etcd_key(key)).into_owned();
-        let read = async { Ok(self.get(key).await?.map_or(0, |v| v.version)) };
+        let etcd_key = self.etcd_key(key);
+        let id = String::from_utf8_lossy(&etcd_key).into_owned();
+        // A long-poll is dropped at its timeout or when its client goes,
+        // maybe while this read is in flight. A dropped call resets its
+        // HTTP/2 stream, and after a burst of such resets the connection to
+        // etcd closes itself (h2's `too_many_internal_resets`), failing
+        // every call on it. So the read runs on a task of its own, which a
+        // dropped long-poll merely stops awaiting.
+        let (mut client, counters, timeout) = (self.client.clone(), self.counters.clone(), self.config.timeout);
+        let read = tokio::spawn(async move {
+            let response = tokio::time::timeout(timeout, client.get(etcd_key, None)).await;
+            counters.reads.fetch_add(1, Ordering::Relaxed);
+            match response {
+                Ok(Ok(r)) => Ok(r.kvs().first().map_or(0, |kv| u64::try_from(kv.mod_revision()).unwrap_or(0))),
+                Ok(Err(e)) => Err(unavailable("reading", e)),
+                Err(_) => Err(unavailable("reading", format!("no answer within {timeout:?}"))),
+            }
+        });
+        let read = async { read.await.map_err(|e| unavailable("reading", e))? };
         self.changes.wait(id, version, read, "etcd").await
     }
 
@@ -437,6 +465,10 @@ impl Store for EtcdStore {
         let options = GetOptions::new().with_count_only();
         let key = format!("{}ready", self.config.prefix);
         self.deadline("reading", self.client.clone().get(key, Some(options))).await.map(drop)
+    }
+
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("watched", self.changes.len())]
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

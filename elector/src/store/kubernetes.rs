@@ -8,8 +8,11 @@
 //!   `spec.leaseDurationSeconds` the TTL rounded up to whole seconds (the
 //!   exact TTL is in the `sync.metaparticle.io/ttl-ms` annotation),
 //!   `spec.acquireTime`/`spec.renewTime` when it changed hands and when it
-//!   was last written, `spec.leaseTransitions` the fencing token, and the
-//!   `sync.metaparticle.io/address` annotation an election leader's address.
+//!   was last written, `spec.leaseTransitions` the fencing token, the
+//!   `sync.metaparticle.io/address` annotation an election leader's address,
+//!   and the `sync.metaparticle.io/key-sha256` annotation the SHA-256 digest
+//!   of the holder's key, if it acquired with one (never the key: anyone
+//!   who may read Leases sees annotations).
 //! - The version is `metadata.resourceVersion`: writes are `create` (which
 //!   fails with 409 AlreadyExists if someone got there first) or `replace`
 //!   carrying the resourceVersion read (409 Conflict if it changed).
@@ -17,14 +20,17 @@
 //!   Leases (by label), resumed from the last resourceVersion, relisted
 //!   after 410 Gone.
 //! - Leases are never deleted by the elector, so the token survives its
-//!   holders. Deleting a Lease by hand restarts its token at 1: don't.
+//!   holders: a released Lease, and one the elector cleared once its lease
+//!   ran out, stays with its holder cleared. Deleting a Lease by hand
+//!   restarts its token at 1: don't. The elector's memory keeps nothing per
+//!   Lease: a renewal keeps `acquireTime` from the Lease it read.
 //!
 //! The elector needs `get`, `list`, `watch`, `create` and `update` on
 //! `leases` in its namespace (see `deploy/base/role.yaml`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +38,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use mpsync_core::record::KeyDigest;
 use mpsync_core::{Kind, Record};
 
 use super::changes::Changes;
@@ -45,6 +52,8 @@ pub const KIND_LABEL: &str = "sync.metaparticle.io/kind";
 pub const TTL_ANNOTATION: &str = "sync.metaparticle.io/ttl-ms";
 /// Annotation with an election leader's advertised address.
 pub const ADDRESS_ANNOTATION: &str = "sync.metaparticle.io/address";
+/// Annotation with the SHA-256 digest (hex) of the holder's key.
+pub const KEY_DIGEST_ANNOTATION: &str = "sync.metaparticle.io/key-sha256";
 /// The longest Kubernetes object name.
 const MAX_OBJECT_NAME: usize = 253;
 
@@ -62,9 +71,6 @@ pub struct KubernetesStore {
     timeout: Duration,
     changes: Arc<Changes>,
     counters: Counters,
-    /// When each Lease last changed hands, by name and version, so a
-    /// renewal keeps `acquireTime`.
-    acquired: Mutex<HashMap<String, (u64, MicroTime)>>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -140,15 +146,7 @@ impl KubernetesStore {
         let leases: Api<Lease> = Api::namespaced(client, &namespace);
         let changes = Arc::new(Changes::default());
         let watcher = tokio::spawn(watch_leases(leases.clone(), changes.clone()));
-        KubernetesStore {
-            leases,
-            namespace,
-            timeout,
-            changes,
-            counters: Counters::default(),
-            acquired: Mutex::default(),
-            watcher,
-        }
+        KubernetesStore { leases, namespace, timeout, changes, counters: Counters::default(), watcher }
     }
 
     /// The namespace the Leases live in.
@@ -180,10 +178,6 @@ impl KubernetesStore {
         }
     }
 
-    fn acquired(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, MicroTime)>> {
-        self.acquired.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn decode(&self, lease: &Lease) -> Result<Versioned, StoreError> {
         let name = lease.metadata.name.clone().unwrap_or_default();
         let version = parse_version(&name, lease.metadata.resource_version.as_deref())?;
@@ -195,16 +189,16 @@ impl KubernetesStore {
             .or_else(|| spec.lease_duration_seconds.and_then(|s| u64::try_from(s).ok()).map(|s| s * 1000))
             .unwrap_or(0);
         let token = spec.lease_transitions.and_then(|t| u64::try_from(t).ok()).unwrap_or(0);
-        if let Some(at) = spec.acquire_time.clone() {
-            self.acquired().insert(name, (version, at));
-        }
         let record = Record {
             holder: spec.holder_identity.filter(|h| !h.is_empty()),
             token,
             ttl_ms,
             address: annotations.get(ADDRESS_ANNOTATION).cloned(),
+            key_sha256: annotations.get(KEY_DIGEST_ANNOTATION).cloned().map(KeyDigest::from_stored),
         };
-        Ok(Versioned { record, version })
+        // Carried with the version read, so a renewal over it keeps it.
+        let acquired_at = spec.acquire_time.map(|at| at.0.into());
+        Ok(Versioned { record, version, acquired_at })
     }
 
     fn encode(&self, key: &Key, record: &Record, current: Option<&Versioned>) -> Result<Lease, StoreError> {
@@ -215,15 +209,16 @@ impl KubernetesStore {
         let changes_hands = current.is_none_or(|c| c.record.token != record.token);
         let now = now();
         let acquire_time = match current {
-            Some(c) if !changes_hands => {
-                self.acquired().get(&name).filter(|(v, _)| *v == c.version).map(|(_, at)| at.clone())
-            }
+            Some(c) if !changes_hands => c.acquired_at.and_then(|at| at.try_into().ok()).map(MicroTime),
             _ => None,
         }
         .unwrap_or_else(|| now.clone());
         let mut annotations = BTreeMap::from([(TTL_ANNOTATION.to_owned(), record.ttl_ms.to_string())]);
         if let Some(address) = &record.address {
             annotations.insert(ADDRESS_ANNOTATION.to_owned(), address.clone());
+        }
+        if let Some(digest) = &record.key_sha256 {
+            annotations.insert(KEY_DIGEST_ANNOTATION.to_owned(), digest.as_str().to_owned());
         }
         let labels = BTreeMap::from([
             (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
@@ -377,6 +372,10 @@ impl Store for KubernetesStore {
         }
         let next = list.metadata.continue_.filter(|c| !c.is_empty());
         Ok(Page { records, next })
+    }
+
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("watched", self.changes.len())]
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

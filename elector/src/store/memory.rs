@@ -5,9 +5,13 @@
 //! of its first write as its fencing token; after that, tokens grow by one
 //! per change of hands. So every token is at most the version that minted
 //! it, and a record nobody holds or waits on can be forgotten: the next
-//! holder of that name still gets a larger token. Records are capped at
-//! `max_records`; past it, expired and free ones are swept, and a new name is
-//! refused with [`StoreError::Full`] if that does not make room.
+//! holder of that name still gets a larger token. A record is forgotten as
+//! soon as a write leaves it free with nobody waiting on it (a release, or
+//! the elector clearing a lease that ran out, see `mpsync_core::judge`), or
+//! when the last long-poll on a free or absent name ends; what is left is
+//! the names held, or waited on, now. Records are capped at `max_records`;
+//! past it, expired and free ones are swept, and a new name is refused with
+//! [`StoreError::Full`] if that does not make room.
 //!
 //! With a [`StateFile`], the store is safe across restarts of the elector:
 //! versions (and so tokens) continue above every one handed out before, and
@@ -22,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mpsync_core::record::KeyDigest;
 use mpsync_core::{Kind, Record};
 use tokio::sync::watch;
 
@@ -149,7 +154,7 @@ impl MemoryStore {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock would be a bug in the few lines
         // below; the map is still consistent, so keep serving.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        mpsync_core::lock(&self.inner)
     }
 
     fn refuse(&self, message: String) -> StoreError {
@@ -184,6 +189,11 @@ impl Inner {
         if let Some(Some(v)) = self.entries.remove(key).map(|e| e.value) {
             self.forgotten = self.forgotten.max(v.version);
         }
+        // The map keeps the room it grew to: give it back once mostly empty
+        // (halving at most, so the rehash is paid for).
+        if self.entries.capacity() > 1024 && self.entries.len() * 4 < self.entries.capacity() {
+            self.entries.shrink_to(self.entries.len() * 2);
+        }
     }
 
     fn entry(&mut self, key: &Key) -> &mut Entry {
@@ -216,8 +226,11 @@ impl Inner {
             token: version,
             ttl_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX).saturating_add(1),
             address: None,
+            // Nobody can name the leases this stands for: it only runs
+            // out, whoever reads its holder and token.
+            key_sha256: Some(KeyDigest::unmatchable()),
         };
-        let stored = Versioned { record, version };
+        let stored = Versioned::new(record, version);
         let entry = self.entry(key);
         entry.value = Some(stored.clone());
         entry.written_at = Instant::now();
@@ -274,7 +287,7 @@ impl Store for MemoryStore {
             // token minted before (see the module documentation).
             record.token = version;
         }
-        let stored = Versioned { record, version };
+        let stored = Versioned::new(record, version);
         inner.last_version = version;
         let entry = inner.entry(key);
         entry.value = Some(stored.clone());
@@ -343,8 +356,8 @@ impl Store for MemoryStore {
         self.inner().forgotten
     }
 
-    fn record_count(&self) -> Option<usize> {
-        Some(self.inner().entries.len())
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("records", self.inner().entries.len())]
     }
 }
 
@@ -376,7 +389,7 @@ mod tests {
     }
 
     fn rec(holder: &str) -> Record {
-        Record { holder: Some(holder.into()), token: 1, ttl_ms: 1000, address: None }
+        Record { holder: Some(holder.into()), token: 1, ttl_ms: 1000, address: None, key_sha256: None }
     }
 
     #[tokio::test]
@@ -413,7 +426,7 @@ mod tests {
         let free = Record { holder: None, ..held.record.clone() };
         store.put(&key("a"), &free, Some(&held)).await.unwrap();
         assert_eq!(store.get(&key("a")).await.unwrap(), None, "a released record nobody waits on is forgotten");
-        assert_eq!(store.record_count(), Some(0));
+        assert_eq!(store.sizes(), vec![("records", 0)]);
         let again = store.put(&key("a"), &rec("y"), None).await.unwrap();
         assert!(again.record.token > held.record.token);
     }

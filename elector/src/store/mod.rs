@@ -55,6 +55,18 @@ pub struct Versioned {
     /// Its version: never 0 (0 stands for "absent"), and a new value on
     /// every write.
     pub version: u64,
+    /// When the record last changed hands, in a store that records it (a
+    /// Kubernetes Lease's `acquireTime`), so that a renewal written over
+    /// this version keeps it; `None` elsewhere.
+    pub acquired_at: Option<std::time::SystemTime>,
+}
+
+impl Versioned {
+    /// `record` at `version`, in a store that does not record when it
+    /// changed hands.
+    pub fn new(record: Record, version: u64) -> Versioned {
+        Versioned { record, version, acquired_at: None }
+    }
 }
 
 /// What can go wrong in a store.
@@ -165,9 +177,10 @@ pub trait Store: Send + Sync + 'static {
         0
     }
 
-    /// How many records the store keeps in this process, where it keeps
-    /// them here (the memory store); `None` for a remote store.
-    fn record_count(&self) -> Option<usize> {
-        None
+    /// Entries in the maps this store keeps in the elector's memory, by
+    /// map (`records`, `watched`), for `/metrics`: each comes back to its
+    /// size at rest however many names come and go.
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        Vec::new()
     }
 }

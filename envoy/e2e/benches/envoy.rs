@@ -46,7 +46,7 @@ use envoy_e2e::{
 use mpsync_client::{Claimed, Client, Read};
 use mpsync_core::Kind;
 use mpsync_core::wire::AcquireRequest;
-use testkit::bench::{env_or, ms, percentile, rss_kib};
+use testkit::bench::{cpu_time, env_or, ms, percentile, rss_kib};
 use testkit::proc::{PATIENCE, Proc, elector};
 
 /// Requests per second and every latency sample of one round; each request
@@ -125,11 +125,11 @@ impl Totals {
 
     async fn round(&mut self, http: &HttpClient, clients: usize, length: Duration) {
         let envoy = &self.envoy;
-        let cpu = envoy.cpu_time();
+        let cpu = cpu_time(envoy.pid());
         let start = Instant::now();
         let (rate, samples) = load(http, envoy.listener, &self.headers, clients, length).await;
         self.seconds += start.elapsed().as_secs_f64();
-        self.envoy_cpu += envoy.cpu_time() - cpu;
+        self.envoy_cpu += cpu_time(envoy.pid()) - cpu;
         self.requests += samples.len();
         self.samples.extend(samples);
         self.rates.push(rate);
@@ -157,7 +157,7 @@ impl Totals {
 
 /// A lease that outlasts the benchmark: nobody renews it.
 fn claim(address: std::net::SocketAddr, holder: &str) -> AcquireRequest {
-    AcquireRequest { holder: holder.into(), ttl_ms: 3_600_000, token: None, address: Some(address.to_string()) }
+    AcquireRequest::new(holder, Duration::from_secs(3600), None, Some(&address.to_string()))
 }
 
 /// A candidate that takes the election the moment it is free.

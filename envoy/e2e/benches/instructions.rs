@@ -253,7 +253,7 @@ async fn send(http: &HttpClient, listener: SocketAddr, setup: &Setup, range: std
 }
 
 fn claim(address: SocketAddr) -> AcquireRequest {
-    AcquireRequest { holder: "a".into(), ttl_ms: 3_600_000, token: None, address: Some(address.to_string()) }
+    AcquireRequest::new("a", Duration::from_secs(3600), None, Some(&address.to_string()))
 }
 
 fn k(n: f64) -> String {

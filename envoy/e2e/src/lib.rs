@@ -425,18 +425,6 @@ impl Envoy {
         .unwrap_or_else(|_| panic!("the filter's {name} counter did not reach {n}"))
     }
 
-    /// CPU time Envoy has used so far (user + system), from /proc.
-    pub fn cpu_time(&self) -> Duration {
-        let pid = self.pid();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        // Fields after the command name (which is in parentheses): utime is
-        // the 12th, stime the 13th, in clock ticks (100 per second here).
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_millis(ticks * 10)
-    }
-
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
     }

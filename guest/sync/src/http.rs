@@ -20,6 +20,8 @@ pub fn elector_url() -> String {
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The pause the elector asked for with `retry-after`, if any.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// Sends one request of the protocol to the elector at `base` and reads
@@ -68,6 +70,7 @@ pub fn request(request: &HttpRequest, base: &str) -> Result<Reply, String> {
         _ => return Err(fail("no response".into())),
     };
     let status = response.status();
+    let retry_after = response.headers().get("retry-after").first().and_then(|v| mpsync_core::client::retry_after(v));
     let incoming = response.consume().map_err(|()| fail("no response body".into()))?;
     let stream = incoming.stream().map_err(|()| fail("no response stream".into()))?;
     let mut body = Vec::new();
@@ -78,5 +81,5 @@ pub fn request(request: &HttpRequest, base: &str) -> Result<Reply, String> {
             Err(e) => return Err(fail(format!("reading: {e:?}"))),
         }
     }
-    Ok(Reply { status, body })
+    Ok(Reply { status, body, retry_after })
 }

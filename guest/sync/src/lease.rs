@@ -9,7 +9,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use mpsync_core::client::{
-    Blocking, DEFAULT_TTL, Error, HttpRequest, Leader, Options, Session, Step, Then, decode_read,
+    Acquire, Action, DEFAULT_TTL, ENTROPY_LEN, Error, HttpRequest, Leader, Options, Session, Step, decode_read,
 };
 use mpsync_core::lease::Held;
 use mpsync_core::wire::Kind;
@@ -72,7 +72,9 @@ impl Lease {
         let holder = holder.unwrap_or_else(default_holder);
         let ttl = ttl_ms.map_or(DEFAULT_TTL, Duration::from_millis);
         let base = http::elector_url();
-        let session = Session::new(&base, kind, name, Options { ttl, holder: holder.clone(), address })?;
+        let mut entropy = [0; ENTROPY_LEN];
+        entropy.copy_from_slice(&wasip2::random::random::get_random_bytes(ENTROPY_LEN as u64));
+        let session = Session::new(&base, kind, name, Options { ttl, holder: holder.clone(), address }, &entropy)?;
         let lease = Rc::new(Lease { kind, name: name.to_owned(), holder, ttl, base, session: RefCell::new(session) });
         LEASES.with(|l| l.borrow_mut().push(Rc::downgrade(&lease)));
         Ok(lease)
@@ -121,32 +123,30 @@ impl Lease {
         result
     }
 
-    /// Blocks until acquired or `timeout`, with the retry policy of
-    /// [`Blocking`]; long-polls in slices short enough to renew every other
-    /// lease of this component on time.
+    /// Blocks until acquired or `timeout`, driven by [`Acquire`] (the same
+    /// driver and retry policy as the native client); long-polls in slices
+    /// short enough to renew every other lease of this component on time.
     pub fn acquire(&self, timeout: Duration) -> Result<Held, Error> {
-        let mut blocking = Blocking::new(now(), timeout, self.ttl);
+        let mut acquire = Acquire::new(now(), timeout, self.ttl);
         loop {
-            let error = match self.try_acquire() {
-                Ok(held) => return Ok(held),
-                Err(e) => e,
-            };
-            match blocking.after(error, now()) {
-                Then::Report(e) => return Err(e),
-                Then::RetryAt(at) => monotonic_clock::subscribe_instant(at.as_nanos() as u64).block(),
-                Then::Wait(left) => {
-                    let t = now();
-                    let mut slice = left;
-                    if let Some(due) = next_due() {
-                        slice = slice.min(due.saturating_sub(t)).max(Duration::from_millis(1));
-                    }
+            let t = now();
+            let cap = next_due().map(|due| due.saturating_sub(t));
+            let action = acquire.next(&self.session.borrow(), t, cap);
+            match action {
+                Action::Attempt => {
+                    let result = self.try_acquire();
+                    acquire.attempted(result, &mut self.session.borrow_mut(), now());
+                }
+                Action::Wait(request) => {
                     // Wakes when the record changes (released, taken over)
                     // or the lease it shows runs out.
-                    self.read(Some(slice));
-                    if now() >= blocking.deadline() {
-                        return Err(Error::Timeout);
-                    }
+                    let reply = self.send(&request);
+                    let retry = reply.as_ref().ok().and_then(|r| r.retry_after);
+                    let answer = reply.as_ref().map(|r| (r.status, &r.body[..])).map_err(Clone::clone);
+                    acquire.waited(answer, retry, &mut self.session.borrow_mut(), now());
                 }
+                Action::SleepUntil(at) => monotonic_clock::subscribe_instant(at.as_nanos() as u64).block(),
+                Action::Done(result) => return result,
             }
         }
     }

@@ -113,6 +113,20 @@ fn main() {
     let ttl = flags.ms("ttl-ms", 1000).as_millis() as u64;
     match mode.as_str() {
         "api" => api(&name),
+        "refused" => {
+            // What only the elector's store can refuse: a name too long
+            // for its object names, a TTL above its longest lease. Both
+            // come back at once as the WIT error they are, from a single
+            // attempt and from a blocking call alike (retrying cannot help).
+            let lock = Lock::new(&name, &opts("probe", ttl));
+            for (call, result) in [("try-lock", lock.try_lock()), ("lock-within", lock.lock_within(u64::MAX))] {
+                match result {
+                    Err(Error::InvalidName(reason)) => say(format!("{call}: invalid name: {reason}")),
+                    Err(Error::InvalidOption(reason)) => say(format!("{call}: invalid option: {reason}")),
+                    other => check(false, &format!("{call}: a refusal by the store, got {other:?}")),
+                }
+            }
+        }
         "unavailable" => {
             let lock = Lock::new(&name, &opts("probe", ttl));
             match lock.try_lock() {

@@ -1,0 +1,102 @@
+//! What a run is given: the store, the binaries, the contenders, the faults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::check::Findings;
+pub use crate::store::StoreKind;
+
+/// The wasm contenders' components, in the folder `scripts/build-wasm.sh`
+/// prints.
+pub const WASM_APPS: [&str; 2] = ["chaos.wasm", "chaos.portable.wasm"];
+
+/// The binaries a run starts.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// `elector`.
+    pub elector: PathBuf,
+    /// `mpsync`.
+    pub mpsync: PathBuf,
+    /// `chaos-worker`.
+    pub worker: PathBuf,
+    /// The folder with `chaos.wasm` and `chaos.portable.wasm`, if the wasm
+    /// contenders take part.
+    pub wasm: Option<PathBuf>,
+}
+
+impl Bins {
+    /// The binaries next to `exe` (cargo puts a workspace's binaries in one
+    /// folder; a test binary lives one level below it, in `deps/`).
+    pub fn beside(exe: &Path) -> anyhow::Result<Bins> {
+        let mut dir = exe.parent().context("no folder")?.to_owned();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let find = |name: &str| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                bail!("{} is missing: build it first (cargo build -p elector -p mpsync -p chaos)", path.display())
+            }
+        };
+        Ok(Bins { elector: find("elector")?, mpsync: find("mpsync")?, worker: find("chaos-worker")?, wasm: None })
+    }
+
+    /// Lets the wasm contenders take part, from `dir`, which must hold both
+    /// of [`WASM_APPS`].
+    pub fn with_wasm(mut self, dir: &Path) -> anyhow::Result<Bins> {
+        for app in WASM_APPS {
+            let path = dir.join(app);
+            anyhow::ensure!(path.is_file(), "{} is missing: run scripts/build-wasm.sh", path.display());
+        }
+        self.wasm = Some(dir.to_owned());
+        Ok(self)
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The store.
+    pub store: StoreKind,
+    /// Stop after this many hand-overs...
+    pub handovers: usize,
+    /// ...or after this long.
+    pub time_limit: Duration,
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// `mpsync lock` contenders.
+    pub contenders: usize,
+    /// Locks they share.
+    pub locks: usize,
+    /// Lease TTL.
+    pub ttl: Duration,
+    /// Mean time between faults.
+    pub fault_every: Duration,
+    /// Electors sharing the store (1 on the memory store).
+    pub electors: usize,
+    /// The binaries.
+    pub bins: Bins,
+    /// One more `mpsync lock` contender, `skewed-0`, whose clock runs at
+    /// this rate relative to everyone else's (libfaketime), with partitions
+    /// of it among the faults. Safe at `1 − margin` (0.8) and above.
+    pub clock_rate: Option<f64>,
+    /// Append the history here too, as JSON lines.
+    pub history: Option<PathBuf>,
+    /// The electors' output goes here (default: a file in a new temporary
+    /// folder); the report names it.
+    pub elector_log: Option<PathBuf>,
+    /// End the run early, between two faults, once the findings so far
+    /// satisfy this: for the runs meant to be caught, which need only show
+    /// that they are.
+    pub stop_when: Option<fn(&Findings) -> bool>,
+    /// Print a line per fault and progress.
+    pub verbose: bool,
+    /// Delete an elector's state file when restarting it: the memory store
+    /// as it was before it had one. Only to show that the checker catches
+    /// what that breaks.
+    pub forget_state: bool,
+}

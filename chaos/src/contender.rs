@@ -1,0 +1,200 @@
+//! The contenders: processes that take locks in a loop through real
+//! clients and report every critical section to the fencing resource.
+//!
+//! - `lock-N`: `mpsync lock --ttl T NAME -- chaos-worker`, one process per
+//!   section; the worker writes a few times, a little apart, and exits.
+//! - `wasm-0`, `wasm-1`: the `chaos` wasm app under `mpsync run` (native
+//!   imports) and its portable build under `mpsync run --no-sync-imports`,
+//!   taking turns until killed; `careless-0`, the same app with `--careless`,
+//!   writes without checking its lease, so that fencing has late writes to
+//!   refuse.
+//! - `skewed-0` (with a clock rate): an `mpsync lock` contender whose every
+//!   process sees its clocks run at that rate ([`crate::clock`]), that
+//!   reaches its elector through a relay of its own (which
+//!   [`FaultKind::HolderPartition`](crate::fault::FaultKind) black-holes),
+//!   and whose sections last one to three TTLs of its own time, so that
+//!   they outlive leases and only renewals keep them legitimate.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mpsync_core::lock;
+use testkit::relay::Relay;
+use tokio::process::Command;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Skew;
+use crate::config::Config;
+use crate::rng::Rng;
+
+/// The client id of the contender whose clock is skewed.
+pub const SKEWED: &str = "skewed-0";
+
+/// A running contender process, for the faults to aim at.
+#[derive(Debug, Clone, Copy)]
+pub struct Process {
+    /// Its pid.
+    pub pid: u32,
+    /// Whether the process runs the critical section's own code (freezing
+    /// it freezes the section).
+    pub whole_app: bool,
+}
+
+/// The contenders of a run.
+pub struct Contenders {
+    running: Arc<Mutex<BTreeMap<String, Process>>>,
+    tasks: Vec<JoinHandle<()>>,
+    /// The skewed contender's link to its elector.
+    pub skewed_link: Option<Relay>,
+}
+
+/// What every contender needs to know.
+pub struct Setup<'a> {
+    /// The run's configuration.
+    pub config: &'a Config,
+    /// The electors' URLs; contender `i` talks to `urls[i % len]`.
+    pub urls: &'a [String],
+    /// The electors' addresses, in the same order.
+    pub addrs: &'a [SocketAddr],
+    /// The fencing resource.
+    pub fence: SocketAddr,
+    /// The locks they share.
+    pub locks: &'a [String],
+    /// The clock fault, if any.
+    pub skew: Option<&'a Skew>,
+}
+
+impl Contenders {
+    /// Starts every contender; they run until `stop` turns true.
+    pub async fn start(setup: Setup<'_>, rng: &mut Rng, stop: watch::Receiver<bool>) -> anyhow::Result<Contenders> {
+        let config = setup.config;
+        let mut contenders = Contenders { running: Arc::default(), tasks: Vec::new(), skewed_link: None };
+        for c in 0..config.contenders {
+            let url = setup.urls[c % setup.urls.len()].clone();
+            let next = lock_contender(&setup, format!("lock-{c}"), url, None, rng.fork());
+            contenders.spawn(format!("lock-{c}"), false, stop.clone(), next);
+        }
+        if let Some(skew) = setup.skew {
+            let relay = Relay::start(setup.addrs[0]).await?;
+            let url = format!("http://{}", relay.addr());
+            contenders.skewed_link = Some(relay);
+            let next = lock_contender(&setup, SKEWED.to_owned(), url, Some(skew), rng.fork());
+            contenders.spawn(SKEWED.to_owned(), false, stop.clone(), next);
+        }
+        if let Some(dir) = &config.bins.wasm {
+            let apps = [
+                ("wasm-0", "chaos.wasm", None, None),
+                ("wasm-1", "chaos.portable.wasm", Some("--no-sync-imports"), None),
+                ("careless-0", "chaos.wasm", None, Some("--careless")),
+            ];
+            for (c, (client, app, extra, careless)) in apps.into_iter().enumerate() {
+                let url = setup.urls[c % setup.urls.len()].clone();
+                let (mpsync, locks, ttl) = (config.bins.mpsync.clone(), setup.locks.join(","), config.ttl);
+                let (app, seed, fence) = (dir.join(app), rng.next_u64(), setup.fence);
+                // One `mpsync run` taking turns until it is killed.
+                let next = move || {
+                    let mut cmd = Command::new(&mpsync);
+                    cmd.args(["run", "--elector", &url]).args(extra).arg(&app);
+                    cmd.args(["--fence", &format!("http://{fence}"), "--client", client])
+                        .args(["--locks", &locks, "--ttl-ms", &ttl.as_millis().to_string()])
+                        .args(["--seed", &seed.to_string(), "--rounds", "0"])
+                        .args(careless);
+                    cmd
+                };
+                contenders.spawn(client.to_owned(), true, stop.clone(), next);
+            }
+        }
+        Ok(contenders)
+    }
+
+    /// The running contender processes, by client id.
+    pub fn running(&self) -> Vec<(String, Process)> {
+        lock(&self.running).iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Whether `client` has a process running now.
+    pub fn is_running(&self, client: &str) -> bool {
+        lock(&self.running).contains_key(client)
+    }
+
+    /// Kills every contender and waits for their loops to end (the caller
+    /// has turned `stop` true first).
+    pub async fn stop(self) {
+        for (_, p) in lock(&self.running).iter() {
+            signal(p.pid, "KILL");
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Runs the commands `next` makes, one after another, until `stop`,
+    /// keeping the pid where the faults can find it.
+    fn spawn(
+        &mut self,
+        client: String,
+        whole_app: bool,
+        stop: watch::Receiver<bool>,
+        mut next: impl FnMut() -> Command + Send + 'static,
+    ) {
+        let running = self.running.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while !*stop.borrow() {
+                let spawned =
+                    next().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn();
+                let Ok(mut child) = spawned else { break };
+                if let Some(pid) = child.id() {
+                    lock(&running).insert(client.clone(), Process { pid, whole_app });
+                }
+                let _ = child.wait().await;
+                lock(&running).remove(&client);
+            }
+        }));
+    }
+}
+
+/// An `mpsync lock` contender: one process per critical section, on a
+/// random lock; `skew` makes its clocks run at another rate and its
+/// sections long.
+fn lock_contender(
+    setup: &Setup<'_>,
+    client: String,
+    url: String,
+    skew: Option<&Skew>,
+    mut rng: Rng,
+) -> impl FnMut() -> Command + Send + 'static {
+    let (mpsync, worker, ttl) = (setup.config.bins.mpsync.clone(), setup.config.bins.worker.clone(), setup.config.ttl);
+    let (locks, fence, skew) = (setup.locks.to_vec(), setup.fence, skew.cloned());
+    move || {
+        let lock = &locks[rng.below(locks.len() as u64) as usize];
+        let (writes, gap) = match skew {
+            // One to three TTLs of its own time: renewals must carry it.
+            Some(_) => (5 + rng.below(11), ttl / 5),
+            None => (1 + rng.below(4), Duration::from_millis(1 + rng.below(ttl.as_millis() as u64 / 10 + 1))),
+        };
+        let mut cmd = Command::new(&mpsync);
+        cmd.args(["lock", "--elector", &url, "--holder", &client, "--timeout", "10s"])
+            .arg("--ttl")
+            .arg(humantime::format_duration(ttl).to_string())
+            .args([lock.as_str(), "--"])
+            .arg(&worker)
+            .env("CHAOS_FENCE", fence.to_string())
+            .env("CHAOS_CLIENT", &client)
+            .env("CHAOS_WRITES", writes.to_string())
+            .env("CHAOS_GAP_MS", gap.as_millis().to_string());
+        if let Some(skew) = &skew {
+            skew.apply(&mut cmd);
+        }
+        cmd
+    }
+}
+
+/// Sends signal `name` (`KILL`, `STOP`, `CONT`) to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let _ =
+        std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).stderr(Stdio::null()).status();
+}

@@ -1,0 +1,122 @@
+//! The faults a run can inject, and the record of one that the checker
+//! reads.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreKind;
+
+/// What a fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// A contender's process SIGKILLed.
+    ContenderKill,
+    /// A contender's process SIGSTOPped for longer than its TTL, then
+    /// continued.
+    ContenderFreeze,
+    /// An elector SIGKILLed and restarted on the same address (on the
+    /// memory store, with the same state file).
+    ElectorRestart,
+    /// The store paused past the electors' store timeout.
+    StorePause,
+    /// The store restarted.
+    StoreRestart,
+    /// One etcd member killed and restarted.
+    EtcdMemberRestart,
+    /// The etcd raft leader killed and restarted.
+    EtcdLeaderRestart,
+    /// The network between electors and store slowed down.
+    NetworkDelay,
+    /// The network between electors and store black-holed past the store
+    /// timeout.
+    NetworkBlackhole,
+    /// Every connection between electors and store closed.
+    NetworkCut,
+    /// The holder whose clock runs at another rate (`--clock-rate`) cut off
+    /// from its elector, while it is inside a critical section, for longer
+    /// than its TTL: its renewals stop, and only its own clock tells it
+    /// when to stop.
+    HolderPartition,
+}
+
+impl FaultKind {
+    /// The name in reports (`contender-kill`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::ContenderKill => "contender-kill",
+            FaultKind::ContenderFreeze => "contender-freeze",
+            FaultKind::ElectorRestart => "elector-restart",
+            FaultKind::StorePause => "store-pause",
+            FaultKind::StoreRestart => "store-restart",
+            FaultKind::EtcdMemberRestart => "etcd-member-restart",
+            FaultKind::EtcdLeaderRestart => "etcd-leader-restart",
+            FaultKind::NetworkDelay => "network-delay",
+            FaultKind::NetworkBlackhole => "network-blackhole",
+            FaultKind::NetworkCut => "network-cut",
+            FaultKind::HolderPartition => "holder-partition",
+        }
+    }
+
+    /// The faults a run on `store` draws from, evenly; with a holder whose
+    /// clock is skewed, partitions of that holder too.
+    pub fn for_run(store: StoreKind, skewed_holder: bool) -> Vec<FaultKind> {
+        use FaultKind::*;
+        let mut kinds = vec![ContenderKill, ContenderFreeze, ElectorRestart];
+        match store {
+            StoreKind::Memory => {}
+            StoreKind::Etcd => kinds.extend([
+                StorePause,
+                StoreRestart,
+                EtcdMemberRestart,
+                EtcdLeaderRestart,
+                NetworkDelay,
+                NetworkBlackhole,
+                NetworkCut,
+            ]),
+            StoreKind::Kubernetes => {
+                kinds.extend([StorePause, StoreRestart, NetworkDelay, NetworkBlackhole, NetworkCut])
+            }
+        }
+        if skewed_holder {
+            kinds.push(HolderPartition);
+        }
+        kinds
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A fault the run injected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// What was done.
+    pub kind: FaultKind,
+    /// The contender it was done to, if any.
+    pub client: Option<String>,
+    /// When it started (microseconds since the run started).
+    pub from_us: u64,
+    /// When it ended.
+    pub to_us: u64,
+    /// Whether it froze the code inside the critical section itself, which
+    /// excuses an overlap that fencing then has to catch.
+    pub freezes_section: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_serialized_names() {
+        for store in [StoreKind::Memory, StoreKind::Etcd, StoreKind::Kubernetes] {
+            for kind in FaultKind::for_run(store, true) {
+                assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.name()));
+            }
+        }
+        assert!(!FaultKind::for_run(StoreKind::Memory, false).contains(&FaultKind::HolderPartition));
+    }
+}

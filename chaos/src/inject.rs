@@ -1,0 +1,138 @@
+//! Injects one fault of a given kind into a running run.
+
+use std::time::Duration;
+
+use testkit::relay::Mode;
+
+use crate::cluster::{Cluster, STORE_TIMEOUT, StoreProcess};
+use crate::contender::{Contenders, SKEWED, signal};
+use crate::electors::{PORT_BACKOFF, PORT_TRIES};
+use crate::fault::{Fault, FaultKind};
+use crate::fence::Fence;
+use crate::rng::Rng;
+
+/// What a fault acts on.
+pub struct Target<'a> {
+    /// The store, the network and the electors.
+    pub cluster: &'a mut Cluster,
+    /// The contenders.
+    pub contenders: &'a Contenders,
+    /// The history's clock, and who is inside a section.
+    pub fence: &'a Fence,
+    /// The lease TTL.
+    pub ttl: Duration,
+}
+
+/// Injects a fault of `kind` and returns once it is over, with its record;
+/// `None` when there was nothing to aim it at right now.
+pub async fn inject(kind: FaultKind, t: Target<'_>, rng: &mut Rng) -> anyhow::Result<Option<Fault>> {
+    let from_us = t.fence.now_us();
+    let mut fault = Fault { kind, client: None, from_us, to_us: from_us, freezes_section: false };
+    match kind {
+        FaultKind::ContenderKill | FaultKind::ContenderFreeze => {
+            // Under libfaketime a frozen mpsync is not what it is on a real
+            // machine (see crate::clock): the skewed holder is only killed.
+            let all: Vec<_> = t
+                .contenders
+                .running()
+                .into_iter()
+                .filter(|(client, _)| kind == FaultKind::ContenderKill || client != SKEWED)
+                .collect();
+            if all.is_empty() {
+                return Ok(None);
+            }
+            let (client, process) = all[rng.below(all.len() as u64) as usize].clone();
+            fault.client = Some(client);
+            if kind == FaultKind::ContenderKill {
+                signal(process.pid, "KILL");
+            } else {
+                // Longer than the TTL: the lease runs out meanwhile.
+                let frozen = t.ttl.mul_f64(1.2 + 1.8 * rng.unit());
+                fault.freezes_section = process.whole_app;
+                signal(process.pid, "STOP");
+                tokio::time::sleep(frozen).await;
+                signal(process.pid, "CONT");
+            }
+        }
+        FaultKind::HolderPartition => {
+            let Some(link) = &t.contenders.skewed_link else { return Ok(None) };
+            if !(t.contenders.is_running(SKEWED) && t.fence.inside(SKEWED)) {
+                return Ok(None);
+            }
+            fault.client = Some(SKEWED.to_owned());
+            // Longer than the TTL: its renewals cannot get through until
+            // its lease has run out.
+            link.set(Mode::BlackHole);
+            tokio::time::sleep(t.ttl.mul_f64(1.2 + 1.8 * rng.unit())).await;
+            link.set(Mode::Pass);
+        }
+        FaultKind::ElectorRestart => {
+            let i = rng.below(t.cluster.electors.len() as u64) as usize;
+            t.cluster.electors.restart(i).await?;
+        }
+        FaultKind::StorePause => {
+            let pause = STORE_TIMEOUT.mul_f64(1.5 + rng.unit());
+            match &t.cluster.store {
+                StoreProcess::Etcd(etcd) => {
+                    etcd.pause()?;
+                    tokio::time::sleep(pause).await;
+                    etcd.resume()?;
+                }
+                StoreProcess::Kubernetes(api) => {
+                    api.pause();
+                    tokio::time::sleep(pause).await;
+                    api.resume();
+                }
+                StoreProcess::None => return Ok(None),
+            }
+        }
+        FaultKind::EtcdMemberRestart | FaultKind::EtcdLeaderRestart => {
+            let StoreProcess::Etcd(etcd) = &mut t.cluster.store else { return Ok(None) };
+            let leader = match kind {
+                FaultKind::EtcdLeaderRestart => etcd.leader().await,
+                _ => None,
+            };
+            let member = leader.unwrap_or_else(|| rng.below(etcd.size() as u64) as usize);
+            etcd.kill_member(member).await?;
+            // Down for a while: the others carry on (or elect).
+            tokio::time::sleep(STORE_TIMEOUT.mul_f64(1.0 + 2.0 * rng.unit())).await;
+            let mut tries = 0;
+            while let Err(e) = etcd.restart_member(member).await {
+                // Its port taken meanwhile by some connection's ephemeral
+                // port: wait for that to go.
+                tries += 1;
+                anyhow::ensure!(tries < PORT_TRIES, "restarting etcd member {member}: {e:#}");
+                tokio::time::sleep(PORT_BACKOFF).await;
+            }
+        }
+        FaultKind::NetworkDelay => {
+            t.cluster.network.set(Mode::Delay(Duration::from_millis(50 + rng.below(300))));
+            tokio::time::sleep(t.ttl.mul_f64(0.5 + rng.unit())).await;
+            t.cluster.network.set(Mode::Pass);
+        }
+        FaultKind::NetworkBlackhole => {
+            t.cluster.network.set(Mode::BlackHole);
+            tokio::time::sleep(STORE_TIMEOUT.mul_f64(1.5 + rng.unit())).await;
+            t.cluster.network.set(Mode::Pass);
+        }
+        FaultKind::NetworkCut => t.cluster.network.cut(),
+        FaultKind::StoreRestart => {
+            let mut tries = 0;
+            loop {
+                let restarted = match &mut t.cluster.store {
+                    StoreProcess::Etcd(etcd) => etcd.restart().await,
+                    StoreProcess::Kubernetes(api) => api.restart().await.map_err(anyhow::Error::from),
+                    StoreProcess::None => return Ok(None),
+                };
+                let Err(e) = restarted else { break };
+                // Its port taken meanwhile by some connection's ephemeral
+                // port: wait for that to go.
+                tries += 1;
+                anyhow::ensure!(tries < PORT_TRIES, "restarting the store: {e:#}");
+                tokio::time::sleep(PORT_BACKOFF).await;
+            }
+        }
+    }
+    fault.to_us = t.fence.now_us();
+    Ok(Some(fault))
+}

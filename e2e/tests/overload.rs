@@ -1,0 +1,61 @@
+//! An elector at its `--max-long-polls` answers a long-poll with 429 at
+//! once. A waiting client must then back off before it claims again, not
+//! claim and long-poll in a tight loop that makes the overload worse (one
+//! waiting `mpsync lock` used to send about 3,000 claims a second).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::time::Duration;
+
+use mpsync_client::{Client, Kind, Lease, Options};
+use testkit::elector::ElectorProcess;
+use testkit::proc::{Proc, metric};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_long_polls_are_refused_backs_off() {
+    let elector =
+        ElectorProcess::spawn(testkit::bin("elector"), &["--log", "error", "--max-long-polls", "1"]).await.unwrap();
+    let client = Client::new(&elector.url());
+    // The one long-poll the elector allows, parked on a name that never
+    // changes.
+    let parked = tokio::spawn({
+        let client = client.clone();
+        async move { client.read(Kind::Lock, "parked", Some((0, Duration::from_secs(60)))).await }
+    });
+    tokio::time::timeout(PATIENCE, async {
+        // Asked every 20 ms: the parking happens in another process.
+        while metric(&elector, "mpsync_watchers").await < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the long-poll never parked");
+
+    let ttl = Duration::from_secs(10);
+    let holder =
+        Lease::new(client.clone(), Kind::Lock, "contended", Options { ttl, holder: "holder".into(), address: None })
+            .unwrap();
+    holder.try_acquire().await.unwrap();
+
+    let args = ["lock", "--elector", &elector.url(), "--ttl", "10s", "contended", "--", "true"].map(String::from);
+    let mut waiter = Proc::mpsync("waiter", &args);
+    // The window the rates are counted over: a measurement, not a wait
+    // for an event.
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await;
+    let refused = metric(&elector, "mpsync_refusals_total{limit=\"long_polls\"}").await;
+    let conflicts = metric(&elector, "mpsync_conflicts_total").await;
+    println!("in {window:?}: {refused} long-polls refused, {conflicts} claims refused");
+    waiter.signal("KILL");
+    let _ = waiter.wait().await;
+    parked.abort();
+    // With the backoff (a twentieth of the TTL, doubling, at least the
+    // elector's `retry-after: 1`), a few in 3 s; without it, thousands.
+    assert!(refused >= 1, "the waiter never long-polled: {}", waiter.output());
+    assert!(
+        refused <= 6 && conflicts <= 7,
+        "{refused} long-polls refused and {conflicts} claims refused in {window:?}"
+    );
+}

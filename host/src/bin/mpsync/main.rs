@@ -1,0 +1,84 @@
+//! `mpsync`: run wasm apps with metaparticle:sync, hold a lock around a
+//! command, or watch an election.
+//!
+//! - `cli`: the command line, its help texts and value parsers.
+//! - `run`, `lock`, `leader`, `ls`: one module per command.
+//! - `signal`: the SIGTERM/SIGINT waiter `run` and `lock` share.
+//!
+//! The hidden `__watchdog` command (which `mpsync lock` starts between
+//! itself and its command) runs before any runtime exists: it forks the
+//! command, and a fork is only safe to work in while the process has a
+//! single thread. Every other command runs on the tokio runtime built here.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use mpsync::runtime::{RunOptions, hostname};
+use mpsync_client::Options;
+
+mod cli;
+mod leader;
+mod lock;
+mod ls;
+mod run;
+mod signal;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Watchdog { control, grace_ms, deadline_ns, command } = &cli.command {
+        let grace = Duration::from_millis(*grace_ms);
+        let code = mpsync::watchdog::run(control, grace, Duration::from_nanos(*deadline_ns), command);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(command(cli.command)),
+        Err(e) => Err(anyhow::anyhow!("starting the async runtime: {e}")),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("mpsync: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+/// Runs one command; an error is reported by `main` with exit code 2.
+async fn command(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { elector, env, dirs, max_memory, max_cpu, no_sync_imports, no_cache, app, args } => {
+            let options = RunOptions {
+                elector: elector.elector,
+                args,
+                env,
+                dirs,
+                max_memory,
+                max_cpu,
+                link_sync: !no_sync_imports,
+                program: app.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                stop: None,
+            };
+            run::run(&app, options, !no_cache).await
+        }
+        Command::Lock { elector, ttl, timeout, holder, grace, name, command } => {
+            let holder = holder.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+            let grace = lock::check_grace(grace, ttl)?;
+            let options = Options { ttl, holder, address: None };
+            lock::lock_command(&elector.elector, &name, options, timeout, grace, &command).await
+        }
+        Command::Leader { elector, watch, name, envoy_eds, cluster } => {
+            let eds = leader::eds_file(envoy_eds, cluster, watch)?;
+            leader::leader(&elector.elector, &name, watch, eds).await
+        }
+        Command::Ls { elector, what, held, page_size, json } => {
+            ls::ls(&elector.elector, what, held, page_size, json).await
+        }
+        Command::Watchdog { .. } => unreachable!("main runs the watchdog before any runtime starts"),
+    }
+}
