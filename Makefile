@@ -40,7 +40,8 @@ bench-instructions: setup
 # kubernetes), CHAOS_HANDOVERS (10000 per store), CHAOS_TIME_LIMIT (20m per
 # store), CHAOS_SEED (default: from the clock; printed), CHAOS_CLOCK_RATE
 # (a holder whose clocks run at this rate, through libfaketime: safe from
-# 0.8 up, caught below), CHAOS_ARGS (any other mpsync-chaos flag; see its
+# 0.8 up by lease_safety's bound, shown safe at 0.9 and caught at 0.5),
+# CHAOS_ARGS (any other mpsync-chaos flag; see its
 # --help). The reports go to the terminal and to target/chaos/report.json;
 # the histories (STORE.jsonl) and the electors' output (STORE-electors.log)
 # to target/chaos/.

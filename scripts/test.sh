@@ -22,6 +22,10 @@ step() { printf '\n== [%dm%02ds] %s\n' $(((SECONDS - started) / 60)) $(((SECONDS
 
 source scripts/build-env.sh
 
+# make test must leave the work tree as it found it: whatever a step writes
+# belongs under target/ or .tools/ (both ignored), never beside the sources.
+status_before=$(git status --porcelain --untracked-files=all 2>/dev/null || true)
+
 step "format"
 cargo fmt --all --check
 
@@ -56,5 +60,13 @@ cargo test --locked --workspace --exclude sync-guest --exclude sync-apps --doc
 
 step "unit, property and integration tests"
 cargo nextest run --locked --workspace --exclude sync-guest --exclude sync-apps --no-fail-fast
+
+step "the work tree is as the tests found it"
+status_after=$(git status --porcelain --untracked-files=all 2>/dev/null || true)
+if [ "$status_after" != "$status_before" ]; then
+  echo "make test changed the work tree; git status now says:" >&2
+  diff <(printf '%s\n' "$status_before") <(printf '%s\n' "$status_after") >&2 || true
+  exit 1
+fi
 
 step "all tests passed"

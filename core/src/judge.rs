@@ -23,6 +23,22 @@
 //! So a judge holds the leases it saw held within the last TTL and
 //! [`CLEAR_AFTER`], not every name it ever saw, and [`Judge::held_count`]
 //! looks only at the entries that ran out.
+//!
+//! # Versions only grow
+//!
+//! Every store gives a name a larger version on every write: the memory
+//! store's one counter (continued across restarts by its state file),
+//! etcd's `mod_revision`, a Kubernetes Lease's `resourceVersion` (the etcd
+//! revision of an etcd-backed API server, which the store requires as a
+//! decimal; comparable as integers within a resource since Kubernetes 1.35,
+//! KEP-5504). So an older version read after a newer one was dated is a
+//! late answer, and leaves the entry alone ([`Judge::observe`]); the
+//! clearing of a version forgets only that version
+//! ([`Judge::forget_version`]). Safety does not
+//! rest on that order: a version is only ever dated when first seen, or
+//! later, so if a store's versions ever went back (a restore from an older
+//! backup) leases would only last longer, until the entry of the higher
+//! version came due and, changed unseen, was forgotten.
 
 use core::time::Duration;
 use std::collections::{BTreeMap, HashMap};
@@ -70,13 +86,24 @@ impl<K: Eq + Hash + Clone> Judge<K> {
     /// Records that `record` at `version` was seen at `now`, and returns the
     /// record as judged: `observed_at` is when this version was first seen
     /// (`now` for a free record, which keeps no entry).
+    ///
+    /// A version older than the entry's (a read answered late, after a
+    /// newer version was dated) changes nothing: replacing the entry would
+    /// lose the newer lease, which then runs out unswept. It is judged as
+    /// first seen `now`, as if this judge had never seen it: later than it
+    /// was, so its lease only lasts longer, and a write at that version
+    /// fails its compare-and-swap anyway.
     pub fn observe<'r>(&mut self, key: &K, record: &'r Record, version: u64, now: Duration) -> Current<'r> {
+        let entry = self.seen.get(key).map(|seen| (seen.version, seen.at));
+        if entry.is_some_and(|(newer, _)| version < newer) {
+            return Current { record, version, observed_at: now };
+        }
         if record.holder.is_none() {
             self.forget(key);
             return Current { record, version, observed_at: now };
         }
-        let at = match self.seen.get(key) {
-            Some(seen) if seen.version == version => seen.at,
+        let at = match entry {
+            Some((seen, at)) if seen == version => at,
             _ => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -103,8 +130,9 @@ impl<K: Eq + Hash + Clone> Judge<K> {
         }
     }
 
-    /// Forgets `key` if its entry is still at `version` (a write at that
-    /// version lost its compare-and-swap: the record changed unseen).
+    /// Forgets `key` if its entry is still at `version`: the record changed
+    /// from that version (a clearing written over it, or one that lost its
+    /// compare-and-swap), and a newer version dated meanwhile stays.
     pub fn forget_version(&mut self, key: &K, version: u64) {
         if self.seen.get(key).is_some_and(|s| s.version == version) {
             self.forget(key);
@@ -146,8 +174,8 @@ impl<K: Eq + Hash + Clone> Judge<K> {
 
     /// Settles a due entry, given its record as just read (`None`: absent)
     /// at `now`: the record to write at the version judged, if the lease
-    /// ran out there (the entry goes once the written record, free, is
-    /// observed); otherwise nothing, and the entry is forgotten if the
+    /// ran out there (once written, [`Judge::forget_version`] drops the
+    /// entry); otherwise nothing, and the entry is forgotten if the
     /// record changed where this judge did not see it. An entry this judge
     /// dated anew since `due` listed it is left alone.
     pub fn settle(&mut self, key: &K, judged: u64, stored: Option<(&Record, u64)>, now: Duration) -> Option<Record> {
@@ -241,5 +269,42 @@ mod tests {
         assert_eq!(judge.len(), 1, "a lost write at an older version forgets nothing newer");
         judge.forget_version(&"renewed-here", 5);
         assert!(judge.is_empty());
+    }
+
+    #[test]
+    fn an_older_version_read_late_leaves_the_newer_entry_dated_and_due() {
+        let mut judge = Judge::new();
+        let r = held(1000);
+        judge.observe(&"k", &r, 5, s(0));
+        judge.observe(&"k", &r, 6, s(1));
+        // A read of version 5 sent before the renewal, answered after it.
+        let late = judge.observe(&"k", &r, 5, s(2));
+        assert_eq!(late.observed_at, s(2), "never earlier than this judge first saw version 5");
+        let free = Record { holder: None, ..r.clone() };
+        judge.observe(&"k", &free, 4, s(2));
+        assert_eq!(judge.observe(&"k", &r, 6, s(2)).observed_at, s(1), "version 6 keeps its dating");
+        assert_eq!(judge.held_count(s(1)), 1);
+        assert_eq!(judge.due(s(2) + CLEAR_AFTER, 10), vec![("k", 6)], "and comes due when it runs out");
+        assert!(judge.settle(&"k", 6, Some((&r, 6)), s(2) + CLEAR_AFTER).is_some(), "so it is swept");
+    }
+
+    #[test]
+    fn a_clearing_that_lands_after_a_new_acquisition_forgets_only_what_it_cleared() {
+        let mut judge = Judge::new();
+        let r = held(1000);
+        judge.observe(&"k", &r, 7, s(0));
+        let at = s(1) + CLEAR_AFTER;
+        assert_eq!(judge.due(at, 10), vec![("k", 7)]);
+        let cleared = judge.settle(&"k", 7, Some((&r, 7)), at).unwrap();
+        // The clearing is written as version 8; before the sweeper hears
+        // back, a claim on this elector acquires the free record (version
+        // 9) and the judge dates it. Then the sweeper's clearing returns,
+        // as does any read of version 8 answered late.
+        judge.observe(&"k", &r, 9, at);
+        judge.forget_version(&"k", 7);
+        judge.observe(&"k", &cleared, 8, at);
+        assert_eq!((judge.len(), judge.held_count(at)), (1, 1), "the new lease is still tracked");
+        assert_eq!(judge.observe(&"k", &r, 9, s(10)).observed_at, at);
+        assert_eq!(judge.due(s(10), 10), vec![("k", 9)], "and swept once it runs out");
     }
 }

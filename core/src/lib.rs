@@ -12,6 +12,7 @@
 //!   subdomains), validated before any store sees them.
 //! - [`wire`]: the JSON types of the elector's versioned HTTP API, and the
 //!   lock document of the original (compatible) API.
+//! - [`key`]: the holder's secret key and the digest stores keep of it.
 //! - [`record`]: the store-side rules: who may take a record, when a lease
 //!   has expired, how fencing tokens advance in each store, and which
 //!   records a store keeps once released or expired.
@@ -48,6 +49,7 @@
 
 pub mod client;
 pub mod judge;
+pub mod key;
 pub mod lease;
 pub mod name;
 pub mod record;

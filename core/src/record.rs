@@ -45,8 +45,8 @@
 use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+pub use crate::key::KeyDigest;
 pub use crate::wire::ConflictReason;
 use crate::wire::LeaseKey;
 
@@ -67,63 +67,6 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_sha256: Option<KeyDigest>,
 }
-
-/// The SHA-256 digest of a [`LeaseKey`], as lowercase hex: what a store
-/// keeps instead of the key. `Debug` prints it redacted, so a record
-/// logged by accident shows neither.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KeyDigest(String);
-
-impl KeyDigest {
-    /// The digest of `key`.
-    pub fn of(key: &LeaseKey) -> KeyDigest {
-        let hash = Sha256::digest(key.as_str().as_bytes());
-        let mut hex = String::with_capacity(64);
-        for b in hash {
-            hex.push(char::from(HEX[usize::from(b >> 4)]));
-            hex.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        KeyDigest(hex)
-    }
-
-    /// A digest as a store kept it (a Kubernetes annotation). Text that is
-    /// not a digest is kept as it is: no key matches it, so the lease can
-    /// only run out, never be taken by a guess.
-    pub fn from_stored(text: String) -> KeyDigest {
-        KeyDigest(text)
-    }
-
-    /// A digest that no key matches (it is not hex): for a record that
-    /// stands for leases nobody here can name, such as the memory store's
-    /// placeholder after a restart, which must only run out, never be
-    /// renewed or released by whoever reads its holder and token.
-    pub fn unmatchable() -> KeyDigest {
-        KeyDigest("(no key matches)".to_owned())
-    }
-
-    /// The hex text, to store.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// True when `key` is the key this is the digest of. Every byte is
-    /// compared whatever the first difference, so the time taken says
-    /// nothing about how much of a guess was right.
-    pub fn matches(&self, key: &LeaseKey) -> bool {
-        let presented = KeyDigest::of(key);
-        let (a, b) = (self.0.as_bytes(), presented.0.as_bytes());
-        a.len() == b.len() && core::hint::black_box(a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y))) == 0
-    }
-}
-
-impl core::fmt::Debug for KeyDigest {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("KeyDigest(<redacted>)")
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Whether a request may act on a lease whose record keeps `digest`: a
 /// keyed lease needs its key, a lease without one needs none (a key

@@ -10,6 +10,8 @@ use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::key::{LeaseKey, MAX_KEY_LEN, MIN_KEY_LEN};
+
 /// The shortest lease a client may ask for.
 pub const MIN_TTL_MS: u64 = 10;
 /// The longest lease a client may ask for (one day).
@@ -70,60 +72,6 @@ pub struct AcquireRequest {
     /// key can be renewed or released only by a request that presents it.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub key: Option<LeaseKey>,
-}
-
-/// The shortest holder key accepted, in characters.
-pub const MIN_KEY_LEN: usize = 22;
-/// The longest holder key accepted, in characters.
-pub const MAX_KEY_LEN: usize = 128;
-
-/// A holder's secret (see [`AcquireRequest::key`]): 22 to 128 characters
-/// of the URL-safe alphabet `A-Z a-z 0-9 - _`. The elector keeps only its
-/// SHA-256 digest, and no read, listing, metric or log shows either;
-/// `Debug` prints it redacted.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct LeaseKey(String);
-
-impl LeaseKey {
-    /// A key made of `bytes` (random, at least 16 of them), hex-encoded.
-    pub fn from_random(bytes: &[u8]) -> LeaseKey {
-        let mut text = String::with_capacity(bytes.len() * 2);
-        for b in bytes {
-            text.push_str(&format!("{b:02x}"));
-        }
-        LeaseKey(text)
-    }
-
-    /// A key as sent, checked against the documented alphabet and length.
-    pub fn parse(text: &str) -> Result<LeaseKey, InvalidField> {
-        let key = LeaseKey(text.to_owned());
-        key.validate()?;
-        Ok(key)
-    }
-
-    /// The key's text, to send.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Checks the alphabet and the length.
-    pub fn validate(&self) -> Result<(), InvalidField> {
-        let len = self.0.len();
-        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&len) {
-            return Err(invalid("key", format!("key is {len} characters; it must be {MIN_KEY_LEN} to {MAX_KEY_LEN}")));
-        }
-        if !self.0.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(invalid("key", "key may hold only the characters A-Z, a-z, 0-9, - and _"));
-        }
-        Ok(())
-    }
-}
-
-impl core::fmt::Debug for LeaseKey {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("LeaseKey(<redacted>)")
-    }
 }
 
 /// An optional field that, when present, must hold a value: `null` is
@@ -210,7 +158,7 @@ pub struct InvalidField {
     pub message: String,
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
+pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
     InvalidField { field, message: message.into() }
 }
 

@@ -122,6 +122,34 @@ async fn an_unlock_the_elector_did_not_confirm_is_unavailable(provider: Provider
     assert!(p.wait().await.success(), "{}", p.output());
 }
 
+/// A blocking call whose long-polls the elector refuses (at its
+/// `--max-long-polls`) backs off; meanwhile the app's other lock (TTL 1 s,
+/// renewed every third of it) must stay held: the backoff's pauses (at
+/// least the elector's `retry-after: 1`) are longer than that lock's TTL.
+async fn a_lock_stays_held_while_another_call_backs_off(provider: Provider) {
+    let elector = ElectorProcess::spawn(bin("elector"), &["--log", "error", "--max-long-polls", "1"]).await.unwrap();
+    let client = Client::new(&elector.url());
+    let parked = tokio::spawn({
+        let client = client.clone();
+        async move { client.read(Kind::Lock, "parked", Some((0, Duration::from_secs(60)))).await }
+    });
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // Asked every 20 ms: the parking happens in another process.
+        while testkit::proc::metric(&elector, "mpsync_watchers").await < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the long-poll never parked");
+    let options = Options { ttl: Duration::from_secs(60), holder: "other".into(), address: None };
+    let other = Lease::new(client.clone(), Kind::Lock, "backoff-wanted", options).unwrap();
+    other.try_acquire().await.unwrap();
+    let mut p = probe(provider, &elector.url(), "backoff", &["--name", "backoff", "--ttl-ms", "1000"]);
+    assert!(p.wait().await.success(), "{}", p.output());
+    assert!(p.output().contains("still held after the backoff"), "{}", p.output());
+    parked.abort();
+}
+
 /// What the client cannot check and the elector's store refuses (a name
 /// too long for the Kubernetes store's object names, a TTL above the etcd
 /// store's longest lease) is `invalid-name` / `invalid-option`, from
@@ -182,6 +210,12 @@ macro_rules! suite {
             $(#[$ignore])?
             async fn an_unlock_the_elector_did_not_confirm_is_unavailable() {
                 super::an_unlock_the_elector_did_not_confirm_is_unavailable($variant).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$ignore])?
+            async fn a_lock_stays_held_while_another_call_backs_off() {
+                super::a_lock_stays_held_while_another_call_backs_off($variant).await;
             }
 
             #[tokio::test]

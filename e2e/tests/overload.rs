@@ -46,7 +46,7 @@ async fn a_waiter_whose_long_polls_are_refused_backs_off() {
     let window = Duration::from_secs(3);
     tokio::time::sleep(window).await;
     let refused = metric(&elector, "mpsync_refusals_total{limit=\"long_polls\"}").await;
-    let conflicts = metric(&elector, "mpsync_conflicts_total").await;
+    let conflicts = metric(&elector, "mpsync_conflicts_total{kind=\"lock\"}").await;
     println!("in {window:?}: {refused} long-polls refused, {conflicts} claims refused");
     waiter.signal("KILL");
     let _ = waiter.wait().await;

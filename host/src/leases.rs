@@ -48,7 +48,7 @@ pub struct SyncCtx {
     created: u64,
     leases: HashMap<u64, Arc<Lease>>,
     /// Leases of closed handles that something else still held at the
-    /// close, forgotten as soon as they are gone.
+    /// close: those still alive, plus at most one gone since.
     lingering: Vec<Weak<Lease>>,
 }
 
@@ -101,6 +101,9 @@ impl SyncCtx {
         if let Some(lease) = &lease
             && Arc::strong_count(lease) > 1
         {
+            // Pruned as it grows, not only when counted: counts are taken
+            // only for debug logging, and guests close handles without it.
+            self.lingering.retain(|lease| lease.strong_count() > 0);
             self.lingering.push(Arc::downgrade(lease));
         }
         self.report("closed");
@@ -135,5 +138,32 @@ impl SyncCtx {
             }
         }
         released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn leases_that_outlived_their_handle_are_forgotten_once_gone_even_uncounted() {
+        let mut ctx = SyncCtx::new("http://127.0.0.1:9", "test".into());
+        let open = |ctx: &mut SyncCtx, name: &str| {
+            let handle = ctx.open(Kind::Lock, name, None, None, None);
+            // What a call still running on the handle keeps.
+            let in_flight = handle.lease.as_ref().unwrap().clone();
+            drop(ctx.close(handle));
+            in_flight
+        };
+        let kept = open(&mut ctx, "kept");
+        for round in 0..100 {
+            drop(open(&mut ctx, &format!("lock-{round}")));
+        }
+        assert_eq!(ctx.lingering.len(), 2, "the one still alive and the last one gone, not every one ever closed");
+        assert_eq!(ctx.counts(), Counts { open: 0, lingering: 1 });
+        drop(kept);
+        assert_eq!(ctx.counts(), Counts { open: 0, lingering: 0 });
     }
 }

@@ -116,11 +116,13 @@ impl Blocking {
 
     /// What to do after the long-poll failed at `now` (`retry_after`: the
     /// elector's `retry-after`, if it sent one): back off, then attempt
-    /// again, or report `timeout` when the pause would end past the
-    /// deadline.
+    /// again; a pause that would end past the deadline ends at it, for one
+    /// last attempt (the lock may have been released meanwhile).
     pub fn after_failed_wait(&mut self, now: Duration, retry_after: Option<Duration>, random: u64) -> Then {
-        let retry = now + self.backoff.next(random, retry_after);
-        if retry >= self.deadline { Then::Report(Error::Timeout) } else { Then::RetryAt(retry) }
+        if now >= self.deadline {
+            return Then::Report(Error::Timeout);
+        }
+        Then::RetryAt((now + self.backoff.next(random, retry_after)).min(self.deadline))
     }
 
     /// The long-poll was answered: the elector is serving again.
@@ -250,7 +252,6 @@ pub fn retry_after(value: &[u8]) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::client::session::{ENTROPY_LEN, Options};
-    use crate::lease::Request;
     use crate::wire::Kind;
 
     const MS: Duration = Duration::from_millis(1);
@@ -325,6 +326,19 @@ mod tests {
     }
 
     #[test]
+    fn a_backoff_past_the_deadline_ends_at_it_with_one_last_attempt() {
+        let mut s = session();
+        let mut a = Acquire::new(Duration::ZERO, MS * 300, MS * 60_000);
+        a.attempted(Err(Error::HeldBy("other".into())), &mut s, Duration::ZERO);
+        let Action::Wait(_) = a.next(&s, Duration::ZERO, None) else { panic!() };
+        a.waited(Ok((429, b"{}")), Some(MS * 1000), &mut s, MS * 10);
+        assert_eq!(a.next(&s, MS * 10, None), Action::SleepUntil(MS * 300));
+        assert_eq!(a.next(&s, MS * 300, None), Action::Attempt, "one last attempt at the deadline");
+        a.attempted(Err(Error::HeldBy("other".into())), &mut s, MS * 300);
+        assert_eq!(a.next(&s, MS * 300, None), Action::Done(Err(Error::Timeout)));
+    }
+
+    #[test]
     fn a_wait_is_capped_and_a_late_answer_is_a_timeout() {
         let mut s = session();
         let mut a = Acquire::new(Duration::ZERO, MS * 500, MS * 1000);
@@ -340,6 +354,5 @@ mod tests {
         let mut b = Acquire::new(Duration::ZERO, MS * 500, MS * 1000);
         b.attempted(Err(Error::InvalidOption("ttl".into())), &mut s, Duration::ZERO);
         assert_eq!(b.next(&s, Duration::ZERO, None), Action::Done(Err(Error::InvalidOption("ttl".into()))));
-        let _ = Request::Acquire;
     }
 }

@@ -32,8 +32,10 @@ impl Method {
     }
 }
 
-/// One request to send to the elector. Bodies are JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One request to send to the elector. Bodies are JSON. `Debug` shows the
+/// body's length, not its bytes: a claim or release carries the holder's
+/// key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpRequest {
     /// The method.
     pub method: Method,
@@ -43,6 +45,17 @@ pub struct HttpRequest {
     pub body: Option<Vec<u8>>,
     /// Give up on the answer after this long.
     pub timeout: Duration,
+}
+
+impl core::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("body_bytes", &self.body.as_ref().map(Vec::len))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The path of a record.

@@ -435,6 +435,10 @@ mod tests {
         let other = Session::new("http://e", Kind::Lock, "db", options(), &[8; ENTROPY_LEN]).unwrap();
         assert_ne!(other.key, s.key);
         assert!(!format!("{s:?}").contains(s.key.as_str()), "Debug never shows the key");
+        s.release().unwrap();
+        let step = s.next_step();
+        assert!(matches!(step, Some(Step::Send { .. })));
+        assert!(!format!("{step:?}").contains(s.key.as_str()), "nor a request that carries it");
     }
 
     #[test]

@@ -122,18 +122,16 @@ async fn clear(state: &State, key: Key, judged: u64) -> Result<(), StoreError> {
         mpsync_core::lock(&state.judge).settle(&key, judged, stored.as_ref().map(|v| (&v.record, v.version)), now);
     let Some(record) = record else { return Ok(()) };
     match state.store.put(&key, &record, stored.as_ref()).await {
-        Ok(written) => {
-            // Free now: observing it drops the entry.
-            mpsync_core::lock(&state.judge).observe(&key, &written.record, written.version, now);
-            state.metrics.count(key.kind, Event::Expiry);
-            Ok(())
-        }
-        // Someone wrote first (a renewal, a takeover, another elector's
-        // clearing): the judge learns the new version when it is next read.
-        Err(StoreError::Conflict) => {
-            mpsync_core::lock(&state.judge).forget_version(&key, judged);
-            Ok(())
-        }
-        Err(e) => Err(e),
+        Ok(_) => state.metrics.count(key.kind, Event::Expiry),
+        // Someone wrote first: a renewal, a takeover, another elector's
+        // clearing.
+        Err(StoreError::Conflict) => {}
+        Err(e) => return Err(e),
     }
+    // Either way the version judged is gone: forget that one only. A claim
+    // on this elector may have written a newer one since, which the judge
+    // dated before this write's answer came back; any other, the judge
+    // learns when it is next read.
+    mpsync_core::lock(&state.judge).forget_version(&key, judged);
+    Ok(())
 }

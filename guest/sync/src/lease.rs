@@ -145,7 +145,13 @@ impl Lease {
                     let answer = reply.as_ref().map(|r| (r.status, &r.body[..])).map_err(Clone::clone);
                     acquire.waited(answer, retry, &mut self.session.borrow_mut(), now());
                 }
-                Action::SleepUntil(at) => monotonic_clock::subscribe_instant(at.as_nanos() as u64).block(),
+                Action::SleepUntil(at) => {
+                    // Back off, but wake for the renewals of this
+                    // component's other leases: nothing else renews them.
+                    let until = next_due().map_or(at, |due| due.min(at));
+                    monotonic_clock::subscribe_instant(until.as_nanos() as u64).block();
+                    tick_all();
+                }
                 Action::Done(result) => return result,
             }
         }

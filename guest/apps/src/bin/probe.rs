@@ -113,6 +113,23 @@ fn main() {
     let ttl = flags.ms("ttl-ms", 1000).as_millis() as u64;
     match mode.as_str() {
         "api" => api(&name),
+        "backoff" => {
+            // Hold one lock while a blocking call on another backs off
+            // (its long-polls refused): the first lock must be renewed
+            // all along, however long the backoff's pauses.
+            let held = Lock::new(&format!("{name}-held"), &opts("probe", ttl));
+            let token = held.try_lock().map(|l| l.token).unwrap_or_else(|e| {
+                check(false, &format!("try-lock: {e:?}"));
+                unreachable!()
+            });
+            let waiting = Lock::new(&format!("{name}-wanted"), &opts("probe", 60_000));
+            let result = waiting.lock_within(flags.ms("wait-ms", 3 * ttl).as_millis() as u64);
+            check(matches!(result, Err(Error::Timeout)), &format!("lock-within a held lock times out, got {result:?}"));
+            match held.lease() {
+                Some(l) if l.token == token => say(format!("still held after the backoff (fencing token {token})")),
+                other => check(false, &format!("the other lock was lost while backing off: {other:?}")),
+            }
+        }
         "refused" => {
             // What only the elector's store can refuse: a name too long
             // for its object names, a TTL above its longest lease. Both
