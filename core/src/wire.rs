@@ -72,6 +72,30 @@ pub struct AcquireRequest {
     /// key can be renewed or released only by a request that presents it.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub key: Option<LeaseKey>,
+    /// The id of an open session of the caller's (`POST /v1/sessions`): the
+    /// lease granted is released at once when the holder's end of that
+    /// session closes. A session that is not open refuses the claim (409
+    /// [`ConflictReason::SessionGone`]) and nothing is granted.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+/// The length of a session id: 128 random bits in lowercase hex.
+pub const SESSION_ID_LEN: usize = 32;
+/// The protocol a session upgrades to (`Upgrade: mpsync-session`).
+pub const SESSION_PROTOCOL: &str = "mpsync-session";
+/// The response header of a `101` that carries the session id.
+pub const SESSION_HEADER: &str = "mpsync-session";
+
+/// Checks a session id: [`SESSION_ID_LEN`] characters of `0-9 a-f`.
+pub fn validate_session(id: &str) -> Result<(), InvalidField> {
+    if id.len() != SESSION_ID_LEN || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(invalid(
+            "session",
+            format!("session must be the id of a session the elector opened: {SESSION_ID_LEN} characters of 0-9 a-f"),
+        ));
+    }
+    Ok(())
 }
 
 /// An optional field that, when present, must hold a value: `null` is
@@ -191,7 +215,14 @@ impl AcquireRequest {
             token,
             address: address.map(str::to_owned),
             key: None,
+            session: None,
         }
+    }
+
+    /// The same request, under session `id`.
+    pub fn with_session(mut self, id: Option<&str>) -> Self {
+        self.session = id.map(str::to_owned);
+        self
     }
 
     /// The same request, presenting `key`.
@@ -215,6 +246,9 @@ impl AcquireRequest {
         }
         if let Some(key) = &self.key {
             key.validate()?;
+        }
+        if let Some(session) = &self.session {
+            validate_session(session)?;
         }
         match (kind, &self.address) {
             (Kind::Lock, Some(_)) => Err(invalid("address", "address is only accepted for elections")),
@@ -328,6 +362,11 @@ pub enum ConflictReason {
     /// The lease was acquired with a key and this request did not present
     /// it: only the acquirer may renew or release.
     WrongKey,
+    /// The claim named a session that is not open: the holder's end closed
+    /// (its leases were released), or the elector ended it (a restart, a
+    /// shutdown). Nothing was granted; a holder takes it as having lost
+    /// every lease under that session.
+    SessionGone,
 }
 
 /// Body of a 409: who holds the record, and when it may expire.
@@ -362,6 +401,11 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 413: the body is larger than the elector accepts.
     BodyTooLarge,
+    /// 400: `POST /v1/sessions` without `Connection: upgrade` and
+    /// `Upgrade: mpsync-session`.
+    UpgradeRequired,
+    /// 403: a session asked for from beyond loopback.
+    Forbidden,
     /// 503: the store is unreachable or failed; retry later.
     Unavailable,
 }
@@ -414,6 +458,18 @@ mod tests {
         assert!(r.validate(Kind::Lock).is_ok());
         assert!(req(r#"{"holder":"a","tll_ms":1000}"#).is_err());
         assert!(req(r#"{"ttl_ms":1000}"#).unwrap_err().to_string().contains("holder"));
+    }
+
+    #[test]
+    fn a_session_id_is_32_lowercase_hex_characters() {
+        let with = |session: &str| req(&format!(r#"{{"holder":"a","ttl_ms":1000,"session":"{session}"}}"#)).unwrap();
+        assert!(with("0123456789abcdef0123456789abcdef").validate(Kind::Lock).is_ok());
+        for bad in ["", "0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef", "0123456789abcdef0123456789abcdeg"] {
+            assert_eq!(with(bad).validate(Kind::Election).unwrap_err().field, "session", "{bad:?}");
+        }
+        assert!(req(r#"{"holder":"a","ttl_ms":1000,"session":null}"#).is_err(), "absent has one spelling");
+        let sent = AcquireRequest::new("a", Duration::from_secs(1), None, None).with_session(Some("s"));
+        assert_eq!(serde_json::to_value(&sent).unwrap()["session"], "s");
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //!   `PUT` or `DELETE` may carry the holder's `key`; no answer and no log
 //!   line ever holds it (bodies are never logged).
 //!
-//! Plus `/healthz`, `/readyz` and `/metrics`, also alone on the probe port
-//! ([`health_router`]).
+//! And `POST /v1/sessions` (`api/session.rs`): a connection upgraded into
+//! a session, whose close by the holder releases the leases claimed with
+//! its id. Plus `/healthz`, `/readyz` and `/metrics`, also alone on the
+//! probe port ([`health_router`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,7 +24,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mpsync_core::wire::{
@@ -34,6 +36,12 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 use crate::service::{ClaimResult, ReleaseResult, Service, View};
 use crate::store::Key;
+
+mod session;
+
+/// The peer of the connection a request came on, set by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// The largest request body accepted (bytes).
 pub const MAX_BODY: usize = 16 * 1024;
@@ -53,6 +61,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/elections", get(|s: Shared, q| v1_list(Kind::Election, s, q)))
         .route("/v1/locks/{name}", v1(Kind::Lock))
         .route("/v1/elections/{name}", v1(Kind::Election))
+        .route("/v1/sessions", post(session::open))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -79,6 +88,7 @@ fn route_label(method: &Method, path: &str, query: Option<&str>) -> &'static str
     match path {
         "/v1/locks" => return "lock_list",
         "/v1/elections" => return "election_list",
+        "/v1/sessions" => return "session_open",
         _ => {}
     }
     let surface = if path.starts_with("/v1/locks/") {
@@ -374,6 +384,7 @@ mod tests {
             (Method::PUT, "/locks/a", None, "compat_put"),
             (Method::POST, "/v1/locks/a", None, "other"),
             (Method::GET, "/metrics", None, "other"),
+            (Method::POST, "/v1/sessions", None, "session_open"),
         ];
         for (method, path, query, label) in cases {
             assert_eq!(route_label(&method, path, query), label, "{method} {path}?{query:?}");

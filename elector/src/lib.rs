@@ -13,7 +13,7 @@
 //!   time and size), for the API and for the probe port.
 //! - [`error`]: JSON error answers.
 //! - [`service`]: the lease operations over a store (claim, release, read,
-//!   long-poll), independent of HTTP.
+//!   long-poll, sessions), independent of HTTP.
 //! - [`store`]: the [`Store`](store::Store) trait (compare-and-swap on a
 //!   version, change notification) and the memory, etcd and Kubernetes
 //!   stores.

@@ -36,7 +36,10 @@ enum StoreKind {
 /// surfaces share one port: the original `GET`/`PUT /locks/{name}`, which
 /// holds locks as this elector's --identity for --ttl, and the versioned
 /// `/v1/locks/{name}` and `/v1/elections/{name}` (acquire, renew, release
-/// at once, long-poll for changes, fencing tokens). The API is described in
+/// at once, long-poll for changes, fencing tokens), and sessions: a holder
+/// that opens one (`POST /v1/sessions`, from loopback) and claims under it
+/// has every lease under it released at once when its end of the session
+/// closes (its process exited). The API is described in
 /// elector/openapi.yaml; `/healthz`, `/readyz` and `/metrics` serve
 /// operations.
 ///
@@ -103,6 +106,12 @@ struct Args {
     /// with retry-after.
     #[arg(long, env = "ELECTOR_MAX_LONG_POLLS", default_value_t = elector::service::DEFAULT_MAX_LONG_POLLS)]
     max_long_polls: usize,
+
+    /// Most sessions (`POST /v1/sessions`) open at once; one more gets 429
+    /// with retry-after. Each holds a connection that --max-connections does
+    /// not count: keep both together under the process's file limit.
+    #[arg(long, env = "ELECTOR_MAX_SESSIONS", default_value_t = elector::service::DEFAULT_MAX_SESSIONS)]
+    max_sessions: usize,
 
     /// Time a client has to send a request's headers; also how long an idle
     /// keep-alive connection is kept open.
@@ -264,7 +273,11 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(%addr, store = store.name(), %identity, ttl = ?args.ttl, "elector starting");
     println!("elector listening on http://{addr}");
-    let service = Arc::new(Service::new(store, identity, args.ttl).with_max_long_polls(args.max_long_polls));
+    let service = Arc::new(
+        Service::new(store, identity, args.ttl)
+            .with_max_long_polls(args.max_long_polls)
+            .with_max_sessions(args.max_sessions),
+    );
     let limits = elector::server::Limits {
         max_connections: args.max_connections,
         header_read_timeout: args.header_read_timeout,

@@ -42,6 +42,9 @@ pub enum Event {
     Expiry,
     /// A claim or release was refused with 409.
     Conflict,
+    /// A lease was released because the holder's end of its session closed
+    /// (also counted as a [`Event::Release`]).
+    SessionRelease,
 }
 
 /// A request or connection turned away at a limit.
@@ -51,6 +54,8 @@ pub enum Refusal {
     Connection,
     /// A long-poll past `--max-long-polls`.
     LongPoll,
+    /// A session past `--max-sessions`.
+    Session,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,11 +107,13 @@ pub struct Metrics {
     releases: Events,
     expiries: Events,
     conflicts: Events,
+    session_releases: Events,
     refusals: Family<LimitLabel, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     store_calls: Family<StoreCallLabels, Counter>,
     held: Gauge,
     watchers: Gauge<i64, AtomicI64>,
+    sessions: Gauge,
     sizes: Family<MapLabel, Gauge>,
     size_source: OnceLock<SizeSource>,
     /// Scrapes mirror the store's and the judge's own counts into the
@@ -143,6 +150,7 @@ impl Metrics {
             ("mpsync_releases", "Leases released by their holder."),
             ("mpsync_expiries", "Leases that ran out without a release (taken over, or cleared by the elector)."),
             ("mpsync_conflicts", "Claims and releases refused with 409."),
+            ("mpsync_session_releases", "Leases released because the holder's end of their session closed."),
         ]
         .map(|(name, help)| {
             let family = Events::default();
@@ -152,9 +160,9 @@ impl Metrics {
             registry.register(name, help, family.clone());
             family
         });
-        let [acquisitions, renewals, releases, expiries, conflicts] = events;
+        let [acquisitions, renewals, releases, expiries, conflicts, session_releases] = events;
         let refusals = Family::<LimitLabel, Counter>::default();
-        for limit in ["connections", "long_polls"] {
+        for limit in ["connections", "long_polls", "sessions"] {
             let _ = refusals.get_or_create(&LimitLabel { limit });
         }
         registry.register("mpsync_refusals", "Connections and requests turned away at a limit.", refusals.clone());
@@ -162,6 +170,8 @@ impl Metrics {
         registry.register("mpsync_held_leases", "Leases held right now, as this elector last saw them.", held.clone());
         let watchers = Gauge::<i64, AtomicI64>::default();
         registry.register("mpsync_watchers", "Long-polls waiting for a change right now.", watchers.clone());
+        let sessions = Gauge::default();
+        registry.register("mpsync_sessions", "Sessions open right now.", sessions.clone());
         let sizes = Family::<MapLabel, Gauge>::default();
         registry.register(
             "mpsync_state_entries",
@@ -187,11 +197,13 @@ impl Metrics {
             releases,
             expiries,
             conflicts,
+            session_releases,
             refusals,
             latency,
             store_calls,
             held,
             watchers,
+            sessions,
             sizes,
             size_source: OnceLock::new(),
             scrape: Mutex::new(()),
@@ -206,6 +218,7 @@ impl Metrics {
             Event::Release => &self.releases,
             Event::Expiry => &self.expiries,
             Event::Conflict => &self.conflicts,
+            Event::SessionRelease => &self.session_releases,
         };
         family.get_or_create(&kind_label(kind)).inc();
     }
@@ -215,8 +228,14 @@ impl Metrics {
         let limit = match what {
             Refusal::Connection => "connections",
             Refusal::LongPoll => "long_polls",
+            Refusal::Session => "sessions",
         };
         self.refusals.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    /// Reports the sessions open now.
+    pub fn set_sessions(&self, open: usize) {
+        self.sessions.set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     /// Counts a long-poll as waiting until the returned guard is dropped.
@@ -265,6 +284,9 @@ mod tests {
         let m = Metrics::new();
         m.count(Kind::Election, Event::Acquisition);
         m.refuse(Refusal::LongPoll);
+        m.refuse(Refusal::Session);
+        m.count(Kind::Lock, Event::SessionRelease);
+        m.set_sessions(2);
         m.observe_request("election_put", 200, Duration::from_millis(2));
         let watching = m.watching();
         m.report_sizes(|| vec![("judge", 2), ("records", 4)]);
@@ -274,6 +296,9 @@ mod tests {
             "mpsync_acquisitions_total{kind=\"lock\"} 0",
             "mpsync_refusals_total{limit=\"long_polls\"} 1",
             "mpsync_refusals_total{limit=\"connections\"} 0",
+            "mpsync_refusals_total{limit=\"sessions\"} 1",
+            "mpsync_session_releases_total{kind=\"lock\"} 1",
+            "mpsync_sessions 2",
             "mpsync_held_leases 3",
             "mpsync_watchers 1",
             "mpsync_state_entries{map=\"judge\"} 2",

@@ -10,6 +10,12 @@
 //! - bodies of at most 16 KiB (413, in [`crate::api`]) and at most
 //!   `max_long_polls` long-polls parked at once (429, in [`crate::api`]).
 //!
+//! Connections are served with HTTP/1.1 upgrades, for sessions
+//! (`POST /v1/sessions`, [`crate::api`]): once upgraded, a session's
+//! connection leaves this loop's limits and timeouts (a session has no idle
+//! timeout; `--max-sessions` bounds them) and its shutdown (the elector
+//! ends its sessions itself, which releases nothing).
+//!
 //! Every refusal is counted in `/metrics` (`mpsync_refusals_total`) and
 //! logged, at most once a second per limit.
 //!
@@ -23,11 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
+use crate::api::Peer;
 use crate::metrics::Refusal;
 use crate::quiet::Quiet;
 use crate::service::Service;
@@ -55,17 +61,21 @@ connection: close\r\ncontent-length: 100\r\n\r\n\
 
 /// Serves the API on an already-bound `listener` within `limits` until
 /// `shutdown` resolves; then stops accepting, answers pending long-polls
-/// at once, finishes the requests in flight and returns.
+/// at once, finishes the requests in flight, ends every session (which
+/// releases nothing) and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<Service>,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let graceful = accept(listener, crate::api::router(service.clone()), &service, limits, shutdown).await;
+    let open = accept(listener, crate::api::router(service.clone()), &service, limits, shutdown).await;
     tracing::info!("shutting down: finishing requests in flight");
     service.begin_shutdown();
-    graceful.shutdown().await;
+    open.shutdown().await;
+    // Ended by the elector, they release nothing; waited for so that
+    // nothing is written to the store once this returns.
+    service.sessions_ended().await;
     Ok(())
 }
 
@@ -79,9 +89,25 @@ pub async fn serve_health(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let graceful = accept(listener, crate::api::health_router(service.clone()), &service, limits, shutdown).await;
-    graceful.shutdown().await;
+    let open = accept(listener, crate::api::health_router(service.clone()), &service, limits, shutdown).await;
+    open.shutdown().await;
     Ok(())
+}
+
+/// The connections still open, to finish at shutdown. (hyper-util's
+/// `GracefulShutdown` does the same, but not for connections that may be
+/// upgraded.)
+struct Open {
+    stop: watch::Sender<bool>,
+}
+
+impl Open {
+    /// Asks every connection to finish its request in flight and close,
+    /// and waits until they all have.
+    async fn shutdown(self) {
+        self.stop.send_replace(true);
+        self.stop.closed().await;
+    }
 }
 
 /// Accepts connections on `listener` and serves `app` on each, within
@@ -93,7 +119,7 @@ async fn accept(
     service: &Service,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> GracefulShutdown {
+) -> Open {
     let app = TowerToHyperService::new(app);
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -101,12 +127,12 @@ async fn accept(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = watch::channel(false);
     let quiet = Quiet::new();
     let failing_accepts = Quiet::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -134,14 +160,27 @@ async fn accept(
             });
             continue;
         };
-        let connection = http.serve_connection(TokioIo::new(stream), app.clone());
-        let connection = graceful.watch(connection);
+        // Each request learns its peer (only loopback opens a session).
+        let app = app.clone();
+        let labelled = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            hyper::service::Service::call(&app, request)
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), labelled).with_upgrades();
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
-            drop(permit);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop((stopping, permit));
         });
     }
-    graceful
+    Open { stop }
 }
 
 #[cfg(test)]

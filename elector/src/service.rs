@@ -5,7 +5,8 @@
 //! and writes back with compare-and-swap, retrying from the read when
 //! another writer got in between. A sweeper (`service/sweep.rs`) clears
 //! the leases that ran out with nobody to release them, so the judge and
-//! the stores keep only what is live.
+//! the stores keep only what is live. Sessions (`service/sessions.rs`)
+//! release the leases granted under one when its holder's end closes.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +20,10 @@ use tokio::sync::watch;
 use crate::metrics::{Event, Metrics};
 use crate::store::{Key, NameRefused, Store, StoreError, Versioned};
 
+mod sessions;
 mod sweep;
+
+pub use sessions::{DEFAULT_MAX_SESSIONS, Ended};
 
 /// How many times a write is retried after losing a compare-and-swap race.
 const CAS_ATTEMPTS: usize = 16;
@@ -56,6 +60,12 @@ pub enum ServiceError {
     /// As many long-polls as allowed are already parked.
     #[error("{0} long-polls are already waiting (--max-long-polls); retry in a second")]
     TooManyLongPolls(usize),
+    /// As many sessions as allowed are open.
+    #[error("{0} sessions are already open (--max-sessions); retry in a second")]
+    TooManySessions(usize),
+    /// The OS gave no random bytes for a session id.
+    #[error("no randomness for a session id: {0}")]
+    NoRandomness(String),
 }
 
 /// The default cap on long-polls parked at once.
@@ -139,6 +149,7 @@ pub struct Service {
     stopping: watch::Sender<bool>,
     long_polls: Arc<tokio::sync::Semaphore>,
     max_long_polls: usize,
+    sessions: sessions::Sessions,
     quiet: crate::quiet::Quiet,
 }
 
@@ -193,6 +204,7 @@ impl Service {
             stopping,
             long_polls: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_LONG_POLLS)),
             max_long_polls: DEFAULT_MAX_LONG_POLLS,
+            sessions: sessions::Sessions::new(DEFAULT_MAX_SESSIONS),
             quiet: crate::quiet::Quiet::new(),
         }
     }
@@ -233,6 +245,14 @@ impl Service {
     /// Tells long-polls to answer now: the server is shutting down.
     pub fn begin_shutdown(&self) {
         self.stopping.send_replace(true);
+    }
+
+    /// Resolves once the server is shutting down.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
     }
 
     /// Checks that the store can keep a record named like `key`.
@@ -410,6 +430,9 @@ impl Service {
         if request.ttl_ms > max_ms {
             return Err(ServiceError::TtlTooLong { ttl_ms: request.ttl_ms, store: self.store.name(), max_ms });
         }
+        if let Some(gone) = self.check_session(key, request.session.as_deref()).await? {
+            return Ok(ClaimResult::Refused(gone));
+        }
         let claim = Claim {
             holder: &request.holder,
             ttl_ms: request.ttl_ms,
@@ -432,6 +455,9 @@ impl Service {
                 Ok(ClaimResult::Refused(conflict_view(conflict, expired)))
             }
             Applied::Written { value: (event, took_over_expired), record, version, now } => {
+                if let Some(gone) = self.record_grant(key, request, record.token, now + record.ttl()).await? {
+                    return Ok(ClaimResult::Refused(gone));
+                }
                 if took_over_expired {
                     self.metrics.count(key.kind, Event::Expiry);
                 }
@@ -470,7 +496,10 @@ impl Service {
         };
         match result {
             ReleaseResult::Refused(_) => self.metrics.count(key.kind, Event::Conflict),
-            ReleaseResult::Released => self.metrics.count(key.kind, Event::Release),
+            ReleaseResult::Released => {
+                self.forget_released(key, token);
+                self.metrics.count(key.kind, Event::Release);
+            }
             ReleaseResult::NotFound => {}
         }
         Ok(result)

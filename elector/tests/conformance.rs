@@ -581,6 +581,157 @@ async fn listing(store: &str) {
     }
 }
 
+// ------------------------------------------------------------- sessions
+
+/// A session opened as a holder opens one: a raw connection, upgraded.
+/// The socket *is* the session: dropping it closes the holder's end.
+struct Session {
+    id: String,
+    socket: tokio::net::TcpStream,
+}
+
+async fn open_session(addr: std::net::SocketAddr) -> Session {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = "POST /v1/sessions HTTP/1.1\r\nhost: elector\r\nconnection: upgrade\r\nupgrade: mpsync-session\r\n\
+                   content-length: 0\r\n\r\n";
+    socket.write_all(request.as_bytes()).await.unwrap();
+    // Byte by byte up to the blank line: nothing of the session's may be
+    // read past the head (nothing comes after it, in fact).
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(socket.read_u8().await.expect("the elector closed the session before answering"));
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let id = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("mpsync-session")))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no session id in {head}"));
+    assert_eq!(id.len(), 32, "{id}");
+    Session { id, socket }
+}
+
+/// A lease longer than [`PATIENCE`]: a test that waited it out would fail
+/// (the etcd store guards leases of at most 45 s by default).
+const LONG_TTL_MS: u64 = 40_000;
+
+fn key(seed: &str) -> LeaseKey {
+    LeaseKey::parse(&format!("{seed:-<24}")).unwrap()
+}
+
+/// The holder's end of a session closes (its process exited: the kernel
+/// closes the socket): every lease under it is released at once, as a
+/// `DELETE` would, without waiting out the TTL. A parked waiter is
+/// answered, the next holder gets a larger token, and a claim naming the
+/// closed session grants nothing.
+async fn a_closed_session_releases_its_leases_at_once(store: &str) {
+    let backend = Backend::start(store).await;
+    let (elector, client) = backend.elector("pod-a", &[]).await;
+    let session = open_session(elector.addr()).await;
+    let (lock, election) = (unique("sess-lock"), unique("sess-elect"));
+    let under = |req: AcquireRequest, k: &str| req.with_key(Some(&key(k))).with_session(Some(&session.id));
+    let lease = granted(&client, &lock, &under(acquire("w1", LONG_TTL_MS), "lock-key")).await;
+    let mut stand = under(acquire("r1", LONG_TTL_MS), "election-key");
+    stand.address = Some("10.0.0.7:8080".into());
+    let Claimed::Granted(leader) = client.claim(Kind::Election, &election, &stand).await.unwrap() else {
+        panic!("not elected")
+    };
+    // A renewal naming the session keeps it under the session.
+    let renewed = granted(&client, &lock, &under(renew("w1", LONG_TTL_MS, lease.token), "lock-key")).await;
+    let waiter = tokio::spawn({
+        let (client, lock) = (client.clone(), lock.clone());
+        async move { client.read(Kind::Lock, &lock, Some((renewed.version, PATIENCE))).await.unwrap() }
+    });
+    drop(session.socket);
+    match tokio::time::timeout(PATIENCE, waiter).await.expect("the waiter was never answered").unwrap() {
+        Read::Free { .. } => {}
+        Read::Held(l) => panic!("still held after its session closed: {l:?}"),
+    }
+    let next = granted(&client, &lock, &acquire("w2", LONG_TTL_MS)).await;
+    assert!(next.token > lease.token, "a larger token: {} then {}", lease.token, next.token);
+    wait_free(&client, Kind::Election, &election, leader.version).await;
+    let mut successor = acquire("r2", LONG_TTL_MS);
+    successor.address = Some("10.0.0.8:8080".into());
+    let Claimed::Granted(successor) = client.claim(Kind::Election, &election, &successor).await.unwrap() else {
+        panic!("the election was not free")
+    };
+    assert!(successor.token > leader.token);
+    // The session is gone: a claim naming it is refused and grants nothing.
+    let fresh = unique("sess-gone");
+    let gone = refused(&client, &fresh, &acquire("w3", LONG_TTL_MS).with_session(Some(&session.id))).await;
+    assert_eq!((gone.reason, gone.holder), (ConflictReason::SessionGone, None));
+    assert!(matches!(client.read(Kind::Lock, &fresh, None).await.unwrap(), Read::Free { .. }), "nothing granted");
+}
+
+/// Silence is not evidence: a session whose holder keeps its socket open
+/// and says nothing keeps its leases, past many times the idle timeout of
+/// an HTTP connection. And a session the elector ends itself (SIGTERM)
+/// releases nothing: after a restart on the same store the lease is still
+/// held, until its TTL, and the old session is gone.
+async fn silence_and_shutdown_release_nothing(store: &str) {
+    let backend = Backend::start(store).await;
+    let state = testkit::temp_dir("session-state").unwrap();
+    let state_file = state.join("elector.json").display().to_string();
+    let args = ["--header-read-timeout", "100ms", "--state-file", &state_file];
+    let (mut elector, client) = backend.elector("pod-a", &args).await;
+    let session = open_session(elector.addr()).await;
+    let name = unique("sess-quiet");
+    let k = key("quiet-key");
+    let lease =
+        granted(&client, &name, &acquire("w1", LONG_TTL_MS).with_key(Some(&k)).with_session(Some(&session.id))).await;
+    let mut version = lease.version;
+    for _ in 0..3 {
+        // The elector waits 500 ms (five idle timeouts) for a change; none comes.
+        match client.read(Kind::Lock, &name, Some((version, Duration::from_millis(500)))).await.unwrap() {
+            Read::Held(l) => assert_eq!((l.holder.as_str(), l.token, l.version), ("w1", lease.token, version)),
+            Read::Free { .. } => panic!("released while its session was silent"),
+        }
+        let renewal = renew("w1", LONG_TTL_MS, lease.token).with_key(Some(&k)).with_session(Some(&session.id));
+        version = granted(&client, &name, &renewal).await.version;
+    }
+    elector.signal("TERM").unwrap();
+    assert!(elector.wait().await.unwrap().success());
+    drop(session.socket);
+    let (_restarted, client) = backend.elector("pod-b", &args).await;
+    let conflict = refused(&client, &name, &acquire("w2", LONG_TTL_MS)).await;
+    assert_eq!(conflict.reason, ConflictReason::Held, "still held after the elector's own shutdown");
+    assert!(conflict.expires_in_ms > 0);
+    let renewal = renew("w1", LONG_TTL_MS, lease.token).with_key(Some(&k)).with_session(Some(&session.id));
+    assert_eq!(refused(&client, &name, &renewal).await.reason, ConflictReason::SessionGone);
+    let _ = std::fs::remove_dir_all(state);
+}
+
+/// What a session request is refused with: no upgrade asked for (400),
+/// past `--max-sessions` (429, counted); the open one is on `/metrics`.
+async fn session_refusals(store: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start(store).await;
+    let (elector, client) = backend.elector("pod-a", &["--max-sessions", "1"]).await;
+    let plain = client.request(Method::POST, "/v1/sessions", None::<&()>).await.unwrap();
+    assert_eq!(plain.status, StatusCode::BAD_REQUEST);
+    let error: ErrorBody = plain.json().unwrap();
+    assert_eq!(error.error, ErrorCode::UpgradeRequired);
+    assert!(error.message.contains("Upgrade: mpsync-session"), "{}", error.message);
+    let _open = open_session(elector.addr()).await;
+    let mut second = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
+    let request = "POST /v1/sessions HTTP/1.1\r\nhost: elector\r\nconnection: upgrade\r\nupgrade: mpsync-session\r\n\
+                   content-length: 0\r\n\r\n";
+    second.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(second.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 429 ") && head.contains("retry-after: 1"), "{head}");
+    let metrics = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in ["mpsync_refusals_total{limit=\"sessions\"} 1", "mpsync_sessions 1"] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+    }
+}
+
 macro_rules! suite {
     ($store:ident $(#[$attr:meta])* : $($case:ident),* $(,)?) => {
         mod $store {
@@ -600,12 +751,14 @@ macro_rules! suite {
 }
 
 suite!(memory: acquire_renew_release, only_the_key_holder_renews_or_releases, expiry, fencing, long_poll_wakes_on_release,
-    race_of_32, bad_names_never_reach_the_store, listing);
+    race_of_32, bad_names_never_reach_the_store, listing, a_closed_session_releases_its_leases_at_once,
+    silence_and_shutdown_release_nothing, session_refusals);
 suite!(etcd: acquire_renew_release, only_the_key_holder_renews_or_releases, expiry, fencing, long_poll_wakes_on_release,
-    race_of_32, bad_names_never_reach_the_store, store_outage, electors_share_the_store, listing);
+    race_of_32, bad_names_never_reach_the_store, store_outage, electors_share_the_store, listing,
+    a_closed_session_releases_its_leases_at_once, silence_and_shutdown_release_nothing);
 suite!(kubernetes: acquire_renew_release, only_the_key_holder_renews_or_releases, expiry, fencing,
     long_poll_wakes_on_release, race_of_32, bad_names_never_reach_the_store, store_outage, electors_share_the_store,
-    listing);
+    listing, a_closed_session_releases_its_leases_at_once, silence_and_shutdown_release_nothing);
 suite!(real_cluster #[ignore = "needs MPSYNC_TEST_KUBECONFIG (a real cluster)"]: acquire_renew_release,
     only_the_key_holder_renews_or_releases, expiry, fencing, long_poll_wakes_on_release, race_of_32,
     bad_names_never_reach_the_store, electors_share_the_store, listing);

@@ -13,12 +13,13 @@ use openapiv3::{OpenAPI, ReferenceOr, Schema, SchemaKind, Type};
 const SPEC: &str = include_str!("../openapi.yaml");
 
 /// What the router serves, by path.
-const ROUTES: [(&str, &[&str]); 8] = [
+const ROUTES: [(&str, &[&str]); 9] = [
     ("/locks/{name}", &["get", "put"]),
     ("/v1/locks", &["get"]),
     ("/v1/elections", &["get"]),
     ("/v1/locks/{name}", &["get", "put", "delete"]),
     ("/v1/elections/{name}", &["get", "put", "delete"]),
+    ("/v1/sessions", &["post"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
@@ -93,19 +94,28 @@ fn every_error_code_and_conflict_reason_is_documented() {
     use ErrorCode::*;
     let api = spec();
     let codes = property_enum(&api, "Error", "error");
-    for code in
-        [InvalidName, MalformedBody, InvalidField, InvalidQuery, NotFound, MethodNotAllowed, BodyTooLarge, Unavailable]
-    {
+    for code in [
+        InvalidName,
+        MalformedBody,
+        InvalidField,
+        InvalidQuery,
+        NotFound,
+        MethodNotAllowed,
+        BodyTooLarge,
+        UpgradeRequired,
+        Forbidden,
+        Unavailable,
+    ] {
         let name = serde_json::to_value(code).unwrap();
         assert!(codes.iter().any(|c| c == name.as_str().unwrap()), "{name} missing from the Error enum");
     }
     let reasons = property_enum(&api, "Conflict", "reason");
     use ConflictReason::*;
-    let all = [Held, StaleToken, NotHeld, WrongKey];
+    let all = [Held, StaleToken, NotHeld, WrongKey, SessionGone];
     for reason in all {
         // A reason added to the code stops this compiling until it is listed.
         match reason {
-            Held | StaleToken | NotHeld | WrongKey => {}
+            Held | StaleToken | NotHeld | WrongKey | SessionGone => {}
         }
         let name = serde_json::to_value(reason).unwrap();
         assert!(reasons.iter().any(|r| r == name.as_str().unwrap()), "{name} missing");

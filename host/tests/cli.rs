@@ -19,7 +19,7 @@ fn help_names_every_command() {
     let out = mpsync(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    for command in ["run", "lock", "leader", "ls"] {
+    for command in ["run", "lock", "elect", "leader", "ls"] {
         assert!(text.contains(&format!("\n  {command} ")), "{command} missing from:\n{text}");
     }
 }
@@ -28,7 +28,12 @@ fn help_names_every_command() {
 /// (the tests below and in `e2e/` get each of them).
 #[test]
 fn help_lists_every_exit_code() {
-    for (command, codes) in [("run", &["2 ", "143 "][..]), ("lock", &["2 if", "3 if", "4 if", "143 "][..])] {
+    let commands = [
+        ("run", &["2 ", "143 "][..]),
+        ("lock", &["2 if", "3 if", "4 if", "143 "][..]),
+        ("elect", &["2 if", "143 "][..]),
+    ];
+    for (command, codes) in commands {
         let out = mpsync(&[command, "--help"]);
         assert_eq!(out.status.code(), Some(0));
         let text = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::health::{self, Probe};
+
 /// Locks and leader elections for WebAssembly apps and commands, through a
 /// metaparticle-sync elector.
 ///
 /// `mpsync run` runs a wasm command component and provides the
 /// metaparticle:sync imports natively (leases renewed in the background),
 /// plus WASI 0.2 and wasi:http. `mpsync lock` holds a lock while a command
-/// runs. `mpsync leader` prints (or watches) the leader of an election;
+/// runs. `mpsync elect` stands in an election on behalf of a server it
+/// runs, resigning when the server exits or fails its health check.
+/// `mpsync leader` prints (or watches) the leader of an election;
 /// `mpsync ls` lists the locks and elections the elector keeps.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
@@ -115,6 +119,71 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Stand in an election on behalf of a server: run CMD, and campaign
+    /// for it while it runs and passes its health check, so that no dead
+    /// or sick server keeps leading.
+    ///
+    /// CMD starts at once and serves whether or not it leads. mpsync
+    /// prints one line per change on stdout, `leading with token N` or `not
+    /// leading` (the first line is `not leading`). It resigns at once when
+    /// CMD exits or is killed, and exits with CMD's code (128 + the signal
+    /// if it was killed). With a health check (--health-http or
+    /// --health-tcp), the server is unhealthy until a first probe passes
+    /// and after --health-threshold failures in a row: mpsync then resigns
+    /// (CMD keeps running, the probes go on) and stands again at the next
+    /// probe that passes. A lease lost (the elector unreachable past the
+    /// local deadline) is `not leading`, and mpsync campaigns again.
+    ///
+    /// CMD gets MPSYNC_ELECT_NAME (the election) and, with --leader-file,
+    /// MPSYNC_ELECT_LEADER_FILE: a file rewritten whole (write, then
+    /// rename) at every change and renewal, one JSON object on one line:
+    /// `{"name":"web","leader":true,"token":7,"valid_until_ms":...}`, or
+    /// `"leader":false` with `token` and `valid_until_ms` null.
+    /// `valid_until_ms` is the lease's local deadline (Unix milliseconds):
+    /// a leader that acts past it may no longer lead. The file is written
+    /// before the stdout line. If mpsync dies, CMD gets SIGTERM.
+    ///
+    /// On SIGTERM or SIGINT: resign, send SIGTERM to CMD's process group,
+    /// wait for CMD, exit 143. Exits with CMD's code; 2 if the input is
+    /// wrong, CMD cannot start, the elector stays unreachable at start
+    /// (read for one TTL before CMD starts), or the leader file cannot be
+    /// written (then mpsync resigns and stops CMD first); 143 on SIGTERM or
+    /// SIGINT.
+    Elect {
+        #[command(flatten)]
+        elector: ElectorArg,
+        /// The address CMD serves on, advertised as the leader's (IP:PORT).
+        #[arg(long, value_name = "IP:PORT", value_parser = parse_address)]
+        address: String,
+        /// Lease duration (renewed at a third of it). A candidate that
+        /// dies with mpsync (SIGKILL) leads until it runs out.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Candidate id (default: HOSTNAME-PID).
+        #[arg(long)]
+        holder: Option<String>,
+        /// Health check: GET of a plain http:// URL, healthy on a 2xx or
+        /// 3xx status.
+        #[arg(long, value_name = "URL", value_parser = health::parse_http, conflicts_with = "health_tcp")]
+        health_http: Option<Probe>,
+        /// Health check: a TCP connect to HOST:PORT, healthy when accepted.
+        #[arg(long, value_name = "HOST:PORT", value_parser = health::parse_tcp)]
+        health_tcp: Option<Probe>,
+        /// Time between probes; also each probe's timeout.
+        #[arg(long, default_value = "1s", value_parser = parse_period)]
+        health_period: Duration,
+        /// Failed probes in a row that make the server unhealthy.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        health_threshold: u32,
+        /// Keep this file telling the leadership (JSON; see above).
+        #[arg(long, value_name = "PATH")]
+        leader_file: Option<PathBuf>,
+        /// The election name.
+        name: String,
+        /// The server to run and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// The watchdog `mpsync lock` starts between itself and the command.
     #[command(name = "__watchdog", hide = true)]
     Watchdog {
@@ -212,4 +281,16 @@ fn parse_size(s: &str) -> Result<usize, String> {
         other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("{s} is too large"))
+}
+
+fn parse_address(s: &str) -> Result<String, String> {
+    s.parse::<std::net::SocketAddr>().map(|_| s.to_owned()).map_err(|_| format!("{s:?} is not IP:PORT"))
+}
+
+fn parse_period(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("the period must be longer than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -2,8 +2,9 @@
 //! command, or watch an election.
 //!
 //! - `cli`: the command line, its help texts and value parsers.
-//! - `run`, `lock`, `leader`, `ls`: one module per command.
-//! - `signal`: the SIGTERM/SIGINT waiter `run` and `lock` share.
+//! - `run`, `lock`, `elect`, `leader`, `ls`: one module per command;
+//!   `health`: `elect`'s health check.
+//! - `signal`: the SIGTERM/SIGINT waiter `run`, `lock` and `elect` share.
 //!
 //! The hidden `__watchdog` command (which `mpsync lock` starts between
 //! itself and its command) runs before any runtime exists: it forks the
@@ -18,6 +19,8 @@ use mpsync::runtime::{RunOptions, hostname};
 use mpsync_client::Options;
 
 mod cli;
+mod elect;
+mod health;
 mod leader;
 mod lock;
 mod ls;
@@ -71,6 +74,28 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             let grace = lock::check_grace(grace, ttl)?;
             let options = Options { ttl, holder, address: None };
             lock::lock_command(&elector.elector, &name, options, timeout, grace, &command).await
+        }
+        Command::Elect {
+            elector,
+            address,
+            ttl,
+            holder,
+            health_http,
+            health_tcp,
+            health_period,
+            health_threshold,
+            leader_file,
+            name,
+            command,
+        } => {
+            let holder = holder.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+            let health = health_http.or(health_tcp).map(|probe| health::Check {
+                probe,
+                period: health_period,
+                threshold: health_threshold,
+            });
+            let options = Options { ttl, holder, address: Some(address) };
+            elect::elect(elect::Elect { url: elector.elector, name, options, health, leader_file, command }).await
         }
         Command::Leader { elector, watch, name, envoy_eds, cluster } => {
             let eds = leader::eds_file(envoy_eds, cluster, watch)?;
