@@ -85,8 +85,9 @@ async fn an_unhealthy_server_resigns_keeps_running_and_stands_again_once_healthy
     // The port stops answering: refused connections.
     answering.abort();
     let _ = answering.await;
-    p.expect_line("resigning from web: the server is unhealthy").await;
-    p.expect("resigned", |l| l == "not leading").await;
+    // The server is told first ("not leading"), then the lease released.
+    both_lines(&mut p, "resigning from web: the server is unhealthy", "not leading").await;
+    p.expect_line("resigned from web").await;
     assert_eq!(leader(&url).await, None, "released at once, not after the 60 s TTL");
     assert!(std::path::Path::new(&format!("/proc/{server}")).exists(), "the server keeps running");
     let again = serve(tokio::net::TcpListener::bind(health).await.unwrap());
@@ -123,8 +124,7 @@ async fn an_http_health_check_goes_by_the_status() {
     let mut p = candidate(&url, "a", &flags, "exec sleep 600");
     let first = leading(&p.expect("leads on 200", is_leading).await);
     status.store(503, Ordering::SeqCst);
-    p.expect_line("answered 503").await;
-    p.expect("resigned on 503", |l| l == "not leading").await;
+    both_lines(&mut p, "answered 503", "not leading").await;
     status.store(204, Ordering::SeqCst);
     let second = leading(&p.expect("leads again on 204", is_leading).await);
     assert!(second > first, "{first} then {second}");
@@ -184,4 +184,19 @@ async fn an_unreachable_elector_or_bad_input_is_exit_2_before_the_command_runs()
     assert!(!p.output().lines().any(|l| l == "ran"), "{}", p.output());
     let mut bad = Proc::mpsync("bad", &args(&["elect", "--address", "nowhere", "web", "--", "true"]));
     assert_eq!(bad.wait().await.code(), Some(2), "{}", bad.output());
+}
+
+/// Waits for a stderr line containing `said` and the stdout line `line`,
+/// in either order: the two pipes are read side by side, so their lines
+/// may arrive in any order.
+async fn both_lines(p: &mut Proc, said: &str, line: &str) {
+    let (mut saw_said, mut saw_line) = (false, false);
+    while !(saw_said && saw_line) {
+        let next = p.expect(&format!("{said:?} and {line:?}"), |l| l.contains(said) || l == line).await;
+        if next == line {
+            saw_line = true;
+        } else {
+            saw_said = true;
+        }
+    }
 }

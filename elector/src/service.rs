@@ -455,7 +455,8 @@ impl Service {
                 Ok(ClaimResult::Refused(conflict_view(conflict, expired)))
             }
             Applied::Written { value: (event, took_over_expired), record, version, now } => {
-                if let Some(gone) = self.record_grant(key, request, record.token, now + record.ttl()).await? {
+                let fresh = matches!(event, Event::Acquisition);
+                if let Some(gone) = self.record_grant(key, request, fresh, record.token, now + record.ttl()).await? {
                     return Ok(ClaimResult::Refused(gone));
                 }
                 if took_over_expired {

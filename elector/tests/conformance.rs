@@ -640,6 +640,13 @@ async fn a_closed_session_releases_its_leases_at_once(store: &str) {
     };
     // A renewal naming the session keeps it under the session.
     let renewed = granted(&client, &lock, &under(renew("w1", LONG_TTL_MS, lease.token), "lock-key")).await;
+    // A renewal that names no session (another process with the same
+    // holder, token and key) takes the lease out of the session: its close
+    // must not release what someone else renews.
+    let detached = unique("sess-detached");
+    let taken = granted(&client, &detached, &under(acquire("w9", LONG_TTL_MS), "detached-key")).await;
+    let on_its_own = renew("w9", LONG_TTL_MS, taken.token).with_key(Some(&key("detached-key")));
+    let kept = granted(&client, &detached, &on_its_own).await;
     let waiter = tokio::spawn({
         let (client, lock) = (client.clone(), lock.clone());
         async move { client.read(Kind::Lock, &lock, Some((renewed.version, PATIENCE))).await.unwrap() }
@@ -658,6 +665,10 @@ async fn a_closed_session_releases_its_leases_at_once(store: &str) {
         panic!("the election was not free")
     };
     assert!(successor.token > leader.token);
+    match client.read(Kind::Lock, &detached, None).await.unwrap() {
+        Read::Held(l) => assert_eq!((l.holder.as_str(), l.token), ("w9", kept.token), "the detached lease is kept"),
+        Read::Free { .. } => panic!("a lease renewed outside the session was released with it"),
+    }
     // The session is gone: a claim naming it is refused and grants nothing.
     let fresh = unique("sess-gone");
     let gone = refused(&client, &fresh, &acquire("w3", LONG_TTL_MS).with_session(Some(&session.id))).await;

@@ -126,7 +126,17 @@ async fn hold(service: Arc<Service>, id: String, upgrade: OnUpgrade) {
                     biased;
                     () = &mut stopped => break Ended::ByElector,
                     read = connection.read(&mut ignored) => match read {
-                        Ok(0) | Err(_) => break Ended::ByHolder,
+                        // The holder's end closed (its process exited, or
+                        // it closed the session): the kernel says so.
+                        Ok(0) => break Ended::ByHolder,
+                        Err(e) if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::ConnectionAborted
+                                | std::io::ErrorKind::BrokenPipe
+                        ) => break Ended::ByHolder,
+                        // Anything else is no evidence about the holder.
+                        Err(_) => break Ended::ByElector,
                         Ok(_) => {}
                     },
                 }

@@ -112,12 +112,15 @@ impl Sessions {
         true
     }
 
-    /// A lease renewed without naming its session keeps its entry current.
-    fn renewed(&self, key: &Key, token: u64, expires: Duration) {
-        if let Some((_, granted)) = self.inner().leases.get_mut(key)
-            && granted.token == token
+    /// A claim that names no session: whatever lease of `key` a session
+    /// held is no longer that session's to release.
+    fn detach(&self, key: &Key) {
+        let mut guard = self.inner();
+        let Inner { open, leases } = &mut *guard;
+        if let Some((id, _)) = leases.remove(key)
+            && let Some(session) = open.get_mut(&id)
         {
-            granted.expires = expires;
+            session.names.remove(key);
         }
     }
 
@@ -246,27 +249,34 @@ impl Service {
     }
 
     /// Records a lease just granted (at `now`, for `ttl`) under `session`.
-    /// If the session ended while the claim was in flight, the grant is
-    /// undone before anyone hears of it (a release like the session's own
-    /// would have been) and the claim is refused: no lease outlives its
-    /// session's close unreleased, and no client believes it holds one.
+    /// A claim without a session detaches the name from any session: a
+    /// lease renewed by a request that names no session is no longer one
+    /// a session's close may release (it may come from another process).
+    /// If the session ended while the claim was in flight, the claim is
+    /// refused: a fresh acquisition (`fresh`) nobody has heard of is undone
+    /// first (a release like the session's own would have been), while a
+    /// renewal is left to run out at its TTL, since its holder may still
+    /// believe in it (the elector may have ended the session itself).
     pub(super) async fn record_grant(
         &self,
         key: &Key,
         request: &mpsync_core::wire::AcquireRequest,
+        fresh: bool,
         token: u64,
         expires: Duration,
     ) -> Result<Option<ConflictView>, ServiceError> {
         let Some(id) = request.session.as_deref() else {
-            self.sessions.renewed(key, token, expires);
+            self.sessions.detach(key);
             return Ok(None);
         };
         let granted = Granted { holder: request.holder.clone(), token, key: request.key.clone(), expires };
         if self.sessions.record(id, key, granted, self.now()) {
             return Ok(None);
         }
-        let undo = ReleaseRequest { holder: request.holder.clone(), token, key: request.key.clone() };
-        self.release(key, &undo).await?;
+        if fresh {
+            let undo = ReleaseRequest { holder: request.holder.clone(), token, key: request.key.clone() };
+            self.release(key, &undo).await?;
+        }
         Ok(Some(self.session_gone(key).await?))
     }
 

@@ -290,6 +290,7 @@ fn parse_address(s: &str) -> Result<String, String> {
 fn parse_period(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("the period must be longer than 0".into()),
+        Ok(d) if d > Duration::from_secs(3600) => Err("the period must be at most 1h".into()),
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }

@@ -121,8 +121,20 @@ pub async fn elect(elect: Elect) -> anyhow::Result<ExitCode> {
                     _ => "the server is unhealthy",
                 };
                 eprintln!("mpsync: resigning from {name}: {why}");
-                if let Err(e) = lease.release().await {
-                    eprintln!("mpsync: {e}");
+                // The server hears it first: once the lease is released a
+                // successor may lead at once, and the file must not say
+                // otherwise by then.
+                if let Some(file) = &file
+                    && let Err(e) = file.write(&name, None)
+                {
+                    eprintln!("mpsync: {e:#}");
+                    stopping.get_or_insert(2);
+                }
+                println!("not leading");
+                shown = None;
+                match lease.release().await {
+                    Ok(()) => eprintln!("mpsync: resigned from {name}"),
+                    Err(e) => eprintln!("mpsync: {e}"),
                 }
                 continue;
             }
