@@ -129,18 +129,7 @@ async fn an_unlock_the_elector_did_not_confirm_is_unavailable(provider: Provider
 async fn a_lock_stays_held_while_another_call_backs_off(provider: Provider) {
     let elector = ElectorProcess::spawn(bin("elector"), &["--log", "error", "--max-long-polls", "1"]).await.unwrap();
     let client = Client::new(&elector.url());
-    let parked = tokio::spawn({
-        let client = client.clone();
-        async move { client.read(Kind::Lock, "parked", Some((0, Duration::from_secs(60)))).await }
-    });
-    tokio::time::timeout(Duration::from_secs(20), async {
-        // Asked every 20 ms: the parking happens in another process.
-        while testkit::proc::metric(&elector, "mpsync_watchers").await < 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the long-poll never parked");
+    let parked = testkit::proc::park_the_only_long_poll(&elector).await;
     let options = Options { ttl: Duration::from_secs(60), holder: "other".into(), address: None };
     let other = Lease::new(client.clone(), Kind::Lock, "backoff-wanted", options).unwrap();
     other.try_acquire().await.unwrap();

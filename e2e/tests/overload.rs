@@ -9,29 +9,14 @@ use std::time::Duration;
 
 use mpsync_client::{Client, Kind, Lease, Options};
 use testkit::elector::ElectorProcess;
-use testkit::proc::{Proc, metric};
-
-const PATIENCE: Duration = Duration::from_secs(20);
+use testkit::proc::{Proc, metric, park_the_only_long_poll};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_whose_long_polls_are_refused_backs_off() {
     let elector =
         ElectorProcess::spawn(testkit::bin("elector"), &["--log", "error", "--max-long-polls", "1"]).await.unwrap();
     let client = Client::new(&elector.url());
-    // The one long-poll the elector allows, parked on a name that never
-    // changes.
-    let parked = tokio::spawn({
-        let client = client.clone();
-        async move { client.read(Kind::Lock, "parked", Some((0, Duration::from_secs(60)))).await }
-    });
-    tokio::time::timeout(PATIENCE, async {
-        // Asked every 20 ms: the parking happens in another process.
-        while metric(&elector, "mpsync_watchers").await < 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the long-poll never parked");
+    let parked = park_the_only_long_poll(&elector).await;
 
     let ttl = Duration::from_secs(10);
     let holder =

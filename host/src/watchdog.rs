@@ -164,6 +164,23 @@ enum Event {
     Exited(std::io::Result<ExitStatus>),
 }
 
+/// A `pre_exec` hook: the child gets `signal` when `parent` (the process
+/// that forks it) dies, and is not started at all if `parent` is already
+/// gone. It runs between fork and exec, where only async-signal-safe calls
+/// are allowed: prctl and getppid are single system calls, and an error is
+/// an errno that `from_raw_os_error` builds without allocating.
+pub fn dies_with(parent: Pid, signal: Signal) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+    move || {
+        let errno = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
+        rustix::process::set_parent_process_death_signal(Some(signal)).map_err(errno)?;
+        if rustix::process::getppid() != Some(parent) {
+            // The parent died before the signal was armed.
+            return Err(errno(rustix::io::Errno::SRCH));
+        }
+        Ok(())
+    }
+}
+
 /// The watchdog process: starts `command`, keeps it inside the deadline
 /// (see the module documentation) and returns its exit code. Call it before
 /// starting any thread or runtime: it forks the command while the process
@@ -187,18 +204,10 @@ pub fn run(control: &Path, grace: Duration, deadline: Duration, command: &[Strin
     // held the allocator's lock at the fork. `main` runs the watchdog before
     // any runtime starts, so the process is single-threaded here anyway.
     #[allow(unsafe_code)]
-    // SAFETY: prctl and getppid are single system calls, and an error is
-    // an errno: `from_raw_os_error` builds it without allocating.
+    // SAFETY: the hook makes only async-signal-safe system calls and does
+    // not allocate (see `dies_with`).
     unsafe {
-        cmd.pre_exec(move || {
-            let errno = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(errno)?;
-            if rustix::process::getppid() != Some(parent) {
-                // The watchdog died before the signal was armed.
-                return Err(errno(rustix::io::Errno::SRCH));
-            }
-            Ok(())
-        });
+        cmd.pre_exec(dies_with(parent, Signal::KILL));
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,

@@ -235,6 +235,24 @@ pub async fn get(url: &str) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// Takes the one long-poll an elector started with `--max-long-polls 1`
+/// allows: a long-poll on a name that never changes, parked when this
+/// returns (every other long-poll is then refused with 429). Abort the task
+/// to give the slot back.
+pub async fn park_the_only_long_poll(elector: &ElectorProcess) -> tokio::task::JoinHandle<String> {
+    let url = format!("{}/v1/locks/parked?wait=0&timeout_ms=60000", elector.url());
+    let parked = tokio::spawn(async move { get(&url).await });
+    tokio::time::timeout(PATIENCE, async {
+        // Asked every 20 ms: the parking happens in another process.
+        while metric(elector, "mpsync_watchers").await < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the long-poll never parked");
+    parked
+}
+
 /// Who runs a test app, and with which `metaparticle:sync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {

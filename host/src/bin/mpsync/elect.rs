@@ -261,17 +261,10 @@ fn spawn(name: &str, leader_file: Option<&Path>, command: &[String]) -> anyhow::
     // mpsync. The closure runs between fork and exec, where only
     // async-signal-safe calls are allowed: no allocation, no lock.
     #[allow(unsafe_code)]
-    // SAFETY: prctl and getppid are single system calls, and an error is
-    // an errno: `from_raw_os_error` builds it without allocating.
+    // SAFETY: the hook makes only async-signal-safe system calls and does
+    // not allocate (see `dies_with`).
     unsafe {
-        cmd.pre_exec(move || {
-            let errno = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
-            rustix::process::set_parent_process_death_signal(Some(Signal::TERM)).map_err(errno)?;
-            if rustix::process::getppid() != Some(parent) {
-                return Err(errno(rustix::io::Errno::SRCH));
-            }
-            Ok(())
-        });
+        cmd.pre_exec(mpsync::watchdog::dies_with(parent, Signal::TERM));
     }
     cmd.spawn().with_context(|| format!("starting {program}"))
 }
