@@ -48,8 +48,8 @@ async fn a_killed_server_makes_its_candidate_resign_at_once_and_the_other_lead()
     let url = elector.url();
     let server = "echo pid=$$; exec sleep 600";
     let mut a = candidate(&url, "a", &[], server);
-    let a_pid = pid(&a.expect_line("pid=").await);
-    let first = leading(&a.expect("a leads", is_leading).await);
+    let [said, led] = any_order(&mut a, [&|l| l.starts_with("pid="), &is_leading]).await;
+    let (a_pid, first) = (pid(&said), leading(&led));
     let mut b = candidate(&url, "b", &[], server);
     b.expect("b starts not leading", |l| l == "not leading").await;
     b.expect_line("pid=").await;
@@ -80,14 +80,19 @@ async fn an_unhealthy_server_resigns_keeps_running_and_stands_again_once_healthy
     let answering = serve(listener);
     let flags = ["--health-tcp", &health.to_string(), "--health-period", "50ms", "--health-threshold", "2"];
     let mut p = candidate(&url, "a", &flags, "echo pid=$$; exec sleep 600");
-    let server = pid(&p.expect_line("pid=").await);
-    let first = leading(&p.expect("leads while healthy", is_leading).await);
+    let [said, led] = any_order(&mut p, [&|l| l.starts_with("pid="), &is_leading]).await;
+    let (server, first) = (pid(&said), leading(&led));
     // The port stops answering: refused connections.
     answering.abort();
     let _ = answering.await;
     // The server is told first ("not leading"), then the lease released.
-    both_lines(&mut p, "resigning from web: the server is unhealthy", "not leading").await;
-    p.expect_line("resigned from web").await;
+    any_order(
+        &mut p,
+        [&|l| l.contains("resigning from web: the server is unhealthy"), &|l| l == "not leading", &|l| {
+            l.contains("resigned from web")
+        }],
+    )
+    .await;
     assert_eq!(leader(&url).await, None, "released at once, not after the 60 s TTL");
     assert!(std::path::Path::new(&format!("/proc/{server}")).exists(), "the server keeps running");
     let again = serve(tokio::net::TcpListener::bind(health).await.unwrap());
@@ -124,7 +129,7 @@ async fn an_http_health_check_goes_by_the_status() {
     let mut p = candidate(&url, "a", &flags, "exec sleep 600");
     let first = leading(&p.expect("leads on 200", is_leading).await);
     status.store(503, Ordering::SeqCst);
-    both_lines(&mut p, "answered 503", "not leading").await;
+    any_order(&mut p, [&|l| l.contains("answered 503"), &|l| l == "not leading"]).await;
     status.store(204, Ordering::SeqCst);
     let second = leading(&p.expect("leads again on 204", is_leading).await);
     assert!(second > first, "{first} then {second}");
@@ -141,9 +146,9 @@ async fn the_leader_file_and_the_environment_say_what_stdout_says() {
     let read = || -> serde_json::Value { serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap() };
     let server = "echo env=$MPSYNC_ELECT_NAME,$MPSYNC_ELECT_LEADER_FILE; exec sleep 600";
     let mut p = candidate(&url, "a", &["--leader-file", path.to_str().unwrap()], server);
-    let env = p.expect_line("env=").await;
+    let [env, led] = any_order(&mut p, [&|l| l.starts_with("env="), &is_leading]).await;
     assert_eq!(env, format!("env=web,{}", path.display()));
-    let token = leading(&p.expect("leads", is_leading).await);
+    let token = leading(&led);
     let file = read();
     assert_eq!(
         (&file["name"], &file["leader"], &file["token"]),
@@ -186,17 +191,19 @@ async fn an_unreachable_elector_or_bad_input_is_exit_2_before_the_command_runs()
     assert_eq!(bad.wait().await.code(), Some(2), "{}", bad.output());
 }
 
-/// Waits for a stderr line containing `said` and the stdout line `line`,
-/// in either order: the two pipes are read side by side, so their lines
-/// may arrive in any order.
-async fn both_lines(p: &mut Proc, said: &str, line: &str) {
-    let (mut saw_said, mut saw_line) = (false, false);
-    while !(saw_said && saw_line) {
-        let next = p.expect(&format!("{said:?} and {line:?}"), |l| l.contains(said) || l == line).await;
-        if next == line {
-            saw_line = true;
-        } else {
-            saw_said = true;
+/// Waits for one line matching each of `wanted`, in any order: the
+/// server's lines and mpsync's, and stdout and stderr, are written and read
+/// side by side, so their order is not fixed. Returns them in the order of
+/// `wanted`.
+async fn any_order<const N: usize>(p: &mut Proc, wanted: [&dyn Fn(&str) -> bool; N]) -> [String; N] {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+    while found.iter().any(Option::is_none) {
+        let line = p.expect("the lines awaited", |l| wanted.iter().zip(&found).any(|(w, f)| f.is_none() && w(l))).await;
+        if let Some(slot) =
+            wanted.iter().zip(found.iter_mut()).find_map(|(w, f)| (f.is_none() && w(&line)).then_some(f))
+        {
+            *slot = Some(line);
         }
     }
+    found.map(Option::unwrap_or_default)
 }
