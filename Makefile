@@ -1,7 +1,7 @@
 # metaparticle-sync: the two commands of the README, and the benchmarks.
 # Each target first runs scripts/setup.sh, which installs what is missing.
 
-.PHONY: setup demo test bench bench-instructions chaos fuzz
+.PHONY: setup demo test bench bench-instructions bench-failover chaos fuzz
 
 setup:
 	@scripts/setup.sh
@@ -22,8 +22,10 @@ bench: setup
 	cargo bench --locked -p elector --bench churn && \
 	cargo bench --locked -p mpsync-e2e --bench host && \
 	cargo bench --locked -p envoy-e2e --bench envoy && \
+	cargo bench --locked -p envoy-e2e --bench failover && \
 	cargo bench --locked -p mpsync-e2e --bench stores && \
-	cargo bench --locked -p mpsync-e2e --bench handles
+	cargo bench --locked -p mpsync-e2e --bench handles && \
+	cargo bench --locked -p mpsync-e2e --bench failover
 	$(MAKE) --no-print-directory bench-instructions
 
 # Envoy's instructions per request (callgrind) with and without the leader
@@ -33,6 +35,18 @@ bench-instructions: setup
 	cargo build --locked --release --bins
 	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
 	cargo bench --locked -p envoy-e2e --bench instructions
+
+# Crash failover of `mpsync lock` with sessions and without (SIGKILL of the
+# holder to the successor's grant) on every store at TTL 10 s and 30 s, and
+# what sessions cost (elector RSS per session, lock cycles per second); about
+# 12 minutes, most of it waiting out TTLs without sessions. Knobs:
+# FAILOVER_STORES (memory etcd kubernetes), FAILOVER_TTLS (10 30, seconds),
+# FAILOVER_KILLS (50; 0 measures only the costs), FAILOVER_LANES (10 names
+# at once), BENCH_SESSIONS (1000), BENCH_TASKS (8), BENCH_CYCLE_ROUNDS (5),
+# BENCH_CYCLE_SECS (1).
+bench-failover: setup
+	cargo build --locked --release --bins
+	cargo bench --locked -p mpsync-e2e --bench failover
 
 # The fault-injection history checker, long run: every store, real clients
 # (mpsync lock, the wasm app native and portable), random faults, and a

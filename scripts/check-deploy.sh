@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Renders every kustomization under deploy/ with `kubectl kustomize`,
 # validates the result against the Kubernetes 1.37 schemas in strict mode
-# (unknown fields are errors), and checks the gateways' Envoy configurations
-# with `envoy --mode validate` (the filter's against the filter built by
-# scripts/build-wasm.sh). Tools come from scripts/setup.sh.
+# (unknown fields are errors), has the mpsync this checkout builds parse the
+# arguments every mpsync container is given (scripts/check-deploy-args.py),
+# and checks the gateways' Envoy configurations with `envoy --mode validate`
+# (the filter's against the filter built by scripts/build-wasm.sh). Tools
+# come from scripts/setup.sh; mpsync from the test build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,7 @@ kubectl=.tools/kubectl/bin/kubectl
 validate() { PYTHONPATH=.tools/kubernetes-validate .tools/kubernetes-validate/bin/kubernetes-validate "$@"; }
 envoy=.tools/envoy/envoy/_bin/envoy
 filter=target/wasm32-wasip1/release/leader_filter.wasm
+mpsync=$PWD/target/debug/mpsync
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -25,6 +28,9 @@ while IFS= read -r kustomization; do
   found=$((found + 1))
 done < <(find deploy -name kustomization.yaml | sort)
 [ "$found" -gt 0 ] || { echo "deploy: no kustomization found" >&2; exit 1; }
+
+[ -x "$mpsync" ] || { echo "deploy: $mpsync is missing; run cargo build --profile test --bins" >&2; exit 1; }
+PYTHONPATH=.tools/kubernetes-validate python3 scripts/check-deploy-args.py "$mpsync" "$out"/*.yaml
 
 [ -f "$filter" ] || { echo "deploy: $filter is missing; run scripts/build-wasm.sh" >&2; exit 1; }
 sed "s#/etc/envoy/leader_filter.wasm#$PWD/$filter#" deploy/gateway/envoy.yaml >"$out/envoy.yaml"

@@ -21,7 +21,7 @@ url=${line#elector listening on }
 # use-after-free check would report (and a seed would not repeat a run).
 # Resource availability is not checked: a lock created with a 10 ms lease
 # is rightly gone when a GET comes later than that (a busy machine).
-# POST /v1/sessions is left out: its 101 turns the connection into a
+# POST /v1/sessions is left out: its 101 (or its 200 that never ends) turns the connection into a
 # session that carries no more HTTP, which an HTTP test client cannot
 # follow (it would send its next request down the session, unanswered);
 # elector/tests/conformance.rs drives it over a raw connection instead.

@@ -9,8 +9,11 @@
 //!   last report. That is what fencing tokens are for when the earlier
 //!   holder was frozen while its lease ran out (it woke up late and went on),
 //!   or is a careless contender (its id starts with `careless`: it never
-//!   checks its lease before writing): such an overlap is counted as
-//!   *fenced*. Any other overlap means a holder did not learn in time that
+//!   checks its lease before writing), or was killed inside its section
+//!   before the next one entered (what the resource receives from it after
+//!   that was in flight when it died: a successor gets in within
+//!   milliseconds of a kill, sooner than a late packet may arrive): such an
+//!   overlap is counted as *fenced*. Any other overlap means a holder did not learn in time that
 //!   it lost the lock, or the elector granted while another lease was live:
 //!   a *violation*.
 //! - A write is **stale** when a later section had already entered when the
@@ -148,6 +151,16 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
             .iter()
             .any(|x| x.freezes_section && x.client.as_deref() == Some(client) && x.from_us < to && x.to_us > from)
     };
+    // Killed inside `s` at or before `to`: it could act no more from then.
+    let killed = |s: &Section, to: u64| {
+        !s.exited
+            && faults.iter().any(|x| {
+                x.kills_section()
+                    && x.client.as_deref() == Some(s.client.as_str())
+                    && x.from_us >= s.enter_us
+                    && x.from_us <= to
+            })
+    };
     for (lock, list) in &by_lock {
         f.handovers += list.len().saturating_sub(1);
         f.killed_inside += list.iter().filter(|s| !s.exited).count();
@@ -166,7 +179,10 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
                 if later.enter_us >= earlier.end_us {
                     continue;
                 }
-                if is_careless(&earlier.client) || frozen(&earlier.client, earlier.enter_us, later.enter_us) {
+                if is_careless(&earlier.client)
+                    || frozen(&earlier.client, earlier.enter_us, later.enter_us)
+                    || killed(earlier, later.enter_us)
+                {
                     f.overlaps_fenced += 1;
                 } else {
                     f.overlaps_violating += 1;
@@ -256,10 +272,36 @@ mod tests {
             from_us: 2,
             to_us: 5,
             freezes_section: true,
+            lock: None,
         };
         let f = check(&h, &[freeze]);
         assert_eq!((f.overlaps_fenced, f.overlaps_violating), (1, 0));
         assert!(f.safe(), "{f:?}");
+    }
+
+    #[test]
+    fn a_killed_holder_s_writes_in_flight_are_the_fence_s_to_refuse() {
+        // a is killed at 3; b enters at 4; a's last write, sent before it
+        // died, reaches the resource at 5 and is refused.
+        let h = [ev(1, Step::Enter, "a", 1, true), ev(4, Step::Enter, "b", 2, true), ev(5, Step::Write, "a", 1, false)];
+        let kill = |at: u64| Fault {
+            kind: FaultKind::ContenderKill,
+            client: Some("a".into()),
+            from_us: at,
+            to_us: at,
+            freezes_section: false,
+            lock: Some("l".into()),
+        };
+        let f = check(&h, &[kill(3)]);
+        assert_eq!((f.overlaps_fenced, f.overlaps_violating, f.stale_refused), (1, 0, 1));
+        assert!(f.safe(), "{f:?}");
+        // Killed only after b entered: a was alive and inside meanwhile.
+        let f = check(&h, &[kill(4_000)]);
+        assert_eq!(f.overlaps_violating, 1);
+        // A holder that exited its section was not killed inside it.
+        let exited =
+            [ev(1, Step::Enter, "a", 1, true), ev(4, Step::Enter, "b", 2, true), ev(5, Step::Exit, "a", 1, true)];
+        assert_eq!(check(&exited, &[kill(3)]).overlaps_violating, 1);
     }
 
     #[test]

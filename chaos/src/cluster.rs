@@ -61,8 +61,18 @@ impl Cluster {
     pub async fn start(config: &Config, work: &Path, log: &Path) -> anyhow::Result<Cluster> {
         let mut store = StoreProcess::None;
         let mut network = Network::default();
-        let mut args: Vec<String> = vec!["--log".into(), "error".into(), "--identity".into(), "chaos".into()];
+        // `CHAOS_ELECTOR_LOG` (the electors' `--log`, `error` by default)
+        // tells more of what they did, e.g. `info` for each session release.
+        let mut args: Vec<String> = vec![
+            "--log".into(),
+            std::env::var("CHAOS_ELECTOR_LOG").unwrap_or_else(|_| "error".into()),
+            "--identity".into(),
+            "chaos".into(),
+        ];
         args.extend(["--store-timeout".into(), humantime::format_duration(STORE_TIMEOUT).to_string()]);
+        if config.unsafe_release_on_own_close {
+            args.push("--chaos-unsafe-release-on-own-close".into());
+        }
         let count = match config.store {
             StoreKind::Memory => {
                 args.extend(["--store".into(), "memory".into()]);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::check::Findings;
+use crate::fault::FaultKind;
 pub use crate::store::StoreKind;
 
 /// The wasm contenders' components, in the folder `scripts/build-wasm.sh`
@@ -99,4 +100,18 @@ pub struct Config {
     /// as it was before it had one. Only to show that the checker catches
     /// what that breaks.
     pub forget_state: bool,
+    /// Whether the contenders hold their leases under sessions with their
+    /// elector (our clients' default); without, `MPSYNC_NO_SESSION=1`.
+    pub sessions: bool,
+    /// `mpsync lock`'s command goes on writing after a SIGTERM, every
+    /// 10 ms, until the SIGKILL a grace later (what `mpsync lock` allows a
+    /// command), instead of exiting at once.
+    pub lingering_commands: bool,
+    /// Run the electors with `--chaos-unsafe-release-on-own-close`: a
+    /// session an elector ends at shutdown releases its leases. Only to
+    /// show that the checker catches what that breaks.
+    pub unsafe_release_on_own_close: bool,
+    /// Draw faults only of these kinds (of those the store has); empty:
+    /// every kind.
+    pub faults: Vec<FaultKind>,
 }

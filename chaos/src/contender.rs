@@ -2,7 +2,9 @@
 //! clients and report every critical section to the fencing resource.
 //!
 //! - `lock-N`: `mpsync lock --ttl T NAME -- chaos-worker`, one process per
-//!   section; the worker writes a few times, a little apart, and exits.
+//!   section; the worker writes a few times, a little apart, and exits
+//!   (with lingering commands, a SIGTERM does not stop it: it writes on
+//!   until the SIGKILL a grace later).
 //! - `wasm-0`, `wasm-1`: the `chaos` wasm app under `mpsync run` (native
 //!   imports) and its portable build under `mpsync run --no-sync-imports`,
 //!   taking turns until killed; `careless-0`, the same app with `--careless`,
@@ -14,6 +16,9 @@
 //!   [`FaultKind::HolderPartition`](crate::fault::FaultKind) black-holes),
 //!   and whose sections last one to three TTLs of its own time, so that
 //!   they outlive leases and only renewals keep them legitimate.
+//!
+//! Every contender holds its leases under a session with its elector (our
+//! clients' default), unless the run says otherwise (`MPSYNC_NO_SESSION`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,7 +34,12 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Skew;
 use crate::config::Config;
+use crate::procs::signal;
 use crate::rng::Rng;
+
+/// How long a contender waits before trying again to start a process that
+/// failed to start.
+const RESPAWN_AFTER: Duration = Duration::from_millis(100);
 
 /// The client id of the contender whose clock is skewed.
 pub const SKEWED: &str = "skewed-0";
@@ -94,6 +104,7 @@ impl Contenders {
             for (c, (client, app, extra, careless)) in apps.into_iter().enumerate() {
                 let url = setup.urls[c % setup.urls.len()].clone();
                 let (mpsync, locks, ttl) = (config.bins.mpsync.clone(), setup.locks.join(","), config.ttl);
+                let sessions = config.sessions;
                 let (app, seed, fence) = (dir.join(app), rng.next_u64(), setup.fence);
                 // One `mpsync run` taking turns until it is killed.
                 let next = move || {
@@ -103,6 +114,7 @@ impl Contenders {
                         .args(["--locks", &locks, "--ttl-ms", &ttl.as_millis().to_string()])
                         .args(["--seed", &seed.to_string(), "--rounds", "0"])
                         .args(careless);
+                    no_session(&mut cmd, sessions);
                     cmd
                 };
                 contenders.spawn(client.to_owned(), true, stop.clone(), next);
@@ -146,7 +158,12 @@ impl Contenders {
             while !*stop.borrow() {
                 let spawned =
                     next().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn();
-                let Ok(mut child) = spawned else { break };
+                let Ok(mut child) = spawned else {
+                    // A binary relinked by a concurrent build is missing
+                    // for a moment: try again rather than drop out.
+                    tokio::time::sleep(RESPAWN_AFTER).await;
+                    continue;
+                };
                 if let Some(pid) = child.id() {
                     lock(&running).insert(client.clone(), Process { pid, whole_app });
                 }
@@ -169,6 +186,7 @@ fn lock_contender(
 ) -> impl FnMut() -> Command + Send + 'static {
     let (mpsync, worker, ttl) = (setup.config.bins.mpsync.clone(), setup.config.bins.worker.clone(), setup.config.ttl);
     let (locks, fence, skew) = (setup.locks.to_vec(), setup.fence, skew.cloned());
+    let (sessions, linger) = (setup.config.sessions, setup.config.lingering_commands);
     move || {
         let lock = &locks[rng.below(locks.len() as u64) as usize];
         let (writes, gap) = match skew {
@@ -186,6 +204,10 @@ fn lock_contender(
             .env("CHAOS_CLIENT", &client)
             .env("CHAOS_WRITES", writes.to_string())
             .env("CHAOS_GAP_MS", gap.as_millis().to_string());
+        if linger {
+            cmd.env("CHAOS_LINGER", "1");
+        }
+        no_session(&mut cmd, sessions);
         if let Some(skew) = &skew {
             skew.apply(&mut cmd);
         }
@@ -193,8 +215,13 @@ fn lock_contender(
     }
 }
 
-/// Sends signal `name` (`KILL`, `STOP`, `CONT`) to `pid`.
-pub fn signal(pid: u32, name: &str) {
-    let _ =
-        std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).stderr(Stdio::null()).status();
+/// Makes an `mpsync` command hold its leases without a session unless
+/// `sessions` (whatever this process's environment says).
+fn no_session(cmd: &mut Command, sessions: bool) {
+    if sessions {
+        cmd.env_remove("MPSYNC_NO_SESSION");
+    } else {
+        // "true" rather than "1": clap reads a flag's variable as a bool.
+        cmd.env("MPSYNC_NO_SESSION", "true");
+    }
 }

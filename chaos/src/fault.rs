@@ -9,14 +9,27 @@ use crate::store::StoreKind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
-    /// A contender's process SIGKILLed.
+    /// A contender's process SIGKILLed: `mpsync` (`mpsync lock`'s watchdog
+    /// then kills the command's group, and only then lets the session
+    /// close), or the wasm app's whole process.
     ContenderKill,
+    /// The command alone SIGKILLed (`chaos-worker` under `mpsync lock`):
+    /// `mpsync` must release at once.
+    CommandKill,
     /// A contender's process SIGSTOPped for longer than its TTL, then
-    /// continued.
+    /// continued: `mpsync lock`'s own process, whose watchdog must stop the
+    /// command at the deadline; the wasm app's whole process.
     ContenderFreeze,
+    /// The whole holder SIGSTOPped for longer than its TTL, then continued:
+    /// `mpsync lock`, its watchdog and its command. Its session stays open
+    /// and silent: its lease must run out at its TTL, never earlier.
+    HolderFreeze,
     /// An elector SIGKILLed and restarted on the same address (on the
     /// memory store, with the same state file).
     ElectorRestart,
+    /// An elector stopped gracefully (SIGTERM: it ends its sessions itself,
+    /// which releases nothing) and restarted on the same address.
+    ElectorStop,
     /// The store paused past the electors' store timeout.
     StorePause,
     /// The store restarted.
@@ -44,8 +57,11 @@ impl FaultKind {
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::ContenderKill => "contender-kill",
+            FaultKind::CommandKill => "command-kill",
             FaultKind::ContenderFreeze => "contender-freeze",
+            FaultKind::HolderFreeze => "holder-freeze",
             FaultKind::ElectorRestart => "elector-restart",
+            FaultKind::ElectorStop => "elector-stop",
             FaultKind::StorePause => "store-pause",
             FaultKind::StoreRestart => "store-restart",
             FaultKind::EtcdMemberRestart => "etcd-member-restart",
@@ -58,10 +74,10 @@ impl FaultKind {
     }
 
     /// The faults a run on `store` draws from, evenly; with a holder whose
-    /// clock is skewed, partitions of that holder too.
+    /// clock is skewed, partitions of that holder too (twice as often).
     pub fn for_run(store: StoreKind, skewed_holder: bool) -> Vec<FaultKind> {
         use FaultKind::*;
-        let mut kinds = vec![ContenderKill, ContenderFreeze, ElectorRestart];
+        let mut kinds = vec![ContenderKill, CommandKill, ContenderFreeze, HolderFreeze, ElectorRestart, ElectorStop];
         match store {
             StoreKind::Memory => {}
             StoreKind::Etcd => kinds.extend([
@@ -78,9 +94,25 @@ impl FaultKind {
             }
         }
         if skewed_holder {
-            kinds.push(HolderPartition);
+            // Twice: it is the one fault that puts the clock bound to the
+            // test, and it needs the skewed holder inside a section.
+            kinds.extend([HolderPartition, HolderPartition]);
         }
         kinds
+    }
+}
+
+impl std::str::FromStr for FaultKind {
+    type Err = String;
+
+    /// From the name in reports.
+    fn from_str(name: &str) -> Result<Self, String> {
+        let every = FaultKind::for_run(StoreKind::Etcd, true);
+        every.iter().copied().find(|k| k.name() == name).ok_or_else(|| {
+            let mut names: Vec<&str> = every.iter().map(|k| k.name()).collect();
+            names.dedup();
+            format!("no fault named {name:?} (one of: {})", names.join(", "))
+        })
     }
 }
 
@@ -104,6 +136,18 @@ pub struct Fault {
     /// Whether it froze the code inside the critical section itself, which
     /// excuses an overlap that fencing then has to catch.
     pub freezes_section: bool,
+    /// The lock whose critical section a killed contender was inside, if
+    /// it was: how long its successor took to enter tells whether the
+    /// lease was released at once or ran out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+}
+
+impl Fault {
+    /// It killed a contender's process (mpsync, or its command alone).
+    pub fn kills_section(&self) -> bool {
+        matches!(self.kind, FaultKind::ContenderKill | FaultKind::CommandKill)
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +162,9 @@ mod tests {
             }
         }
         assert!(!FaultKind::for_run(StoreKind::Memory, false).contains(&FaultKind::HolderPartition));
+        for kind in FaultKind::for_run(StoreKind::Etcd, true) {
+            assert_eq!(kind.name().parse::<FaultKind>(), Ok(kind));
+        }
+        assert!("nothing".parse::<FaultKind>().is_err());
     }
 }

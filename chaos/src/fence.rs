@@ -90,8 +90,8 @@ struct Report {
 
 struct Inner {
     largest: HashMap<String, u64>,
-    /// Each client's last step.
-    last: HashMap<String, Step>,
+    /// Each client's last step, and its lock.
+    last: HashMap<String, (Step, String)>,
     events: Vec<Event>,
     file: Option<std::fs::File>,
 }
@@ -159,14 +159,23 @@ impl Fence {
         {
             let _ = writeln!(file, "{line}");
         }
-        inner.last.insert(event.client.clone(), event.step);
+        inner.last.insert(event.client.clone(), (event.step, event.lock.clone()));
         inner.events.push(event);
     }
 
     /// Whether `client` entered a section and has not reported its exit
     /// (a section killed inside stays open until the client's next one).
     pub fn inside(&self, client: &str) -> bool {
-        matches!(self.inner().last.get(client), Some(Step::Enter | Step::Write))
+        self.section_of(client).is_some()
+    }
+
+    /// The lock of the section `client` is inside, if it is (see
+    /// [`Fence::inside`]).
+    pub fn section_of(&self, client: &str) -> Option<String> {
+        match self.inner().last.get(client) {
+            Some((Step::Enter | Step::Write, lock)) => Some(lock.clone()),
+            _ => None,
+        }
     }
 
     /// The history so far.

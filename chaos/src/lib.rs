@@ -17,7 +17,8 @@
 //! - [`contender`]: the processes that take locks through real clients.
 //! - [`clock`]: the clock fault, through libfaketime.
 //! - [`stranger`]: the actor that tries other holders' leases.
-//! - [`fault`] and [`inject`]: the kinds of fault, and injecting one.
+//! - [`fault`] and [`inject`]: the kinds of fault, and injecting one;
+//!   [`procs`]: the processes a fault aims at.
 //! - [`fence`]: the fencing-aware resource and the history.
 //! - [`check`]: sections, overlaps, stale writes, token growth, strangers.
 //! - [`report`]: the report, as data and as text.
@@ -34,6 +35,7 @@ pub mod electors;
 pub mod fault;
 pub mod fence;
 pub mod inject;
+pub mod procs;
 pub mod report;
 pub mod rng;
 pub mod run;

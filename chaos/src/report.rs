@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::check::Findings;
-use crate::fault::FaultKind;
+use crate::electors::SessionFigures;
+use crate::fault::{Fault, FaultKind};
+use crate::fence::{Event, Step};
 use crate::store::StoreKind;
 
 /// The clock fault of a run, and what became of the skewed holder.
@@ -26,6 +28,44 @@ pub struct ClockReport {
     pub violating: usize,
 }
 
+/// How soon a killed holder's lock went to someone else, for one kind of
+/// kill: at once when the lease was released (by `mpsync` when its command
+/// died, or by the elector when the holder's session closed), a TTL later
+/// when it had to run out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Successors {
+    /// The kill.
+    pub kind: FaultKind,
+    /// Kills of a contender inside a section that a successor followed.
+    pub count: usize,
+    /// From the kill to the successor's entry: the median...
+    pub p50_ms: f64,
+    /// ...and the longest.
+    pub max_ms: f64,
+}
+
+/// For each kind of kill, how soon another contender entered a section on
+/// the lock the killed one was inside.
+pub fn successors(events: &[Event], faults: &[Fault]) -> Vec<Successors> {
+    let mut by_kind: BTreeMap<FaultKind, Vec<f64>> = BTreeMap::new();
+    for f in faults {
+        let (Some(lock), Some(client)) = (&f.lock, &f.client) else { continue };
+        let next = events
+            .iter()
+            .find(|e| e.step == Step::Enter && e.at_us >= f.from_us && &e.lock == lock && &e.client != client);
+        if let Some(e) = next {
+            by_kind.entry(f.kind).or_default().push((e.at_us - f.from_us) as f64 / 1000.0);
+        }
+    }
+    by_kind
+        .into_iter()
+        .map(|(kind, mut ms)| {
+            ms.sort_by(f64::total_cmp);
+            Successors { kind, count: ms.len(), p50_ms: ms[ms.len() / 2], max_ms: ms[ms.len() - 1] }
+        })
+        .collect()
+}
+
 /// What a run did and found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -41,6 +81,18 @@ pub struct Report {
     pub findings: Findings,
     /// The clock fault, if the run had one.
     pub clock: Option<ClockReport>,
+    /// Whether the contenders held their leases without sessions.
+    #[serde(default)]
+    pub no_session: bool,
+    /// What the electors said about sessions.
+    #[serde(default)]
+    pub sessions: SessionFigures,
+    /// How soon killed holders' locks went to someone else.
+    #[serde(default)]
+    pub successors: Vec<Successors>,
+    /// The lease TTL, to read those by.
+    #[serde(default)]
+    pub ttl_ms: u64,
     /// The electors' output.
     pub elector_log: PathBuf,
 }
@@ -59,7 +111,7 @@ impl Report {
             "store {}, seed {}, {:.1} s\n\
              critical sections {} (hand-overs {}, {:.0}/s), killed inside {}, writes accepted {}\n\
              faults: {}\n\
-             overlapping sections: {} fenced (a frozen holder woke up late), {} violating\n\
+             overlapping sections: {} fenced (a frozen holder woke up late, or a killed one's last write arrived late), {} violating\n\
              stale writes: {} refused by the resource, {} accepted\n\
              legitimate writes refused {}, token regressions {}\n\
              stranger: {} attempts to renew or release a lease it did not hold, {} accepted\n",
@@ -81,6 +133,22 @@ impl Report {
             f.stranger_attempts,
             f.stranger_accepted,
         );
+        let s = &self.sessions;
+        if self.no_session {
+            out.push_str("sessions: off (the contenders ran with MPSYNC_NO_SESSION)\n");
+        } else {
+            out.push_str(&format!(
+                "sessions: up to {} open at once, {} leases released by the holder's close of its session\n",
+                s.most_open, s.releases
+            ));
+        }
+        for k in &self.successors {
+            out.push_str(&format!(
+                "after a {} inside a section: the next holder entered in {:.0} ms (median), {:.0} ms at most, \
+                 over {} (TTL {} ms)\n",
+                k.kind, k.p50_ms, k.max_ms, k.count, self.ttl_ms
+            ));
+        }
         if let Some(c) = &self.clock {
             out.push_str(&format!(
                 "clock: {} at x{} (measured x{:.3}): {} sections, {} cut off from its elector, {} violating\n",
@@ -89,7 +157,7 @@ impl Report {
         }
         out.push_str(&format!(
             "verdict: {}\nelector logs: {}\n",
-            if self.safe() { "SAFE" } else { "VIOLATED" },
+            if self.safe() { "SAFE" } else { "UNSAFE" },
             self.elector_log.display()
         ));
         for e in &f.examples {

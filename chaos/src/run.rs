@@ -70,7 +70,11 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     ));
 
     // Faults, one at a time, until the run ends.
-    let kinds = FaultKind::for_run(config.store, skew.is_some());
+    let mut kinds = FaultKind::for_run(config.store, skew.is_some());
+    if !config.faults.is_empty() {
+        kinds.retain(|k| config.faults.contains(k));
+        anyhow::ensure!(!kinds.is_empty(), "none of the faults asked for applies to the {} store", config.store.name());
+    }
     let deadline = origin + config.time_limit;
     // The first section on each lock is not a hand-over.
     let sections_wanted = config.handovers + locks.len();
@@ -94,6 +98,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             eprintln!("chaos: {} sections so far", fence.entered());
             last_progress = Instant::now();
         }
+        // Who holds sessions now, before a fault ends some.
+        cluster.electors.sample().await;
         let kind = kinds[rng.below(kinds.len() as u64) as usize];
         let target = Target { cluster: &mut cluster, contenders: &contenders, fence: &fence, ttl: config.ttl };
         let Some(fault) = inject(kind, target, &mut rng).await? else { continue };
@@ -104,6 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     }
 
     stop_tx.send_replace(true);
+    cluster.electors.sample().await;
     contenders.stop().await;
     let _ = stranger.await;
     let events = fence.events();
@@ -113,6 +120,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         *by_kind.entry(f.kind).or_insert(0) += 1;
     }
     let clock = skew.map(|(skew, measured)| clock_report(skew.rate(), measured, &events, &faults, &findings));
+    // The kills of the contenders just now closed their sessions: not
+    // part of the run, so read before them.
+    let sessions = cluster.electors.session_figures();
     drop(cluster);
     let _ = std::fs::remove_dir_all(&work);
     Ok(Report {
@@ -122,6 +132,10 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         faults: by_kind,
         findings,
         clock,
+        no_session: !config.sessions,
+        sessions,
+        successors: crate::report::successors(&events, &faults),
+        ttl_ms: config.ttl.as_millis() as u64,
         elector_log,
     })
 }

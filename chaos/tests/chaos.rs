@@ -2,10 +2,12 @@
 //! through every real client (`mpsync lock`, and the wasm app native and
 //! portable, which `make test` builds) under faults, checked for safety,
 //! with the stranger refused every time; the memory run with a holder whose
-//! clock runs 10% slow (inside the bound). And two runs the checker must
+//! clock runs 10% slow (inside the bound). And three runs the checker must
 //! find unsafe, so that a green run means something: the memory store's
-//! state file thrown away at each restart, and a holder whose clock runs at
-//! half speed (outside the bound).
+//! state file thrown away at each restart, a holder whose clock runs at
+//! half speed (outside the bound), and electors that release, at a
+//! graceful stop, the leases of the sessions they end themselves (beside
+//! the same run with safe electors, which must be found safe).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -43,6 +45,10 @@ fn config(store: StoreKind, handovers: usize, seed: u64) -> Config {
         stop_when: None,
         verbose: false,
         forget_state: false,
+        sessions: true,
+        lingering_commands: false,
+        unsafe_release_on_own_close: false,
+        faults: Vec::new(),
     }
 }
 
@@ -54,6 +60,7 @@ async fn short_run(config: Config) -> Report {
     assert!(f.handovers >= 300, "the run ended early: {}", report.text());
     assert!(!report.faults.is_empty(), "no fault was injected: {}", report.text());
     assert!(f.stranger_attempts > 0, "the stranger tried nothing: {}", report.text());
+    assert!(report.sessions.most_open > 0, "no contender held a session: {}", report.text());
     report
 }
 
@@ -99,6 +106,13 @@ async fn a_holder_whose_clock_runs_slower_than_the_bound_is_caught() {
     let mut config = config(StoreKind::Memory, 200, 15);
     // Half speed: it believes in each grant for 1.6 TTLs of real time.
     config.clock_rate = Some(0.5);
+    // The faults it has always had: the partitions it needs come often.
+    config.faults = vec![
+        FaultKind::ContenderKill,
+        FaultKind::ContenderFreeze,
+        FaultKind::ElectorRestart,
+        FaultKind::HolderPartition,
+    ];
     config.fault_every = Duration::from_millis(1000);
     config.time_limit = Duration::from_secs(60);
     config.stop_when = Some(|f| f.overlaps_violating_by.contains_key(SKEWED));
@@ -109,4 +123,46 @@ async fn a_holder_whose_clock_runs_slower_than_the_bound_is_caught() {
     assert!(f.overlaps_violating_by.get(SKEWED).is_some_and(|n| *n > 0), "{}", report.text());
     // The slow holder, and only it, kept working past its lease.
     assert!(f.overlaps_violating_by.keys().all(|c| c == SKEWED), "{}", report.text());
+}
+
+/// Graceful elector stops only, with commands that write on for their
+/// grace after a SIGTERM; `unsafe_release` runs the elector with
+/// `--chaos-unsafe-release-on-own-close`. On the memory store: the
+/// restarted elector grants at once what the stopped one released, while
+/// the holders that learned of their session's end only as it closed are
+/// still winding down.
+fn graceful_stops(unsafe_release: bool) -> Config {
+    // Few hand-overs: a safe elector restarted with leases live grants
+    // nothing until they have run out, so they come at about 2/s.
+    let mut config = config(StoreKind::Memory, 40, 16);
+    config.faults = vec![FaultKind::ElectorStop];
+    config.lingering_commands = true;
+    config.unsafe_release_on_own_close = unsafe_release;
+    config.fault_every = Duration::from_millis(1000);
+    config.time_limit = Duration::from_secs(60);
+    config
+}
+
+#[tokio::test]
+async fn graceful_elector_stops_under_sessions_are_safe() {
+    let report = run(graceful_stops(false)).await.unwrap();
+    println!("{}", report.text());
+    assert!(report.safe(), "{}", report.text());
+    assert!(report.findings.handovers >= 40, "the run ended early: {}", report.text());
+    assert!(report.faults.get(&FaultKind::ElectorStop).is_some_and(|n| *n > 0), "{}", report.text());
+    assert!(report.sessions.most_open > 0, "no contender held a session: {}", report.text());
+}
+
+#[tokio::test]
+async fn an_elector_that_releases_the_sessions_it_ends_is_caught() {
+    let mut config = graceful_stops(true);
+    // Stop as soon as the damage shows.
+    config.stop_when = Some(|f| f.overlaps_violating > 0);
+    let report = run(config).await.unwrap();
+    println!("{}", report.text());
+    let f = &report.findings;
+    assert!(!report.safe(), "the checker missed an elector that releases what it ends itself: {}", report.text());
+    // A holder that had not yet heard its session end (its command winding
+    // down in its grace) was overlapped by its successor.
+    assert!(f.overlaps_violating > 0, "{}", report.text());
 }

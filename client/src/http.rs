@@ -2,8 +2,10 @@
 //!
 //! It sends the [`HttpRequest`]s that `mpsync_core::client` builds and
 //! decodes answers with the same module, so it knows nothing of the
-//! protocol itself. Every request is bounded by its own timeout.
+//! protocol itself. Every request is bounded by its own timeout. It also
+//! keeps the client's one session with the elector ([`Client::session`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -16,6 +18,8 @@ use mpsync_core::client::{self as protocol, AnswerError, Claimed, HttpRequest, M
 use mpsync_core::wire::{AcquireRequest, Kind, ListView, ReleaseRequest};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
+
+use crate::session::{ElectorSession, OpenError};
 
 /// The timeout of [`Client::claim`] and [`Client::release`], and of
 /// [`Client::read`] beyond its wait.
@@ -86,6 +90,17 @@ impl Reply {
 pub struct Client {
     base: String,
     http: HyperClient<HttpConnector, Full<Bytes>>,
+    /// The session leases are claimed under; `None`: without sessions.
+    sessions: Option<Arc<Sessions>>,
+}
+
+/// The one session of a [`Client`] (and its clones) with its elector,
+/// opened on the first acquisition and again after it ends.
+#[derive(Default)]
+struct Sessions {
+    current: tokio::sync::Mutex<Option<Arc<ElectorSession>>>,
+    /// The elector said it opens none for this client: do not ask again.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl Client {
@@ -95,7 +110,64 @@ impl Client {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let http = HyperClient::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector);
-        Client { base: base.trim_end_matches('/').to_owned(), http }
+        Client { base: base.trim_end_matches('/').to_owned(), http, sessions: Some(Arc::default()) }
+    }
+
+    /// Whether leases are claimed under a session with the elector (the
+    /// default): then the elector releases them the moment this process
+    /// exits, however it exits. Without one, a dead holder's leases run
+    /// out at their TTL. An elector that opens no session for this client
+    /// (not on loopback, an older elector) is used without one.
+    pub fn with_sessions(mut self, on: bool) -> Self {
+        self.sessions = on.then(Arc::default);
+        self
+    }
+
+    /// The session `id` is gone at the elector (a claim under it was
+    /// refused with `session_gone`): the next claim opens another.
+    pub async fn forget_session(&self, id: &str) {
+        if let Some(sessions) = &self.sessions {
+            let mut current = sessions.current.lock().await;
+            if current.as_ref().is_some_and(|s| s.id() == id) {
+                *current = None;
+            }
+        }
+    }
+
+    /// The open session to claim leases under, opening one if there is
+    /// none; `None` when sessions are off, the elector opens none for this
+    /// client, or it cannot open one now (the claim then goes without; its
+    /// lease runs out at its TTL if this process dies).
+    /// Opening waits at most `timeout`.
+    pub async fn session(&self, timeout: Duration) -> Option<Arc<ElectorSession>> {
+        use std::sync::atomic::Ordering;
+        let sessions = self.sessions.as_ref()?;
+        if sessions.refused.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut current = sessions.current.lock().await;
+        if let Some(open) = current.as_ref().filter(|s| s.is_open()) {
+            return Some(open.clone());
+        }
+        *current = None;
+        match ElectorSession::open(&self.base, timeout).await {
+            Ok(opened) => {
+                tracing::debug!(id = opened.id(), "session with the elector opened");
+                *current = Some(opened.clone());
+                Some(opened)
+            }
+            Err(OpenError::Refused(why)) => {
+                tracing::warn!("{why}; leases are held without a session and a dead holder's run out at their TTL");
+                sessions.refused.store(true, Ordering::Relaxed);
+                None
+            }
+            Err(OpenError::Unavailable(why)) => {
+                tracing::warn!(
+                    "{why}; this claim goes without a session: if this process dies, its lease runs out at its TTL"
+                );
+                None
+            }
+        }
     }
 
     /// The base URL.

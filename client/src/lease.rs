@@ -6,6 +6,11 @@
 //! in. Every change (acquired, lost, released, another leader) bumps a
 //! generation counter that pollables and callers can wait on.
 //!
+//! Claims go under the client's session with the elector when it has one
+//! ([`Client::session`]): the elector then releases the lease the moment
+//! this process exits, and the lease is lost here the moment the session
+//! ends, whoever ended it.
+//!
 //! Each request is bounded by a timeout shorter than the renewal interval,
 //! so a hung elector or network turns into a failed renewal and, at the
 //! local deadline, a lost lease — never a stuck belief.
@@ -23,6 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::http::Client;
+use crate::session::ElectorSession;
 
 /// A lease this client holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +46,9 @@ struct Shared {
     generation: watch::Sender<u64>,
     /// The local deadline of the lease held, after every answer.
     deadline: watch::Sender<Option<Instant>>,
+    /// The session with the elector the lease held was granted under: its
+    /// end is the loss of the lease.
+    tether: Mutex<Option<Arc<ElectorSession>>>,
 }
 
 /// One client's handle on a lock or an election candidacy.
@@ -99,6 +108,19 @@ impl Shared {
         events
     }
 
+    /// If the session the lease was granted under has ended, the lease is
+    /// lost now.
+    async fn notice_session_end(&self) {
+        let ended = lock(&self.tether).as_ref().filter(|t| !t.is_open()).map(|t| t.id().to_owned());
+        if let Some(id) = ended {
+            *lock(&self.tether) = None;
+            if lock(&self.session).session_ended(&id) {
+                tracing::warn!(name = lock(&self.session).name(), "the session with the elector ended: lease lost");
+            }
+            self.drive().await;
+        }
+    }
+
     /// Takes in a read; bumps the generation when the leader changed.
     fn observe(&self, read: &Read) {
         if lock(&self.session).observe(read) {
@@ -121,6 +143,7 @@ impl Lease {
             session: Mutex::new(session),
             generation: watch::channel(0).0,
             deadline: watch::channel(None).0,
+            tether: Mutex::new(None),
         });
         Ok(Lease { shared, kind, name: name.to_owned(), options, renewer: Mutex::new(None), watcher: Mutex::new(None) })
     }
@@ -142,7 +165,12 @@ impl Lease {
 
     /// The lease, while held and valid (checked against the local deadline
     /// now, whether or not the renewal task has run).
+    /// A lease granted under a session that has ended is not held, even
+    /// before the renewal task has seen the end.
     pub fn held(&self) -> Option<Granted> {
+        if lock(&self.shared.tether).as_ref().is_some_and(|t| !t.is_open()) {
+            return None;
+        }
         let now = self.shared.now();
         lock(&self.shared.session)
             .lease(now)
@@ -170,14 +198,36 @@ impl Lease {
         self.attempt().await.map(|held| self.granted(held))
     }
 
+    /// The session with the elector the lease held was granted under,
+    /// while it is open (`None` without one).
+    pub fn elector_session(&self) -> Option<Arc<ElectorSession>> {
+        lock(&self.shared.tether).clone().filter(|t| t.is_open())
+    }
+
     async fn attempt(&self) -> Result<Held, Error> {
-        let now = self.shared.now();
-        if let Some(held) = lock(&self.shared.session).start_acquire(now)? {
+        self.shared.notice_session_end().await;
+        if let Some(held) = lock(&self.shared.session).lease(self.shared.now()) {
             return Ok(held);
+        }
+        let timeout = lock(&self.shared.session).request_timeout();
+        let tether = self.shared.client.session(timeout).await;
+        {
+            let mut session = lock(&self.shared.session);
+            session.claim_under(tether.as_ref().map(|t| t.id()));
+            if let Some(held) = session.start_acquire(self.shared.now())? {
+                return Ok(held);
+            }
         }
         self.shared.drive().await;
         let now = self.shared.now();
-        let held = lock(&self.shared.session).acquisition(now)?;
+        let acquisition = lock(&self.shared.session).acquisition(now);
+        if let Some(t) = &tether
+            && lock(&self.shared.session).refused_for_session()
+        {
+            self.shared.client.forget_session(t.id()).await;
+        }
+        let held = acquisition?;
+        *lock(&self.shared.tether) = tether;
         self.start_renewer();
         Ok(held)
     }
@@ -225,6 +275,7 @@ impl Lease {
         if let Some(handle) = lock(&self.renewer).take() {
             handle.abort();
         }
+        *lock(&self.shared.tether) = None;
         released?;
         self.shared.bump();
         self.shared.drive().await;
@@ -289,9 +340,21 @@ impl Lease {
             loop {
                 let wake = lock(&shared.session).next_due();
                 let Some(wake) = wake else { return };
-                tokio::time::sleep_until((shared.origin + wake).into()).await;
-                let now = shared.now();
-                lock(&shared.session).tick(now);
+                let tether = lock(&shared.tether).clone();
+                let session_end = async {
+                    match &tether {
+                        Some(t) => t.closed().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = tokio::time::sleep_until((shared.origin + wake).into()) => {
+                        let now = shared.now();
+                        lock(&shared.session).tick(now);
+                    }
+                    // The session's end is the loss of the lease, at once.
+                    () = session_end => shared.notice_session_end().await,
+                }
                 let events = shared.drive().await;
                 if let Some(Output::Lost { token }) = events.iter().find(|e| matches!(e, Output::Lost { .. })) {
                     tracing::warn!(name, token, "lease lost");

@@ -5,6 +5,9 @@
 //!   keep-alive and a timeout on every request.
 //! - [`lease::Lease`]: one lock or election candidacy, renewed in the
 //!   background, reported lost at its local deadline.
+//! - [`session::ElectorSession`]: the client's session with its elector;
+//!   leases claimed under it are released by the elector the moment this
+//!   process exits (on by default; [`Client::with_sessions`]).
 //!
 //! The protocol (requests, answers, the retry policy of blocking calls, the
 //! error) is `mpsync_core::client`'s; this crate only moves bytes. The
@@ -28,8 +31,10 @@
 
 pub mod http;
 pub mod lease;
+pub mod session;
 
 pub use http::{Client, ClientError, Reply};
 pub use lease::{Granted, Lease};
 pub use mpsync_core::client::{Claimed, DEFAULT_TTL, Error, Leader, Options, Read};
 pub use mpsync_core::wire::Kind;
+pub use session::{ElectorSession, OpenError};

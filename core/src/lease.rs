@@ -236,6 +236,19 @@ impl LeaseClient {
         }
     }
 
+    /// The lease is lost now, for a reason the caller learned on its own
+    /// (the session it was held under ended): reports [`Output::Lost`] and
+    /// sends nothing. Returns whether a lease was held.
+    pub fn forfeit(&mut self) -> bool {
+        match self.phase {
+            Phase::Held { lease, .. } => {
+                self.lose(lease.token);
+                true
+            }
+            Phase::Acquiring { .. } | Phase::Idle => false,
+        }
+    }
+
     /// The lease, if it is held and still usable at `now`.
     pub fn lease(&self, now: Duration) -> Option<Held> {
         match self.phase {

@@ -38,6 +38,7 @@ use crate::service::{ClaimResult, ReleaseResult, Service, View};
 use crate::store::Key;
 
 mod session;
+mod session_stream;
 
 /// The peer of the connection a request came on, set by the server.
 #[derive(Debug, Clone, Copy)]

@@ -156,6 +156,12 @@ struct Args {
     /// Log filter (tracing's EnvFilter syntax), e.g. info, elector=debug.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
+
+    /// UNSAFE, hidden: the chaos checker's control (chaos/README.md). At
+    /// shutdown, release every lease of the sessions this elector ends, as
+    /// if their holders had closed them. The checker must find this unsafe.
+    #[arg(long, hide = true)]
+    chaos_unsafe_release_on_own_close: bool,
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
@@ -273,11 +279,19 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(%addr, store = store.name(), %identity, ttl = ?args.ttl, "elector starting");
     println!("elector listening on http://{addr}");
-    let service = Arc::new(
-        Service::new(store, identity, args.ttl)
-            .with_max_long_polls(args.max_long_polls)
-            .with_max_sessions(args.max_sessions),
-    );
+    let mut service = Service::new(store, identity, args.ttl)
+        .with_max_long_polls(args.max_long_polls)
+        .with_max_sessions(args.max_sessions);
+    if args.chaos_unsafe_release_on_own_close {
+        // An error, not a warning: it must show even under --log error.
+        tracing::error!(
+            "UNSAFE: --chaos-unsafe-release-on-own-close is on: at shutdown this elector releases the leases of \
+             the sessions it ends while their holders may still act under them. For the chaos checker's control \
+             only; never run it in production"
+        );
+        service = service.with_unsafe_release_on_own_close();
+    }
+    let service = Arc::new(service);
     let limits = elector::server::Limits {
         max_connections: args.max_connections,
         header_read_timeout: args.header_read_timeout,

@@ -591,10 +591,29 @@ struct Session {
 }
 
 async fn open_session(addr: std::net::SocketAddr) -> Session {
+    open_session_as(addr, Shape::Upgrade).await
+}
+
+/// The two shapes of a session: an upgraded connection (native clients),
+/// or a request whose chunked body is never finished (over wasi:http).
+#[derive(Clone, Copy)]
+enum Shape {
+    Upgrade,
+    Stream,
+}
+
+async fn open_session_as(addr: std::net::SocketAddr, shape: Shape) -> Session {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = "POST /v1/sessions HTTP/1.1\r\nhost: elector\r\nconnection: upgrade\r\nupgrade: mpsync-session\r\n\
-                   content-length: 0\r\n\r\n";
+    let request = match shape {
+        Shape::Upgrade => {
+            "POST /v1/sessions HTTP/1.1\r\nhost: elector\r\nconnection: upgrade\r\nupgrade: mpsync-session\r\n\
+             content-length: 0\r\n\r\n"
+        }
+        Shape::Stream => {
+            "POST /v1/sessions HTTP/1.1\r\nhost: elector\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhi\n\r\n"
+        }
+    };
     socket.write_all(request.as_bytes()).await.unwrap();
     // Byte by byte up to the blank line: nothing of the session's may be
     // read past the head (nothing comes after it, in fact).
@@ -603,7 +622,11 @@ async fn open_session(addr: std::net::SocketAddr) -> Session {
         head.push(socket.read_u8().await.expect("the elector closed the session before answering"));
     }
     let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let status = match shape {
+        Shape::Upgrade => "HTTP/1.1 101 ",
+        Shape::Stream => "HTTP/1.1 200 ",
+    };
+    assert!(head.starts_with(status), "{head}");
     let id = head
         .lines()
         .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("mpsync-session")))
@@ -627,9 +650,19 @@ fn key(seed: &str) -> LeaseKey {
 /// answered, the next holder gets a larger token, and a claim naming the
 /// closed session grants nothing.
 async fn a_closed_session_releases_its_leases_at_once(store: &str) {
+    closed_session_releases(store, Shape::Upgrade).await;
+}
+
+/// The same, for a streaming session (the shape a component over
+/// wasi:http opens): its connection closing in the middle of its body.
+async fn a_closed_streaming_session_releases_its_leases_at_once(store: &str) {
+    closed_session_releases(store, Shape::Stream).await;
+}
+
+async fn closed_session_releases(store: &str, shape: Shape) {
     let backend = Backend::start(store).await;
     let (elector, client) = backend.elector("pod-a", &[]).await;
-    let session = open_session(elector.addr()).await;
+    let session = open_session_as(elector.addr(), shape).await;
     let (lock, election) = (unique("sess-lock"), unique("sess-elect"));
     let under = |req: AcquireRequest, k: &str| req.with_key(Some(&key(k))).with_session(Some(&session.id));
     let lease = granted(&client, &lock, &under(acquire("w1", LONG_TTL_MS), "lock-key")).await;
@@ -687,30 +720,38 @@ async fn silence_and_shutdown_release_nothing(store: &str) {
     let state_file = state.join("elector.json").display().to_string();
     let args = ["--header-read-timeout", "100ms", "--state-file", &state_file];
     let (mut elector, client) = backend.elector("pod-a", &args).await;
-    let session = open_session(elector.addr()).await;
-    let name = unique("sess-quiet");
-    let k = key("quiet-key");
-    let lease =
-        granted(&client, &name, &acquire("w1", LONG_TTL_MS).with_key(Some(&k)).with_session(Some(&session.id))).await;
-    let mut version = lease.version;
-    for _ in 0..3 {
-        // The elector waits 500 ms (five idle timeouts) for a change; none comes.
-        match client.read(Kind::Lock, &name, Some((version, Duration::from_millis(500)))).await.unwrap() {
-            Read::Held(l) => assert_eq!((l.holder.as_str(), l.token, l.version), ("w1", lease.token, version)),
-            Read::Free { .. } => panic!("released while its session was silent"),
+    // One session of each shape, each with a lease under it.
+    let mut held = Vec::new();
+    for shape in [Shape::Upgrade, Shape::Stream] {
+        let session = open_session_as(elector.addr(), shape).await;
+        let (name, k) = (unique("sess-quiet"), key("quiet-key"));
+        let claim = acquire("w1", LONG_TTL_MS).with_key(Some(&k)).with_session(Some(&session.id));
+        let lease = granted(&client, &name, &claim).await;
+        held.push((session, name, k, lease));
+    }
+    for (session, name, k, lease) in &held {
+        let mut version = lease.version;
+        for _ in 0..3 {
+            // The elector waits 500 ms (five idle timeouts) for a change; none comes.
+            match client.read(Kind::Lock, name, Some((version, Duration::from_millis(500)))).await.unwrap() {
+                Read::Held(l) => assert_eq!((l.holder.as_str(), l.token, l.version), ("w1", lease.token, version)),
+                Read::Free { .. } => panic!("released while its session was silent"),
+            }
+            let renewal = renew("w1", LONG_TTL_MS, lease.token).with_key(Some(k)).with_session(Some(&session.id));
+            version = granted(&client, name, &renewal).await.version;
         }
-        let renewal = renew("w1", LONG_TTL_MS, lease.token).with_key(Some(&k)).with_session(Some(&session.id));
-        version = granted(&client, &name, &renewal).await.version;
     }
     elector.signal("TERM").unwrap();
     assert!(elector.wait().await.unwrap().success());
-    drop(session.socket);
     let (_restarted, client) = backend.elector("pod-b", &args).await;
-    let conflict = refused(&client, &name, &acquire("w2", LONG_TTL_MS)).await;
-    assert_eq!(conflict.reason, ConflictReason::Held, "still held after the elector's own shutdown");
-    assert!(conflict.expires_in_ms > 0);
-    let renewal = renew("w1", LONG_TTL_MS, lease.token).with_key(Some(&k)).with_session(Some(&session.id));
-    assert_eq!(refused(&client, &name, &renewal).await.reason, ConflictReason::SessionGone);
+    for (session, name, k, lease) in held {
+        drop(session.socket);
+        let conflict = refused(&client, &name, &acquire("w2", LONG_TTL_MS)).await;
+        assert_eq!(conflict.reason, ConflictReason::Held, "still held after the elector's own shutdown");
+        assert!(conflict.expires_in_ms > 0);
+        let renewal = renew("w1", LONG_TTL_MS, lease.token).with_key(Some(&k)).with_session(Some(&session.id));
+        assert_eq!(refused(&client, &name, &renewal).await.reason, ConflictReason::SessionGone);
+    }
     let _ = std::fs::remove_dir_all(state);
 }
 
@@ -763,13 +804,15 @@ macro_rules! suite {
 
 suite!(memory: acquire_renew_release, only_the_key_holder_renews_or_releases, expiry, fencing, long_poll_wakes_on_release,
     race_of_32, bad_names_never_reach_the_store, listing, a_closed_session_releases_its_leases_at_once,
-    silence_and_shutdown_release_nothing, session_refusals);
+    a_closed_streaming_session_releases_its_leases_at_once, silence_and_shutdown_release_nothing, session_refusals);
 suite!(etcd: acquire_renew_release, only_the_key_holder_renews_or_releases, expiry, fencing, long_poll_wakes_on_release,
     race_of_32, bad_names_never_reach_the_store, store_outage, electors_share_the_store, listing,
-    a_closed_session_releases_its_leases_at_once, silence_and_shutdown_release_nothing);
+    a_closed_session_releases_its_leases_at_once, a_closed_streaming_session_releases_its_leases_at_once,
+    silence_and_shutdown_release_nothing);
 suite!(kubernetes: acquire_renew_release, only_the_key_holder_renews_or_releases, expiry, fencing,
     long_poll_wakes_on_release, race_of_32, bad_names_never_reach_the_store, store_outage, electors_share_the_store,
-    listing, a_closed_session_releases_its_leases_at_once, silence_and_shutdown_release_nothing);
+    listing, a_closed_session_releases_its_leases_at_once, a_closed_streaming_session_releases_its_leases_at_once,
+    silence_and_shutdown_release_nothing);
 suite!(real_cluster #[ignore = "needs MPSYNC_TEST_KUBECONFIG (a real cluster)"]: acquire_renew_release,
     only_the_key_holder_renews_or_releases, expiry, fencing, long_poll_wakes_on_release, race_of_32,
     bad_names_never_reach_the_store, electors_share_the_store, listing);

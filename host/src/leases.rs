@@ -53,11 +53,12 @@ pub struct SyncCtx {
 }
 
 impl SyncCtx {
-    /// Imports talking to the elector at `elector_url`; default holder ids
-    /// start with `instance` (unique per process).
-    pub fn new(elector_url: &str, instance: String) -> Self {
+    /// Imports talking to the elector at `elector_url`, claiming under a
+    /// session with it unless `sessions` is off; default holder ids start
+    /// with `instance` (unique per process).
+    pub fn new(elector_url: &str, sessions: bool, instance: String) -> Self {
         SyncCtx {
-            client: Client::new(elector_url),
+            client: Client::new(elector_url).with_sessions(sessions),
             instance,
             created: 0,
             leases: HashMap::new(),
@@ -149,7 +150,7 @@ mod tests {
 
     #[test]
     fn leases_that_outlived_their_handle_are_forgotten_once_gone_even_uncounted() {
-        let mut ctx = SyncCtx::new("http://127.0.0.1:9", "test".into());
+        let mut ctx = SyncCtx::new("http://127.0.0.1:9", true, "test".into());
         let open = |ctx: &mut SyncCtx, name: &str| {
             let handle = ctx.open(Kind::Lock, name, None, None, None);
             // What a call still running on the handle keeps.

@@ -29,6 +29,9 @@ pub const TICK: Duration = Duration::from_millis(10);
 pub struct RunOptions {
     /// The elector's base URL.
     pub elector: String,
+    /// Claim leases under a session with the elector (released the moment
+    /// this process exits).
+    pub sessions: bool,
     /// Arguments after the program name.
     pub args: Vec<String>,
     /// Environment variables.
@@ -208,6 +211,10 @@ impl Runtime {
             // A composed component brings its own metaparticle:sync, which
             // finds the elector in its environment: the same one as ours.
             wasi.env("MPSYNC_ELECTOR", &options.elector);
+            // And holds its leases without a session if told so.
+            if !options.sessions && !options.env.iter().any(|(k, _)| k == "MPSYNC_NO_SESSION") {
+                wasi.env("MPSYNC_NO_SESSION", "1");
+            }
         }
         for (host, guest) in &options.dirs {
             wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
@@ -219,7 +226,7 @@ impl Runtime {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: GuestLimits::new(options.max_memory),
-            sync: SyncCtx::new(&options.elector, instance),
+            sync: SyncCtx::new(&options.elector, options.sessions, instance),
             cpu_ticks: 0,
         };
         let mut store = Store::new(&self.engine, state);

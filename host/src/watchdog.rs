@@ -12,11 +12,25 @@
 //! - at the deadline, or on `stop`: SIGTERM to the command's group, and
 //!   SIGKILL `grace` later;
 //! - when the socket closes (`mpsync` died): SIGKILL to the group at once;
-//! - when the command exits: exits with its status (128 + signal if killed).
+//! - when the command exits: SIGKILL to what it left in its group, and
+//!   exits with the command's status (128 + signal if killed) once the whole
+//!   group is gone (it is the group's child subreaper, so it can wait for
+//!   every process of the group, orphans included).
 //!
 //! So a frozen `mpsync` cannot keep the command running past the deadline
 //! plus the grace, a killed one takes the command with it, and a killed
 //! watchdog takes the command with it through the parent-death signal.
+//!
+//! The watchdog (in a process group of its own, so that a signal to
+//! mpsync's group does not take it along) also holds a copy of the socket of
+//! the lock's session with the elector (inherited, `--session-fd`), and so
+//! does the command (and whatever it starts that keeps it). The elector
+//! releases the lock when the last copy closes: when `mpsync` is killed,
+//! that is once the watchdog has buried the whole group and exited, or once
+//! the last process that kept the socket is gone. So a successor gets the
+//! lock within milliseconds of a crash, and never while anything of the
+//! command could still act: a process that escaped the group and closed
+//! the socket is the one case left.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -79,6 +93,9 @@ pub struct Launch<'a> {
     pub grace: Duration,
     /// The lease's local deadline.
     pub deadline: Instant,
+    /// The socket of the session the lock is held under, if any: the
+    /// watchdog keeps a copy open until the command's group is gone.
+    pub session: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 impl Watchdog {
@@ -93,8 +110,31 @@ impl Watchdog {
         let deadline_file = dir.join("deadline");
         write_deadline(&deadline_file, launch.deadline)?;
         let listener = tokio::net::UnixListener::bind(&socket)?;
-        let mut child = tokio::process::Command::new(launch.exe)
-            .arg("__watchdog")
+        let mut watchdog = tokio::process::Command::new(launch.exe);
+        // A group of its own: what is sent to mpsync's group (`kill --
+        // -PGID`, `timeout -s KILL`, a terminal's signals) must not take the
+        // watchdog with it, or nothing would wait for the command's group.
+        watchdog.arg("__watchdog").process_group(0);
+        if let Some(session) = launch.session {
+            use std::os::fd::AsRawFd;
+            let fd = session.as_raw_fd();
+            watchdog.arg("--session-fd").arg(fd.to_string());
+            // Only the watchdog inherits the socket: its close-on-exec
+            // flag is cleared in the child, between fork and exec, with one
+            // async-signal-safe system call.
+            #[allow(unsafe_code)]
+            // SAFETY: `fd` stays open in the parent until the spawn returns
+            // (`launch` borrows it), so in the child it is the same socket;
+            // the hook makes one fcntl call and allocates nothing.
+            unsafe {
+                watchdog.pre_exec(move || {
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
+                        .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
+                });
+            }
+        }
+        let mut child = watchdog
             .arg("--control")
             .arg(&socket)
             .arg("--grace-ms")
@@ -185,7 +225,32 @@ pub fn dies_with(parent: Pid, signal: Signal) -> impl FnMut() -> std::io::Result
 /// (see the module documentation) and returns its exit code. Call it before
 /// starting any thread or runtime: it forks the command while the process
 /// is still single-threaded, and starts its own two threads after that.
-pub fn run(control: &Path, grace: Duration, deadline: Duration, command: &[String]) -> i32 {
+pub fn run(control: &Path, grace: Duration, deadline: Duration, session: Option<i32>, command: &[String]) -> i32 {
+    // Held until this process exits, never inherited by the command.
+    let _session = match session.map(keep_session) {
+        Some(Err(e)) => {
+            eprintln!("mpsync watchdog: the session socket: {e}");
+            return 2;
+        }
+        kept => kept.and_then(Result::ok),
+    };
+    // This process is in a process group of its own, so a signal to
+    // mpsync's group (a terminal's Ctrl-C, `kill -- -PGID`, `timeout`) does
+    // not reach it. One still could: when mpsync dies while this process is
+    // stopped, the kernel sends SIGHUP (then SIGCONT) to its orphaned group.
+    // Dying of it would leave the command's group unwaited for.
+    #[allow(unsafe_code)]
+    // SAFETY: setting a signal to be ignored installs no handler; the
+    // process is single-threaded here.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    // Orphans of the command's group become this process's children, so
+    // that it can wait for every one of them (see `bury`).
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        eprintln!("mpsync watchdog: becoming the command's subreaper: {e}");
+        return 2;
+    }
     let stream = match std::os::unix::net::UnixStream::connect(control) {
         Ok(s) => s,
         Err(e) => {
@@ -207,7 +272,14 @@ pub fn run(control: &Path, grace: Duration, deadline: Duration, command: &[Strin
     // SAFETY: the hook makes only async-signal-safe system calls and does
     // not allocate (see `dies_with`).
     unsafe {
-        cmd.pre_exec(dies_with(parent, Signal::KILL));
+        let mut dies = dies_with(parent, Signal::KILL);
+        cmd.pre_exec(move || {
+            // The command gets SIGHUP's default action back (an ignored
+            // signal stays ignored across exec); `signal` is
+            // async-signal-safe.
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            dies()
+        });
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -284,14 +356,52 @@ pub fn run(control: &Path, grace: Duration, deadline: Duration, command: &[Strin
                 }
             },
             Ok(Event::Exited(status)) => {
-                // Whatever the command left in its group goes with it.
-                let _ = rustix::process::kill_process_group(group, Signal::KILL);
+                // Whatever the command left in its group goes with it, and
+                // is gone before the session (and then the lock) is.
+                bury(group);
                 let _ = std::io::stderr().flush();
                 return match status {
                     Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
                     Err(_) => 2,
                 };
             }
+        }
+    }
+}
+
+/// Takes the inherited session socket `fd`, after checking it is open
+/// (a wrong number would make this process own, and close, another file).
+/// It stays open across exec: the command inherits it too, so that the
+/// session lasts as long as any process that holds a copy (mpsync, this
+/// process, the command, its children that keep it).
+fn keep_session(fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let errno = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
+    if fd < 3 {
+        return Err(std::io::Error::other(format!("fd {fd} is not an inherited socket")));
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: only borrowed for this one call.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(borrowed).map_err(errno)?;
+    #[allow(unsafe_code)]
+    // SAFETY: `mpsync lock` passed this descriptor to this process alone
+    // (`--session-fd`), it is open (the fcntl above succeeded), and nothing
+    // else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// SIGKILL to every process of `group`, then waits until none is left: as
+/// the group's subreaper, every one of them is (or becomes, as its parent
+/// dies) a child of this process. A process that left the group is not
+/// waited for.
+fn bury(group: Pid) {
+    loop {
+        let _ = rustix::process::kill_process_group(group, Signal::KILL);
+        match rustix::process::waitpgid(group, rustix::process::WaitOptions::empty()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            // ECHILD: no child of this process is left in the group.
+            Err(_) => return,
         }
     }
 }

@@ -179,8 +179,14 @@ impl Proc {
         assert!(ok.success(), "kill -{sig} -- {group}");
     }
 
+    /// Waits for the process's exit alone: what it started may keep its
+    /// output open (then [`wait`](Self::wait) would wait for that too).
+    pub async fn exit(&mut self) -> ExitStatus {
+        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("process did not exit").unwrap()
+    }
+
     pub async fn wait(&mut self) -> ExitStatus {
-        let status = tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("process did not exit").unwrap();
+        let status = self.exit().await;
         // Let the readers flush what the process wrote last.
         while let Some(line) = self.lines.recv().await {
             drop(line);

@@ -6,6 +6,11 @@
 //! the worst-behaved command, so that only `mpsync lock` keeps it inside its
 //! lease. A refused write is reported on stderr and the worker goes on.
 //!
+//! With `CHAOS_LINGER=1`, a SIGTERM does not stop it either: it goes on
+//! writing, every 10 ms, until the SIGKILL that `mpsync lock` sends a
+//! grace later (a command that takes its time to wind down, which the
+//! grace allows: the grace ends inside the lease's margin).
+//!
 //! `chaos-worker --clock-probe` instead answers each line on stdin with the
 //! seconds its `Instant` says have passed since it started: how the clock
 //! fault checks that libfaketime really skews a Rust process's clock.
@@ -13,7 +18,15 @@
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// How often a lingering worker writes after a SIGTERM.
+const LINGER_GAP: Duration = Duration::from_millis(10);
+
+/// A lingering worker that was never SIGKILLed stops after this long.
+const LINGER_AT_MOST: Duration = Duration::from_secs(5);
 
 fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("chaos-worker: {name} is not set"))
@@ -46,6 +59,47 @@ fn clock_probe() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Catches SIGTERM from now on (a thread of its own waits for it): the
+/// flag turns true when one came.
+fn catch_sigterm() -> Result<Arc<AtomicBool>, String> {
+    let termed = Arc::new(AtomicBool::new(false));
+    let (ready, installed) = std::sync::mpsc::channel();
+    let flag = termed.clone();
+    std::thread::spawn(move || {
+        let waited = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| {
+            rt.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        let _ = ready.send(Ok(()));
+                        term.recv().await;
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e.to_string()));
+                    }
+                }
+            })
+        });
+        if let Err(e) = waited {
+            eprintln!("chaos-worker: {e}");
+        }
+    });
+    installed.recv().map_err(|_| "the SIGTERM thread ended".to_owned())??;
+    Ok(termed)
+}
+
+/// Sleeps `gap`, or less if a SIGTERM comes meanwhile.
+fn pause(gap: Duration, termed: Option<&AtomicBool>) {
+    let until = Instant::now() + gap;
+    while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        if termed.is_some_and(|t| t.load(Ordering::SeqCst)) {
+            return;
+        }
+        std::thread::sleep(left.min(LINGER_GAP / 2));
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("--clock-probe") {
         return clock_probe();
@@ -57,13 +111,32 @@ fn main() -> ExitCode {
         let token = var("MPSYNC_LOCK_TOKEN")?;
         let writes: u32 = var("CHAOS_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
         let gap = Duration::from_millis(var("CHAOS_GAP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(5));
-        report(&fence, "enter", &lock, &client, &token)?;
-        for _ in 0..writes {
-            // The work a critical section does between writes.
-            std::thread::sleep(gap);
+        let termed = match var("CHAOS_LINGER").as_deref() {
+            Ok("1") => Some(catch_sigterm()?),
+            _ => None,
+        };
+        let write = || -> Result<(), String> {
             if report(&fence, "write", &lock, &client, &token)? != 200 {
                 eprintln!("chaos-worker: {client}'s write with token {token} was refused");
             }
+            Ok(())
+        };
+        report(&fence, "enter", &lock, &client, &token)?;
+        let mut left = writes;
+        while left > 0 {
+            // The work a critical section does between writes.
+            pause(gap, termed.as_deref());
+            if termed.as_ref().is_some_and(|t| t.load(Ordering::SeqCst)) {
+                // Told to stop: wind down, writing, until killed.
+                let since = Instant::now();
+                while since.elapsed() < LINGER_AT_MOST {
+                    write()?;
+                    std::thread::sleep(LINGER_GAP);
+                }
+                break;
+            }
+            write()?;
+            left -= 1;
         }
         report(&fence, "exit", &lock, &client, &token)?;
         Ok(())

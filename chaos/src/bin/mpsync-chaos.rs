@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chaos::config::{Bins, Config, StoreKind};
+use chaos::fault::FaultKind;
 use chaos::report::Report;
 use chaos::run::run;
 use clap::Parser;
@@ -80,6 +81,29 @@ struct Args {
     /// no fault excusing any overlap, and print the findings.
     #[arg(long, value_name = "HISTORY.jsonl")]
     check: Option<PathBuf>,
+    /// Draw faults only of this kind (repeatable; default: every kind the
+    /// store has): contender-kill, command-kill, contender-freeze,
+    /// holder-freeze, elector-restart, elector-stop, store-pause,
+    /// store-restart, etcd-member-restart, etcd-leader-restart,
+    /// network-delay, network-blackhole, network-cut, holder-partition.
+    #[arg(long = "fault", value_name = "KIND")]
+    faults: Vec<FaultKind>,
+    /// The contenders hold their leases without sessions (they set
+    /// MPSYNC_NO_SESSION): a dead holder's lease runs out at its TTL.
+    #[arg(long)]
+    no_session: bool,
+    /// `mpsync lock`'s command goes on writing after a SIGTERM, every
+    /// 10 ms, until `mpsync lock` SIGKILLs it a grace later (which it may:
+    /// the grace ends inside the lease's margin).
+    #[arg(long)]
+    lingering_commands: bool,
+    /// A control that must be found UNSAFE: the electors run with the
+    /// hidden --chaos-unsafe-release-on-own-close (at a graceful stop, they
+    /// release the leases of the sessions they end, while the holders may
+    /// still act). Use with --fault elector-stop --lingering-commands
+    /// (chaos/README.md says why).
+    #[arg(long)]
+    unsafe_release_on_own_close: bool,
     /// Print each fault as it is injected.
     #[arg(long, short)]
     verbose: bool,
@@ -149,6 +173,10 @@ async fn go() -> anyhow::Result<bool> {
             stop_when: None,
             verbose: args.verbose,
             forget_state: false,
+            sessions: !args.no_session,
+            lingering_commands: args.lingering_commands,
+            unsafe_release_on_own_close: args.unsafe_release_on_own_close,
+            faults: args.faults.clone(),
         })
         .await?;
         print!("{}", report.text());

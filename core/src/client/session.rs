@@ -74,6 +74,10 @@ pub struct Session {
     /// The `DELETE` of the last [`Session::release`], and how it ended
     /// (`None` inside: not answered yet, or released).
     release: Option<(RequestId, Option<String>)>,
+    /// The elector session (`POST /v1/sessions`) claims are made under:
+    /// the elector releases the lease at once when the holder's end of it
+    /// closes.
+    under: Option<String>,
 }
 
 impl Session {
@@ -118,6 +122,7 @@ impl Session {
             failure: None,
             rejected: None,
             release: None,
+            under: None,
         })
     }
 
@@ -190,6 +195,36 @@ impl Session {
         Ok(None)
     }
 
+    /// Makes the claims from now on under the elector session `id` (or
+    /// none). Set it before [`start_acquire`](Self::start_acquire): the
+    /// renewals of a lease go under the session it was granted under.
+    pub fn claim_under(&mut self, id: Option<&str>) {
+        self.under = id.map(str::to_owned);
+    }
+
+    /// The elector session claims are made under.
+    pub fn under(&self) -> Option<&str> {
+        self.under.as_deref()
+    }
+
+    /// The elector session `id` ended (for any reason: the elector may have
+    /// released every lease under it): a lease held under it is lost at
+    /// once ([`Output::Lost`] follows from [`next_step`](Self::next_step)).
+    /// Returns whether one was.
+    pub fn session_ended(&mut self, id: &str) -> bool {
+        if self.under.as_deref() != Some(id) {
+            return false;
+        }
+        self.under = None;
+        self.machine.forfeit()
+    }
+
+    /// Whether the last attempt was refused because its elector session was
+    /// no longer open there.
+    pub fn refused_for_session(&self) -> bool {
+        self.refusal.as_ref().is_some_and(|c| c.reason == ConflictReason::SessionGone)
+    }
+
     /// After the attempt begun by [`start_acquire`](Self::start_acquire)
     /// was driven: the lease, or why not.
     pub fn acquisition(&self, now: Duration) -> Result<Held, Error> {
@@ -259,7 +294,8 @@ impl Session {
                     _ => None,
                 };
                 let body = AcquireRequest::new(&options.holder, options.ttl, token, options.address.as_deref())
-                    .with_key(Some(&self.key));
+                    .with_key(Some(&self.key))
+                    .with_session(self.under.as_deref());
                 claim_request(kind, name, &body, timeout)
             }
             Request::Release { token } => release_request(kind, name, &options.holder, token, Some(&self.key), timeout),
@@ -439,6 +475,41 @@ mod tests {
         let step = s.next_step();
         assert!(matches!(step, Some(Step::Send { .. })));
         assert!(!format!("{step:?}").contains(s.key.as_str()), "nor a request that carries it");
+    }
+
+    #[test]
+    fn claims_go_under_the_elector_session_and_its_end_loses_the_lease_at_once() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut s = Session::new("http://e", Kind::Lock, "db", options(), &ENTROPY).unwrap();
+        s.claim_under(Some(id));
+        s.start_acquire(MS).unwrap();
+        let (rid, request, http) = send(&mut s);
+        let body: AcquireRequest = serde_json::from_slice(http.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body.session.as_deref(), Some(id));
+        s.answer(rid, request, Ok((200, &granted(4, 9, "me"))), MS * 2);
+        s.tick(MS * 1100);
+        let (_, _, http) = next_send(&mut s);
+        let body: AcquireRequest = serde_json::from_slice(http.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body.session.as_deref(), Some(id), "renewals stay under the session");
+        assert!(!s.session_ended("ffffffffffffffffffffffffffffffff"), "another session's end changes nothing");
+        assert!(s.lease(MS * 1200).is_some());
+        assert!(s.session_ended(id));
+        assert_eq!(s.lease(MS * 1200), None, "lost at once, long before the deadline");
+        assert_eq!(s.next_step(), Some(Step::Event(Output::Lost { token: 4 })));
+        assert_eq!(s.next_step(), None, "and nothing is sent: the elector released it or lets it run out");
+        assert_eq!(s.under(), None);
+    }
+
+    #[test]
+    fn a_claim_under_a_closed_session_is_a_retryable_refusal() {
+        let mut s = Session::new("http://e", Kind::Lock, "db", options(), &ENTROPY).unwrap();
+        s.claim_under(Some("0123456789abcdef0123456789abcdef"));
+        s.start_acquire(MS).unwrap();
+        let (id, request, _) = send(&mut s);
+        let gone = br#"{"name":"db","reason":"session_gone","holder":null,"version":3,"expires_in_ms":0}"#;
+        s.answer(id, request, Ok((409, gone)), MS);
+        assert!(s.refused_for_session());
+        assert_eq!(s.acquisition(MS), Err(Error::NotHeld));
     }
 
     #[test]

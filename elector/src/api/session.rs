@@ -41,13 +41,18 @@ pub(super) async fn open(State(service): State<Arc<Service>>, mut request: Reque
         )
         .into_response();
     }
+    if !asks_for_upgrade(request.headers()) && super::session_stream::asks_for_stream(request.headers()) {
+        return super::session_stream::open(service, request);
+    }
     if !asks_for_upgrade(request.headers()) {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::UpgradeRequired,
             format!(
                 "a session is a connection upgraded away from HTTP: send `Connection: upgrade` and `Upgrade: \
-                 {SESSION_PROTOCOL}`, and keep the connection open for as long as the session lasts"
+                 {SESSION_PROTOCOL}`, and keep the connection open for as long as the session lasts (or, where \
+                 upgrading is not possible, a request body of unknown length, `Transfer-Encoding: chunked`, \
+                 never finished)"
             ),
         )
         .into_response();
@@ -60,14 +65,9 @@ pub(super) async fn open(State(service): State<Arc<Service>>, mut request: Reque
         )
         .into_response();
     };
-    let id = match service.open_session() {
-        Ok(id) => id,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let Ok(id_header) = HeaderValue::from_str(&id) else {
-        // Hex is always a valid header value.
-        tokio::spawn(async move { service.end_session(&id, Ended::ByElector).await });
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    let (id, id_header) = match new_session(&service) {
+        Ok(opened) => opened,
+        Err(refused) => return *refused,
     };
     tokio::spawn(hold(service, id, upgrade));
     let mut response = Response::new(Body::empty());
@@ -77,6 +77,21 @@ pub(super) async fn open(State(service): State<Arc<Service>>, mut request: Reque
     headers.insert(header::UPGRADE, HeaderValue::from_static(SESSION_PROTOCOL));
     headers.insert(SESSION_HEADER, id_header);
     response
+}
+
+/// Opens a session: its id, and the id as the `mpsync-session` header's
+/// value; or the answer that refuses it (past `--max-sessions`).
+pub(super) fn new_session(service: &Arc<Service>) -> Result<(String, HeaderValue), Box<Response>> {
+    let id = service.open_session().map_err(|e| Box::new(ApiError::from(e).into_response()))?;
+    match HeaderValue::from_str(&id) {
+        Ok(header) => Ok((id, header)),
+        Err(_) => {
+            // Hex is always a valid header value.
+            let service = service.clone();
+            tokio::spawn(async move { service.end_session(&id, Ended::ByElector).await });
+            Err(Box::new(StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+        }
+    }
 }
 
 /// The peer is on this machine's loopback (an IPv4 address mapped into
@@ -124,7 +139,9 @@ async fn hold(service: Arc<Service>, id: String, upgrade: OnUpgrade) {
             loop {
                 tokio::select! {
                     biased;
-                    () = &mut stopped => break Ended::ByElector,
+                    // (Released as the holder's close only under the chaos
+                    // checker's unsafe control flag.)
+                    () = &mut stopped => break service.ended_at_shutdown(),
                     read = connection.read(&mut ignored) => match read {
                         // The holder's end closed (its process exited, or
                         // it closed the session): the kernel says so.

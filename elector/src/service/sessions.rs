@@ -59,11 +59,20 @@ pub(super) struct Sessions {
     /// How many are open or still releasing, for whoever waits for them
     /// all to end.
     count: tokio::sync::watch::Sender<usize>,
+    /// The chaos checker's unsafe control (`--chaos-unsafe-release-on-own-close`):
+    /// a session the elector ends at shutdown releases its leases as if the
+    /// holder had closed it.
+    unsafe_release_on_own_close: bool,
 }
 
 impl Sessions {
     pub(super) fn new(max: usize) -> Self {
-        Sessions { inner: Mutex::new(Inner::default()), max: max.max(1), count: tokio::sync::watch::channel(0).0 }
+        Sessions {
+            inner: Mutex::new(Inner::default()),
+            max: max.max(1),
+            count: tokio::sync::watch::channel(0).0,
+            unsafe_release_on_own_close: false,
+        }
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -177,8 +186,24 @@ impl Service {
     /// Caps the sessions open at once; one more is refused with
     /// [`ServiceError::TooManySessions`].
     pub fn with_max_sessions(mut self, max: usize) -> Self {
-        self.sessions = Sessions::new(max);
+        self.sessions.max = max.max(1);
         self
+    }
+
+    /// UNSAFE, for the chaos checker's control only: sessions the elector
+    /// ends at shutdown release their leases, as if each holder had closed
+    /// its end, although the holder may still be acting under them. The
+    /// checker must find the overlaps this causes (`chaos/README.md`).
+    pub fn with_unsafe_release_on_own_close(mut self) -> Self {
+        self.sessions.unsafe_release_on_own_close = true;
+        self
+    }
+
+    /// How a session the elector ends at shutdown counts: as its own end
+    /// ([`Ended::ByElector`], nothing released), unless the unsafe control
+    /// is on.
+    pub(crate) fn ended_at_shutdown(&self) -> Ended {
+        if self.sessions.unsafe_release_on_own_close { Ended::ByHolder } else { Ended::ByElector }
     }
 
     /// Opens a session: its id, or [`ServiceError::TooManySessions`].

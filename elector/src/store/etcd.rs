@@ -39,6 +39,9 @@ use serde::{Deserialize, Serialize};
 use super::changes::Changes;
 use super::{Key, Page, Store, StoreError, Versioned};
 
+/// How often the connection to etcd is pinged: above etcd's default
+/// `--grpc-keepalive-min-time` of 5 s.
+const ETCD_PING_INTERVAL: Duration = Duration::from_secs(6);
 /// How to reach etcd and how to keep records there.
 #[derive(Debug, Clone)]
 pub struct EtcdConfig {
@@ -157,10 +160,13 @@ impl EtcdStore {
         }
         // No per-request timeout here: it would also cut the watch and
         // keep-alive streams. Unary calls get their own deadline below;
-        // HTTP/2 pings notice a dead connection under the streams.
+        // HTTP/2 pings notice a dead connection under the streams, no more
+        // often than etcd allows (`--grpc-keepalive-min-time`, 5 s by
+        // default): a client that pings more often is sent GOAWAY
+        // `too_many_pings`, and every call on the connection fails.
         let options = ConnectOptions::new()
             .with_connect_timeout(config.timeout)
-            .with_keep_alive(Duration::from_secs(1), config.timeout)
+            .with_keep_alive(ETCD_PING_INTERVAL, config.timeout)
             .with_keep_alive_while_idle(true);
         let client = Client::connect(&config.endpoints, Some(options))
             .await

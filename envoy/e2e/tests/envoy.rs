@@ -96,7 +96,7 @@ async fn leader_headers_can_be_renamed_or_turned_off() {
 }
 
 #[tokio::test]
-async fn traffic_follows_a_resignation_at_once_and_a_killed_leader_after_its_ttl() {
+async fn traffic_follows_a_resignation_and_a_killed_leader_at_once() {
     let elector = elector().await;
     let url = elector.url();
     let envoy = Envoy::start(&config(&gateway("web", 5000, "127.0.0.0/8"), elector.addr(), None)).await;
@@ -117,14 +117,16 @@ async fn traffic_follows_a_resignation_at_once_and_a_killed_leader_after_its_ttl
     }
     assert_eq!(first.upstream.hits(), before, "nothing for the leader that resigned");
 
-    // SIGKILL the new leader's campaign: no release; the last replica takes
-    // over when the 2 s lease runs out, and traffic follows.
+    // SIGKILL the new leader's campaign: no release, but its session with
+    // the elector closes with the process, and the elector releases the
+    // lease at once (not when the 2 s lease runs out); traffic follows.
     let leading = others.iter().position(|r| r.upstream.id == next).unwrap();
     others[leading].campaign.signal("KILL");
     let survivor = others[1 - leading].upstream.id.clone();
     led_by(&url, "web", &[&survivor]).await;
     until_served_by(&http, envoy.listener, &survivor).await;
-    assert_eq!(metric(&elector, "mpsync_expiries_total{kind=\"election\"}").await, 1);
+    assert_eq!(metric(&elector, "mpsync_session_releases_total{kind=\"election\"}").await, 1);
+    assert_eq!(metric(&elector, "mpsync_expiries_total{kind=\"election\"}").await, 0);
     assert!(envoy.stat("leader_changes").await >= 3);
 }
 

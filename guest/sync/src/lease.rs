@@ -16,6 +16,7 @@ use mpsync_core::wire::Kind;
 use wasip2::clocks::monotonic_clock;
 
 use crate::http;
+use crate::session::{self as elector_session, ElectorSession};
 
 pub struct Lease {
     pub kind: Kind,
@@ -24,6 +25,9 @@ pub struct Lease {
     pub ttl: Duration,
     base: String,
     session: RefCell<Session>,
+    /// The elector session the lease held was granted under: its end is
+    /// the loss of the lease.
+    tether: RefCell<Option<Rc<ElectorSession>>>,
 }
 
 thread_local! {
@@ -75,7 +79,15 @@ impl Lease {
         let mut entropy = [0; ENTROPY_LEN];
         entropy.copy_from_slice(&wasip2::random::random::get_random_bytes(ENTROPY_LEN as u64));
         let session = Session::new(&base, kind, name, Options { ttl, holder: holder.clone(), address }, &entropy)?;
-        let lease = Rc::new(Lease { kind, name: name.to_owned(), holder, ttl, base, session: RefCell::new(session) });
+        let lease = Rc::new(Lease {
+            kind,
+            name: name.to_owned(),
+            holder,
+            ttl,
+            base,
+            session: RefCell::new(session),
+            tether: RefCell::new(None),
+        });
         LEASES.with(|l| l.borrow_mut().push(Rc::downgrade(&lease)));
         Ok(lease)
     }
@@ -100,23 +112,47 @@ impl Lease {
         }
     }
 
-    /// Lets time pass: renews when due, notices loss at the deadline.
+    /// Lets time pass: renews when due, notices loss at the deadline or at
+    /// the end of the session the lease was granted under.
     pub fn tick(&self) {
+        self.notice_session_end();
         self.session.borrow_mut().tick(now());
         self.drive();
     }
 
+    /// If the session the lease was granted under has ended, the lease is
+    /// lost now.
+    fn notice_session_end(&self) {
+        let ended = self.tether.borrow().as_ref().filter(|t| !t.is_open()).map(|t| t.id().to_owned());
+        if let Some(id) = ended {
+            *self.tether.borrow_mut() = None;
+            self.session.borrow_mut().session_ended(&id);
+        }
+    }
+
     pub fn held(&self) -> Option<Held> {
+        self.notice_session_end();
         self.session.borrow().lease(now())
     }
 
     pub fn try_acquire(&self) -> Result<Held, Error> {
         tick_all();
+        if let Some(held) = self.held() {
+            return Ok(held);
+        }
+        let timeout = self.session.borrow().request_timeout();
+        let tether = elector_session::current(&self.base, timeout);
+        self.session.borrow_mut().claim_under(tether.as_ref().map(|t| t.id()));
         if let Some(held) = self.session.borrow_mut().start_acquire(now())? {
             return Ok(held);
         }
         self.drive();
         let result = self.session.borrow().acquisition(now());
+        match &tether {
+            Some(t) if result.is_ok() => *self.tether.borrow_mut() = Some(t.clone()),
+            Some(t) if self.session.borrow().refused_for_session() => elector_session::forget(t.id()),
+            _ => {}
+        }
         if let (Err(Error::HeldBy(_)), Kind::Election) = (&result, self.kind) {
             self.read(None);
         }
@@ -173,6 +209,7 @@ impl Lease {
     /// elector did not confirm the release (it then runs out at its TTL).
     pub fn release(&self) -> Result<(), Error> {
         tick_all();
+        *self.tether.borrow_mut() = None;
         self.session.borrow_mut().release()?;
         self.drive();
         self.session.borrow().released()

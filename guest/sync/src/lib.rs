@@ -13,6 +13,8 @@
 //!
 //! - `http`: a blocking HTTP client over `wasi:http/outgoing-handler`.
 //! - `lease`: one lease driven from inside the guest.
+//! - `session`: the component's session with the elector (a request it
+//!   never finishes), so that its leases go the moment its runtime exits.
 
 #![allow(missing_docs)]
 // The export glue that wit-bindgen generates is `unsafe` by nature.
@@ -20,6 +22,7 @@
 
 mod http;
 mod lease;
+mod session;
 
 use std::rc::Rc;
 use std::time::Duration;

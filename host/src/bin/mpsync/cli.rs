@@ -35,6 +35,20 @@ pub struct ElectorArg {
     pub elector: String,
 }
 
+/// Whether leases are claimed under a session with the elector.
+#[derive(Debug, Args)]
+pub struct SessionArg {
+    /// Hold leases without a session with the elector. With one (the
+    /// default), the elector releases them the moment this process exits,
+    /// however it exits (a successor gets in within milliseconds); without
+    /// one, a dead holder's leases run out at their TTL. A frozen holder
+    /// waits out its TTL either way. An elector that is not on this
+    /// machine's loopback opens no session, and leases are then held
+    /// without one. MPSYNC_NO_SESSION takes 1/0, true/false, yes/no.
+    #[arg(long, env = "MPSYNC_NO_SESSION", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_session: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a wasm command component (wasm32-wasip2 `bin`). Leases it still
@@ -47,6 +61,8 @@ pub enum Command {
     Run {
         #[command(flatten)]
         elector: ElectorArg,
+        #[command(flatten)]
+        session: SessionArg,
         /// Set an environment variable for the guest (repeatable).
         #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
         env: Vec<(String, String)>,
@@ -88,7 +104,12 @@ pub enum Command {
     /// outlives the lease: it runs in a process group of its own under a
     /// watchdog process that sends SIGTERM at the deadline (or as soon as
     /// the lock is lost) and SIGKILL --grace later, even if mpsync itself is
-    /// frozen; if mpsync dies, the group gets SIGKILL at once.
+    /// frozen; if mpsync dies, the group gets SIGKILL at once. The lock is
+    /// held under a session with the elector (unless --no-session), which
+    /// the watchdog and the command keep open until the whole group is gone
+    /// (leave the inherited socket alone): so when mpsync is killed, the
+    /// lock is released within milliseconds and never while the command
+    /// could still act.
     ///
     /// Exits with the command's code; 2 if the elector stays unreachable
     /// (it is retried for one TTL, or --timeout if shorter) or the input is
@@ -97,6 +118,8 @@ pub enum Command {
     Lock {
         #[command(flatten)]
         elector: ElectorArg,
+        #[command(flatten)]
+        session: SessionArg,
         /// Lease duration (renewed at a third of it).
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -152,11 +175,15 @@ pub enum Command {
     Elect {
         #[command(flatten)]
         elector: ElectorArg,
+        #[command(flatten)]
+        session: SessionArg,
         /// The address CMD serves on, advertised as the leader's (IP:PORT).
         #[arg(long, value_name = "IP:PORT", value_parser = parse_address)]
         address: String,
         /// Lease duration (renewed at a third of it). A candidate that
-        /// dies with mpsync (SIGKILL) leads until it runs out.
+        /// dies with mpsync (SIGKILL) is replaced at once through its
+        /// session; with --no-session it leads until the lease runs out,
+        /// and so does a frozen one (SIGSTOP) either way.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         ttl: Duration,
         /// Candidate id (default: HOSTNAME-PID).
@@ -196,6 +223,10 @@ pub enum Command {
         /// The first deadline, on CLOCK_MONOTONIC.
         #[arg(long)]
         deadline_ns: u64,
+        /// The lock's session socket, inherited: kept open until the
+        /// command's process group is gone.
+        #[arg(long)]
+        session_fd: Option<i32>,
         /// The command.
         #[arg(last = true, required = true)]
         command: Vec<String>,

@@ -56,8 +56,8 @@ impl LeaderFile {
 
 /// What `mpsync elect` was asked to do.
 pub struct Elect {
-    /// The elector's URL.
-    pub url: String,
+    /// The elector's client (with or without sessions).
+    pub client: Client,
     /// The election.
     pub name: String,
     /// TTL, holder and the address to advertise.
@@ -73,8 +73,7 @@ pub struct Elect {
 /// Runs CMD and campaigns for it; returns the exit code `elect --help`
 /// documents.
 pub async fn elect(elect: Elect) -> anyhow::Result<ExitCode> {
-    let Elect { url, name, options, health, leader_file, command } = elect;
-    let client = Client::new(&url);
+    let Elect { client, name, options, health, leader_file, command } = elect;
     let lease = Lease::new(client.clone(), Kind::Election, &name, options).map_err(|e| anyhow!("{e}"))?;
     reach(&client, &name, lease.ttl()).await?;
     let file = leader_file.as_deref().map(LeaderFile::new).transpose()?;
@@ -86,7 +85,13 @@ pub async fn elect(elect: Elect) -> anyhow::Result<ExitCode> {
     // Before CMD starts: from then on a SIGTERM means "resign and stop
     // CMD", never the end of mpsync alone.
     let mut stop = crate::signal::stop_on_signal()?;
-    let mut child = spawn(&name, leader_file.as_deref(), &command)?;
+    // The session is opened before CMD starts, so that CMD inherits it: the
+    // elector then hands leadership on only once CMD (and whatever it
+    // started that kept the socket) is gone, even if mpsync is killed
+    // first. A session opened later (after the elector restarted) is
+    // mpsync's alone.
+    let session = client.session(lease.ttl() / 5).await;
+    let mut child = spawn(&name, leader_file.as_deref(), &command, session.as_ref().map(|s| s.socket()))?;
     let group = child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
     // Without a check, always healthy: the sender is kept so that the
     // receiver never reports it gone.
@@ -246,9 +251,15 @@ async fn reach(client: &Client, name: &str, ttl: Duration) -> anyhow::Result<()>
 
 /// Starts CMD in a process group of its own (SIGTERM reaches whatever a
 /// shell wrapper started too), with the election's name and the leader
-/// file in its environment. CMD gets SIGTERM if mpsync dies: nobody would
-/// campaign for it or keep its leader file true any longer.
-fn spawn(name: &str, leader_file: Option<&Path>, command: &[String]) -> anyhow::Result<tokio::process::Child> {
+/// file in its environment, and a copy of the `session` socket (the
+/// session lasts while any copy is open). CMD gets SIGTERM if mpsync dies:
+/// nobody would campaign for it or keep its leader file true any longer.
+fn spawn(
+    name: &str,
+    leader_file: Option<&Path>,
+    command: &[String],
+    session: Option<std::os::fd::BorrowedFd<'_>>,
+) -> anyhow::Result<tokio::process::Child> {
     let (program, args) = command.split_first().ok_or_else(|| anyhow!("no command"))?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).process_group(0).env("MPSYNC_ELECT_NAME", name);
@@ -261,10 +272,21 @@ fn spawn(name: &str, leader_file: Option<&Path>, command: &[String]) -> anyhow::
     // mpsync. The closure runs between fork and exec, where only
     // async-signal-safe calls are allowed: no allocation, no lock.
     #[allow(unsafe_code)]
-    // SAFETY: the hook makes only async-signal-safe system calls and does
-    // not allocate (see `dies_with`).
+    // SAFETY: the hook makes only async-signal-safe system calls (fcntl,
+    // prctl, getppid) and does not allocate (see `dies_with`); the session
+    // socket stays open in mpsync until the spawn returns.
     unsafe {
-        cmd.pre_exec(mpsync::watchdog::dies_with(parent, Signal::TERM));
+        let mut dies = mpsync::watchdog::dies_with(parent, Signal::TERM);
+        let inherit = session.map(|s| std::os::fd::AsRawFd::as_raw_fd(&s));
+        cmd.pre_exec(move || {
+            if let Some(fd) = inherit {
+                // CMD inherits the session socket: one fcntl call.
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))?;
+            }
+            dies()
+        });
     }
     cmd.spawn().with_context(|| format!("starting {program}"))
 }

@@ -28,7 +28,7 @@ pub fn check_grace(grace: Option<Duration>, ttl: Duration) -> anyhow::Result<Dur
 /// Acquires `name`, runs `command` under the watchdog while the lease holds,
 /// and returns the exit code the `lock --help` text documents.
 pub async fn lock_command(
-    url: &str,
+    client: Client,
     name: &str,
     options: Options,
     timeout: Option<Duration>,
@@ -36,7 +36,7 @@ pub async fn lock_command(
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("finding the mpsync executable to run the watchdog")?;
-    let lease = Lease::new(Client::new(url), Kind::Lock, name, options).map_err(|e| anyhow!("{e}"))?;
+    let lease = Lease::new(client, Kind::Lock, name, options).map_err(|e| anyhow!("{e}"))?;
     let wait = timeout.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
     let granted = match lease.acquire(wait).await {
         Ok(g) => g,
@@ -47,16 +47,26 @@ pub async fn lock_command(
         Err(e) => return Err(anyhow!("lock {name}: {e}")),
     };
     eprintln!("mpsync: holding lock {name} (fencing token {})", granted.token);
+    // The session may have ended since the grant (the elector restarted):
+    // then the lock is lost already, and the command must not start.
+    if lease.held().is_none() {
+        eprintln!("mpsync: lost lock {name} before the command started");
+        return Ok(ExitCode::from(3));
+    }
     // Before the command starts: from its first line on, a SIGTERM is a
     // request to stop it and release, never the end of mpsync alone.
     let mut stop = crate::signal::stop_on_signal()?;
     let mut deadlines = lease.deadlines();
+    // The watchdog keeps the session open until the command's group is
+    // gone, even if mpsync is killed first.
+    let session = lease.elector_session();
     let (mut watchdog, mut exit) = Watchdog::start(Launch {
         exe: &exe,
         command,
         env: vec![("MPSYNC_LOCK_TOKEN".into(), granted.token.to_string()), ("MPSYNC_LOCK_NAME".into(), name.into())],
         grace,
         deadline: granted.valid_until,
+        session: session.as_ref().map(|s| s.socket()),
     })
     .await
     .with_context(|| format!("starting {}", command[0]))?;
@@ -76,6 +86,18 @@ pub async fn lock_command(
         tokio::select! {
             status = &mut exit => {
                 let status = status.context("waiting for the watchdog")??;
+                if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+                    // The watchdog itself was killed: the command died with
+                    // it (its parent-death signal), but what it left in its
+                    // group may run on, unwaited for. No release: the lock
+                    // goes when the last process holding its session is
+                    // gone, or at its TTL.
+                    eprintln!(
+                        "mpsync: the watchdog was killed (signal {signal}); lock {name} is not released: it goes \
+                         when the last of the command's processes is gone, or at its TTL"
+                    );
+                    return Ok(ExitCode::from(3));
+                }
                 let held = lease.held().is_some();
                 if held {
                     let _ = lease.release().await;

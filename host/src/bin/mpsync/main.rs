@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use mpsync::runtime::{RunOptions, hostname};
-use mpsync_client::Options;
+use mpsync_client::{Client, Options};
 
 mod cli;
 mod elect;
@@ -31,9 +31,9 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Watchdog { control, grace_ms, deadline_ns, command } = &cli.command {
+    if let Command::Watchdog { control, grace_ms, deadline_ns, session_fd, command } = &cli.command {
         let grace = Duration::from_millis(*grace_ms);
-        let code = mpsync::watchdog::run(control, grace, Duration::from_nanos(*deadline_ns), command);
+        let code = mpsync::watchdog::run(control, grace, Duration::from_nanos(*deadline_ns), *session_fd, command);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
@@ -55,9 +55,10 @@ fn main() -> ExitCode {
 /// Runs one command; an error is reported by `main` with exit code 2.
 async fn command(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { elector, env, dirs, max_memory, max_cpu, no_sync_imports, no_cache, app, args } => {
+        Command::Run { elector, session, env, dirs, max_memory, max_cpu, no_sync_imports, no_cache, app, args } => {
             let options = RunOptions {
                 elector: elector.elector,
+                sessions: !session.no_session,
                 args,
                 env,
                 dirs,
@@ -69,14 +70,16 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             };
             run::run(&app, options, !no_cache).await
         }
-        Command::Lock { elector, ttl, timeout, holder, grace, name, command } => {
+        Command::Lock { elector, session, ttl, timeout, holder, grace, name, command } => {
             let holder = holder.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
             let grace = lock::check_grace(grace, ttl)?;
             let options = Options { ttl, holder, address: None };
-            lock::lock_command(&elector.elector, &name, options, timeout, grace, &command).await
+            let client = Client::new(&elector.elector).with_sessions(!session.no_session);
+            lock::lock_command(client, &name, options, timeout, grace, &command).await
         }
         Command::Elect {
             elector,
+            session,
             address,
             ttl,
             holder,
@@ -95,7 +98,8 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
                 threshold: health_threshold,
             });
             let options = Options { ttl, holder, address: Some(address) };
-            elect::elect(elect::Elect { url: elector.elector, name, options, health, leader_file, command }).await
+            let client = Client::new(&elector.elector).with_sessions(!session.no_session);
+            elect::elect(elect::Elect { client, name, options, health, leader_file, command }).await
         }
         Command::Leader { elector, watch, name, envoy_eds, cluster } => {
             let eds = leader::eds_file(envoy_eds, cluster, watch)?;
