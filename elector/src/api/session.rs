@@ -94,6 +94,14 @@ pub(super) fn new_session(service: &Arc<Service>) -> Result<(String, HeaderValue
     }
 }
 
+/// A read error that means the holder's end closed (its kernel reset or
+/// ended the connection), the one evidence a session's end counts as the
+/// holder's, whatever the session's shape.
+pub(super) fn closed_by_peer(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(kind, ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+}
+
 /// The peer is on this machine's loopback (an IPv4 address mapped into
 /// IPv6 counts as itself).
 fn on_loopback(peer: Option<std::net::SocketAddr>) -> bool {
@@ -146,12 +154,7 @@ async fn hold(service: Arc<Service>, id: String, upgrade: OnUpgrade) {
                         // The holder's end closed (its process exited, or
                         // it closed the session): the kernel says so.
                         Ok(0) => break Ended::ByHolder,
-                        Err(e) if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::ConnectionReset
-                                | std::io::ErrorKind::ConnectionAborted
-                                | std::io::ErrorKind::BrokenPipe
-                        ) => break Ended::ByHolder,
+                        Err(e) if closed_by_peer(e.kind()) => break Ended::ByHolder,
                         // Anything else is no evidence about the holder.
                         Err(_) => break Ended::ByElector,
                         Ok(_) => {}

@@ -77,7 +77,7 @@ async fn hold(service: Arc<Service>, id: String, body: Body, end: tokio::sync::o
                 Some(Ok(_)) => {}
                 // The holder finished its body: it closed the session.
                 None => break Ended::ByHolder,
-                Some(Err(e)) if closed_by_peer(&e) => break Ended::ByHolder,
+                Some(Err(e)) if body_closed_by_peer(&e) => break Ended::ByHolder,
                 // Anything else is no evidence about the holder.
                 Some(Err(_)) => break Ended::ByElector,
             },
@@ -92,7 +92,7 @@ async fn hold(service: Arc<Service>, id: String, body: Body, end: tokio::sync::o
 
 /// The connection closed in the middle of the body (hyper's "incomplete
 /// message"), or was reset.
-fn closed_by_peer(e: &axum::Error) -> bool {
+fn body_closed_by_peer(e: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(error) = source {
         if let Some(hyper) = error.downcast_ref::<hyper::Error>()
@@ -101,13 +101,7 @@ fn closed_by_peer(e: &axum::Error) -> bool {
             return true;
         }
         if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            )
+            && super::session::closed_by_peer(io.kind())
         {
             return true;
         }
