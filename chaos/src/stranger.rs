@@ -51,7 +51,7 @@ pub async fn prowl(
         if let Ok(answer) = client.claim(Kind::Lock, name, &renewal).await {
             fence.record_attempt(Step::Renew, name, &view.holder, view.token, matches!(answer, Claimed::Granted(_)));
         }
-        let release = ReleaseRequest { holder: view.holder.clone(), token: view.token, key: release_key };
+        let release = ReleaseRequest { holder: view.holder.clone(), token: view.token, ticket: None, key: release_key };
         if let Ok(released) = client.release_with(Kind::Lock, name, &release).await {
             fence.record_attempt(Step::Release, name, &view.holder, view.token, released);
         }

@@ -237,7 +237,9 @@ impl Client {
 
     /// `PUT`: acquire (no token) or renew (with token).
     pub async fn claim(&self, kind: Kind, name: &str, request: &AcquireRequest) -> Result<Claimed, ClientError> {
-        let http = protocol::claim_request(kind, name, request, DEFAULT_REQUEST_TIMEOUT);
+        // A claim in line may park on the elector for its wait first.
+        let timeout = DEFAULT_REQUEST_TIMEOUT + request.line_wait();
+        let http = protocol::claim_request(kind, name, request, timeout);
         self.call(&http).await?.decode(protocol::decode_claim)
     }
 
@@ -245,14 +247,27 @@ impl Client {
     /// released, `Ok(false)` when the elector says the caller does not hold
     /// it (409) or it does not exist.
     pub async fn release(&self, kind: Kind, name: &str, holder: &str, token: u64) -> Result<bool, ClientError> {
-        self.release_with(kind, name, &ReleaseRequest { holder: holder.to_owned(), token, key: None }).await
+        self.release_with(kind, name, &ReleaseRequest { holder: holder.to_owned(), token, ticket: None, key: None })
+            .await
     }
 
     /// `DELETE` with the whole body: the holder, the token and the key the
-    /// lease was acquired with. Answers as [`release`](Self::release).
+    /// lease was acquired with (or, for a lock, the `ticket` of a place in
+    /// line to give up). Answers as [`release`](Self::release).
     pub async fn release_with(&self, kind: Kind, name: &str, body: &ReleaseRequest) -> Result<bool, ClientError> {
-        let http =
-            protocol::release_request(kind, name, &body.holder, body.token, body.key.as_ref(), DEFAULT_REQUEST_TIMEOUT);
+        let http = match body.ticket {
+            Some(ticket) => {
+                protocol::leave_request(name, &body.holder, ticket, body.key.as_ref(), DEFAULT_REQUEST_TIMEOUT)
+            }
+            None => protocol::release_request(
+                kind,
+                name,
+                &body.holder,
+                body.token,
+                body.key.as_ref(),
+                DEFAULT_REQUEST_TIMEOUT,
+            ),
+        };
         self.call(&http).await?.decode(protocol::decode_release)
     }
 

@@ -240,7 +240,7 @@ impl Lease {
     pub async fn acquire(&self, timeout: Duration) -> Result<Granted, Error> {
         let mut acquire = Acquire::new(self.shared.now(), timeout, self.ttl());
         loop {
-            let action = acquire.next(&lock(&self.shared.session), self.shared.now(), None);
+            let action = acquire.next(&mut lock(&self.shared.session), self.shared.now(), None);
             match action {
                 Action::Attempt => {
                     let result = self.attempt().await;
@@ -262,7 +262,17 @@ impl Lease {
                     }
                 }
                 Action::SleepUntil(at) => tokio::time::sleep_until((self.shared.origin + at).into()).await,
-                Action::Done(result) => return result.map(|held| self.granted(held)),
+                Action::Done(result) => {
+                    // Gave up while in line: give the place up too, or it
+                    // holds up the line until it runs out.
+                    let leave = lock(&self.shared.session).leave_line();
+                    if let Some(leave) = leave
+                        && let Err(e) = self.shared.client.call(&leave).await
+                    {
+                        tracing::warn!(error = %e, name = %self.name, "leaving the lock's line");
+                    }
+                    return result.map(|held| self.granted(held));
+                }
             }
         }
     }

@@ -55,6 +55,9 @@ pub const CLEAR_AFTER: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     version: u64,
+    /// The lease's mark ([`Record::lease_mark`]): a new version with the
+    /// same mark (a waiter's write) keeps the date.
+    mark: (bool, u64, u64),
     at: Duration,
     expires_at: Duration,
     /// Tells apart entries that run out at the same moment in `by_expiry`.
@@ -95,6 +98,7 @@ impl<K: Eq + Hash + Clone> Judge<K> {
     /// fails its compare-and-swap anyway.
     pub fn observe<'r>(&mut self, key: &K, record: &'r Record, version: u64, now: Duration) -> Current<'r> {
         let entry = self.seen.get(key).map(|seen| (seen.version, seen.at));
+        let mark = record.lease_mark(version);
         if entry.is_some_and(|(newer, _)| version < newer) {
             return Current { record, version, observed_at: now };
         }
@@ -104,10 +108,17 @@ impl<K: Eq + Hash + Clone> Judge<K> {
         }
         let at = match entry {
             Some((seen, at)) if seen == version => at,
+            // Written, but not by the holder: the lease is as it was.
+            Some((_, at)) if self.seen.get(key).is_some_and(|s| s.mark == mark && mark.0) => {
+                if let Some(seen) = self.seen.get_mut(key) {
+                    seen.version = version;
+                }
+                at
+            }
             _ => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let seen = Seen { version, at: now, expires_at: now + record.ttl(), seq };
+                let seen = Seen { version, mark, at: now, expires_at: now + record.ttl(), seq };
                 if let Some(old) = self.seen.insert(key.clone(), seen) {
                     self.by_expiry.remove(&(old.expires_at, old.seq));
                 }
@@ -198,7 +209,7 @@ mod tests {
     use super::*;
 
     fn held(ttl_ms: u64) -> Record {
-        Record { holder: Some("a".into()), token: 1, ttl_ms, address: None, key_sha256: None }
+        Record { holder: Some("a".into()), token: 1, ttl_ms, address: None, key_sha256: None, line: Default::default() }
     }
 
     const fn s(secs: u64) -> Duration {
@@ -306,5 +317,28 @@ mod tests {
         assert_eq!((judge.len(), judge.held_count(at)), (1, 1), "the new lease is still tracked");
         assert_eq!(judge.observe(&"k", &r, 9, s(10)).observed_at, at);
         assert_eq!(judge.due(s(10), 10), vec![("k", 9)], "and swept once it runs out");
+    }
+
+    #[test]
+    fn a_waiter_s_write_does_not_make_the_lease_look_renewed() {
+        let mut judge = Judge::new();
+        let mut r = held(1000);
+        r.line.tickets = 1;
+        judge.observe(&"k", &r, 5, s(0));
+        // A waiter refreshed its place (a new version, the lease as it was).
+        let mut refreshed = r.clone();
+        refreshed.line.tickets = 2;
+        let seen = judge.observe(&"k", &refreshed, 6, s(1));
+        assert_eq!(seen.observed_at, s(0), "dated from the holder's own last write");
+        assert!(seen.is_expired(s(1) + Duration::from_millis(1)));
+        assert_eq!(judge.due(s(1) + CLEAR_AFTER, 10), vec![("k", 6)], "cleared at the version now stored");
+        // The holder renews: a new mark, dated anew.
+        let mut renewed = refreshed.clone();
+        renewed.line.renewed = 3;
+        assert_eq!(judge.observe(&"k", &renewed, 7, s(1)).observed_at, s(1));
+        // Without a line every write is the holder's: a new version is a renewal.
+        let plain = held(1000);
+        judge.observe(&"p", &plain, 5, s(0));
+        assert_eq!(judge.observe(&"p", &plain, 6, s(1)).observed_at, s(1));
     }
 }

@@ -19,6 +19,8 @@
 //! - [`judge`]: expiry judged on the judge's own monotonic clock, from the
 //!   moment it last saw a record change; when a lease that ran out is
 //!   cleared, so that the judge keeps only the leases it saw held lately.
+//! - [`line`]: fair locks: the line of waiters a lock record keeps, who
+//!   gets the lock next, and how a release hands it over.
 //! - [`route`]: the leader-routing decision for proxies, and the allowlist
 //!   of addresses leaders may advertise.
 //! - [`lease`]: the client lease state machine: acquire, renew when due,
@@ -51,6 +53,7 @@ pub mod client;
 pub mod judge;
 pub mod key;
 pub mod lease;
+pub mod line;
 pub mod name;
 pub mod record;
 pub mod route;

@@ -47,6 +47,7 @@ use core::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::key::KeyDigest;
+use crate::line::{Line, hand_over};
 pub use crate::wire::ConflictReason;
 use crate::wire::LeaseKey;
 
@@ -66,13 +67,16 @@ pub struct Record {
     /// existed, hence the serde default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_sha256: Option<KeyDigest>,
+    /// Locks: the waiters in line for it (see [`crate::line`]).
+    #[serde(default, skip_serializing_if = "Line::is_empty")]
+    pub line: Line,
 }
 
 /// Whether a request may act on a lease whose record keeps `digest`: a
 /// keyed lease needs its key, a lease without one needs none (a key
 /// presented for it is ignored, never adopted: a stranger's key must not
 /// lock the real holder out).
-fn key_fits(digest: Option<&KeyDigest>, presented: Option<&LeaseKey>) -> bool {
+pub(crate) fn key_fits(digest: Option<&KeyDigest>, presented: Option<&LeaseKey>) -> bool {
     match (digest, presented) {
         (None, _) => true,
         (Some(digest), Some(key)) => digest.matches(key),
@@ -81,6 +85,32 @@ fn key_fits(digest: Option<&KeyDigest>, presented: Option<&LeaseKey>) -> bool {
 }
 
 impl Record {
+    /// What the judge dates the exclusive lease by: the version, in a
+    /// record without a line, where every write is the holder's (a grant,
+    /// a renewal, a release); once it has one, the lease's own mark, so
+    /// that waiters' writes do not make a dead holder's lease look renewed.
+    pub fn lease_mark(&self, version: u64) -> (bool, u64, u64) {
+        if self.line.is_empty() { (false, version, 0) } else { (true, self.token, self.line.renewed) }
+    }
+
+    /// Gives the grant this write made the token `token` instead of the
+    /// one it was decided with: a store that mints tokens of its own (see
+    /// the module documentation) calls it for a write that changed hands.
+    /// The shared hold granted in that write, if any, gets it too (a write
+    /// grants one token at most, see [`crate::line::hand_over`]).
+    pub fn retoken(&mut self, token: u64) {
+        let decided = self.token;
+        for share in self.line.shares.iter_mut().filter(|s| s.token == decided) {
+            share.token = token;
+        }
+        self.token = token;
+    }
+
+    /// A record nobody ever held.
+    pub fn free(ttl_ms: u64) -> Record {
+        Record { holder: None, token: 0, ttl_ms, address: None, key_sha256: None, line: Line::default() }
+    }
+
     /// The lease duration.
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl_ms)
@@ -123,8 +153,10 @@ impl Current<'_> {
         self.expires_at().is_some_and(|at| now >= at)
     }
 
-    fn conflict(&self, now: Duration, reason: ConflictReason) -> Conflict {
-        let holder = self.live_holder(now).map(str::to_owned);
+    pub(crate) fn conflict(&self, now: Duration, reason: ConflictReason) -> Conflict {
+        // Held shared only: the first shared holder stands for them.
+        let shared = || self.record.line.shares.first().map(|s| s.holder.clone());
+        let holder = self.live_holder(now).map(str::to_owned).or_else(shared);
         let expires_in = if holder.is_some() { self.expires_in(now) } else { Duration::ZERO };
         Conflict { holder, expires_in, version: self.version, reason }
     }
@@ -144,6 +176,12 @@ pub struct Claim<'a> {
     pub token: Option<u64>,
     /// Elections: the address to advertise.
     pub address: Option<&'a str>,
+    /// Locks: a shared hold (a reader, or one permit) instead of the
+    /// exclusive one (see [`crate::line`]).
+    pub shared: bool,
+    /// With `shared`: how many shared holds the lock allows at once
+    /// (`None`: any number).
+    pub permits: Option<u32>,
 }
 
 /// Why a claim or release was refused, and what the caller can do next.
@@ -193,18 +231,28 @@ pub enum ReleaseOutcome {
 }
 
 /// Decides a claim against the current record (`None` if absent) at `now`.
+/// A shared claim goes to [`crate::line::decide_shared`].
 pub fn decide_claim(current: Option<&Current<'_>>, claim: &Claim<'_>, now: Duration) -> Outcome {
-    let granted = |token, key_sha256| Record {
+    if claim.shared {
+        return crate::line::decide_shared(current, claim, now);
+    }
+    // The line stays; a new holder was not handed the lock from it.
+    let line = |fresh: bool| {
+        let line = current.map(|c| c.record.line.clone()).unwrap_or_default();
+        if fresh { Line { granted: None, ..line } } else { line }.renew_mark()
+    };
+    let granted = |token, key_sha256, fresh| Record {
         holder: Some(claim.holder.to_owned()),
         token,
         ttl_ms: claim.ttl_ms,
         address: claim.address.map(str::to_owned),
         key_sha256,
+        line: line(fresh),
     };
     let minted = || claim.key.map(KeyDigest::of);
     let Some(cur) = current else {
         return match claim.token {
-            None => Outcome::Acquired { record: granted(1, minted()), took_over_expired: false },
+            None => Outcome::Acquired { record: granted(1, minted(), true), took_over_expired: false },
             Some(_) => Outcome::Refused(Conflict {
                 holder: None,
                 expires_in: Duration::ZERO,
@@ -216,15 +264,23 @@ pub fn decide_claim(current: Option<&Current<'_>>, claim: &Claim<'_>, now: Durat
     let live = cur.live_holder(now);
     let mine = live == Some(claim.holder);
     match claim.token {
+        // Nobody jumps the line: the first waiter gets the lock (see
+        // `crate::line`).
+        None if live.is_none() && !cur.record.line.waiters.is_empty() => {
+            Outcome::Refused(cur.conflict(now, ConflictReason::Queued))
+        }
+        None if live.is_none() && !cur.record.line.shares.is_empty() => {
+            Outcome::Refused(cur.conflict(now, ConflictReason::Held))
+        }
         None if live.is_none() => Outcome::Acquired {
-            record: granted(cur.record.token + 1, minted()),
+            record: granted(cur.record.token + 1, minted(), true),
             took_over_expired: cur.is_expired(now),
         },
         None => Outcome::Refused(cur.conflict(now, ConflictReason::Held)),
         Some(token) if mine && token == cur.record.token => {
             let digest = cur.record.key_sha256.as_ref();
             if key_fits(digest, claim.key) {
-                Outcome::Renewed { record: granted(token, digest.cloned()) }
+                Outcome::Renewed { record: granted(token, digest.cloned(), false) }
             } else {
                 Outcome::Refused(cur.conflict(now, ConflictReason::WrongKey))
             }
@@ -240,6 +296,8 @@ pub fn decide_claim(current: Option<&Current<'_>>, claim: &Claim<'_>, now: Durat
 ///
 /// A holder whose lease ran out but that nobody took over may still release
 /// it: the version has not changed, so no one else can have held it since.
+/// The record written hands the lock to the first waiter in line, if any
+/// ([`crate::line::hand_over`]).
 pub fn decide_release(
     current: Option<&Current<'_>>,
     holder: &str,
@@ -250,13 +308,17 @@ pub fn decide_release(
     let Some(cur) = current else {
         return ReleaseOutcome::NotFound;
     };
+    match crate::line::release_share(cur.record, holder, token, key) {
+        Some(Ok(record)) => return ReleaseOutcome::Released { record },
+        Some(Err(())) => return ReleaseOutcome::Refused(cur.conflict(now, ConflictReason::WrongKey)),
+        None => {}
+    }
     if cur.record.holder.as_deref() == Some(holder) && cur.record.token == token {
         if !key_fits(cur.record.key_sha256.as_ref(), key) {
             return ReleaseOutcome::Refused(cur.conflict(now, ConflictReason::WrongKey));
         }
-        return ReleaseOutcome::Released {
-            record: Record { holder: None, token, ttl_ms: cur.record.ttl_ms, address: None, key_sha256: None },
-        };
+        let freed = Record { holder: None, address: None, key_sha256: None, ..cur.record.clone() };
+        return ReleaseOutcome::Released { record: hand_over(freed) };
     }
     let reason = match (cur.live_holder(now), cur.record.holder.as_deref()) {
         (Some(live), _) if live != holder => ConflictReason::Held,
@@ -273,7 +335,10 @@ pub fn decide_release(
 /// at the same version just as safely; this write lets a store forget the
 /// record (see [`crate::judge`]).
 pub fn decide_clear(current: &Current<'_>, now: Duration) -> Option<Record> {
-    current.is_expired(now).then(|| Record { holder: None, address: None, key_sha256: None, ..current.record.clone() })
+    current.is_expired(now).then(|| {
+        let line = Line { granted: None, ..current.record.line.clone() };
+        Record { holder: None, address: None, key_sha256: None, line, ..current.record.clone() }
+    })
 }
 
 #[cfg(test)]
@@ -283,11 +348,18 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     fn claim(holder: &str, token: Option<u64>) -> Claim<'_> {
-        Claim { holder, ttl_ms: 10_000, token, address: None, key: None }
+        Claim { holder, ttl_ms: 10_000, token, address: None, key: None, shared: false, permits: None }
     }
 
     fn held(holder: &str, token: u64) -> Record {
-        Record { holder: Some(holder.into()), token, ttl_ms: 10_000, address: None, key_sha256: None }
+        Record {
+            holder: Some(holder.into()),
+            token,
+            ttl_ms: 10_000,
+            address: None,
+            key_sha256: None,
+            line: Line::default(),
+        }
     }
 
     fn at(record: &Record, observed_secs: u64) -> Current<'_> {

@@ -78,6 +78,71 @@ pub struct AcquireRequest {
     /// [`ConflictReason::SessionGone`]) and nothing is granted.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Locks only, to acquire: when the lock cannot be had at once, take a
+    /// place in line (or keep the one `ticket` names) instead of being
+    /// refused; answered `202` with a [`QueuedView`] until the lock is
+    /// handed over (see `mpsync_core::line`).
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub queue: bool,
+    /// With `queue`: the place in line an earlier `202` gave. Sending it
+    /// within `ttl_ms` of the last keeps the place.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<u64>,
+    /// With `queue`: how long to wait for the lock before answering `202`,
+    /// and never longer than half of `ttl_ms` (so a lease handed over
+    /// meanwhile still has most of its TTL when the answer arrives); absent
+    /// or 0 answers at once.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// Locks only: a shared hold (one reader of a read-write lock, or one
+    /// permit of a semaphore) instead of the exclusive one. Shared holds
+    /// are held beside each other, never beside an exclusive one.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub shared: bool,
+    /// With `shared`: how many shared holds the lock allows at once (a
+    /// counting semaphore); absent, any number (readers). Every shared
+    /// claim on a lock must name the same number.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub permits: Option<u32>,
+}
+
+/// The most permits a semaphore may have.
+pub const MAX_PERMITS: u32 = 10_000;
+
+/// The most waiters a listing shows per lock (`RecordView::line`).
+pub const MAX_LISTED_WAITERS: usize = 16;
+
+/// The answer to a `PUT` with `"queue": true` that did not get the lock
+/// (yet): `202`, with the place held in line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedView {
+    /// The lock name.
+    pub name: String,
+    /// The place held: send it back (`"ticket"`) within `ttl_ms` to keep it.
+    pub ticket: u64,
+    /// How many are ahead (0: next).
+    pub position: u64,
+    /// How many wait in all, this waiter included.
+    pub waiting: u64,
+    /// The current holder, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// The view's version.
+    pub version: u64,
+}
+
+/// One waiter in line, as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaiterView {
+    /// Who waits.
+    pub holder: String,
+    /// It waits for a shared hold.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub shared: bool,
+    /// Its ticket.
+    pub ticket: u64,
+    /// Its place (0: next).
+    pub position: u64,
 }
 
 /// The length of a session id: 128 random bits in lowercase hex.
@@ -109,13 +174,22 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
-    /// The holder that acquired the lease.
+    /// The holder that acquired the lease (or waits in line).
     pub holder: String,
-    /// The fencing token it was granted.
+    /// The fencing token it was granted; absent to leave the line instead
+    /// (with `ticket`).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub token: u64,
+    /// Locks: the place in line to give up, instead of a lease to release.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<u64>,
     /// The key the lease was acquired with, if it was.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub key: Option<LeaseKey>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How long a long-poll waits when `timeout_ms` is not given.
@@ -216,7 +290,29 @@ impl AcquireRequest {
             address: address.map(str::to_owned),
             key: None,
             session: None,
+            queue: false,
+            ticket: None,
+            wait_ms: None,
+            shared: false,
+            permits: None,
         }
+    }
+
+    /// The same request, for a shared hold of a lock allowing `permits`
+    /// shared holds at once (`None`: any number).
+    pub fn shared(mut self, permits: Option<u32>) -> Self {
+        self.shared = true;
+        self.permits = permits;
+        self
+    }
+
+    /// The same request, waiting in line (with the place `ticket` names,
+    /// if any) for up to `wait` before the answer.
+    pub fn in_line(mut self, ticket: Option<u64>, wait: Duration) -> Self {
+        self.queue = true;
+        self.ticket = ticket;
+        self.wait_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        self
     }
 
     /// The same request, under session `id`.
@@ -250,6 +346,8 @@ impl AcquireRequest {
         if let Some(session) = &self.session {
             validate_session(session)?;
         }
+        self.validate_queue(kind)?;
+        self.validate_shared(kind)?;
         match (kind, &self.address) {
             (Kind::Lock, Some(_)) => Err(invalid("address", "address is only accepted for elections")),
             (Kind::Election, Some(addr)) if addr.parse::<SocketAddr>().is_err() => {
@@ -259,6 +357,50 @@ impl AcquireRequest {
         }
     }
 
+    fn validate_queue(&self, kind: Kind) -> Result<(), InvalidField> {
+        if !self.queue {
+            return match (self.ticket, self.wait_ms) {
+                (Some(_), _) => Err(invalid("ticket", "ticket is only accepted with \"queue\": true")),
+                (_, Some(_)) => Err(invalid("wait_ms", "wait_ms is only accepted with \"queue\": true")),
+                _ => Ok(()),
+            };
+        }
+        if kind == Kind::Election {
+            return Err(invalid("queue", "queue is only accepted for locks: candidates in an election race"));
+        }
+        if self.token.is_some() {
+            return Err(invalid("queue", "queue is for acquiring; a renewal (with token) needs no place in line"));
+        }
+        if self.ticket == Some(0) {
+            return Err(invalid("ticket", "ticket 0 is never given out; omit ticket to take a place"));
+        }
+        match self.wait_ms {
+            Some(wait) if wait > MAX_WAIT_MS => {
+                Err(invalid("wait_ms", format!("wait_ms is {wait}; it may be at most {MAX_WAIT_MS}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_shared(&self, kind: Kind) -> Result<(), InvalidField> {
+        if self.shared && kind == Kind::Election {
+            return Err(invalid("shared", "shared is only accepted for locks: an election has one leader"));
+        }
+        match self.permits {
+            Some(_) if !self.shared => Err(invalid("permits", "permits is only accepted with \"shared\": true")),
+            Some(n) if !(1..=MAX_PERMITS).contains(&n) => {
+                Err(invalid("permits", format!("permits is {n}; it must be between 1 and {MAX_PERMITS}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// How long a claim in line waits for the lock before its answer:
+    /// `wait_ms`, and at most half of the TTL.
+    pub fn line_wait(&self) -> Duration {
+        Duration::from_millis(self.wait_ms.unwrap_or(0).min(self.ttl_ms / 2))
+    }
+
     /// The requested lease duration.
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl_ms)
@@ -266,9 +408,18 @@ impl AcquireRequest {
 }
 
 impl ReleaseRequest {
-    /// Checks the holder identity.
+    /// Checks the holder identity, and that the request names either a
+    /// token or a ticket.
     pub fn validate(&self) -> Result<(), InvalidField> {
         validate_holder(&self.holder)?;
+        match (self.token, self.ticket) {
+            (0, None) => return Err(invalid("token", "token is required (or ticket, to leave a lock's line)")),
+            (t, Some(_)) if t != 0 => {
+                return Err(invalid("ticket", "name either a token to release or a ticket, not both"));
+            }
+            (_, Some(0)) => return Err(invalid("ticket", "ticket 0 is never given out")),
+            _ => {}
+        }
         self.key.as_ref().map_or(Ok(()), LeaseKey::validate)
     }
 }
@@ -293,6 +444,30 @@ pub struct LeaseView {
     /// Elections: the leader's advertised `ip:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Locks: how many wait in line for it (absent: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waiting: u64,
+    /// Locks: this is a shared hold (a reader, or one permit); the lock
+    /// may have other shared holders beside it.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub shared: bool,
+    /// Semaphores: which permit the shared hold is (0-based). A resource
+    /// fenced per permit refuses a write whose token is below the last it
+    /// saw for that permit, or below the last exclusive holder's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit: Option<u32>,
+}
+
+/// A shared hold, as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareView {
+    /// Who holds it.
+    pub holder: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// Semaphores: which permit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit: Option<u32>,
 }
 
 /// How many records a listing page holds unless `?limit=` says otherwise.
@@ -333,6 +508,18 @@ pub struct RecordView {
     /// Elections: the leader's advertised `ip:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Locks: how many wait in line for it (absent: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waiting: u64,
+    /// Locks: the first [`MAX_LISTED_WAITERS`] waiters, next first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub line: Vec<WaiterView>,
+    /// Locks: the shared holds (the first [`MAX_LISTED_WAITERS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareView>,
+    /// Semaphores: how many shared holds the lock allows at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permits: Option<u32>,
 }
 
 /// A page of a listing, in name order.
@@ -367,6 +554,15 @@ pub enum ConflictReason {
     /// shutdown). Nothing was granted; a holder takes it as having lost
     /// every lease under that session.
     SessionGone,
+    /// Waiters are in line for the lock: only the first of them may have
+    /// it. Ask with `"queue": true` to take a place at the back.
+    Queued,
+    /// The `ticket` is not in line (any more): the place ran out unrefreshed
+    /// or its session ended. Ask again without a ticket for a new place.
+    NotQueued,
+    /// A shared claim asked for another number of `permits` than the
+    /// lock's shared holders and waiters did.
+    PermitsDiffer,
 }
 
 /// Body of a 409: who holds the record, and when it may expire.

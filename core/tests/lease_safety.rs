@@ -109,7 +109,7 @@ impl Store {
                 return Response::Refused;
             }
         };
-        let claim = Claim { holder, ttl_ms, token, address: None, key: None };
+        let claim = Claim { holder, ttl_ms, token, address: None, key: None, shared: false, permits: None };
         match decide_claim(self.current().as_ref(), &claim, now) {
             Outcome::Acquired { record, .. } => {
                 assert!(record.token > self.last_granted, "a new grant must get a higher token");

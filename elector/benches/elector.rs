@@ -82,7 +82,7 @@ async fn load(client: &Client, clients: usize, length: Duration, strict: bool) -
                     } else {
                         1
                     };
-                    let release = ReleaseRequest { holder: holder.clone(), token, key: None };
+                    let release = ReleaseRequest { holder: holder.clone(), token, ticket: None, key: None };
                     let delete = client.request(Method::DELETE, &path, Some(&release)).await.unwrap();
                     assert!(delete.status.is_success(), "{:?}", delete.status);
                     samples.push(t.elapsed());

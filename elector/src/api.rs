@@ -5,7 +5,8 @@
 //!   clients drive it, holding locks as this elector's identity, with no
 //!   holder key;
 //! - versioned: `/v1/locks/{name}` and `/v1/elections/{name}` with
-//!   `PUT` (acquire/renew), `DELETE` (release) and `GET` (read, long-poll),
+//!   `PUT` (acquire/renew, or wait in a lock's line with `"queue": true`),
+//!   `DELETE` (release, or leave the line) and `GET` (read, long-poll),
 //!   and `GET /v1/locks` and `/v1/elections`: every record, paginated. A
 //!   `PUT` or `DELETE` may carry the holder's `key`; no answer and no log
 //!   line ever holds it (bodies are never logged).
@@ -34,7 +35,7 @@ use mpsync_core::wire::{
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::service::{ClaimResult, ReleaseResult, Service, View};
+use crate::service::{ClaimResult, QueueResult, ReleaseResult, Service, View};
 use crate::store::Key;
 
 mod session;
@@ -277,6 +278,13 @@ async fn v1_put(kind: Kind, State(s): Shared, path: Result<Path<String>, PathRej
         };
         let request: AcquireRequest = read_json(body, example).await?;
         request.validate(kind).map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
+        if request.queue {
+            return Ok(match s.queue(&key, &request).await? {
+                QueueResult::Granted(lease) => Json(lease).into_response(),
+                QueueResult::Queued(place) => (StatusCode::ACCEPTED, Json(place)).into_response(),
+                QueueResult::Refused(view) => conflict(view),
+            });
+        }
         Ok::<_, ApiError>(match s.claim(&key, &request).await? {
             ClaimResult::Granted(lease) => Json(lease).into_response(),
             ClaimResult::Refused(view) => conflict(view),
@@ -290,7 +298,10 @@ async fn v1_delete(kind: Kind, State(s): Shared, path: Result<Path<String>, Path
         let key = key(&s, kind, path)?;
         let request: ReleaseRequest = read_json(body, r#"{"holder":"worker-1","token":42}"#).await?;
         request.validate().map_err(|e| ApiError::bad(ErrorCode::InvalidField, e.field, e.message))?;
-        Ok::<_, ApiError>(match s.release(&key, &request).await? {
+        if request.ticket.is_some() && kind == Kind::Election {
+            return Err(ApiError::bad(ErrorCode::InvalidField, "ticket", "ticket is only accepted for locks"));
+        }
+        Ok::<_, ApiError>(match s.leave(&key, &request).await? {
             ReleaseResult::Released => StatusCode::NO_CONTENT.into_response(),
             ReleaseResult::NotFound => view_response(&key, s.absent_view()),
             ReleaseResult::Refused(view) => conflict(view),

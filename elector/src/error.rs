@@ -57,7 +57,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(StoreError::BadCursor(_)) => {
                 ApiError::bad(ErrorCode::InvalidQuery, "cursor", e.to_string())
             }
-            ServiceError::TooManyLongPolls(_) | ServiceError::TooManySessions(_) => {
+            ServiceError::TooManyLongPolls(_) | ServiceError::TooManySessions(_) | ServiceError::LineFull { .. } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::Unavailable, e.to_string())
             }
             e => {

@@ -28,6 +28,10 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 const BUCKETS: [f64; 14] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
 
+/// Buckets of `mpsync_lock_wait_seconds`: a wait in line lasts from no
+/// time to as long as the holders ahead keep the lock.
+const WAIT_BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+
 /// A lease event that is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -114,6 +118,8 @@ pub struct Metrics {
     held: Gauge,
     watchers: Gauge<i64, AtomicI64>,
     sessions: Gauge,
+    waiters: Gauge<i64, AtomicI64>,
+    lock_wait: Histogram,
     sizes: Family<MapLabel, Gauge>,
     size_source: OnceLock<SizeSource>,
     /// Scrapes mirror the store's and the judge's own counts into the
@@ -127,7 +133,7 @@ impl Default for Metrics {
     }
 }
 
-/// Counts one waiting long-poll for as long as it lives.
+/// Counts one waiting long-poll (or parked waiter) for as long as it lives.
 pub struct Watching<'a>(&'a Gauge<i64, AtomicI64>);
 
 impl Drop for Watching<'_> {
@@ -172,6 +178,18 @@ impl Metrics {
         registry.register("mpsync_watchers", "Long-polls waiting for a change right now.", watchers.clone());
         let sessions = Gauge::default();
         registry.register("mpsync_sessions", "Sessions open right now.", sessions.clone());
+        let waiters = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "mpsync_waiters",
+            "Waiters in a lock's line with a request parked on this elector right now.",
+            waiters.clone(),
+        );
+        let lock_wait = Histogram::new(WAIT_BUCKETS);
+        registry.register(
+            "mpsync_lock_wait_seconds",
+            "Time from taking a place in a lock's line to holding the lock, for waiters served here.",
+            lock_wait.clone(),
+        );
         let sizes = Family::<MapLabel, Gauge>::default();
         registry.register(
             "mpsync_state_entries",
@@ -204,6 +222,8 @@ impl Metrics {
             held,
             watchers,
             sessions,
+            waiters,
+            lock_wait,
             sizes,
             size_source: OnceLock::new(),
             scrape: Mutex::new(()),
@@ -242,6 +262,17 @@ impl Metrics {
     pub fn watching(&self) -> Watching<'_> {
         self.watchers.inc();
         Watching(&self.watchers)
+    }
+
+    /// Counts a waiter as parked until the returned guard is dropped.
+    pub fn waiting(&self) -> Watching<'_> {
+        self.waiters.inc();
+        Watching(&self.waiters)
+    }
+
+    /// Records how long a waiter waited in line for the lock.
+    pub fn observe_lock_wait(&self, waited: Duration) {
+        self.lock_wait.observe(waited.as_secs_f64());
     }
 
     /// Reports `source`'s sizes (map name, entries) in

@@ -20,8 +20,11 @@ use tokio::sync::watch;
 use crate::metrics::{Event, Metrics};
 use crate::store::{Key, NameRefused, Store, StoreError, Versioned};
 
+mod line;
 mod sessions;
 mod sweep;
+
+pub use line::QueueResult;
 
 pub use sessions::{DEFAULT_MAX_SESSIONS, Ended};
 
@@ -63,6 +66,12 @@ pub enum ServiceError {
     /// As many sessions as allowed are open.
     #[error("{0} sessions are already open (--max-sessions); retry in a second")]
     TooManySessions(usize),
+    /// The lock's line is as long as the store lets it be.
+    #[error("{waiting} waiters are already in line for this lock (the most this store keeps); retry later")]
+    LineFull {
+        /// How many wait.
+        waiting: usize,
+    },
     /// The OS gave no random bytes for a session id.
     #[error("no randomness for a session id: {0}")]
     NoRandomness(String),
@@ -151,6 +160,8 @@ pub struct Service {
     max_long_polls: usize,
     sessions: sessions::Sessions,
     quiet: crate::quiet::Quiet,
+    line_dates: Arc<Mutex<line::Dates>>,
+    parked: Arc<line::Parked>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -184,10 +195,16 @@ impl Service {
     pub fn new(store: Arc<dyn Store>, identity: String, compat_ttl: Duration) -> Self {
         let judge = Arc::new(Mutex::new(Judge::new()));
         let metrics = Arc::new(Metrics::default());
+        let line_dates = Arc::new(Mutex::new(line::Dates::default()));
+        let parked = Arc::new(line::Parked::default());
         metrics.report_sizes({
-            let (judge, store) = (judge.clone(), store.clone());
+            let (judge, store, line_dates, parked) = (judge.clone(), store.clone(), line_dates.clone(), parked.clone());
             move || {
-                let mut sizes = vec![("judge", mpsync_core::lock(&judge).len())];
+                let mut sizes = vec![
+                    ("judge", mpsync_core::lock(&judge).len()),
+                    ("lines", mpsync_core::lock(&line_dates).len()),
+                    ("parked", parked.len()),
+                ];
                 sizes.extend(store.sizes());
                 sizes
             }
@@ -206,6 +223,8 @@ impl Service {
             max_long_polls: DEFAULT_MAX_LONG_POLLS,
             sessions: sessions::Sessions::new(DEFAULT_MAX_SESSIONS),
             quiet: crate::quiet::Quiet::new(),
+            line_dates,
+            parked,
         }
     }
 
@@ -286,6 +305,8 @@ impl Service {
             return self.absent_view();
         };
         let cur = self.judge().observe(key, &v.record, v.version, now);
+        let line = self.line_view(key, &v.record, now);
+        let waiting = line.waiting;
         match cur.live_holder(now) {
             Some(holder) => View::Held(LeaseView {
                 name: key.name.clone(),
@@ -295,6 +316,22 @@ impl Service {
                 version: view_version(v.version, false),
                 expires_in_ms: ms(cur.expires_in(now)),
                 address: v.record.address.clone(),
+                waiting,
+                shared: false,
+                permit: None,
+            }),
+            // Shared holds only: the newest stands for them all.
+            None if let Some((holder, token, ttl_ms, permit, left)) = line.newest => View::Held(LeaseView {
+                name: key.name.clone(),
+                holder,
+                token,
+                ttl_ms,
+                version: view_version(v.version, false),
+                expires_in_ms: ms(left),
+                address: None,
+                waiting,
+                shared: true,
+                permit,
             }),
             None => View::Free { version: view_version(v.version, cur.is_expired(now)) },
         }
@@ -326,7 +363,23 @@ impl Service {
                 let key = Key { kind, name };
                 let (token, ttl_ms, address) =
                     (stored.record.token, stored.record.ttl_ms, stored.record.address.clone());
+                let line = self.line_view(&key, &stored.record, now);
+                let (waiting, permits) = (line.waiting, line.permits);
+                let (shares, line) = (line.shares, line.line);
                 match self.view(&key, Some(&stored), now) {
+                    View::Held(lease) if lease.shared => RecordView {
+                        name: key.name,
+                        holder: None,
+                        token,
+                        ttl_ms,
+                        expires_in_ms: None,
+                        version: lease.version,
+                        address: None,
+                        waiting,
+                        line,
+                        shares,
+                        permits,
+                    },
                     View::Held(lease) => RecordView {
                         name: key.name,
                         holder: Some(lease.holder),
@@ -335,6 +388,10 @@ impl Service {
                         expires_in_ms: Some(lease.expires_in_ms),
                         version: lease.version,
                         address,
+                        waiting,
+                        line,
+                        shares,
+                        permits,
                     },
                     other => RecordView {
                         name: key.name,
@@ -344,6 +401,10 @@ impl Service {
                         expires_in_ms: None,
                         version: other.version(),
                         address: None,
+                        waiting,
+                        line,
+                        shares,
+                        permits,
                     },
                 }
             })
@@ -397,9 +458,13 @@ impl Service {
         for _ in 0..CAS_ATTEMPTS {
             let stored = self.store.get(key).await?;
             let now = self.now();
+            // Decided on the line without the waiters judged dead, written
+            // over the version read: the write drops them.
+            let pruned = stored.as_ref().and_then(|v| self.prune_line(key, &v.record, now));
             let step = {
                 let mut judge = self.judge();
-                let current = stored.as_ref().map(|v| judge.observe(key, &v.record, v.version, now));
+                let current =
+                    stored.as_ref().map(|v| judge.observe(key, pruned.as_ref().unwrap_or(&v.record), v.version, now));
                 decide(current.as_ref(), now)
             };
             let (record, value) = match step {
@@ -412,6 +477,7 @@ impl Service {
                     // moment the store applied it, so the judge's expiry
                     // can only come early for others, never late.
                     self.judge().observe(key, &record, version, now);
+                    self.wrote_line(key, &record, now);
                     return Ok(Applied::Written { value, record, version, now });
                 }
                 Err(StoreError::Conflict) => continue,
@@ -421,15 +487,22 @@ impl Service {
         Err(ServiceError::Contended)
     }
 
-    /// Acquires (no token) or renews (with token) a lease.
     /// Refuses names the store cannot keep and leases longer than it can
-    /// guard before any call to it.
-    pub async fn claim(&self, key: &Key, request: &AcquireRequest) -> Result<ClaimResult, ServiceError> {
+    /// guard.
+    fn check_claim(&self, key: &Key, request: &AcquireRequest) -> Result<(), ServiceError> {
         self.check_name(key)?;
         let max_ms = self.store.max_ttl_ms();
         if request.ttl_ms > max_ms {
             return Err(ServiceError::TtlTooLong { ttl_ms: request.ttl_ms, store: self.store.name(), max_ms });
         }
+        Ok(())
+    }
+
+    /// Acquires (no token) or renews (with token) a lease.
+    /// Refuses names the store cannot keep and leases longer than it can
+    /// guard before any call to it.
+    pub async fn claim(&self, key: &Key, request: &AcquireRequest) -> Result<ClaimResult, ServiceError> {
+        self.check_claim(key, request)?;
         if let Some(gone) = self.check_session(key, request.session.as_deref()).await? {
             return Ok(ClaimResult::Refused(gone));
         }
@@ -439,6 +512,8 @@ impl Service {
             token: request.token,
             address: request.address.as_deref(),
             key: request.key.as_ref(),
+            shared: request.shared,
+            permits: request.permits,
         };
         let applied = self
             .apply(key, |current, now| match decide_claim(current, &claim, now) {
@@ -463,15 +538,20 @@ impl Service {
                     self.metrics.count(key.kind, Event::Expiry);
                 }
                 self.metrics.count(key.kind, event);
-                let expires_in = (now + record.ttl()).saturating_sub(self.now());
+                let expires_in = (now + request.ttl()).saturating_sub(self.now());
+                let token = request.token.unwrap_or(record.token);
+                let share = record.line.shares.iter().find(|s| request.shared && s.token == token);
                 Ok(ClaimResult::Granted(LeaseView {
                     name: key.name.clone(),
                     holder: request.holder.clone(),
-                    token: record.token,
-                    ttl_ms: record.ttl_ms,
+                    token,
+                    ttl_ms: request.ttl_ms,
                     version: view_version(version, false),
                     expires_in_ms: ms(expires_in),
-                    address: record.address,
+                    address: record.address.clone(),
+                    waiting: record.line.waiters.len() as u64,
+                    shared: share.is_some(),
+                    permit: share.and_then(|s| s.permit),
                 }))
             }
         }

@@ -165,14 +165,14 @@ async fn release(client: &Client, path: &str, request: &ReleaseRequest) -> (Stat
 async fn granted(client: &Client, kind: Kind, name: &str, req: &AcquireRequest) -> LeaseView {
     match client.claim(kind, name, req).await.unwrap() {
         Claimed::Granted(lease) => lease,
-        Claimed::Refused(c) => panic!("{req:?} refused: {c:?}"),
+        other => panic!("{req:?} not granted: {other:?}"),
     }
 }
 
 async fn refused(client: &Client, kind: Kind, name: &str, req: &AcquireRequest) -> mpsync_core::wire::ConflictView {
     match client.claim(kind, name, req).await.unwrap() {
         Claimed::Refused(c) => c,
-        Claimed::Granted(l) => panic!("{req:?} granted: {l:?}"),
+        other => panic!("{req:?} not refused: {other:?}"),
     }
 }
 
@@ -263,7 +263,8 @@ async fn a_stranger_with_holder_and_token_cannot_renew_or_release_a_keyed_lease(
         let conflict: ConflictView = refused.json().unwrap();
         assert_eq!((conflict.reason, conflict.holder.as_deref()), (ConflictReason::WrongKey, Some("w1")));
         answers.push(String::from_utf8_lossy(&refused.body).into_owned());
-        let request = ReleaseRequest { holder: seen.holder.clone(), token: seen.token, key: presented.cloned() };
+        let request =
+            ReleaseRequest { holder: seen.holder.clone(), token: seen.token, ticket: None, key: presented.cloned() };
         let (status, body) = release(&client, path, &request).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(serde_json::from_str::<ConflictView>(&body).unwrap().reason, ConflictReason::WrongKey);
@@ -282,7 +283,7 @@ async fn a_stranger_with_holder_and_token_cannot_renew_or_release_a_keyed_lease(
     for answer in &answers {
         assert!(!answer.contains(key.as_str()) && !answer.contains(digest.as_str()), "{answer}");
     }
-    let request = ReleaseRequest { holder: "w1".into(), token: lease.token, key: Some(key.clone()) };
+    let request = ReleaseRequest { holder: "w1".into(), token: lease.token, ticket: None, key: Some(key.clone()) };
     assert_eq!(release(&client, path, &request).await.0, StatusCode::NO_CONTENT);
     // Free again, and a lease taken without a key behaves as it always did.
     let plain = granted(&client, Kind::Lock, "guarded", &acquire("w2", 10_000)).await;
@@ -423,6 +424,7 @@ async fn thirty_two_clients_racing_for_one_lock_get_exactly_one_winner() {
             Claimed::Refused(c) => {
                 holders_named.insert(c.holder.unwrap());
             }
+            queued @ Claimed::Queued(_) => panic!("nobody asked to wait in line: {queued:?}"),
         }
     }
     assert_eq!(winners.len(), 1, "{winners:?}");
@@ -581,8 +583,24 @@ async fn bad_input_gets_its_documented_status_and_error() {
             "/v1/locks/ok",
             Some(r#"{"holder":"w"}"#.into()),
             400,
-            Some(ErrorCode::MalformedBody),
+            Some(ErrorCode::InvalidField),
             Some("token"),
+        ),
+        (
+            Method::DELETE,
+            "/v1/locks/ok",
+            Some(r#"{"holder":"w","token":3,"ticket":4}"#.into()),
+            400,
+            Some(ErrorCode::InvalidField),
+            Some("ticket"),
+        ),
+        (
+            Method::DELETE,
+            "/v1/elections/ok",
+            Some(r#"{"holder":"w","ticket":4}"#.into()),
+            400,
+            Some(ErrorCode::InvalidField),
+            Some("ticket"),
         ),
         (
             Method::DELETE,
@@ -819,7 +837,12 @@ async fn a_restarted_memory_elector_grants_nothing_an_old_holder_may_hold_and_to
     let Read::Held(shown) = client.read(Kind::Lock, "restart", None).await.unwrap() else { panic!("not held") };
     let placeholder = renew(&shown.holder, 60_000, shown.token);
     assert_eq!(refused(&client, Kind::Lock, "restart", &placeholder).await.reason, ConflictReason::WrongKey);
-    let end = ReleaseRequest { holder: placeholder.holder.clone(), token: placeholder.token.unwrap(), key: None };
+    let end = ReleaseRequest {
+        holder: placeholder.holder.clone(),
+        token: placeholder.token.unwrap(),
+        ticket: None,
+        key: None,
+    };
     assert_eq!(release(&client, "/v1/locks/restart", &end).await.0, StatusCode::CONFLICT);
     // A waiter is answered when the recovery ends, and then b gets the lock
     // with a token above every one granted before the crash.

@@ -111,11 +111,11 @@ fn every_error_code_and_conflict_reason_is_documented() {
     }
     let reasons = property_enum(&api, "Conflict", "reason");
     use ConflictReason::*;
-    let all = [Held, StaleToken, NotHeld, WrongKey, SessionGone];
+    let all = [Held, StaleToken, NotHeld, WrongKey, SessionGone, Queued, NotQueued, PermitsDiffer];
     for reason in all {
         // A reason added to the code stops this compiling until it is listed.
         match reason {
-            Held | StaleToken | NotHeld | WrongKey | SessionGone => {}
+            Held | StaleToken | NotHeld | WrongKey | SessionGone | Queued | NotQueued | PermitsDiffer => {}
         }
         let name = serde_json::to_value(reason).unwrap();
         assert!(reasons.iter().any(|r| r == name.as_str().unwrap()), "{name} missing");
@@ -136,9 +136,17 @@ fn request_bounds_match_the_core_constants() {
         (key.min_length, key.max_length),
         (Some(mpsync_core::wire::MIN_KEY_LEN), Some(mpsync_core::wire::MAX_KEY_LEN))
     );
-    // Every request that renews or releases may carry it.
-    for request in ["LockRequest", "ElectionRequest", "ReleaseRequest"] {
-        let SchemaKind::Type(Type::Object(object)) = &schema(&api, request).schema_kind else { panic!() };
-        assert!(object.properties.contains_key("key"), "{request} has no key");
+    // Every request that renews, releases or waits in line may carry it.
+    for request in ["LockRequest", "ElectionRequest", "ReleaseRequest", "LockReleaseRequest"] {
+        let variants = match &schema(&api, request).schema_kind {
+            SchemaKind::OneOf { one_of } => {
+                one_of.iter().map(|v| if let ReferenceOr::Item(s) = v { s } else { panic!("{request}") }).collect()
+            }
+            _ => vec![schema(&api, request)],
+        };
+        for variant in variants {
+            let SchemaKind::Type(Type::Object(object)) = &variant.schema_kind else { panic!("{request}") };
+            assert!(object.properties.contains_key("key"), "{request} has no key");
+        }
     }
 }

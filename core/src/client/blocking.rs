@@ -160,14 +160,17 @@ enum State {
 /// ```ignore
 /// let mut acquire = Acquire::new(now(), timeout, ttl);
 /// loop {
-///     match acquire.next(&session, now(), None) {
+///     match acquire.next(&mut session, now(), None) {
 ///         Action::Attempt => acquire.attempted(try_acquire(), &mut session, now()),
 ///         Action::Wait(request) => {
 ///             let reply = send(&request);
 ///             acquire.waited(reply, retry_after, &mut session, now());
 ///         }
 ///         Action::SleepUntil(at) => sleep_until(at),
-///         Action::Done(result) => return result,
+///         Action::Done(result) => {
+///             if let Some(leave) = session.leave_line() { send(&leave); }
+///             return result;
+///         }
 ///     }
 /// }
 /// ```
@@ -184,27 +187,41 @@ impl Acquire {
         Acquire { blocking: Blocking::new(now, timeout, ttl), state: State::Attempt }
     }
 
-    /// What to do at `now`. A long-poll waits at most until the deadline,
-    /// and at most `cap` when the caller must be back sooner (to renew
-    /// other leases, for example).
-    pub fn next(&mut self, session: &Session, now: Duration, cap: Option<Duration>) -> Action {
+    /// What to do at `now`. A long-poll, or a wait in a lock's line,
+    /// lasts at most until the deadline, and at most `cap` when the caller
+    /// must be back sooner (to renew other leases, for example).
+    ///
+    /// A lock is acquired in its line (see `mpsync_core::line`): each
+    /// attempt keeps the holder's place and parks on the elector for up to
+    /// a third of the TTL (so the place is refreshed well within it) until
+    /// the lock is handed over; when the call gives up, send
+    /// [`Session::leave_line`].
+    pub fn next(&mut self, session: &mut Session, now: Duration, cap: Option<Duration>) -> Action {
+        let left = self.blocking.deadline().saturating_sub(now);
+        let slice = cap.map_or(left, |cap| left.min(cap)).max(MIN_SLICE);
         match &self.state {
-            State::Attempt => Action::Attempt,
-            State::Wait => {
-                let left = self.blocking.deadline().saturating_sub(now);
-                let slice = cap.map_or(left, |cap| left.min(cap)).max(MIN_SLICE);
-                Action::Wait(session.wait_request(slice))
-            }
-            State::Sleep(at) if now >= *at => Action::Attempt,
+            State::Attempt => self.attempt(session, slice),
+            State::Wait => Action::Wait(session.wait_request(slice)),
+            State::Sleep(at) if now >= *at => self.attempt(session, slice),
             State::Sleep(at) => Action::SleepUntil(*at),
             State::Done(result) => Action::Done(result.clone()),
         }
+    }
+
+    fn attempt(&self, session: &mut Session, slice: Duration) -> Action {
+        session.wait_in_line(slice.min(self.blocking.ttl / 3).min(super::POLL_SLICE));
+        Action::Attempt
     }
 
     /// The outcome of the attempt asked for by [`Action::Attempt`].
     pub fn attempted(&mut self, result: Result<Held, Error>, session: &mut Session, now: Duration) {
         self.state = match result {
             Ok(held) => State::Done(Ok(held)),
+            // Waiting in line: the attempt itself waited; go again.
+            Err(Error::HeldBy(_)) if session.in_line() => {
+                self.blocking.waited();
+                if now >= self.blocking.deadline() { State::Done(Err(Error::Timeout)) } else { State::Attempt }
+            }
             Err(error) => match self.blocking.after(error, now, session.draw()) {
                 Then::Report(error) => State::Done(Err(error)),
                 Then::RetryAt(at) => State::Sleep(at),
@@ -305,12 +322,12 @@ mod tests {
         let mut now = Duration::ZERO;
         let mut pauses = Vec::new();
         for _ in 0..5 {
-            assert_eq!(a.next(&s, now, None), Action::Attempt);
+            assert_eq!(a.next(&mut s, now, None), Action::Attempt);
             a.attempted(Err(Error::HeldBy("other".into())), &mut s, now);
-            let Action::Wait(request) = a.next(&s, now, None) else { panic!("a held lock is waited on") };
+            let Action::Wait(request) = a.next(&mut s, now, None) else { panic!("a held lock is waited on") };
             assert!(request.path.starts_with("/v1/locks/db?wait="), "{}", request.path);
             a.waited(Ok((429, br#"{"error":"unavailable","message":"too many long-polls"}"#)), None, &mut s, now);
-            let Action::SleepUntil(at) = a.next(&s, now, None) else { panic!("a refused long-poll backs off") };
+            let Action::SleepUntil(at) = a.next(&mut s, now, None) else { panic!("a refused long-poll backs off") };
             pauses.push(at - now);
             now = at;
         }
@@ -320,9 +337,9 @@ mod tests {
             assert!(*pause >= MS * step / 2 && *pause <= MS * step, "{pauses:?}");
         }
         a.attempted(Err(Error::HeldBy("other".into())), &mut s, now);
-        let Action::Wait(_) = a.next(&s, now, None) else { panic!() };
+        let Action::Wait(_) = a.next(&mut s, now, None) else { panic!() };
         a.waited(Err("connection refused".into()), Some(MS * 3000), &mut s, now);
-        assert_eq!(a.next(&s, now, None), Action::SleepUntil(now + MS * 3000), "retry-after is honoured");
+        assert_eq!(a.next(&mut s, now, None), Action::SleepUntil(now + MS * 3000), "retry-after is honoured");
     }
 
     #[test]
@@ -330,12 +347,12 @@ mod tests {
         let mut s = session();
         let mut a = Acquire::new(Duration::ZERO, MS * 300, MS * 60_000);
         a.attempted(Err(Error::HeldBy("other".into())), &mut s, Duration::ZERO);
-        let Action::Wait(_) = a.next(&s, Duration::ZERO, None) else { panic!() };
+        let Action::Wait(_) = a.next(&mut s, Duration::ZERO, None) else { panic!() };
         a.waited(Ok((429, b"{}")), Some(MS * 1000), &mut s, MS * 10);
-        assert_eq!(a.next(&s, MS * 10, None), Action::SleepUntil(MS * 300));
-        assert_eq!(a.next(&s, MS * 300, None), Action::Attempt, "one last attempt at the deadline");
+        assert_eq!(a.next(&mut s, MS * 10, None), Action::SleepUntil(MS * 300));
+        assert_eq!(a.next(&mut s, MS * 300, None), Action::Attempt, "one last attempt at the deadline");
         a.attempted(Err(Error::HeldBy("other".into())), &mut s, MS * 300);
-        assert_eq!(a.next(&s, MS * 300, None), Action::Done(Err(Error::Timeout)));
+        assert_eq!(a.next(&mut s, MS * 300, None), Action::Done(Err(Error::Timeout)));
     }
 
     #[test]
@@ -343,16 +360,16 @@ mod tests {
         let mut s = session();
         let mut a = Acquire::new(Duration::ZERO, MS * 500, MS * 1000);
         a.attempted(Err(Error::HeldBy("other".into())), &mut s, Duration::ZERO);
-        let Action::Wait(request) = a.next(&s, MS * 100, Some(MS * 50)) else { panic!() };
+        let Action::Wait(request) = a.next(&mut s, MS * 100, Some(MS * 50)) else { panic!() };
         assert!(request.path.ends_with("timeout_ms=50"), "{}", request.path);
         let free = br#"{"error":"not_found","message":"free","version":3}"#;
         a.waited(Ok((404, free)), None, &mut s, MS * 200);
-        assert_eq!(a.next(&s, MS * 200, None), Action::Attempt);
+        assert_eq!(a.next(&mut s, MS * 200, None), Action::Attempt);
         a.attempted(Err(Error::HeldBy("other".into())), &mut s, MS * 200);
         a.waited(Ok((404, free)), None, &mut s, MS * 500);
-        assert_eq!(a.next(&s, MS * 500, None), Action::Done(Err(Error::Timeout)));
+        assert_eq!(a.next(&mut s, MS * 500, None), Action::Done(Err(Error::Timeout)));
         let mut b = Acquire::new(Duration::ZERO, MS * 500, MS * 1000);
         b.attempted(Err(Error::InvalidOption("ttl".into())), &mut s, Duration::ZERO);
-        assert_eq!(b.next(&s, Duration::ZERO, None), Action::Done(Err(Error::InvalidOption("ttl".into()))));
+        assert_eq!(b.next(&mut s, Duration::ZERO, None), Action::Done(Err(Error::InvalidOption("ttl".into()))));
     }
 }

@@ -7,7 +7,7 @@ use thiserror::Error;
 use super::POLL_GRACE;
 use super::error::{Error, Leader};
 use crate::wire::{
-    AcquireRequest, ConflictView, ErrorBody, ErrorCode, Kind, LeaseKey, LeaseView, ListView, ReleaseRequest,
+    AcquireRequest, ConflictView, ErrorBody, ErrorCode, Kind, LeaseKey, LeaseView, ListView, QueuedView, ReleaseRequest,
 };
 
 /// An HTTP method the protocol uses.
@@ -120,8 +120,15 @@ pub fn release_request(
     key: Option<&LeaseKey>,
     timeout: Duration,
 ) -> HttpRequest {
-    let body = ReleaseRequest { holder: holder.to_owned(), token, key: key.cloned() };
+    let body = ReleaseRequest { holder: holder.to_owned(), token, ticket: None, key: key.cloned() };
     HttpRequest { method: Method::Delete, path: path(kind, name), body: json_body(&body), timeout }
+}
+
+/// A `DELETE` that gives up the place `ticket` of `holder` in a lock's
+/// line, presenting the `key` it was taken with.
+pub fn leave_request(name: &str, holder: &str, ticket: u64, key: Option<&LeaseKey>, timeout: Duration) -> HttpRequest {
+    let body = ReleaseRequest { holder: holder.to_owned(), token: 0, ticket: Some(ticket), key: key.cloned() };
+    HttpRequest { method: Method::Delete, path: path(Kind::Lock, name), body: json_body(&body), timeout }
 }
 
 /// An answer the protocol does not expect.
@@ -185,12 +192,15 @@ pub enum Claimed {
     Granted(LeaseView),
     /// 409.
     Refused(ConflictView),
+    /// 202: waiting in line (a `PUT` with `"queue": true`).
+    Queued(QueuedView),
 }
 
 /// Decodes the answer to a `PUT`.
 pub fn decode_claim(status: u16, body: &[u8]) -> Result<Claimed, AnswerError> {
     match status {
         200 => json(status, body).map(Claimed::Granted),
+        202 => json(status, body).map(Claimed::Queued),
         409 => json(status, body).map(Claimed::Refused),
         _ => Err(unexpected(status, body)),
     }

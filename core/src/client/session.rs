@@ -5,8 +5,8 @@ use core::time::Duration;
 use super::POLL_SLICE;
 use super::error::{Error, Leader};
 use super::http::{
-    Claimed, HttpRequest, Read, claim_request, decode_claim, decode_release, path, read_request, rejection,
-    release_request,
+    Claimed, HttpRequest, Read, claim_request, decode_claim, decode_release, leave_request, path, read_request,
+    rejection, release_request,
 };
 use crate::lease::{Held, LeaseClient, LeaseConfig, Output, Request, RequestId, Response};
 use crate::wire::{AcquireRequest, ConflictReason, ConflictView, Kind, LeaseKey};
@@ -78,6 +78,13 @@ pub struct Session {
     /// the elector releases the lease at once when the holder's end of it
     /// closes.
     under: Option<String>,
+    /// Locks: the place held in the lock's line, from the last `202`.
+    ticket: Option<u64>,
+    /// Locks: make the next acquisition in line, parked up to this long.
+    line_wait: Option<Duration>,
+    /// The last attempt ended in line (a `202`, or a place that ran out):
+    /// the next one goes at once.
+    in_line: bool,
 }
 
 impl Session {
@@ -123,6 +130,9 @@ impl Session {
             rejected: None,
             release: None,
             under: None,
+            ticket: None,
+            line_wait: None,
+            in_line: false,
         })
     }
 
@@ -191,8 +201,35 @@ impl Session {
         self.refusal = None;
         self.failure = None;
         self.rejected = None;
+        self.in_line = false;
         self.machine.acquire(now).map_err(|e| Error::InvalidOption(e.to_string()))?;
         Ok(None)
+    }
+
+    /// Locks: makes the next acquisition wait its turn in the lock's line
+    /// (`"queue": true`), parked on the elector up to `wait` for the lock to
+    /// be handed over; a place taken before is kept. One acquisition only:
+    /// a single attempt ([`start_acquire`](Self::start_acquire) alone)
+    /// never queues. Ignored for elections.
+    pub fn wait_in_line(&mut self, wait: Duration) {
+        if self.kind == Kind::Lock {
+            self.line_wait = Some(wait);
+        }
+    }
+
+    /// The last attempt left this holder waiting in line (or its place ran
+    /// out): attempt again at once, with no long-poll.
+    pub fn in_line(&self) -> bool {
+        self.in_line
+    }
+
+    /// The `DELETE` that gives up the place held in line, if any: send it
+    /// when a blocking acquire gives up (a place not kept runs out after
+    /// the TTL, holding up the line until then).
+    pub fn leave_line(&mut self) -> Option<HttpRequest> {
+        self.in_line = false;
+        let ticket = self.ticket.take()?;
+        Some(leave_request(&self.name, &self.options.holder, ticket, Some(&self.key), self.request_timeout()))
     }
 
     /// Makes the claims from now on under the elector session `id` (or
@@ -237,7 +274,9 @@ impl Session {
         match (&self.refusal, &self.failure) {
             (Some(c), _) => Err(match (&c.holder, c.reason) {
                 (Some(holder), _) => Error::HeldBy(holder.clone()),
-                (None, ConflictReason::Held) => Error::HeldBy(String::new()),
+                (None, ConflictReason::Held | ConflictReason::Queued | ConflictReason::NotQueued) => {
+                    Error::HeldBy(String::new())
+                }
                 (None, _) => Error::NotHeld,
             }),
             (None, Some(failure)) => Err(Error::Unavailable(failure.clone())),
@@ -296,7 +335,12 @@ impl Session {
                 let body = AcquireRequest::new(&options.holder, options.ttl, token, options.address.as_deref())
                     .with_key(Some(&self.key))
                     .with_session(self.under.as_deref());
-                claim_request(kind, name, &body, timeout)
+                match self.line_wait.take() {
+                    Some(wait) if token.is_none() => {
+                        claim_request(kind, name, &body.in_line(self.ticket, wait), timeout + wait)
+                    }
+                    _ => claim_request(kind, name, &body, timeout),
+                }
             }
             Request::Release { token } => release_request(kind, name, &options.holder, token, Some(&self.key), timeout),
         };
@@ -338,6 +382,7 @@ impl Session {
         let (response, failure) = match reply.map(|(status, body)| decode_claim(status, body)) {
             Ok(Ok(Claimed::Granted(view))) => {
                 self.version = view.version;
+                self.ticket = None;
                 if self.kind == Kind::Election {
                     self.leader = Some(Leader::from(&view));
                 }
@@ -345,7 +390,25 @@ impl Session {
             }
             Ok(Ok(Claimed::Refused(conflict))) => {
                 self.version = conflict.version;
+                if conflict.reason == ConflictReason::NotQueued {
+                    // The place ran out (or its session ended): take a new one.
+                    self.ticket = None;
+                    self.in_line = true;
+                }
                 self.refusal = Some(conflict);
+                (Response::Refused, None)
+            }
+            Ok(Ok(Claimed::Queued(place))) => {
+                self.version = place.version;
+                self.ticket = Some(place.ticket);
+                self.in_line = true;
+                let waiting = ConflictView {
+                    holder: place.holder,
+                    expires_in_ms: 0,
+                    version: place.version,
+                    reason: ConflictReason::Held,
+                };
+                self.refusal = Some(waiting);
                 (Response::Refused, None)
             }
             Ok(Err(e)) => (Response::Failed, Some(format!("{} {e}", url()))),

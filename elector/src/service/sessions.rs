@@ -31,10 +31,24 @@ struct Granted {
     expires: Duration,
 }
 
-/// One open session: the names of the leases granted under it.
+/// A place in line under a session: the lock and ticket, who waits and
+/// with which key.
+type Place = ((Key, u64), (String, Option<LeaseKey>));
+
+/// Where a lease lives: the lock or election, and for a shared hold its
+/// token (a lock has one exclusive lease at a time, but many shared ones).
+type Slot = (Key, Option<u64>);
+
+/// What a closed session leaves to undo: its leases and its places.
+type Left = (Vec<(Key, Granted)>, Vec<Place>);
+
+/// One open session: the names of the leases granted under it, and the
+/// places in line taken under it.
 #[derive(Debug, Default)]
 struct Open {
-    names: HashSet<Key>,
+    names: HashSet<Slot>,
+    /// Places in line by lock and ticket: who waits, with which key.
+    waiting: HashMap<(Key, u64), (String, Option<LeaseKey>)>,
     /// Past this many names, those whose lease ran out are dropped, so a
     /// session that lives for days holds only what may still be live.
     prune_at: usize,
@@ -48,7 +62,7 @@ struct Inner {
     /// Every lease granted under an open session, by name, with its
     /// session: a name has one live lease at a time, so a newer grant
     /// replaces an older entry.
-    leases: HashMap<Key, (String, Granted)>,
+    leases: HashMap<Slot, (String, Granted)>,
 }
 
 /// The open sessions and the leases granted under them.
@@ -85,7 +99,7 @@ impl Sessions {
         if inner.open.len() >= self.max {
             return false;
         }
-        inner.open.insert(id.to_owned(), Open { names: HashSet::new(), prune_at: PRUNE_AT_LEAST });
+        inner.open.insert(id.to_owned(), Open { prune_at: PRUNE_AT_LEAST, ..Open::default() });
         self.count.send_modify(|n| *n += 1);
         true
     }
@@ -96,7 +110,7 @@ impl Sessions {
 
     /// Records a lease granted under session `id`; false if the session
     /// is not open (any more).
-    fn record(&self, id: &str, key: &Key, granted: Granted, now: Duration) -> bool {
+    fn record(&self, id: &str, key: &Slot, granted: Granted, now: Duration) -> bool {
         let mut guard = self.inner();
         let Inner { open, leases } = &mut *guard;
         let Some(session) = open.get_mut(id) else { return false };
@@ -123,7 +137,7 @@ impl Sessions {
 
     /// A claim that names no session: whatever lease of `key` a session
     /// held is no longer that session's to release.
-    fn detach(&self, key: &Key) {
+    fn detach(&self, key: &Slot) {
         let mut guard = self.inner();
         let Inner { open, leases } = &mut *guard;
         if let Some((id, _)) = leases.remove(key)
@@ -134,7 +148,7 @@ impl Sessions {
     }
 
     /// A lease released (a `DELETE`): nothing left to release for it.
-    fn released(&self, key: &Key, token: u64) {
+    fn released(&self, key: &Slot, token: u64) {
         let mut guard = self.inner();
         let Inner { open, leases } = &mut *guard;
         if leases.get(key).is_some_and(|(_, g)| g.token == token)
@@ -145,13 +159,31 @@ impl Sessions {
         }
     }
 
-    /// Ends session `id`: the leases granted under it, by name, or `None`
-    /// if it was not open. Call [`Sessions::ended`] once done with them.
-    fn close(&self, id: &str) -> Option<Vec<(Key, Granted)>> {
+    /// A place in line taken (or left, `holder` `None`) under session `id`.
+    fn waiting(&self, id: &str, key: &Key, ticket: u64, holder: Option<(&str, Option<&LeaseKey>)>) {
+        let mut inner = self.inner();
+        let Some(session) = inner.open.get_mut(id) else { return };
+        let at = (key.clone(), ticket);
+        match holder {
+            Some((holder, lease_key)) => {
+                session.waiting.insert(at, (holder.to_owned(), lease_key.cloned()));
+            }
+            None => {
+                session.waiting.remove(&at);
+            }
+        }
+    }
+
+    /// Ends session `id`: the leases granted under it, by name, and the
+    /// places in line taken under it, or `None` if it was not open. Call
+    /// [`Sessions::ended`] once done with them.
+    fn close(&self, id: &str) -> Option<Left> {
         let mut guard = self.inner();
         let Inner { open, leases } = &mut *guard;
         let session = open.remove(id)?;
-        Some(session.names.into_iter().filter_map(|name| leases.remove(&name).map(|(_, g)| (name, g))).collect())
+        let granted =
+            session.names.into_iter().filter_map(|name| leases.remove(&name).map(|(_, g)| (name.0, g))).collect();
+        Some((granted, session.waiting.into_iter().collect()))
     }
 
     /// A closed session is done releasing.
@@ -226,18 +258,51 @@ impl Service {
     /// taken over is refused, harmlessly); [`Ended::ByElector`] releases
     /// nothing. Returns how many leases were released.
     pub async fn end_session(&self, id: &str, how: Ended) -> usize {
-        let Some(leases) = self.sessions.close(id) else { return 0 };
+        let Some((leases, waiting)) = self.sessions.close(id) else { return 0 };
         self.metrics.set_sessions(self.sessions.len());
-        let released = if how == Ended::ByHolder { self.release_all(leases).await } else { 0 };
+        let released = if how == Ended::ByHolder {
+            // Places first: a lease released while its session's waiters
+            // still stand in line would be handed to one of them.
+            self.leave_all(waiting).await;
+            self.release_all(leases).await
+        } else {
+            0
+        };
         self.sessions.ended();
         released
+    }
+
+    /// Gives up `places` in line, each as a `DELETE` of its waiter would
+    /// (a lease handed over to one of them meanwhile is released with it).
+    async fn leave_all(&self, places: Vec<Place>) {
+        let leaves = places.into_iter().map(|((key, ticket), (holder, lease_key))| async move {
+            let request = ReleaseRequest { holder, token: 0, ticket: Some(ticket), key: lease_key };
+            if let Err(e) = self.leave(&key, &request).await {
+                tracing::warn!(error = %e, name = %key.name, "leaving the line for a closed session");
+            }
+        });
+        futures::future::join_all(leaves).await;
+    }
+
+    /// Records (or, `holder` `None`, forgets) a place in line under `session`.
+    pub(super) fn record_waiting(
+        &self,
+        session: Option<&str>,
+        key: &Key,
+        ticket: u64,
+        holder: Option<(&str, Option<&LeaseKey>)>,
+    ) {
+        if let Some(id) = session {
+            self.sessions.waiting(id, key, ticket, holder);
+        }
     }
 
     /// Releases `leases`, each as a `DELETE` of its holder would; how many
     /// were.
     async fn release_all(&self, leases: Vec<(Key, Granted)>) -> usize {
         let releases = leases.into_iter().map(|(key, granted)| async move {
-            let request = ReleaseRequest { holder: granted.holder, token: granted.token, key: granted.key };
+            let request =
+                ReleaseRequest { holder: granted.holder, token: granted.token, ticket: None, key: granted.key };
             match self.release(&key, &request).await {
                 Ok(ReleaseResult::Released) => {
                     self.metrics.count(key.kind, Event::SessionRelease);
@@ -290,16 +355,17 @@ impl Service {
         token: u64,
         expires: Duration,
     ) -> Result<Option<ConflictView>, ServiceError> {
+        let slot = (key.clone(), request.shared.then_some(token));
         let Some(id) = request.session.as_deref() else {
-            self.sessions.detach(key);
+            self.sessions.detach(&slot);
             return Ok(None);
         };
         let granted = Granted { holder: request.holder.clone(), token, key: request.key.clone(), expires };
-        if self.sessions.record(id, key, granted, self.now()) {
+        if self.sessions.record(id, &slot, granted, self.now()) {
             return Ok(None);
         }
         if fresh {
-            let undo = ReleaseRequest { holder: request.holder.clone(), token, key: request.key.clone() };
+            let undo = ReleaseRequest { holder: request.holder.clone(), token, ticket: None, key: request.key.clone() };
             self.release(key, &undo).await?;
         }
         Ok(Some(self.session_gone(key).await?))
@@ -308,7 +374,8 @@ impl Service {
     /// A lease released by its holder: its session has nothing left to
     /// release for it.
     pub(super) fn forget_released(&self, key: &Key, token: u64) {
-        self.sessions.released(key, token);
+        self.sessions.released(&(key.clone(), None), token);
+        self.sessions.released(&(key.clone(), Some(token)), token);
     }
 
     async fn session_gone(&self, key: &Key) -> Result<ConflictView, ServiceError> {
@@ -330,6 +397,11 @@ mod tests {
         Key { kind: Kind::Lock, name: name.into() }
     }
 
+    /// The exclusive lease of `name`.
+    fn slot(name: &str) -> Slot {
+        (key(name), None)
+    }
+
     fn granted(token: u64, expires: Duration) -> Granted {
         Granted { holder: "h".into(), token, key: None, expires }
     }
@@ -340,15 +412,24 @@ mod tests {
         assert!(sessions.open("a") && sessions.open("b"));
         assert!(!sessions.open("c"), "past the cap");
         let s = Duration::from_secs(1);
-        assert!(sessions.record("a", &key("x"), granted(1, 10 * s), s));
-        assert!(sessions.record("a", &key("y"), granted(2, 10 * s), s));
-        assert!(!sessions.record("c", &key("z"), granted(3, 10 * s), s), "no such session");
-        sessions.released(&key("y"), 2);
+        assert!(sessions.record("a", &slot("x"), granted(1, 10 * s), s));
+        assert!(sessions.record("a", &slot("y"), granted(2, 10 * s), s));
+        assert!(!sessions.record("c", &slot("z"), granted(3, 10 * s), s), "no such session");
+        sessions.released(&slot("y"), 2);
         // x changed hands to a lease under b: a's close leaves it alone.
-        assert!(sessions.record("b", &key("x"), granted(4, 10 * s), s));
-        assert!(sessions.close("a").unwrap().is_empty());
-        let b: Vec<u64> = sessions.close("b").unwrap().into_iter().map(|(_, g)| g.token).collect();
-        assert_eq!(b, [4]);
+        assert!(sessions.record("b", &slot("x"), granted(4, 10 * s), s));
+        // Shared holds of one lock are each the session's own.
+        assert!(sessions.record("b", &(key("sem"), Some(5)), granted(5, 10 * s), s));
+        assert!(sessions.record("b", &(key("sem"), Some(6)), granted(6, 10 * s), s));
+        sessions.waiting("b", &key("w"), 7, Some(("b1", None)));
+        sessions.waiting("b", &key("w"), 8, Some(("b2", None)));
+        sessions.waiting("b", &key("w"), 7, None);
+        assert!(sessions.close("a").unwrap().0.is_empty());
+        let (leases, places) = sessions.close("b").unwrap();
+        let mut tokens: Vec<_> = leases.into_iter().map(|(_, g)| g.token).collect();
+        tokens.sort_unstable();
+        assert_eq!(tokens, [4, 5, 6]);
+        assert_eq!(places, [((key("w"), 8), ("b2".to_owned(), None))], "only the place still taken");
         assert_eq!(sessions.inner().leases.len(), 0);
         assert!(!sessions.is_open("b"));
     }
@@ -361,7 +442,7 @@ mod tests {
         for i in 0..10_000u64 {
             // Each lease runs out a second after it was granted.
             let now = Duration::from_secs(i);
-            assert!(sessions.record("a", &key(&format!("n{i}")), granted(i + 1, now + s), now));
+            assert!(sessions.record("a", &slot(&format!("n{i}")), granted(i + 1, now + s), now));
         }
         let inner = sessions.inner();
         let (names, leases) = (inner.open["a"].names.len(), inner.leases.len());

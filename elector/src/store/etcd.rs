@@ -32,6 +32,7 @@ use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
+use mpsync_core::line::Line;
 use mpsync_core::record::KeyDigest;
 use mpsync_core::{Kind, Record};
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,9 @@ struct Stored {
     /// Absent in values written before keys existed: they read as keyless.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_sha256: Option<KeyDigest>,
+    /// A lock's waiters in line; absent when it never had any.
+    #[serde(default, skip_serializing_if = "Line::is_empty")]
+    line: Line,
 }
 
 /// Calls made to etcd, for `/metrics` and the benchmark.
@@ -240,13 +244,19 @@ impl EtcdStore {
             ))
         })?;
         let version = u64::try_from(mod_revision).unwrap_or(0);
-        let record = Record {
+        let mut record = Record {
             holder: stored.holder,
-            token: stored.token.unwrap_or(version),
+            token: stored.token.unwrap_or(0),
             ttl_ms: stored.ttl_ms,
             address: stored.address,
             key_sha256: stored.key_sha256,
+            line: stored.line,
         };
+        if stored.token.is_none() {
+            // Minted by the write that stored it: its revision (a shared
+            // hold granted by it is stored with token 0 for the same).
+            record.retoken(version);
+        }
         Ok(Versioned::new(record, version))
     }
 
@@ -264,6 +274,15 @@ impl EtcdStore {
             address: record.address.clone(),
             token: (!changes_hands).then_some(record.token),
             key_sha256: record.key_sha256.clone(),
+            line: {
+                let mut stored = record.clone();
+                if changes_hands {
+                    // The token of this write is its revision, unknown
+                    // until it is written: 0 stands for it (see decode).
+                    stored.retoken(0);
+                }
+                stored.line
+            },
         };
         let value = serde_json::to_vec(&stored).map_err(|e| unavailable("encoding", e))?;
         let compare = match current {
@@ -287,8 +306,11 @@ impl EtcdStore {
         }
         let revision = response.header().map_or(0, |h| h.revision());
         let version = u64::try_from(revision).unwrap_or(0);
-        let token = if changes_hands { version } else { record.token };
-        Ok(Some(Versioned::new(Record { token, ..record.clone() }, version)))
+        let mut stored = record.clone();
+        if changes_hands {
+            stored.retoken(version);
+        }
+        Ok(Some(Versioned::new(stored, version)))
     }
 }
 
@@ -387,6 +409,12 @@ impl Store for EtcdStore {
 
     fn max_ttl_ms(&self) -> u64 {
         u64::try_from(self.config.lease_ttl.as_millis() / 2).unwrap_or(u64::MAX)
+    }
+
+    /// At most about 420 bytes per waiter, well within the 1.5 MiB etcd
+    /// accepts in one request by default.
+    fn max_waiters(&self) -> usize {
+        2_000
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Versioned>, StoreError> {

@@ -12,7 +12,10 @@
 //!   `sync.metaparticle.io/address` annotation an election leader's address,
 //!   and the `sync.metaparticle.io/key-sha256` annotation the SHA-256 digest
 //!   of the holder's key, if it acquired with one (never the key: anyone
-//!   who may read Leases sees annotations).
+//!   who may read Leases sees annotations). A fair lock's line of waiters
+//!   (holder, ticket, TTL, refresh mark, key digest, session id) is JSON in
+//!   the `sync.metaparticle.io/line` annotation; annotations hold 256 KiB
+//!   in all, so the store lets at most [`MAX_WAITERS`] wait for one lock.
 //! - The version is `metadata.resourceVersion`: writes are `create` (which
 //!   fails with 409 AlreadyExists if someone got there first) or `replace`
 //!   carrying the resourceVersion read (409 Conflict if it changed).
@@ -38,6 +41,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use mpsync_core::line::Line;
 use mpsync_core::record::KeyDigest;
 use mpsync_core::{Kind, Record};
 
@@ -54,6 +58,12 @@ pub const TTL_ANNOTATION: &str = "sync.metaparticle.io/ttl-ms";
 pub const ADDRESS_ANNOTATION: &str = "sync.metaparticle.io/address";
 /// Annotation with the SHA-256 digest (hex) of the holder's key.
 pub const KEY_DIGEST_ANNOTATION: &str = "sync.metaparticle.io/key-sha256";
+/// The most waiters one lock's line holds in a Lease: at most about 420
+/// bytes each (a holder name of 253 characters, a key digest, a session
+/// id), within the 256 KiB the API server allows annotations in all.
+pub const MAX_WAITERS: usize = 500;
+/// The annotation that holds a lock's line of waiters, as JSON.
+pub const LINE_ANNOTATION: &str = "sync.metaparticle.io/line";
 /// The longest Kubernetes object name.
 const MAX_OBJECT_NAME: usize = 253;
 
@@ -195,6 +205,12 @@ impl KubernetesStore {
             ttl_ms,
             address: annotations.get(ADDRESS_ANNOTATION).cloned(),
             key_sha256: annotations.get(KEY_DIGEST_ANNOTATION).cloned().map(KeyDigest::from_stored),
+            line: match annotations.get(LINE_ANNOTATION) {
+                None => Line::default(),
+                Some(json) => serde_json::from_str(json).map_err(|e| {
+                    StoreError::Unavailable(format!("Lease {name}: annotation {LINE_ANNOTATION} is not a line: {e}"))
+                })?,
+            },
         };
         // Carried with the version read, so a renewal over it keeps it.
         let acquired_at = spec.acquire_time.map(|at| at.0.into());
@@ -219,6 +235,10 @@ impl KubernetesStore {
         }
         if let Some(digest) = &record.key_sha256 {
             annotations.insert(KEY_DIGEST_ANNOTATION.to_owned(), digest.as_str().to_owned());
+        }
+        if !record.line.is_empty() {
+            let json = serde_json::to_string(&record.line).map_err(|e| unavailable("encoding", e))?;
+            annotations.insert(LINE_ANNOTATION.to_owned(), json);
         }
         let labels = BTreeMap::from([
             (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
@@ -293,6 +313,10 @@ async fn watch_leases(leases: Api<Lease>, changes: Arc<Changes>) {
 impl Store for KubernetesStore {
     fn name(&self) -> &'static str {
         "kubernetes"
+    }
+
+    fn max_waiters(&self) -> usize {
+        MAX_WAITERS
     }
 
     fn check_name(&self, key: &Key) -> Result<(), NameRefused> {

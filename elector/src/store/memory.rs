@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mpsync_core::line::Line;
 use mpsync_core::record::KeyDigest;
 use mpsync_core::{Kind, Record};
 use tokio::sync::watch;
@@ -53,10 +54,17 @@ impl Entry {
         Entry { value: None, written_at: Instant::now(), changes: watch::channel(absent).0 }
     }
 
-    /// Someone holds it with a lease that has not run out at `now`.
+    /// Someone holds it (exclusive or shared) with a lease that has not run
+    /// out at `now`, or waits in line with a place that has not (a renewal
+    /// or refresh writes the record, so each lasts at most its TTL past the
+    /// last write).
     fn live(&self, now: Instant) -> bool {
         self.value.as_ref().is_some_and(|v| {
-            v.record.holder.is_some() && now < self.written_at + Duration::from_millis(v.record.ttl_ms)
+            let holder = v.record.holder.is_some() && now < self.written_at + Duration::from_millis(v.record.ttl_ms);
+            let line = &v.record.line;
+            holder
+                || line.waiters.iter().any(|w| now < self.written_at + w.ttl())
+                || line.shares.iter().any(|s| now < self.written_at + s.ttl())
         })
     }
 
@@ -229,6 +237,7 @@ impl Inner {
             // Nobody can name the leases this stands for: it only runs
             // out, whoever reads its holder and token.
             key_sha256: Some(KeyDigest::unmatchable()),
+            line: Line::default(),
         };
         let stored = Versioned::new(record, version);
         let entry = self.entry(key);
@@ -285,7 +294,7 @@ impl Store for MemoryStore {
         if current.is_none() {
             // A new record: its token is this write's version, above every
             // token minted before (see the module documentation).
-            record.token = version;
+            record.retoken(version);
         }
         let stored = Versioned::new(record, version);
         inner.last_version = version;
@@ -371,7 +380,10 @@ impl Drop for Forget<'_> {
         let mut inner = self.store.inner();
         // Our own receiver is still alive while this runs: allow one.
         let unneeded = inner.entries.get(self.key).is_some_and(|e| {
-            e.changes.receiver_count() <= 1 && e.value.as_ref().is_none_or(|v| v.record.holder.is_none())
+            e.changes.receiver_count() <= 1
+                && e.value.as_ref().is_none_or(|v| {
+                    v.record.holder.is_none() && v.record.line.waiters.is_empty() && v.record.line.shares.is_empty()
+                })
         });
         if unneeded {
             inner.forget(self.key);
@@ -389,7 +401,14 @@ mod tests {
     }
 
     fn rec(holder: &str) -> Record {
-        Record { holder: Some(holder.into()), token: 1, ttl_ms: 1000, address: None, key_sha256: None }
+        Record {
+            holder: Some(holder.into()),
+            token: 1,
+            ttl_ms: 1000,
+            address: None,
+            key_sha256: None,
+            line: Line::default(),
+        }
     }
 
     #[tokio::test]

@@ -32,6 +32,10 @@ pub use etcd::EtcdStore;
 pub use kubernetes::KubernetesStore;
 pub use memory::MemoryStore;
 
+/// How many waiters a lock's line may hold, in a store with room for them
+/// (the memory store).
+pub const DEFAULT_MAX_WAITERS: usize = 10_000;
+
 /// Identifies one record: a lock or an election, by name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
@@ -136,6 +140,12 @@ pub trait Store: Send + Sync + 'static {
     /// The longest lease this store can guard, in milliseconds.
     fn max_ttl_ms(&self) -> u64 {
         mpsync_core::wire::MAX_TTL_MS
+    }
+
+    /// The most waiters one lock's line may hold here: each is written into
+    /// the record, so a store whose records are small holds fewer.
+    fn max_waiters(&self) -> usize {
+        DEFAULT_MAX_WAITERS
     }
 
     /// Reads a record; `None` if it was never written (or, in a store whose

@@ -167,7 +167,7 @@ impl Lease {
         loop {
             let t = now();
             let cap = next_due().map(|due| due.saturating_sub(t));
-            let action = acquire.next(&self.session.borrow(), t, cap);
+            let action = acquire.next(&mut self.session.borrow_mut(), t, cap);
             match action {
                 Action::Attempt => {
                     let result = self.try_acquire();
@@ -188,7 +188,15 @@ impl Lease {
                     monotonic_clock::subscribe_instant(until.as_nanos() as u64).block();
                     tick_all();
                 }
-                Action::Done(result) => return result,
+                Action::Done(result) => {
+                    // Gave up while in line: give the place up too, or it
+                    // holds up the line until it runs out.
+                    let leave = self.session.borrow_mut().leave_line();
+                    if let Some(leave) = leave {
+                        let _ = self.send(&leave);
+                    }
+                    return result;
+                }
             }
         }
     }

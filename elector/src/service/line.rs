@@ -1,0 +1,552 @@
+//! Fair locks on the elector: waiters in line (see `mpsync_core::line`).
+//!
+//! - [`Dates`] dates each waiter's refresh mark on this process's monotonic
+//!   clock, as the judge dates a lease, so a waiter nobody saw refresh its
+//!   place for its TTL is dropped by the next write ([`Service::apply`]
+//!   prunes the line before any decision).
+//! - A waiter's `PUT` parks on this elector until the lock is handed to it,
+//!   its wait is over, or the elector stops. A write by this elector wakes
+//!   only the waiter it handed the lock to and the new first in line
+//!   ([`Parked::nudge`]); the first in line also watches the store, for a
+//!   release through another elector, and every waiter wakes when a lease
+//!   or a place ahead of it may run out. So a release answers one parked
+//!   request, not every waiter's.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mpsync_core::line::{LeaveOutcome, Line, LineOutcome, Queue, decide_leave, decide_line};
+use mpsync_core::record::Claim;
+use mpsync_core::wire::{
+    AcquireRequest, ConflictView, LeaseView, MAX_LISTED_WAITERS, QueuedView, ReleaseRequest, ShareView, WaiterView,
+};
+use mpsync_core::{Current, Record};
+use tokio::sync::Notify;
+
+use super::{Applied, ClaimResult, ReleaseResult, Service, ServiceError, Step, conflict_view, ms, view_version};
+use crate::metrics::Event;
+use crate::store::Key;
+
+/// When this elector first saw each waiter's current refresh mark, and
+/// when it first saw the waiter at all.
+#[derive(Debug, Clone, Copy)]
+struct Dated {
+    mark: u64,
+    at: Duration,
+    since: Duration,
+    ttl: Duration,
+}
+
+/// How often [`Dates`] drops the lines of names it has not seen for long.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Waiters dated per lock.
+#[derive(Debug, Default)]
+pub(super) struct Dates {
+    lines: HashMap<Key, HashMap<u64, Dated>>,
+    last_sweep: Duration,
+}
+
+impl Dates {
+    /// Dates the waiters and shared holds of `line` (a mark first seen now
+    /// is dated now) and forgets those no longer in it; for each ticket,
+    /// whether it is still alive.
+    fn observe(&mut self, key: &Key, line: &Line, now: Duration) -> HashMap<u64, bool> {
+        self.sweep(now);
+        if line.waiters.is_empty() && line.shares.is_empty() {
+            self.lines.remove(key);
+            return HashMap::new();
+        }
+        let before = self.lines.remove(key).unwrap_or_default();
+        let entries = line.waiters.iter().map(|w| (w.ticket, w.refreshed, w.ttl()));
+        let entries = entries.chain(line.shares.iter().map(|s| (s.ticket, s.refreshed, s.ttl())));
+        let mut dated = HashMap::with_capacity(line.waiters.len() + line.shares.len());
+        let alive = entries
+            .map(|(ticket, mark, ttl)| {
+                let seen = before.get(&ticket);
+                let at = seen.filter(|d| d.mark == mark).map_or(now, |d| d.at);
+                let since = seen.map_or(now, |d| d.since);
+                dated.insert(ticket, Dated { mark, at, since, ttl });
+                (ticket, now < at + ttl)
+            })
+            .collect();
+        self.lines.insert(key.clone(), dated);
+        alive
+    }
+
+    /// When this elector first saw the current mark of `ticket`.
+    fn dated_at(&self, key: &Key, ticket: u64) -> Option<Duration> {
+        self.lines.get(key).and_then(|l| l.get(&ticket)).map(|d| d.at)
+    }
+
+    /// Drops the lines whose every waiter ran out long ago: a name nobody
+    /// reads again must not stay here for ever. A waiter dropped here and
+    /// seen again is dated anew, later: it lasts longer, never shorter.
+    fn sweep(&mut self, now: Duration) {
+        if now < self.last_sweep + SWEEP_EVERY {
+            return;
+        }
+        self.last_sweep = now;
+        self.lines.retain(|_, waiters| waiters.values().any(|d| now < d.at + d.ttl + SWEEP_EVERY));
+    }
+
+    /// True when the waiter holding `ticket` should write a new refresh
+    /// mark: this elector has not seen it refreshed within a quarter of its
+    /// TTL.
+    fn refresh_due(&self, key: &Key, ticket: u64, now: Duration) -> bool {
+        self.lines.get(key).and_then(|l| l.get(&ticket)).is_none_or(|d| now >= d.at + d.ttl / 4)
+    }
+
+    /// When the first `upto` waiters' places, or a shared hold, may run
+    /// out, the earliest.
+    fn earliest_expiry(&self, key: &Key, line: &Line, upto: usize) -> Option<Duration> {
+        let dated = self.lines.get(key)?;
+        let tickets = line.waiters.iter().take(upto).map(|w| w.ticket).chain(line.shares.iter().map(|s| s.ticket));
+        tickets.filter_map(|t| dated.get(&t)).map(|d| d.at + d.ttl).min()
+    }
+
+    /// How long the waiter with `ticket` has been seen in line.
+    fn waited(&self, key: &Key, ticket: u64, now: Duration) -> Option<Duration> {
+        self.lines.get(key).and_then(|l| l.get(&ticket)).map(|d| now.saturating_sub(d.since))
+    }
+
+    /// Locks with a line dated here, for `/metrics`.
+    pub(super) fn len(&self) -> usize {
+        self.lines.len()
+    }
+}
+
+/// The waiters' requests parked on this elector, by lock and ticket.
+#[derive(Debug, Default)]
+pub(super) struct Parked {
+    waiting: Mutex<HashMap<(Key, u64), Arc<Notify>>>,
+}
+
+/// A parked request's registration, undone when it ends.
+struct Registration<'a> {
+    parked: &'a Parked,
+    at: (Key, u64),
+    notify: Arc<Notify>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        mpsync_core::lock(&self.parked.waiting).remove(&self.at);
+    }
+}
+
+impl Parked {
+    fn register(&self, key: &Key, ticket: u64) -> Registration<'_> {
+        let notify = Arc::new(Notify::new());
+        let at = (key.clone(), ticket);
+        mpsync_core::lock(&self.waiting).insert(at.clone(), notify.clone());
+        Registration { parked: self, at, notify }
+    }
+
+    /// Wakes the waiter the lock was handed to and the first in line after
+    /// a write of `record` (a wake-up left for one not parked right now
+    /// waits for it).
+    fn nudge(&self, key: &Key, record: &Record) {
+        let newest_share = record.line.shares.iter().max_by_key(|s| s.token).map(|s| s.ticket);
+        let tickets = [record.line.granted, record.line.waiters.first().map(|w| w.ticket), newest_share];
+        if tickets.iter().all(Option::is_none) {
+            return;
+        }
+        let waiting = mpsync_core::lock(&self.waiting);
+        for ticket in tickets.into_iter().flatten() {
+            if let Some(notify) = waiting.get(&(key.clone(), ticket)) {
+                notify.notify_one();
+            }
+        }
+    }
+
+    /// Requests parked now, for `/metrics`.
+    pub(super) fn len(&self) -> usize {
+        mpsync_core::lock(&self.waiting).len()
+    }
+}
+
+/// A lock's line and shared holds as a view shows them.
+#[derive(Debug, Default)]
+pub(super) struct LineView {
+    /// How many wait, alive.
+    pub waiting: u64,
+    /// The first of them.
+    pub line: Vec<WaiterView>,
+    /// The first shared holds.
+    pub shares: Vec<ShareView>,
+    /// The newest shared hold: holder, token, TTL, permit, time left.
+    pub newest: Option<(String, u64, u64, Option<u32>, Duration)>,
+    /// Semaphores: the permits.
+    pub permits: Option<u32>,
+}
+
+/// The answer to a claim that waits in line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueResult {
+    /// The lock is the claimant's.
+    Granted(LeaseView),
+    /// The claimant holds a place in line.
+    Queued(QueuedView),
+    /// Refused (the ticket is not in line, a wrong key, a session gone).
+    Refused(ConflictView),
+}
+
+/// What a decision in [`Service::queue`] came to.
+enum Turn {
+    Granted {
+        took_over_expired: bool,
+        ticket: Option<u64>,
+    },
+    Holds {
+        lease: LeaseView,
+        dated_at: Duration,
+    },
+    Queued {
+        ticket: u64,
+        position: usize,
+        waiting: usize,
+        holder: Option<String>,
+        version: u64,
+        wake: Option<Duration>,
+    },
+    Full(usize),
+    Refused(ConflictView),
+}
+
+impl Service {
+    /// Removes the waiters and shared holds this elector judges dead from
+    /// `record`'s line: the record to decide on instead, or `None` if none
+    /// died.
+    pub(super) fn prune_line(&self, key: &Key, record: &Record, now: Duration) -> Option<Record> {
+        if record.line.waiters.is_empty() && record.line.shares.is_empty() {
+            if !record.line.is_empty() {
+                mpsync_core::lock(&self.line_dates).lines.remove(key);
+            }
+            return None;
+        }
+        let alive = mpsync_core::lock(&self.line_dates).observe(key, &record.line, now);
+        if alive.values().all(|a| *a) {
+            return None;
+        }
+        let mut pruned = record.clone();
+        mpsync_core::line::prune(&mut pruned.line, |ticket| alive.get(&ticket).copied().unwrap_or(true));
+        Some(pruned)
+    }
+
+    /// After this elector wrote `record` at `now`: dates its waiters' and
+    /// shared holders' marks and wakes the waiters the write concerns.
+    pub(super) fn wrote_line(&self, key: &Key, record: &Record, now: Duration) {
+        if record.line.is_empty() {
+            return;
+        }
+        mpsync_core::lock(&self.line_dates).observe(key, &record.line, now);
+        self.parked.nudge(key, record);
+    }
+
+    /// `record`'s line as judged now, the dead left out: how many wait, the
+    /// first [`MAX_LISTED_WAITERS`] of them, and the shared holds (as many).
+    pub(super) fn line_view(&self, key: &Key, record: &Record, now: Duration) -> LineView {
+        if record.line.waiters.is_empty() && record.line.shares.is_empty() {
+            return LineView::default();
+        }
+        let alive = mpsync_core::lock(&self.line_dates).observe(key, &record.line, now);
+        let live = |ticket: &u64| alive.get(ticket).copied().unwrap_or(true);
+        let waiters: Vec<_> = record.line.waiters.iter().filter(|w| live(&w.ticket)).collect();
+        let line = waiters
+            .iter()
+            .take(MAX_LISTED_WAITERS)
+            .enumerate()
+            .map(|(position, w)| WaiterView {
+                holder: w.holder.clone(),
+                shared: w.shared,
+                ticket: w.ticket,
+                position: position as u64,
+            })
+            .collect();
+        let shares: Vec<_> = record.line.shares.iter().filter(|s| live(&s.ticket)).collect();
+        let newest = shares.iter().max_by_key(|s| s.token).map(|s| {
+            let expires_at = mpsync_core::lock(&self.line_dates).dated_at(key, s.ticket).unwrap_or(now) + s.ttl();
+            (s.holder.clone(), s.token, s.ttl_ms, s.permit, expires_at.saturating_sub(now))
+        });
+        LineView {
+            waiting: waiters.len() as u64,
+            line,
+            shares: shares
+                .iter()
+                .take(MAX_LISTED_WAITERS)
+                .map(|s| ShareView { holder: s.holder.clone(), token: s.token, permit: s.permit })
+                .collect(),
+            newest,
+            permits: record.line.permits,
+        }
+    }
+
+    /// A claim to have the lock, or to wait in line for it
+    /// (`"queue": true`): takes or keeps a place, waits up to
+    /// `request.wait_ms` for the lock to be handed over, and answers with the
+    /// lease or the place.
+    pub async fn queue(&self, key: &Key, request: &AcquireRequest) -> Result<QueueResult, ServiceError> {
+        self.check_claim(key, request)?;
+        if let Some(gone) = self.check_session(key, request.session.as_deref()).await? {
+            return Ok(QueueResult::Refused(gone));
+        }
+        let claim = Claim {
+            holder: &request.holder,
+            ttl_ms: request.ttl_ms,
+            token: None,
+            address: None,
+            key: request.key.as_ref(),
+            shared: request.shared,
+            permits: request.permits,
+        };
+        let arrived = self.now();
+        let deadline = tokio::time::Instant::now() + request.line_wait();
+        let max_waiters = self.store.max_waiters();
+        let mut ticket = request.ticket;
+        let mut registration = None;
+        let _waiting = self.metrics.waiting();
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            let refresh = ticket.is_none_or(|t| mpsync_core::lock(&self.line_dates).refresh_due(key, t, self.now()));
+            let queue = Queue { ticket, session: request.session.as_deref(), refresh, max_waiters };
+            let applied = self.apply(key, |current, now| self.take_turn(key, current, &claim, &queue, now)).await?;
+            let turn = match applied {
+                Applied::Answered(turn) => turn,
+                Applied::Written {
+                    value: Turn::Queued { ticket, position, waiting, holder, wake, .. },
+                    version,
+                    ..
+                } => Turn::Queued { ticket, position, waiting, holder, version: view_version(version, false), wake },
+                Applied::Written { value, record, version, now } => {
+                    if let Turn::Granted { took_over_expired, ticket } = value {
+                        if let Some(place) = ticket {
+                            self.record_waiting(request.session.as_deref(), key, place, None);
+                        }
+                        return self
+                            .granted_from_line(key, request, &record, version, now, took_over_expired, ticket)
+                            .await;
+                    }
+                    unreachable!("only a grant or a place is written")
+                }
+            };
+            let (place, position, version, wake) = match turn {
+                Turn::Refused(view) => {
+                    self.metrics.count(key.kind, Event::Conflict);
+                    return Ok(QueueResult::Refused(view));
+                }
+                Turn::Full(waiting) => return Err(ServiceError::LineFull { waiting }),
+                Turn::Holds { lease, dated_at } => {
+                    if let Some(place) = ticket {
+                        self.record_waiting(request.session.as_deref(), key, place, None);
+                    }
+                    return self.handed_over(key, request, lease, dated_at, arrived).await;
+                }
+                Turn::Granted { .. } => unreachable!("a grant is always written"),
+                Turn::Queued { ticket, position, waiting, holder, version, wake } => {
+                    let me = Some((request.holder.as_str(), request.key.as_ref()));
+                    self.record_waiting(request.session.as_deref(), key, ticket, me);
+                    let view = QueuedView {
+                        name: key.name.clone(),
+                        ticket,
+                        position: position as u64,
+                        waiting: waiting as u64,
+                        holder,
+                        version,
+                    };
+                    if tokio::time::Instant::now() >= deadline || *stopping.borrow_and_update() {
+                        return Ok(QueueResult::Queued(view));
+                    }
+                    (ticket, position, version, wake)
+                }
+            };
+            if ticket != Some(place) || registration.is_none() {
+                // Registered after the write that gave the place: look once
+                // more before parking, for a hand-over in between.
+                ticket = Some(place);
+                registration = Some(self.parked.register(key, place));
+                continue;
+            }
+            let Some(parked) = &registration else { continue };
+            let wake_at = wake.map_or(deadline, |at| {
+                deadline.min(tokio::time::Instant::now() + at.saturating_sub(self.now()) + Duration::from_millis(1))
+            });
+            let first = position == 0;
+            tokio::select! {
+                () = parked.notify.notified() => {}
+                () = tokio::time::sleep_until(wake_at) => {}
+                changed = self.store.wait_change(key, super::store_version(version)), if first => changed?,
+                _ = stopping.changed() => {}
+            }
+        }
+    }
+
+    /// The decision of one turn of [`Service::queue`].
+    fn take_turn(
+        &self,
+        key: &Key,
+        current: Option<&Current<'_>>,
+        claim: &Claim<'_>,
+        queue: &Queue<'_>,
+        now: Duration,
+    ) -> Step<Turn, Turn> {
+        match decide_line(current, claim, queue, now) {
+            LineOutcome::Granted { record, took_over_expired } => {
+                let ticket = record.line.granted;
+                Step::Write(record, Turn::Granted { took_over_expired, ticket })
+            }
+            LineOutcome::Holds { token } => {
+                let Some(c) = current else { unreachable!("a lock handed over has a record") };
+                let share = c.record.line.shares.iter().find(|s| s.token == token);
+                let (dated_at, ttl) = match share {
+                    Some(share) => {
+                        let dated = mpsync_core::lock(&self.line_dates).dated_at(key, share.ticket);
+                        (dated.unwrap_or(now), share.ttl())
+                    }
+                    None => (c.observed_at, c.record.ttl()),
+                };
+                let lease = LeaseView {
+                    name: key.name.clone(),
+                    holder: claim.holder.to_owned(),
+                    token,
+                    ttl_ms: ms(ttl),
+                    version: view_version(c.version, false),
+                    expires_in_ms: ms((dated_at + ttl).saturating_sub(now)),
+                    address: None,
+                    waiting: c.record.line.waiters.len() as u64,
+                    shared: share.is_some(),
+                    permit: share.and_then(|s| s.permit),
+                };
+                Step::Answer(Turn::Holds { lease, dated_at })
+            }
+            LineOutcome::Full { waiting } => Step::Answer(Turn::Full(waiting)),
+            LineOutcome::Refused(conflict) => {
+                let expired = current.is_some_and(|c| c.is_expired(now));
+                Step::Answer(Turn::Refused(conflict_view(conflict, expired)))
+            }
+            LineOutcome::Queued { record, ticket, position, waiting } => {
+                let line = record.as_ref().map_or_else(|| current.map(|c| &c.record.line), |r| Some(&r.line));
+                // Wake when the lease held, or a place ahead, may run out.
+                let holder_expiry = current.and_then(|c| c.live_holder(now).and(c.expires_at()));
+                let ahead = line.and_then(|l| mpsync_core::lock(&self.line_dates).earliest_expiry(key, l, position));
+                let wake = [holder_expiry, ahead].into_iter().flatten().min();
+                let holder = current.and_then(|c| c.live_holder(now)).map(str::to_owned);
+                let version = current.map_or(0, |c| view_version(c.version, c.is_expired(now)));
+                let turn = Turn::Queued { ticket, position, waiting, holder, version, wake };
+                match record {
+                    Some(record) => Step::Write(record, turn),
+                    None => Step::Answer(turn),
+                }
+            }
+        }
+    }
+
+    /// The claimant took the lock (from the front of the line, or with
+    /// nobody in it): the lease, recorded under its session.
+    #[allow(clippy::too_many_arguments)]
+    async fn granted_from_line(
+        &self,
+        key: &Key,
+        request: &AcquireRequest,
+        record: &Record,
+        version: u64,
+        now: Duration,
+        took_over_expired: bool,
+        ticket: Option<u64>,
+    ) -> Result<QueueResult, ServiceError> {
+        if let Some(gone) = self.record_grant(key, request, true, record.token, now + request.ttl()).await? {
+            return Ok(QueueResult::Refused(gone));
+        }
+        if took_over_expired {
+            self.metrics.count(key.kind, Event::Expiry);
+        }
+        self.metrics.count(key.kind, Event::Acquisition);
+        if let Some(waited) = ticket.and_then(|t| mpsync_core::lock(&self.line_dates).waited(key, t, now)) {
+            self.metrics.observe_lock_wait(waited);
+        }
+        let share = record.line.shares.iter().find(|s| s.token == record.token);
+        Ok(QueueResult::Granted(LeaseView {
+            name: key.name.clone(),
+            holder: request.holder.clone(),
+            token: record.token,
+            ttl_ms: request.ttl_ms,
+            version: view_version(version, false),
+            expires_in_ms: ms((now + request.ttl()).saturating_sub(self.now())),
+            address: None,
+            waiting: record.line.waiters.len() as u64,
+            shared: share.is_some(),
+            permit: share.and_then(|s| s.permit),
+        }))
+    }
+
+    /// The lock was handed to the claimant as `lease`, in a write this
+    /// elector first saw at `dated_at`. If that was before the request
+    /// arrived, the holder would count its lease from later than the
+    /// elector does: renew it first, so the count starts now for both.
+    async fn handed_over(
+        &self,
+        key: &Key,
+        request: &AcquireRequest,
+        lease: LeaseView,
+        dated_at: Duration,
+        arrived: Duration,
+    ) -> Result<QueueResult, ServiceError> {
+        if dated_at < arrived {
+            let renewal = AcquireRequest {
+                token: Some(lease.token),
+                queue: false,
+                ticket: None,
+                wait_ms: None,
+                ..request.clone()
+            };
+            return Ok(match self.claim(key, &renewal).await? {
+                ClaimResult::Granted(lease) => QueueResult::Granted(lease),
+                ClaimResult::Refused(view) => QueueResult::Refused(view),
+            });
+        }
+        let waited = request.ticket.and_then(|t| mpsync_core::lock(&self.line_dates).waited(key, t, self.now()));
+        let expires = self.now() + Duration::from_millis(lease.expires_in_ms);
+        if let Some(gone) = self.record_grant(key, request, true, lease.token, expires).await? {
+            return Ok(QueueResult::Refused(gone));
+        }
+        if let Some(waited) = waited {
+            self.metrics.observe_lock_wait(waited);
+        }
+        Ok(QueueResult::Granted(lease))
+    }
+
+    /// Gives up a place in line (`DELETE` with a ticket); a lease the lock
+    /// was handed over as is released with it.
+    pub async fn leave(&self, key: &Key, request: &ReleaseRequest) -> Result<ReleaseResult, ServiceError> {
+        let Some(ticket) = request.ticket else {
+            return self.release(key, request).await;
+        };
+        let (holder, lease_key) = (&request.holder, request.key.as_ref());
+        let applied = self
+            .apply(key, |current, now| match decide_leave(current, holder, ticket, lease_key, now) {
+                LeaveOutcome::NotFound => Step::Answer(ReleaseResult::NotFound),
+                LeaveOutcome::Refused(conflict) => {
+                    let expired = current.is_some_and(|c| c.is_expired(now));
+                    Step::Answer(ReleaseResult::Refused(conflict_view(conflict, expired)))
+                }
+                LeaveOutcome::Left { record, released } => Step::Write(record, released),
+            })
+            .await?;
+        Ok(match applied {
+            Applied::Answered(result) => {
+                if matches!(result, ReleaseResult::Refused(_)) {
+                    self.metrics.count(key.kind, Event::Conflict);
+                }
+                result
+            }
+            Applied::Written { value: released, .. } => {
+                if let Some(token) = released {
+                    self.forget_released(key, token);
+                    self.metrics.count(key.kind, Event::Release);
+                }
+                ReleaseResult::Released
+            }
+        })
+    }
+}
