@@ -1,7 +1,7 @@
 # metaparticle-sync: the two commands of the README, and the benchmarks.
 # Each target first runs scripts/setup.sh, which installs what is missing.
 
-.PHONY: setup demo test bench bench-instructions bench-failover chaos fuzz
+.PHONY: setup demo test bench bench-instructions bench-failover bench-fair chaos fuzz
 
 setup:
 	@scripts/setup.sh
@@ -20,6 +20,7 @@ bench: setup
 	cargo bench --locked -p elector --bench elector && \
 	cargo bench --locked -p elector --bench capacity && \
 	cargo bench --locked -p elector --bench churn && \
+	cargo bench --locked -p elector --bench fair && \
 	cargo bench --locked -p mpsync-e2e --bench host && \
 	cargo bench --locked -p envoy-e2e --bench envoy && \
 	cargo bench --locked -p envoy-e2e --bench failover && \
@@ -47,6 +48,16 @@ bench-instructions: setup
 bench-failover: setup
 	cargo build --locked --release --bins
 	cargo bench --locked -p mpsync-e2e --bench failover
+
+# Fair locks against today's race (memory store): 8 contenders re-locking
+# one lock (longest wait, Jain's index), 5,000 waiters parked on one lock
+# (release to the next grant, answers per release), a semaphore of 10
+# permits under 100 contenders against 10 plain locks; about 5 minutes.
+# Knobs: FAIR_SECONDS (60 per mode), FAIR_PARKED (5000), FAIR_RELEASES
+# (200), FAIR_RACE_RELEASES (20), FAIR_SEM_SECONDS (10 per row), FAIR_PARTS
+# (1 2 3).
+bench-fair: setup
+	cargo bench --locked -p elector --bench fair
 
 # The fault-injection history checker, long run: every store, real clients
 # (mpsync lock, the wasm app native and portable), random faults, and a

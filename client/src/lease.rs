@@ -148,6 +148,19 @@ impl Lease {
         Ok(Lease { shared, kind, name: name.to_owned(), options, renewer: Mutex::new(None), watcher: Mutex::new(None) })
     }
 
+    /// Locks: holds the lock shared, as one of any number of readers
+    /// (`permits` `None`) or one of `permits` holders of a counting
+    /// semaphore, instead of exclusively. Call it before acquiring.
+    pub fn hold_shared(self, permits: Option<u32>) -> Result<Lease, Error> {
+        lock(&self.shared.session).hold_shared(permits)?;
+        Ok(self)
+    }
+
+    /// Semaphores: which permit the lease held is (0-based).
+    pub fn permit(&self) -> Option<u32> {
+        lock(&self.shared.session).permit()
+    }
+
     /// The name.
     pub fn name(&self) -> &str {
         &self.name

@@ -52,6 +52,17 @@ async fn every_function_answers_as_documented(provider: Provider) {
     assert!(out.contains("invalid name: \"Bad_Name\": name contains 'B'"), "{out}");
 }
 
+/// Semaphores and read-write locks through `shared-lock`: permits, tokens
+/// growing per name, the waiter getting the permit given back, readers
+/// beside readers and never beside the writer.
+async fn shared_holds_answer_as_documented(provider: Provider) {
+    let elector = elector().await;
+    let mut p = probe(provider, &elector.url(), "shared", &[]);
+    let status = p.wait().await;
+    let out = p.output();
+    assert!(status.success() && out.contains("probe shared ok"), "{out}");
+}
+
 /// An unreachable elector is `unavailable`, naming the URL: at once for
 /// try-lock, after one TTL of retries for a blocking call however long it
 /// would wait.
@@ -182,6 +193,12 @@ macro_rules! suite {
             $(#[$ignore])?
             async fn every_function_answers_as_documented() {
                 super::every_function_answers_as_documented($variant).await;
+            }
+
+            #[tokio::test]
+            $(#[$ignore])?
+            async fn shared_holds_answer_as_documented() {
+                super::shared_holds_answer_as_documented($variant).await;
             }
 
             #[tokio::test]

@@ -95,6 +95,34 @@ async fn a_resignation_hands_over_at_once(provider: Provider, lang: &str) {
     assert_eq!(metric(&elector, "mpsync_releases_total{kind=\"election\"}").await, 1);
 }
 
+/// The SDKs' `SharedLock` (JavaScript, Python), as a semaphore of two: two
+/// examples hold permits 0 and 1 at once; a third waits, and gets the
+/// permit of the one killed, at once (its session closed).
+async fn two_sdk_examples_hold_a_semaphore_at_once(provider: Provider, lang: &str) {
+    let elector = elector().await;
+    let url = elector.url();
+    let args =
+        |id: &'static str| ["--id", id, "--permits", "2", "--hold-ms", "600000", "--ttl-ms", "60000", "--name", "pool"];
+    let example = format!("lock{lang}");
+    let mut a = app(provider, "a", &url, &example, &args("a"));
+    let first = a.expect_first_line("I have the lock!").await;
+    let mut b = app(provider, "b", &url, &example, &args("b"));
+    let second = b.expect_first_line("I have the lock!").await;
+    let permit =
+        |line: &str| line.split("permit ").nth(1).unwrap_or_else(|| panic!("no permit in {line}"))[..1].to_owned();
+    let mut both = [permit(&first), permit(&second)];
+    both.sort();
+    assert_eq!(both, ["0", "1"], "{first} / {second}");
+    let mut c = app(provider, "c", &url, &example, &args("c"));
+    c.expect_first_line("Attempting to lock").await;
+    a.signal_group("KILL");
+    let third = c.expect_line("I have the lock!").await;
+    assert_eq!(permit(&third), permit(&first), "the permit of the killed holder: {third}");
+    assert!(token(&third) > token(&second), "{second} / {third}");
+    b.signal_group("KILL");
+    c.signal_group("KILL");
+}
+
 /// The scenarios for one runtime and one language (`""`: the Rust
 /// examples, `"-js"`: the JavaScript ones, `"-py"`: the Python ones).
 macro_rules! on {
@@ -126,6 +154,22 @@ macro_rules! on {
 on!(rust_on_mpsync, testkit::proc::Provider::Portable, "");
 on!(rust_on_wasmtime, testkit::proc::Provider::Wasmtime, "");
 on!(rust_on_jco, testkit::proc::Provider::Jco, "");
+/// The SDKs' shared holds, for one runtime and one language.
+macro_rules! shared {
+    ($module:ident, $provider:expr, $lang:expr) => {
+        mod $module {
+            #[tokio::test]
+            async fn two_sdk_examples_hold_a_semaphore_at_once() {
+                super::two_sdk_examples_hold_a_semaphore_at_once($provider, $lang).await;
+            }
+        }
+    };
+}
+
+shared!(js_shared_native, testkit::proc::Provider::Native, "-js");
+shared!(js_shared_on_wasmtime, testkit::proc::Provider::Wasmtime, "-js");
+shared!(python_shared_native, testkit::proc::Provider::Native, "-py");
+shared!(python_shared_on_wasmtime, testkit::proc::Provider::Wasmtime, "-py");
 on!(js_native, testkit::proc::Provider::Native, "-js");
 on!(js_on_wasmtime, testkit::proc::Provider::Wasmtime, "-js");
 on!(python_native, testkit::proc::Provider::Native, "-py");

@@ -8,14 +8,18 @@
 //
 //   new Election('test', onLeader, onLost).run();   // campaigns for ever
 //
+//   new SharedLock('pool', onAcquired, onLost, { permits: 4 }).lock();  // one of 4
+//   new SharedLock('book', onAcquired, onLost).lock();   // a reader; a Lock is the writer
+//
 // A component has no background: the provider renews when the app calls
 // in. So this module owns the waiting. `sleep(ms)` (and `run()`) wait on
 // the leases' pollables and a timer together: every wake lets the provider
 // renew, and a lease found lost calls its onLost at once. Use `sleep`
 // where the seed used `setTimeout`.
 
-import { Lock as WitLock } from 'metaparticle:sync/lock@0.1.0';
-import { Election as WitElection } from 'metaparticle:sync/election@0.1.0';
+import { Lock as WitLock } from 'metaparticle:sync/lock@0.1.1';
+import { Election as WitElection } from 'metaparticle:sync/election@0.1.1';
+import { SharedLock as WitSharedLock } from 'metaparticle:sync/shared@0.1.1';
 import { poll } from 'wasi:io/poll@0.2.12';
 import { now, subscribeDuration, subscribeInstant } from 'wasi:clocks/monotonic-clock@0.2.12';
 
@@ -57,15 +61,16 @@ export function sleep(ms) {
 /** A named lock, as in the seed: `onAcquired` is called when `lock()` gets
  * it, `onLost` when it is lost (without one, the process exits). */
 export class Lock {
-  constructor(name, onAcquired, onLost, { ttlMs, holder } = {}) {
+  constructor(name, onAcquired, onLost, { ttlMs, holder } = {}, inner = undefined) {
     this.name = name;
     this.onAcquired = onAcquired || (() => {});
     this.onLost = onLost;
-    this.inner = new WitLock(name, options(ttlMs, holder));
+    this.inner = inner || new WitLock(name, options(ttlMs, holder));
     this.held = false;
   }
 
-  /** Blocks until the lock is held, then calls onAcquired. */
+  /** Blocks until the lock is held (waiting in line: waiters get it in the
+   * order they came), then calls onAcquired. */
   lock() {
     const lease = this.inner.lockWithin(FOREVER);
     this.held = true;
@@ -105,6 +110,22 @@ export class Lock {
         throw new Error(`lost the lock ${this.name}`);
       }
     }
+  }
+}
+
+/** A shared hold of a lock, with Lock's callbacks: one of any number of
+ * readers (no `permits`; a Lock of the same name is the writer, and waits
+ * for every reader), or one of `permits` holders of a counting semaphore.
+ * Each hold has its own lease and fencing token; `permit()` says which of
+ * a semaphore's permits it is. */
+export class SharedLock extends Lock {
+  constructor(name, onAcquired, onLost, { ttlMs, holder, permits } = {}) {
+    super(name, onAcquired, onLost, {}, new WitSharedLock(name, { ...options(ttlMs, holder), permits }));
+  }
+
+  /** Semaphores: which permit this hold is, while held. */
+  permit() {
+    return this.inner.permit();
   }
 }
 

@@ -10,5 +10,9 @@ def flag(name, default=None):
     return args[args.index(key) + 1] if key in args[:-1] else default
 
 
+def has(name):
+    return f"--{name}" in sys.argv
+
+
 def say(line):
     print(line, flush=True)

@@ -8,6 +8,9 @@ components (componentize-py, world `app` of ../../wit).
 
     Election("test", on_leader, on_lost).run()   # campaigns for ever
 
+    SharedLock("pool", on_acquired, on_lost, permits=4).lock()   # one of 4
+    SharedLock("book", on_acquired, on_lost).lock()   # a reader; a Lock is the writer
+
 A component has no background: the provider renews when the app calls in.
 So this module owns the waiting: `sleep` (and `run`) wait on the leases'
 pollables and a timer together; every wake lets the provider renew, and a
@@ -18,6 +21,7 @@ lease found lost calls its on_lost at once. Use `sleep` where the seed used
 from componentize_py_types import Err
 from wit_world.imports import election as wit_election
 from wit_world.imports import lock as wit_lock
+from wit_world.imports import shared as wit_shared
 from wit_world.imports import monotonic_clock, poll
 
 FOREVER = 2**64 - 1  # u64::MAX milliseconds
@@ -60,15 +64,16 @@ class Lock:
     `lock()` gets it, `on_lost()` when it is lost (without one, the
     program stops)."""
 
-    def __init__(self, name, on_acquired=None, on_lost=None, ttl_ms=None, holder=None):
+    def __init__(self, name, on_acquired=None, on_lost=None, ttl_ms=None, holder=None, inner=None):
         self.name = name
         self.on_acquired = on_acquired or (lambda lease: None)
         self.on_lost = on_lost
-        self.inner = wit_lock.Lock(name, wit_lock.LockOptions(ttl_ms=ttl_ms, holder=holder))
+        self.inner = inner or wit_lock.Lock(name, wit_lock.LockOptions(ttl_ms=ttl_ms, holder=holder))
         self.held = False
 
     def lock(self):
-        """Blocks until the lock is held, then calls on_acquired."""
+        """Blocks until the lock is held (waiting in line: waiters get it in
+        the order they came), then calls on_acquired."""
         try:
             lease = self.inner.lock_within(FOREVER)
         except Err as e:
@@ -102,6 +107,22 @@ class Lock:
             if self.on_lost is None:
                 raise SystemExit(f"lost the lock {self.name} and no on_lost handler was given")
             self.on_lost()
+
+
+class SharedLock(Lock):
+    """A shared hold of a lock, with Lock's callbacks: one of any number of
+    readers (no `permits`; a Lock of the same name is the writer, and waits
+    for every reader), or one of `permits` holders of a counting semaphore.
+    Each hold has its own lease and fencing token; `permit()` says which of
+    a semaphore's permits it is."""
+
+    def __init__(self, name, on_acquired=None, on_lost=None, ttl_ms=None, holder=None, permits=None):
+        options = wit_shared.SharedOptions(ttl_ms=ttl_ms, holder=holder, permits=permits)
+        super().__init__(name, on_acquired, on_lost, inner=wit_shared.SharedLock(name, options))
+
+    def permit(self):
+        """Semaphores: which permit this hold is, while held."""
+        return self.inner.permit()
 
 
 class Election:

@@ -1,9 +1,10 @@
 //! Host bindings generated from `wit/` (world `metaparticle:sync/client`).
 //!
 //! `wasi:io` maps onto wasmtime-wasi's own bindings so the pollables we hand
-//! out are the same `pollable` resource every WASI call understands; the two
-//! resources map onto [`LockHandle`](crate::leases::LockHandle) and
-//! [`ElectionHandle`](crate::leases::ElectionHandle).
+//! out are the same `pollable` resource every WASI call understands; the
+//! resources map onto [`LockHandle`](crate::leases::LockHandle),
+//! [`ElectionHandle`](crate::leases::ElectionHandle) and
+//! [`SharedHandle`](crate::leases::SharedHandle).
 
 #![allow(missing_docs)]
 
@@ -16,7 +17,8 @@ wasmtime::component::bindgen!({
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "metaparticle:sync/lock.lock": crate::leases::LockHandle,
         "metaparticle:sync/election.election": crate::leases::ElectionHandle,
+        "metaparticle:sync/shared.shared-lock": crate::leases::SharedHandle,
     },
 });
 
-pub use metaparticle::sync::{election, lock, types};
+pub use metaparticle::sync::{election, lock, shared, types};

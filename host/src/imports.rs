@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use wasmtime::component::{HasData, Resource, ResourceTable};
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 
-use crate::bindings::{election, lock, types};
-use crate::leases::{ElectionHandle, Handle, LockHandle, SyncCtx};
+use crate::bindings::{election, lock, shared, types};
+use crate::leases::{ElectionHandle, Handle, LockHandle, SharedHandle, SyncCtx};
 use mpsync_client::{Error as SyncError, Lease};
 
 /// What the imports may touch of a guest's store.
@@ -120,6 +120,7 @@ impl SyncView<'_> {
 impl types::Host for SyncView<'_> {}
 impl lock::Host for SyncView<'_> {}
 impl election::Host for SyncView<'_> {}
+impl shared::Host for SyncView<'_> {}
 
 fn lease_record(lease: &Lease) -> Option<types::Lease> {
     lease.held().map(|g| types::Lease {
@@ -130,14 +131,10 @@ fn lease_record(lease: &Lease) -> Option<types::Lease> {
     })
 }
 
-impl lock::HostLock for SyncView<'_> {
-    async fn new(&mut self, name: String, options: lock::LockOptions) -> wasmtime::Result<Resource<LockHandle>> {
-        let handle = self.ctx.open(Kind::Lock, &name, options.ttl_ms, options.holder, None);
-        Ok(self.table.push(handle)?)
-    }
-
-    async fn try_lock(&mut self, me: Resource<LockHandle>) -> wasmtime::Result<Result<types::Lease, types::Error>> {
-        let lease = match lease_of(self.table, &me)? {
+/// The calls `lock` and `shared-lock` have in common, on a handle of either.
+impl SyncView<'_> {
+    async fn try_lock_handle(&mut self, me: &Resource<Handle>) -> wasmtime::Result<Result<types::Lease, types::Error>> {
+        let lease = match lease_of(self.table, me)? {
             Ok(lease) => lease,
             Err(e) => return Ok(Err(to_wit(e))),
         };
@@ -149,12 +146,12 @@ impl lock::HostLock for SyncView<'_> {
             .map_err(to_wit))
     }
 
-    async fn lock_within(
+    async fn lock_handle_within(
         &mut self,
-        me: Resource<LockHandle>,
+        me: &Resource<Handle>,
         timeout_ms: u64,
     ) -> wasmtime::Result<Result<types::Lease, types::Error>> {
-        let lease = match lease_of(self.table, &me)? {
+        let lease = match lease_of(self.table, me)? {
             Ok(lease) => lease,
             Err(e) => return Ok(Err(to_wit(e))),
         };
@@ -162,16 +159,43 @@ impl lock::HostLock for SyncView<'_> {
         Ok(acquired.map(|_| lease_record(&lease)).and_then(|r| r.ok_or(SyncError::NotHeld)).map_err(to_wit))
     }
 
-    async fn unlock(&mut self, me: Resource<LockHandle>) -> wasmtime::Result<Result<(), types::Error>> {
-        let lease = match lease_of(self.table, &me)? {
+    async fn unlock_handle(&mut self, me: &Resource<Handle>) -> wasmtime::Result<Result<(), types::Error>> {
+        let lease = match lease_of(self.table, me)? {
             Ok(lease) => lease,
             Err(e) => return Ok(Err(to_wit(e))),
         };
         Ok(lease.release().await.map_err(to_wit))
     }
 
+    fn lease_of_handle(&self, me: &Resource<Handle>) -> wasmtime::Result<Option<types::Lease>> {
+        Ok(lease_of(self.table, me)?.ok().and_then(|l| lease_record(&l)))
+    }
+}
+
+impl lock::HostLock for SyncView<'_> {
+    async fn new(&mut self, name: String, options: lock::LockOptions) -> wasmtime::Result<Resource<LockHandle>> {
+        let handle = self.ctx.open(Kind::Lock, &name, options.ttl_ms, options.holder, None, None);
+        Ok(self.table.push(handle)?)
+    }
+
+    async fn try_lock(&mut self, me: Resource<LockHandle>) -> wasmtime::Result<Result<types::Lease, types::Error>> {
+        self.try_lock_handle(&me).await
+    }
+
+    async fn lock_within(
+        &mut self,
+        me: Resource<LockHandle>,
+        timeout_ms: u64,
+    ) -> wasmtime::Result<Result<types::Lease, types::Error>> {
+        self.lock_handle_within(&me, timeout_ms).await
+    }
+
+    async fn unlock(&mut self, me: Resource<LockHandle>) -> wasmtime::Result<Result<(), types::Error>> {
+        self.unlock_handle(&me).await
+    }
+
     async fn lease(&mut self, me: Resource<LockHandle>) -> wasmtime::Result<Option<types::Lease>> {
-        Ok(lease_of(self.table, &me)?.ok().and_then(|l| lease_record(&l)))
+        self.lease_of_handle(&me)
     }
 
     async fn subscribe(&mut self, me: Resource<LockHandle>) -> wasmtime::Result<Resource<DynPollable>> {
@@ -183,13 +207,52 @@ impl lock::HostLock for SyncView<'_> {
     }
 }
 
+impl shared::HostSharedLock for SyncView<'_> {
+    async fn new(&mut self, name: String, options: shared::SharedOptions) -> wasmtime::Result<Resource<SharedHandle>> {
+        let handle = self.ctx.open(Kind::Lock, &name, options.ttl_ms, options.holder, None, Some(options.permits));
+        Ok(self.table.push(handle)?)
+    }
+
+    async fn try_lock(&mut self, me: Resource<SharedHandle>) -> wasmtime::Result<Result<types::Lease, types::Error>> {
+        self.try_lock_handle(&me).await
+    }
+
+    async fn lock_within(
+        &mut self,
+        me: Resource<SharedHandle>,
+        timeout_ms: u64,
+    ) -> wasmtime::Result<Result<types::Lease, types::Error>> {
+        self.lock_handle_within(&me, timeout_ms).await
+    }
+
+    async fn unlock(&mut self, me: Resource<SharedHandle>) -> wasmtime::Result<Result<(), types::Error>> {
+        self.unlock_handle(&me).await
+    }
+
+    async fn lease(&mut self, me: Resource<SharedHandle>) -> wasmtime::Result<Option<types::Lease>> {
+        self.lease_of_handle(&me)
+    }
+
+    async fn permit(&mut self, me: Resource<SharedHandle>) -> wasmtime::Result<Option<u32>> {
+        Ok(lease_of(self.table, &me)?.ok().filter(|l| l.held().is_some()).and_then(|l| l.permit()))
+    }
+
+    async fn subscribe(&mut self, me: Resource<SharedHandle>) -> wasmtime::Result<Resource<DynPollable>> {
+        SyncView::subscribe(self, &me)
+    }
+
+    async fn drop(&mut self, rep: Resource<SharedHandle>) -> wasmtime::Result<()> {
+        self.drop_handle(rep).await
+    }
+}
+
 impl election::HostElection for SyncView<'_> {
     async fn new(
         &mut self,
         name: String,
         options: election::ElectionOptions,
     ) -> wasmtime::Result<Resource<ElectionHandle>> {
-        let handle = self.ctx.open(Kind::Election, &name, options.ttl_ms, options.candidate, options.address);
+        let handle = self.ctx.open(Kind::Election, &name, options.ttl_ms, options.candidate, options.address, None);
         if let Ok(lease) = &handle.lease {
             lease.watch_leader();
         }

@@ -29,6 +29,8 @@ pub struct Handle {
 pub type LockHandle = Handle;
 /// The host side of the `election` resource.
 pub type ElectionHandle = Handle;
+/// The host side of the `shared-lock` resource.
+pub type SharedHandle = Handle;
 
 /// How many handles a guest holds and how many leases it left behind, as
 /// [`SyncCtx::counts`] reports them.
@@ -66,7 +68,8 @@ impl SyncCtx {
         }
     }
 
-    /// A new handle on the lock or election `name` (sends nothing).
+    /// A new handle on the lock or election `name` (sends nothing); a lock
+    /// held shared with `share` (`Some(permits)`).
     pub fn open(
         &mut self,
         kind: Kind,
@@ -74,12 +77,18 @@ impl SyncCtx {
         ttl_ms: Option<u64>,
         holder: Option<String>,
         address: Option<String>,
+        share: Option<Option<u32>>,
     ) -> Handle {
         self.created += 1;
         let id = self.created;
         let holder = holder.unwrap_or_else(|| format!("{}-{id}", self.instance));
         let ttl = ttl_ms.map_or(DEFAULT_TTL, Duration::from_millis);
-        let lease = Lease::new(self.client.clone(), kind, name, Options { ttl, holder, address }).map(Arc::new);
+        let lease = Lease::new(self.client.clone(), kind, name, Options { ttl, holder, address })
+            .and_then(|lease| match share {
+                Some(permits) => lease.hold_shared(permits),
+                None => Ok(lease),
+            })
+            .map(Arc::new);
         let handle = match &lease {
             Ok(lease) => {
                 self.leases.insert(id, lease.clone());
@@ -152,7 +161,7 @@ mod tests {
     fn leases_that_outlived_their_handle_are_forgotten_once_gone_even_uncounted() {
         let mut ctx = SyncCtx::new("http://127.0.0.1:9", true, "test".into());
         let open = |ctx: &mut SyncCtx, name: &str| {
-            let handle = ctx.open(Kind::Lock, name, None, None, None);
+            let handle = ctx.open(Kind::Lock, name, None, None, None, None);
             // What a call still running on the handle keeps.
             let in_flight = handle.lease.as_ref().unwrap().clone();
             drop(ctx.close(handle));

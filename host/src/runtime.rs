@@ -81,7 +81,7 @@ pub enum RunError {
     CoreModule(String),
     /// A component that needs imports mpsync does not provide.
     #[error(
-        "{path} is a component of another world: {detail}. mpsync provides WASI 0.2 (wasi:cli/command), wasi:http and metaparticle:sync@0.1.0"
+        "{path} is a component of another world: {detail}. mpsync provides WASI 0.2 (wasi:cli/command), wasi:http and metaparticle:sync@0.1.1 (which serves components built against 0.1.0 too)"
     )]
     OtherWorld {
         /// The file.
@@ -160,6 +160,7 @@ impl Runtime {
         sync::types::add_to_linker::<_, HasSync>(&mut with_sync, view).map_err(|e| anyhow!("{e:#}"))?;
         sync::lock::add_to_linker::<_, HasSync>(&mut with_sync, view).map_err(|e| anyhow!("{e:#}"))?;
         sync::election::add_to_linker::<_, HasSync>(&mut with_sync, view).map_err(|e| anyhow!("{e:#}"))?;
+        sync::shared::add_to_linker::<_, HasSync>(&mut with_sync, view).map_err(|e| anyhow!("{e:#}"))?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.weak(), stop_ticker.clone());
@@ -186,6 +187,20 @@ impl Runtime {
             _ => return Err(RunError::NotWasm(shown)),
         }
         Component::new(&self.engine, &bytes).map_err(|e| RunError::OtherWorld { path: shown, detail: format!("{e:#}") })
+    }
+
+    /// The engine components are compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Checks that mpsync's own imports (WASI, wasi:http, metaparticle:sync)
+    /// satisfy every import of `component`, without running it.
+    pub fn links(&self, component: &Component) -> Result<(), RunError> {
+        self.with_sync
+            .instantiate_pre(component)
+            .map(drop)
+            .map_err(|e| RunError::OtherWorld { path: "the component".into(), detail: format!("{e:#}") })
     }
 
     /// Runs a `wasi:cli/command` component to completion. Returns its exit

@@ -85,6 +85,10 @@ pub struct Session {
     /// The last attempt ended in line (a `202`, or a place that ran out):
     /// the next one goes at once.
     in_line: bool,
+    /// Locks: held shared (a reader, or one of `permits`), not exclusive.
+    share: Option<Option<u32>>,
+    /// Semaphores: the permit of the lease held.
+    permit: Option<u32>,
 }
 
 impl Session {
@@ -133,6 +137,8 @@ impl Session {
             ticket: None,
             line_wait: None,
             in_line: false,
+            share: None,
+            permit: None,
         })
     }
 
@@ -204,6 +210,21 @@ impl Session {
         self.in_line = false;
         self.machine.acquire(now).map_err(|e| Error::InvalidOption(e.to_string()))?;
         Ok(None)
+    }
+
+    /// Locks: holds the lock shared instead of exclusively: as one of any
+    /// number of readers (`permits` `None`), or as one of `permits` holders
+    /// of a counting semaphore. Set it before the first acquisition.
+    pub fn hold_shared(&mut self, permits: Option<u32>) -> Result<(), Error> {
+        let check = AcquireRequest::new(&self.options.holder, self.options.ttl, None, None).shared(permits);
+        check.validate(self.kind).map_err(|e| Error::InvalidOption(format!("{}: {}", e.field, e.message)))?;
+        self.share = Some(permits);
+        Ok(())
+    }
+
+    /// Semaphores: which permit the lease held is (0-based).
+    pub fn permit(&self) -> Option<u32> {
+        self.permit
     }
 
     /// Locks: makes the next acquisition wait its turn in the lock's line
@@ -332,9 +353,12 @@ impl Session {
                     Request::Renew { token } => Some(token),
                     _ => None,
                 };
-                let body = AcquireRequest::new(&options.holder, options.ttl, token, options.address.as_deref())
+                let mut body = AcquireRequest::new(&options.holder, options.ttl, token, options.address.as_deref())
                     .with_key(Some(&self.key))
                     .with_session(self.under.as_deref());
+                if let Some(permits) = self.share {
+                    body = body.shared(permits);
+                }
                 match self.line_wait.take() {
                     Some(wait) if token.is_none() => {
                         claim_request(kind, name, &body.in_line(self.ticket, wait), timeout + wait)
@@ -383,6 +407,7 @@ impl Session {
             Ok(Ok(Claimed::Granted(view))) => {
                 self.version = view.version;
                 self.ticket = None;
+                self.permit = view.permit;
                 if self.kind == Kind::Election {
                     self.leader = Some(Leader::from(&view));
                 }

@@ -14,7 +14,7 @@ wit_bindgen::generate!({
     with: { "wasi:io/poll@0.2.12": wasip2::io::poll },
 });
 
-pub use metaparticle::sync::{election, lock, types};
+pub use metaparticle::sync::{election, lock, shared, types};
 
 use std::time::Duration;
 

@@ -66,19 +66,25 @@ fn next_due() -> Option<Duration> {
 }
 
 impl Lease {
+    /// A lease of the lock or election `name`; a lock held shared with
+    /// `share` (`Some(permits)`).
     pub fn open(
         kind: Kind,
         name: &str,
         ttl_ms: Option<u64>,
         holder: Option<String>,
         address: Option<String>,
+        share: Option<Option<u32>>,
     ) -> Result<Rc<Lease>, Error> {
         let holder = holder.unwrap_or_else(default_holder);
         let ttl = ttl_ms.map_or(DEFAULT_TTL, Duration::from_millis);
         let base = http::elector_url();
         let mut entropy = [0; ENTROPY_LEN];
         entropy.copy_from_slice(&wasip2::random::random::get_random_bytes(ENTROPY_LEN as u64));
-        let session = Session::new(&base, kind, name, Options { ttl, holder: holder.clone(), address }, &entropy)?;
+        let mut session = Session::new(&base, kind, name, Options { ttl, holder: holder.clone(), address }, &entropy)?;
+        if let Some(permits) = share {
+            session.hold_shared(permits)?;
+        }
         let lease = Rc::new(Lease {
             kind,
             name: name.to_owned(),
@@ -90,6 +96,11 @@ impl Lease {
         });
         LEASES.with(|l| l.borrow_mut().push(Rc::downgrade(&lease)));
         Ok(lease)
+    }
+
+    /// Semaphores: which permit the lease held is.
+    pub fn permit(&self) -> Option<u32> {
+        self.session.borrow().permit()
     }
 
     fn send(&self, request: &HttpRequest) -> Result<http::Reply, String> {

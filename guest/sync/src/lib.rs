@@ -1,6 +1,6 @@
 //! `sync-guest`: metaparticle:sync as a portable component.
 //!
-//! It exports `metaparticle:sync/lock` and `election`, implemented over
+//! It exports `metaparticle:sync/lock`, `election` and `shared`, implemented over
 //! `wasi:http` (to the elector named by `MPSYNC_ELECTOR`, default
 //! `http://127.0.0.1:13131`) and `wasi:clocks`, with `mpsync_core`'s lease
 //! state machine. Compose it into an app with `wac plug APP --plug
@@ -37,6 +37,7 @@ wit_bindgen::generate!({
 
 use exports::metaparticle::sync::election::{self as election, ElectionOptions};
 use exports::metaparticle::sync::lock::{self as lock, LockOptions};
+use exports::metaparticle::sync::shared::{self as shared, SharedOptions};
 use exports::metaparticle::sync::types::{Error, Leader as LeaderRecord, Lease as LeaseRecord};
 use wasip2::io::poll::Pollable;
 
@@ -67,6 +68,18 @@ impl Handle {
         })
     }
 
+    /// The `try-lock` of `lock` and `shared-lock`.
+    fn try_hold(&self) -> Result<LeaseRecord, Error> {
+        self.get()?.try_acquire().map_err(to_wit)?;
+        self.record().ok_or(Error::NotHeld)
+    }
+
+    /// The `lock-within` of `lock` and `shared-lock`.
+    fn hold_within(&self, timeout_ms: u64) -> Result<LeaseRecord, Error> {
+        self.get()?.acquire(Duration::from_millis(timeout_ms)).map_err(to_wit)?;
+        self.record().ok_or(Error::NotHeld)
+    }
+
     fn wake(&self) -> Pollable {
         match &self.0 {
             Ok(l) => l.next_wake(),
@@ -92,17 +105,15 @@ impl lock::Guest for Provider {
 
 impl lock::GuestLock for Handle {
     fn new(name: String, options: LockOptions) -> Self {
-        Handle(lease::Lease::open(Kind::Lock, &name, options.ttl_ms, options.holder, None))
+        Handle(lease::Lease::open(Kind::Lock, &name, options.ttl_ms, options.holder, None, None))
     }
 
     fn try_lock(&self) -> Result<LeaseRecord, Error> {
-        self.get()?.try_acquire().map_err(to_wit)?;
-        self.record().ok_or(Error::NotHeld)
+        self.try_hold()
     }
 
     fn lock_within(&self, timeout_ms: u64) -> Result<LeaseRecord, Error> {
-        self.get()?.acquire(Duration::from_millis(timeout_ms)).map_err(to_wit)?;
-        self.record().ok_or(Error::NotHeld)
+        self.hold_within(timeout_ms)
     }
 
     fn unlock(&self) -> Result<(), Error> {
@@ -119,13 +130,49 @@ impl lock::GuestLock for Handle {
     }
 }
 
+impl shared::Guest for Provider {
+    type SharedLock = Handle;
+}
+
+impl shared::GuestSharedLock for Handle {
+    fn new(name: String, options: SharedOptions) -> Self {
+        Handle(lease::Lease::open(Kind::Lock, &name, options.ttl_ms, options.holder, None, Some(options.permits)))
+    }
+
+    fn try_lock(&self) -> Result<LeaseRecord, Error> {
+        self.try_hold()
+    }
+
+    fn lock_within(&self, timeout_ms: u64) -> Result<LeaseRecord, Error> {
+        self.hold_within(timeout_ms)
+    }
+
+    fn unlock(&self) -> Result<(), Error> {
+        self.get()?.release().map_err(to_wit)
+    }
+
+    fn lease(&self) -> Option<LeaseRecord> {
+        lease::tick_all();
+        self.record()
+    }
+
+    fn permit(&self) -> Option<u32> {
+        self.record()?;
+        self.0.as_ref().ok()?.permit()
+    }
+
+    fn subscribe(&self) -> Pollable {
+        self.wake()
+    }
+}
+
 impl election::Guest for Provider {
     type Election = Handle;
 }
 
 impl election::GuestElection for Handle {
     fn new(name: String, options: ElectionOptions) -> Self {
-        Handle(lease::Lease::open(Kind::Election, &name, options.ttl_ms, options.candidate, options.address))
+        Handle(lease::Lease::open(Kind::Election, &name, options.ttl_ms, options.candidate, options.address, None))
     }
 
     fn campaign(&self, timeout_ms: u64) -> Result<LeaderRecord, Error> {

@@ -1,6 +1,7 @@
 //! The test app of the behaviour suite (`e2e/tests/behaviour.rs`), run the
 //! same way against both providers: `--mode api` calls every function of
-//! metaparticle:sync and checks the answers; `unavailable`, `gone` and
+//! metaparticle:sync and checks the answers (`--mode shared`: those of
+//! `shared-lock`); `unavailable`, `gone` and
 //! `follow` report what the app sees when the elector is unreachable, goes
 //! away mid-lease, or another candidate takes over; the other modes
 //! misbehave on purpose (trap, hog memory or CPU, busy-loop while holding a
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use sync_apps::election::{Election, ElectionOptions};
 use sync_apps::lock::{Lock, LockOptions};
+use sync_apps::shared::{SharedLock, SharedOptions};
 use sync_apps::types::Error;
 use sync_apps::{Flags, now, say, wait};
 
@@ -106,6 +108,56 @@ fn api(prefix: &str) {
     say("probe api ok");
 }
 
+fn shared_opts(id: &str, permits: Option<u32>) -> SharedOptions {
+    SharedOptions { ttl_ms: Some(2000), holder: Some(id.into()), permits }
+}
+
+/// Semaphores and read-write locks (`shared-lock`, new in 0.1.1): permits,
+/// tokens, waiting in line, a writer (`lock`) beside readers.
+fn shared(prefix: &str) {
+    let name = format!("{prefix}-pool");
+    let a = SharedLock::new(&name, &shared_opts("sem-a", Some(2)));
+    let b = SharedLock::new(&name, &shared_opts("sem-b", Some(2)));
+    let c = SharedLock::new(&name, &shared_opts("sem-c", Some(2)));
+    check(a.permit().is_none(), "permit() before holding is none");
+    let first = a.try_lock();
+    check(first.as_ref().is_ok_and(|l| l.holder == "sem-a"), "a shared try-lock acquires");
+    let second = b.try_lock();
+    check(
+        second.as_ref().is_ok_and(|l| l.token > first.as_ref().map_or(0, |f| f.token)),
+        "each holder its own, larger token",
+    );
+    let mut permits = [a.permit(), b.permit()];
+    permits.sort();
+    check(permits == [Some(0), Some(1)], "two holders, permits 0 and 1");
+    check(matches!(c.try_lock(), Err(Error::HeldBy(_))), "a third is held-by while both permits are held");
+    check(matches!(c.lock_within(50), Err(Error::Timeout)), "and times out waiting");
+    let writer = Lock::new(&name, &opts("sem-w", 2000));
+    check(matches!(writer.try_lock(), Err(Error::HeldBy(_))), "the exclusive lock is held-by beside shared holders");
+    let freed = a.permit();
+    let acquired = c.subscribe();
+    check(a.unlock().is_ok(), "a shared holder unlocks");
+    check(a.lease().is_none() && a.permit().is_none(), "lease() and permit() after unlock are none");
+    let third = c.lock_within(2000);
+    check(third.is_ok() && c.permit() == freed, "the waiter gets the permit given back");
+    check(wait(&acquired, Duration::from_secs(5)), "subscribe() is ready after the shared hold is acquired");
+    drop(acquired);
+    check(third.as_ref().is_ok_and(|l| l.token > second.as_ref().map_or(0, |s| s.token)), "tokens only grow per name");
+    check(b.unlock().is_ok() && c.unlock().is_ok(), "both unlock");
+    check(writer.lock_within(2000).is_ok(), "the writer gets it once every shared holder left");
+    let reader = SharedLock::new(&name, &shared_opts("reader", None));
+    check(
+        matches!(reader.try_lock(), Err(Error::HeldBy(ref h)) if h == "sem-w"),
+        "a reader is held-by beside the writer",
+    );
+    check(writer.unlock().is_ok(), "the writer unlocks");
+    let readers = [reader, SharedLock::new(&name, &shared_opts("reader-2", None))];
+    check(readers.iter().all(|r| r.try_lock().is_ok() && r.permit().is_none()), "readers share, with no permit");
+    let bad = SharedLock::new(&name, &shared_opts("zero", Some(0)));
+    check(matches!(bad.try_lock(), Err(Error::InvalidOption(_))), "0 permits is invalid-option");
+    say("probe shared ok");
+}
+
 fn main() {
     let flags = Flags::parse();
     let mode = flags.str("mode", "api");
@@ -113,6 +165,7 @@ fn main() {
     let ttl = flags.ms("ttl-ms", 1000).as_millis() as u64;
     match mode.as_str() {
         "api" => api(&name),
+        "shared" => shared(&name),
         "backoff" => {
             // Hold one lock while a blocking call on another backs off
             // (its long-polls refused): the first lock must be renewed

@@ -100,6 +100,9 @@ pub enum Command {
     /// MPSYNC_LOCK_DEADLINE_FILE (rewritten at every renewal): check it
     /// before acting, and pass the token to whatever you write to.
     ///
+    /// Waiters get the lock in the order they came (a fair lock): a
+    /// release hands it to the next waiter at once.
+    ///
     /// The lock is released when the command exits. The command never
     /// outlives the lease: it runs in a process group of its own under a
     /// watchdog process that sends SIGTERM at the deadline (or as soon as
@@ -129,6 +132,18 @@ pub enum Command {
         /// Holder id (default: HOSTNAME-PID).
         #[arg(long)]
         holder: Option<String>,
+        /// Hold the lock shared: as one of any number of readers of a
+        /// read-write lock (a plain `mpsync lock` is the writer: it waits
+        /// for every reader, and readers that come after a waiting writer
+        /// wait behind it).
+        #[arg(long)]
+        shared: bool,
+        /// Hold one of N permits of a counting semaphore (implies
+        /// --shared): at most N holders at once, each with its own fencing
+        /// token; the command also gets MPSYNC_LOCK_PERMIT (0 to N-1).
+        /// Every holder of the name must ask for the same N.
+        #[arg(long, value_name = "N")]
+        permits: Option<u32>,
         /// How long the command gets between SIGTERM and SIGKILL once the
         /// lock is lost. At most a tenth of the TTL, so that the command is
         /// gone well before another holder can get in (the elector grants
@@ -232,9 +247,11 @@ pub enum Command {
         command: Vec<String>,
     },
     /// List the locks and elections the elector keeps: name, holder (or
-    /// `-` when free), fencing token, time left on the lease and, for an
-    /// election, the leader's address. Reads every page of `GET /v1/locks`
-    /// and `GET /v1/elections`.
+    /// `-` when free; a lock held shared lists its holders, each semaphore
+    /// holder with its permit, `a[0] b[1] (2 of 3)`), fencing token, time
+    /// left on the lease, for an election the leader's address, and for a
+    /// lock who waits in line, next first (`2: b c*`; `*` waits to share).
+    /// Reads every page of `GET /v1/locks` and `GET /v1/elections`.
     Ls {
         #[command(flatten)]
         elector: ElectorArg,

@@ -31,12 +31,16 @@ pub async fn lock_command(
     client: Client,
     name: &str,
     options: Options,
+    share: Option<Option<u32>>,
     timeout: Option<Duration>,
     grace: Duration,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("finding the mpsync executable to run the watchdog")?;
-    let lease = Lease::new(client, Kind::Lock, name, options).map_err(|e| anyhow!("{e}"))?;
+    let mut lease = Lease::new(client, Kind::Lock, name, options).map_err(|e| anyhow!("{e}"))?;
+    if let Some(permits) = share {
+        lease = lease.hold_shared(permits).map_err(|e| anyhow!("{e}"))?;
+    }
     let wait = timeout.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
     let granted = match lease.acquire(wait).await {
         Ok(g) => g,
@@ -46,7 +50,12 @@ pub async fn lock_command(
         }
         Err(e) => return Err(anyhow!("lock {name}: {e}")),
     };
-    eprintln!("mpsync: holding lock {name} (fencing token {})", granted.token);
+    let permit = lease.permit();
+    match (share, permit) {
+        (None, _) => eprintln!("mpsync: holding lock {name} (fencing token {})", granted.token),
+        (Some(_), Some(p)) => eprintln!("mpsync: holding permit {p} of {name} (fencing token {})", granted.token),
+        (Some(_), None) => eprintln!("mpsync: holding lock {name} shared (fencing token {})", granted.token),
+    }
     // The session may have ended since the grant (the elector restarted):
     // then the lock is lost already, and the command must not start.
     if lease.held().is_none() {
@@ -63,7 +72,10 @@ pub async fn lock_command(
     let (mut watchdog, mut exit) = Watchdog::start(Launch {
         exe: &exe,
         command,
-        env: vec![("MPSYNC_LOCK_TOKEN".into(), granted.token.to_string()), ("MPSYNC_LOCK_NAME".into(), name.into())],
+        env: [("MPSYNC_LOCK_TOKEN".into(), granted.token.to_string()), ("MPSYNC_LOCK_NAME".into(), name.into())]
+            .into_iter()
+            .chain(permit.map(|p| ("MPSYNC_LOCK_PERMIT".into(), p.to_string())))
+            .collect(),
         grace,
         deadline: granted.valid_until,
         session: session.as_ref().map(|s| s.socket()),

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use mpsync_client::Client;
-use mpsync_core::wire::Kind;
+use mpsync_core::wire::{Kind, RecordView};
 
 use crate::cli::Listing;
 
@@ -20,7 +20,8 @@ pub async fn ls(url: &str, what: Option<Listing>, held: bool, page_size: u16, js
         let mut cursor = None;
         loop {
             let page = client.list(kind, usize::from(page_size), cursor.as_deref()).await?;
-            rows.extend(page.items.into_iter().filter(|r| !held || r.holder.is_some()).map(|r| (kind, r)));
+            let is_held = |r: &RecordView| r.holder.is_some() || !r.shares.is_empty();
+            rows.extend(page.items.into_iter().filter(|r| !held || is_held(r)).map(|r| (kind, r)));
             match page.next {
                 Some(next) => cursor = Some(next),
                 None => break,
@@ -35,23 +36,58 @@ pub async fn ls(url: &str, what: Option<Listing>, held: bool, page_size: u16, js
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = vec![["KIND", "NAME", "HOLDER", "TOKEN", "TIME LEFT", "ADDRESS"].map(String::from)];
+    let mut table = vec![["KIND", "NAME", "HOLDER", "TOKEN", "TIME LEFT", "ADDRESS", "WAITING"].map(String::from)];
     for (kind, r) in &rows {
         let left = r.expires_in_ms.map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
         table.push([
             kind.singular().to_owned(),
             r.name.clone(),
-            r.holder.clone().unwrap_or_else(|| "-".to_owned()),
+            holders(r),
             r.token.to_string(),
             left,
             r.address.clone().unwrap_or_else(|| "-".to_owned()),
+            waiting(r),
         ]);
     }
     let widths: Vec<usize> =
-        (0..6).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
+        (0..7).map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
     for row in &table {
         let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         println!("{}", cells.join("  ").trim_end());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exclusive holder; or the shared holders, each with its permit on a
+/// semaphore (`a[0] b[1] (2 of 3)`), readers marked `(shared)`.
+fn holders(r: &RecordView) -> String {
+    if let Some(holder) = &r.holder {
+        return holder.clone();
+    }
+    if r.shares.is_empty() {
+        return "-".to_owned();
+    }
+    let names: Vec<String> = r
+        .shares
+        .iter()
+        .map(|s| match s.permit {
+            Some(p) => format!("{}[{p}]", s.holder),
+            None => s.holder.clone(),
+        })
+        .collect();
+    match r.permits {
+        Some(n) => format!("{} ({} of {n})", names.join(" "), r.shares.len()),
+        None => format!("{} (shared)", names.join(" ")),
+    }
+}
+
+/// How many wait, and who, in order: `3: b c* d` (`*`: waits to share).
+fn waiting(r: &RecordView) -> String {
+    if r.waiting == 0 {
+        return "-".to_owned();
+    }
+    let names: Vec<String> =
+        r.line.iter().map(|w| if w.shared { format!("{}*", w.holder) } else { w.holder.clone() }).collect();
+    let more = if (r.line.len() as u64) < r.waiting { " …" } else { "" };
+    format!("{}: {}{more}", r.waiting, names.join(" "))
 }

@@ -70,12 +70,13 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             };
             run::run(&app, options, !no_cache).await
         }
-        Command::Lock { elector, session, ttl, timeout, holder, grace, name, command } => {
+        Command::Lock { elector, session, ttl, timeout, holder, shared, permits, grace, name, command } => {
             let holder = holder.unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
             let grace = lock::check_grace(grace, ttl)?;
             let options = Options { ttl, holder, address: None };
             let client = Client::new(&elector.elector).with_sessions(!session.no_session);
-            lock::lock_command(client, &name, options, timeout, grace, &command).await
+            let share = (shared || permits.is_some()).then_some(permits);
+            lock::lock_command(client, &name, options, share, timeout, grace, &command).await
         }
         Command::Elect {
             elector,
