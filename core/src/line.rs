@@ -30,6 +30,7 @@
 //! the holder's count never starts before the elector's.
 
 use core::time::Duration;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -100,9 +101,11 @@ impl Waiter {
 /// The waiters of one lock, first in line first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
-    /// The waiters, in the order they took their places.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub waiters: Vec<Waiter>,
+    /// The waiters, in the order they took their places. Shared between
+    /// the copies of a record (a read copies it), and copied only when one
+    /// is written: a line thousands long costs a read nothing.
+    #[serde(default, skip_serializing_if = "no_waiters")]
+    pub waiters: Arc<Vec<Arc<Waiter>>>,
     /// The last ticket or refresh mark given out (only grows).
     #[serde(default)]
     pub tickets: u64,
@@ -127,6 +130,10 @@ pub struct Line {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn no_waiters(waiters: &Arc<Vec<Arc<Waiter>>>) -> bool {
+    waiters.is_empty()
 }
 
 impl Line {
@@ -355,8 +362,8 @@ pub fn decide_line(current: Option<&Current<'_>>, claim: &Claim<'_>, queue: &Que
     if mine.unwrap_or(record.line.waiters.len()) == 0 && record.line.admits(live.is_some(), claim.shared) {
         let (ticket, key_sha256) = match mine {
             Some(at) => {
-                let waiter = record.line.waiters.remove(at);
-                (Some(waiter.ticket), waiter.key_sha256)
+                let waiter = Arc::make_mut(&mut record.line.waiters).remove(at);
+                (Some(waiter.ticket), waiter.key_sha256.clone())
             }
             None => (None, claim.key.map(KeyDigest::of)),
         };
@@ -383,7 +390,7 @@ pub fn decide_line(current: Option<&Current<'_>>, claim: &Claim<'_>, queue: &Que
         }
         Some(at) => {
             let mark = record.line.mint();
-            let waiter = &mut record.line.waiters[at];
+            let waiter = Arc::make_mut(&mut Arc::make_mut(&mut record.line.waiters)[at]);
             (waiter.refreshed, waiter.ttl_ms, waiter.session) = (mark, claim.ttl_ms, queue.session.map(str::to_owned));
             let ticket = waiter.ticket;
             LineOutcome::Queued { record: Some(record), ticket, position: at, waiting }
@@ -391,7 +398,7 @@ pub fn decide_line(current: Option<&Current<'_>>, claim: &Claim<'_>, queue: &Que
         None if waiting >= queue.max_waiters => LineOutcome::Full { waiting },
         None => {
             let ticket = record.line.mint();
-            record.line.waiters.push(Waiter {
+            Arc::make_mut(&mut record.line.waiters).push(Arc::new(Waiter {
                 holder: claim.holder.to_owned(),
                 ticket,
                 ttl_ms: claim.ttl_ms,
@@ -399,7 +406,7 @@ pub fn decide_line(current: Option<&Current<'_>>, claim: &Claim<'_>, queue: &Que
                 key_sha256: claim.key.map(KeyDigest::of),
                 session: queue.session.map(str::to_owned),
                 shared: claim.shared,
-            });
+            }));
             LineOutcome::Queued { record: Some(record), ticket, position: waiting, waiting: waiting + 1 }
         }
     }
@@ -419,17 +426,17 @@ pub fn hand_over(mut record: Record) -> Record {
     if !record.line.admits(record.holder.is_some(), next.shared) {
         return record;
     }
-    let next = record.line.waiters.remove(0);
+    let next = Arc::make_mut(&mut record.line.waiters).remove(0);
     if next.shared {
-        grant_share(&mut record, &next.holder, next.ttl_ms, next.key_sha256, Some(next.ticket));
+        grant_share(&mut record, &next.holder, next.ttl_ms, next.key_sha256.clone(), Some(next.ticket));
         return record;
     }
     Record {
-        holder: Some(next.holder),
+        holder: Some(next.holder.clone()),
         token: record.token + 1,
         ttl_ms: next.ttl_ms,
         address: None,
-        key_sha256: next.key_sha256,
+        key_sha256: next.key_sha256.clone(),
         line: Line { granted: Some(next.ticket), ..record.line }.renew_mark(),
     }
 }
@@ -484,7 +491,7 @@ pub fn decide_leave(
             if !key_fits(record.line.waiters[at].key_sha256.as_ref(), key) {
                 return LeaveOutcome::Refused(cur.conflict(now, ConflictReason::WrongKey));
             }
-            record.line.waiters.remove(at);
+            Arc::make_mut(&mut record.line.waiters).remove(at);
             LeaveOutcome::Left { record, released: None }
         }
         _ => LeaveOutcome::Refused(cur.conflict(now, ConflictReason::NotQueued)),
@@ -495,7 +502,7 @@ pub fn decide_leave(
 /// says are dead, keeping the order of the rest; true if any went.
 pub fn prune(line: &mut Line, mut alive: impl FnMut(u64) -> bool) -> bool {
     let before = (line.waiters.len(), line.shares.len());
-    line.waiters.retain(|w| alive(w.ticket));
+    Arc::make_mut(&mut line.waiters).retain(|w| alive(w.ticket));
     line.shares.retain(|s| alive(s.ticket));
     (line.waiters.len(), line.shares.len()) != before
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mpsync_core::line::{LeaveOutcome, Line, LineOutcome, Queue, decide_leave, decide_line};
+use mpsync_core::line::{LeaveOutcome, Line, LineOutcome, Queue, Waiter, decide_leave, decide_line};
 use mpsync_core::record::Claim;
 use mpsync_core::wire::{
     AcquireRequest, ConflictView, LeaseView, MAX_LISTED_WAITERS, QueuedView, ReleaseRequest, ShareView, WaiterView,
@@ -28,87 +28,149 @@ use super::{Applied, ClaimResult, ReleaseResult, Service, ServiceError, Step, co
 use crate::metrics::Event;
 use crate::store::Key;
 
-/// When this elector first saw each waiter's current refresh mark, and
-/// when it first saw the waiter at all.
+/// When this elector first saw each waiter's (or shared holder's) current
+/// mark, and when it first saw the waiter at all.
 #[derive(Debug, Clone, Copy)]
 struct Dated {
     mark: u64,
     at: Duration,
     since: Duration,
     ttl: Duration,
+    /// The look that last found it in the line.
+    look: u64,
 }
 
 /// How often [`Dates`] drops the lines of names it has not seen for long.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// Waiters dated per lock.
+/// One lock's line as this elector last dated it.
+#[derive(Debug, Default)]
+struct LineDates {
+    /// The waiters last dated, kept (so that the vector is not freed and
+    /// its address reused while this compares it): a record read again
+    /// shares it, and then nothing in it needs dating again.
+    waiters: Arc<Vec<Arc<Waiter>>>,
+    /// The line's counter then: any place, refresh or shared grant since
+    /// changes it.
+    tickets: u64,
+    /// The shared holds then, by ticket and mark.
+    shares: Vec<(u64, u64)>,
+    dated: HashMap<u64, Dated>,
+    /// The tickets that had run out at the last look.
+    dead: Vec<u64>,
+    /// When the next of those alive at the last look runs out.
+    next_expiry: Option<Duration>,
+    looks: u64,
+}
+
+impl LineDates {
+    /// Dates what changed in `line` (a mark first seen now is dated now).
+    fn date(&mut self, line: &Line, now: Duration) {
+        self.looks += 1;
+        let look = self.looks;
+        let waiters = line.waiters.iter().map(|w| (w.ticket, w.refreshed, w.ttl()));
+        let mut count = 0;
+        for (ticket, mark, ttl) in waiters.chain(line.shares.iter().map(|s| (s.ticket, s.refreshed, s.ttl()))) {
+            count += 1;
+            let dated = self.dated.entry(ticket).or_insert(Dated { mark, at: now, since: now, ttl, look });
+            if dated.mark != mark {
+                (dated.mark, dated.at, dated.ttl) = (mark, now, ttl);
+            }
+            dated.look = look;
+        }
+        if self.dated.len() > count {
+            self.dated.retain(|_, d| d.look == look);
+        }
+        self.waiters = line.waiters.clone();
+        self.tickets = line.tickets;
+        self.shares = line.shares.iter().map(|s| (s.ticket, s.refreshed)).collect();
+    }
+
+    /// Which entries ran out by `now`, and when the next will.
+    fn judge(&mut self, now: Duration) {
+        self.dead.clear();
+        self.next_expiry = None;
+        for (ticket, d) in &self.dated {
+            let expiry = d.at + d.ttl;
+            if now >= expiry {
+                self.dead.push(*ticket);
+            } else if self.next_expiry.is_none_or(|next| expiry < next) {
+                self.next_expiry = Some(expiry);
+            }
+        }
+    }
+
+    fn unchanged(&self, line: &Line) -> bool {
+        Arc::ptr_eq(&self.waiters, &line.waiters)
+            && self.tickets == line.tickets
+            && self.shares.len() == line.shares.len()
+            && self.shares.iter().zip(&line.shares).all(|(seen, s)| *seen == (s.ticket, s.refreshed))
+    }
+}
+
+/// Waiters and shared holders dated per lock.
 #[derive(Debug, Default)]
 pub(super) struct Dates {
-    lines: HashMap<Key, HashMap<u64, Dated>>,
+    lines: HashMap<Key, LineDates>,
     last_sweep: Duration,
 }
 
 impl Dates {
-    /// Dates the waiters and shared holds of `line` (a mark first seen now
-    /// is dated now) and forgets those no longer in it; for each ticket,
-    /// whether it is still alive.
-    fn observe(&mut self, key: &Key, line: &Line, now: Duration) -> HashMap<u64, bool> {
+    /// Dates the waiters and shared holds of `line` and forgets those no
+    /// longer in it; the tickets of those that ran out. A line read again
+    /// unchanged costs nothing to date, however long it is.
+    fn observe(&mut self, key: &Key, line: &Line, now: Duration) -> Vec<u64> {
         self.sweep(now);
         if line.waiters.is_empty() && line.shares.is_empty() {
             self.lines.remove(key);
-            return HashMap::new();
+            return Vec::new();
         }
-        let before = self.lines.remove(key).unwrap_or_default();
-        let entries = line.waiters.iter().map(|w| (w.ticket, w.refreshed, w.ttl()));
-        let entries = entries.chain(line.shares.iter().map(|s| (s.ticket, s.refreshed, s.ttl())));
-        let mut dated = HashMap::with_capacity(line.waiters.len() + line.shares.len());
-        let alive = entries
-            .map(|(ticket, mark, ttl)| {
-                let seen = before.get(&ticket);
-                let at = seen.filter(|d| d.mark == mark).map_or(now, |d| d.at);
-                let since = seen.map_or(now, |d| d.since);
-                dated.insert(ticket, Dated { mark, at, since, ttl });
-                (ticket, now < at + ttl)
-            })
-            .collect();
-        self.lines.insert(key.clone(), dated);
-        alive
+        let dates = self.lines.entry(key.clone()).or_default();
+        if !dates.unchanged(line) {
+            dates.date(line, now);
+            dates.judge(now);
+        } else if dates.next_expiry.is_some_and(|next| now >= next) {
+            dates.judge(now);
+        }
+        dates.dead.clone()
+    }
+
+    fn dated(&self, key: &Key, ticket: u64) -> Option<&Dated> {
+        self.lines.get(key).and_then(|l| l.dated.get(&ticket))
     }
 
     /// When this elector first saw the current mark of `ticket`.
     fn dated_at(&self, key: &Key, ticket: u64) -> Option<Duration> {
-        self.lines.get(key).and_then(|l| l.get(&ticket)).map(|d| d.at)
+        self.dated(key, ticket).map(|d| d.at)
     }
 
-    /// Drops the lines whose every waiter ran out long ago: a name nobody
-    /// reads again must not stay here for ever. A waiter dropped here and
+    /// Drops the lines whose every entry ran out long ago: a name nobody
+    /// reads again must not stay here for ever. An entry dropped here and
     /// seen again is dated anew, later: it lasts longer, never shorter.
     fn sweep(&mut self, now: Duration) {
         if now < self.last_sweep + SWEEP_EVERY {
             return;
         }
         self.last_sweep = now;
-        self.lines.retain(|_, waiters| waiters.values().any(|d| now < d.at + d.ttl + SWEEP_EVERY));
+        self.lines.retain(|_, line| line.dated.values().any(|d| now < d.at + d.ttl + SWEEP_EVERY));
     }
 
     /// True when the waiter holding `ticket` should write a new refresh
     /// mark: this elector has not seen it refreshed within a quarter of its
     /// TTL.
     fn refresh_due(&self, key: &Key, ticket: u64, now: Duration) -> bool {
-        self.lines.get(key).and_then(|l| l.get(&ticket)).is_none_or(|d| now >= d.at + d.ttl / 4)
+        self.dated(key, ticket).is_none_or(|d| now >= d.at + d.ttl / 4)
     }
 
-    /// When the first `upto` waiters' places, or a shared hold, may run
-    /// out, the earliest.
-    fn earliest_expiry(&self, key: &Key, line: &Line, upto: usize) -> Option<Duration> {
-        let dated = self.lines.get(key)?;
-        let tickets = line.waiters.iter().take(upto).map(|w| w.ticket).chain(line.shares.iter().map(|s| s.ticket));
-        tickets.filter_map(|t| dated.get(&t)).map(|d| d.at + d.ttl).min()
+    /// When the next waiter's place, or shared hold, alive at the last look
+    /// may run out.
+    fn next_expiry(&self, key: &Key) -> Option<Duration> {
+        self.lines.get(key).and_then(|l| l.next_expiry)
     }
 
     /// How long the waiter with `ticket` has been seen in line.
     fn waited(&self, key: &Key, ticket: u64, now: Duration) -> Option<Duration> {
-        self.lines.get(key).and_then(|l| l.get(&ticket)).map(|d| now.saturating_sub(d.since))
+        self.dated(key, ticket).map(|d| now.saturating_sub(d.since))
     }
 
     /// Locks with a line dated here, for `/metrics`.
@@ -226,12 +288,12 @@ impl Service {
             }
             return None;
         }
-        let alive = mpsync_core::lock(&self.line_dates).observe(key, &record.line, now);
-        if alive.values().all(|a| *a) {
+        let dead = mpsync_core::lock(&self.line_dates).observe(key, &record.line, now);
+        if dead.is_empty() {
             return None;
         }
         let mut pruned = record.clone();
-        mpsync_core::line::prune(&mut pruned.line, |ticket| alive.get(&ticket).copied().unwrap_or(true));
+        mpsync_core::line::prune(&mut pruned.line, |ticket| !dead.contains(&ticket));
         Some(pruned)
     }
 
@@ -251,11 +313,13 @@ impl Service {
         if record.line.waiters.is_empty() && record.line.shares.is_empty() {
             return LineView::default();
         }
-        let alive = mpsync_core::lock(&self.line_dates).observe(key, &record.line, now);
-        let live = |ticket: &u64| alive.get(ticket).copied().unwrap_or(true);
-        let waiters: Vec<_> = record.line.waiters.iter().filter(|w| live(&w.ticket)).collect();
-        let line = waiters
+        let dead = mpsync_core::lock(&self.line_dates).observe(key, &record.line, now);
+        let live = |ticket: &u64| !dead.contains(ticket);
+        let line = record
+            .line
+            .waiters
             .iter()
+            .filter(|w| live(&w.ticket))
             .take(MAX_LISTED_WAITERS)
             .enumerate()
             .map(|(position, w)| WaiterView {
@@ -270,8 +334,9 @@ impl Service {
             let expires_at = mpsync_core::lock(&self.line_dates).dated_at(key, s.ticket).unwrap_or(now) + s.ttl();
             (s.holder.clone(), s.token, s.ttl_ms, s.permit, expires_at.saturating_sub(now))
         });
+        let dead_waiters = record.line.waiters.iter().filter(|w| !live(&w.ticket)).count();
         LineView {
-            waiting: waiters.len() as u64,
+            waiting: (record.line.waiters.len() - dead_waiters) as u64,
             line,
             shares: shares
                 .iter()
@@ -426,11 +491,11 @@ impl Service {
                 Step::Answer(Turn::Refused(conflict_view(conflict, expired)))
             }
             LineOutcome::Queued { record, ticket, position, waiting } => {
-                let line = record.as_ref().map_or_else(|| current.map(|c| &c.record.line), |r| Some(&r.line));
-                // Wake when the lease held, or a place ahead, may run out.
+                // Wake when the lease held, or a place or shared hold, may
+                // run out.
                 let holder_expiry = current.and_then(|c| c.live_holder(now).and(c.expires_at()));
-                let ahead = line.and_then(|l| mpsync_core::lock(&self.line_dates).earliest_expiry(key, l, position));
-                let wake = [holder_expiry, ahead].into_iter().flatten().min();
+                let other = mpsync_core::lock(&self.line_dates).next_expiry(key);
+                let wake = [holder_expiry, other].into_iter().flatten().min();
                 let holder = current.and_then(|c| c.live_holder(now)).map(str::to_owned);
                 let version = current.map_or(0, |c| view_version(c.version, c.is_expired(now)));
                 let turn = Turn::Queued { ticket, position, waiting, holder, version, wake };
