@@ -6,7 +6,9 @@
 //! killed inside. On each lock, sections are ordered by when they entered.
 //!
 //! - Two sections **overlap** when one enters before the previous one's
-//!   last report. That is what fencing tokens are for when the earlier
+//!   last report, and their holds exclude each other ([`Hold::excludes`]:
+//!   a writer excludes everyone, a permit of a semaphore excludes the same
+//!   permit; readers, and different permits, may overlap). That is what fencing tokens are for when the earlier
 //!   holder was frozen while its lease ran out (it woke up late and went on),
 //!   or is a careless contender (its id starts with `careless`: it never
 //!   checks its lease before writing), or was killed inside its section
@@ -16,21 +18,25 @@
 //!   overlap is counted as *fenced*. Any other overlap means a holder did not learn in time that
 //!   it lost the lock, or the elector granted while another lease was live:
 //!   a *violation*.
-//! - A write is **stale** when a later section had already entered when the
-//!   resource received it. Stale writes must be refused; one accepted is a
+//! - A write is **stale** when a later section whose hold excludes its own
+//!   had already entered when the resource received it. Stale writes must be refused; one accepted is a
 //!   violation. A refused write that was not stale means tokens went
 //!   backwards (a legitimate holder was turned away).
-//! - **Tokens** must grow at every hand-over.
+//! - **Tokens** must grow at every hand-over (from a section to the next
+//!   one whose hold excludes it); a permit must be one the semaphore has.
 //! - The **stranger** ([`crate::stranger`]) must never renew or release a
 //!   lease it does not hold: each attempt the elector accepted is a
 //!   violation.
+//! - **Fairness** ([`crate::fair`]): no waiter overtaken by one that came
+//!   later, except where a fault may have cost it its place.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fair::Fairness;
 use crate::fault::Fault;
-use crate::fence::{Event, Step};
+use crate::fence::{Event, Hold, Step};
 
 /// One critical section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +53,9 @@ pub struct Section {
     pub end_us: u64,
     /// Whether it reported its exit (it was not killed inside).
     pub exited: bool,
+    /// How it held the lock.
+    #[serde(default)]
+    pub hold: Hold,
 }
 
 /// What the checker found.
@@ -76,12 +85,18 @@ pub struct Findings {
     pub legitimate_refused: usize,
     /// Hand-overs where the token did not grow: must be 0.
     pub token_regressions: usize,
+    /// Sections holding a permit the semaphore does not have: must be 0.
+    #[serde(default)]
+    pub permits_out_of_range: usize,
     /// The stranger's attempts to renew or release a lease it did not hold.
     #[serde(default)]
     pub stranger_attempts: usize,
     /// Those the elector accepted: must be 0.
     #[serde(default)]
     pub stranger_accepted: usize,
+    /// Waits, and waiters overtaken by later ones (unexcused: must be 0).
+    #[serde(default)]
+    pub fairness: Fairness,
     /// The first few violations, described.
     pub examples: Vec<String>,
 }
@@ -93,7 +108,9 @@ impl Findings {
             && self.stale_accepted == 0
             && self.legitimate_refused == 0
             && self.token_regressions == 0
+            && self.permits_out_of_range == 0
             && self.stranger_accepted == 0
+            && self.fairness.overtakings == 0
     }
 
     fn example(&mut self, text: String) {
@@ -107,6 +124,15 @@ impl Findings {
 /// are the fencing resource's to refuse.
 pub fn is_careless(client: &str) -> bool {
     client.starts_with("careless")
+}
+
+/// A hold, in an example.
+fn describe(hold: Hold) -> String {
+    match hold {
+        Hold::Exclusive => "exclusive".to_owned(),
+        Hold::Shared => "a reader".to_owned(),
+        Hold::Permit { permit, of } => format!("permit {permit} of {of}"),
+    }
 }
 
 /// Groups the history into sections, ordered by lock and entry.
@@ -125,6 +151,7 @@ pub fn sections(events: &[Event]) -> Vec<Section> {
                     enter_us: e.at_us,
                     end_us: e.at_us,
                     exited: false,
+                    hold: e.hold,
                 });
             }
             (step, Some(&i)) => {
@@ -165,17 +192,22 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
         f.handovers += list.len().saturating_sub(1);
         f.killed_inside += list.iter().filter(|s| !s.exited).count();
         for (j, later) in list.iter().enumerate() {
-            if j > 0 && later.token <= list[j - 1].token {
+            if later.hold.out_of_range() {
+                f.permits_out_of_range += 1;
+                f.example(format!("{lock}: {} entered with {:?}", later.client, later.hold));
+            }
+            // The hand-over: the last section before it that it excludes.
+            let before = list[..j].iter().rev().find(|e| e.hold.excludes(later.hold));
+            if let Some(before) = before
+                && later.token <= before.token
+            {
                 f.token_regressions += 1;
                 f.example(format!(
                     "{lock}: token {} (client {}) after token {} (client {})",
-                    later.token,
-                    later.client,
-                    list[j - 1].token,
-                    list[j - 1].client
+                    later.token, later.client, before.token, before.client
                 ));
             }
-            for earlier in &list[..j] {
+            for earlier in list[..j].iter().filter(|e| e.hold.excludes(later.hold)) {
                 if later.enter_us >= earlier.end_us {
                     continue;
                 }
@@ -188,8 +220,15 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
                     f.overlaps_violating += 1;
                     *f.overlaps_violating_by.entry(earlier.client.clone()).or_default() += 1;
                     f.example(format!(
-                        "{lock}: {} entered with token {} at {} µs while {} (token {}) was inside until {} µs",
-                        later.client, later.token, later.enter_us, earlier.client, earlier.token, earlier.end_us
+                        "{lock}: {} ({}) entered with token {} at {} µs while {} ({}, token {}) was inside until {} µs",
+                        later.client,
+                        describe(later.hold),
+                        later.token,
+                        later.enter_us,
+                        earlier.client,
+                        describe(earlier.hold),
+                        earlier.token,
+                        earlier.end_us
                     ));
                 }
             }
@@ -200,7 +239,7 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
     for e in events.iter().filter(|e| matches!(e.step, Step::Enter | Step::Write)) {
         let Some(list) = index.get(e.lock.as_str()) else { continue };
         let Some(own) = list.iter().find(|s| s.client == e.client && s.token == e.token) else { continue };
-        let stale = list.iter().any(|s| s.enter_us > own.enter_us && s.enter_us < e.at_us);
+        let stale = list.iter().any(|s| s.enter_us > own.enter_us && s.enter_us < e.at_us && s.hold.excludes(own.hold));
         match (stale, e.accepted) {
             (true, true) => {
                 f.stale_accepted += 1;
@@ -234,6 +273,10 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
             ));
         }
     }
+    f.fairness = crate::fair::check(events, faults);
+    for e in f.fairness.examples.clone() {
+        f.example(e);
+    }
     f
 }
 
@@ -243,7 +286,22 @@ mod tests {
     use crate::fault::FaultKind;
 
     fn ev(at_us: u64, step: Step, client: &str, token: u64, accepted: bool) -> Event {
-        Event { at_us, step, lock: "l".into(), client: client.into(), token, accepted, holder: None }
+        Event {
+            at_us,
+            step,
+            lock: "l".into(),
+            client: client.into(),
+            token,
+            accepted,
+            holder: None,
+            hold: Hold::Exclusive,
+            since_us: None,
+        }
+    }
+
+    /// The same, holding the lock as `hold`.
+    fn held(hold: Hold, at_us: u64, step: Step, client: &str, token: u64, accepted: bool) -> Event {
+        Event { hold, ..ev(at_us, step, client, token, accepted) }
     }
 
     #[test]
@@ -346,6 +404,8 @@ mod tests {
             token: 1,
             accepted,
             holder: Some("a".into()),
+            hold: Hold::Exclusive,
+            since_us: None,
         };
         let mut h = vec![
             ev(1, Step::Enter, "a", 1, true),
@@ -360,5 +420,69 @@ mod tests {
         let f = check(&h, &[]);
         assert!(!f.safe());
         assert_eq!((f.stranger_attempts, f.stranger_accepted), (3, 1));
+    }
+
+    #[test]
+    fn readers_share_and_a_writer_excludes_them() {
+        let r = Hold::Shared;
+        // Two readers at once, then a writer once both left: safe.
+        let mut h = vec![
+            held(r, 1, Step::Enter, "r1", 1, true),
+            held(r, 2, Step::Enter, "r2", 2, true),
+            held(r, 3, Step::Write, "r1", 1, true),
+            held(r, 4, Step::Exit, "r1", 1, true),
+            held(r, 5, Step::Exit, "r2", 2, true),
+            ev(6, Step::Enter, "w", 3, true),
+            ev(7, Step::Write, "w", 3, true),
+        ];
+        let f = check(&h, &[]);
+        assert!(f.safe(), "{f:?}");
+        assert_eq!((f.overlaps_fenced, f.overlaps_violating, f.token_regressions), (0, 0, 0));
+        // A reader beside the writer: a violation, and its late write is
+        // stale (the resource refused it).
+        h.push(held(r, 8, Step::Write, "r2", 2, false));
+        let f = check(&h, &[]);
+        assert_eq!((f.overlaps_violating, f.stale_refused), (1, 1), "{f:?}");
+        assert!(f.examples[0].contains("w (exclusive) entered with token 3 at 6 µs while r2 (a reader"), "{f:?}");
+        // A writer beside a reader that entered after it.
+        let h =
+            [ev(1, Step::Enter, "w", 1, true), held(r, 2, Step::Enter, "r", 2, true), ev(3, Step::Exit, "w", 1, true)];
+        assert_eq!(check(&h, &[]).overlaps_violating, 1);
+    }
+
+    #[test]
+    fn a_permit_excludes_only_itself_and_must_exist() {
+        let p = |permit| Hold::Permit { permit, of: 2 };
+        let h = [
+            held(p(0), 1, Step::Enter, "a", 1, true),
+            held(p(1), 2, Step::Enter, "b", 2, true),
+            held(p(0), 3, Step::Exit, "a", 1, true),
+            held(p(0), 4, Step::Enter, "c", 3, true),
+            held(p(1), 5, Step::Write, "b", 2, true),
+        ];
+        let f = check(&h, &[]);
+        assert!(f.safe(), "{f:?}");
+        // A third holder at once: with a permit already held, or one the
+        // semaphore does not have.
+        let mut twice = h.to_vec();
+        twice.push(held(p(1), 6, Step::Enter, "d", 4, true));
+        twice.push(held(p(1), 7, Step::Write, "b", 2, false));
+        let f = check(&twice, &[]);
+        assert_eq!((f.overlaps_violating, f.stale_refused, f.legitimate_refused), (1, 1, 0), "{f:?}");
+        let mut third = h.to_vec();
+        third.push(held(Hold::Permit { permit: 2, of: 2 }, 6, Step::Enter, "d", 4, true));
+        let f = check(&third, &[]);
+        assert_eq!((f.permits_out_of_range, f.overlaps_violating), (1, 0), "{f:?}");
+        assert!(!f.safe());
+        // Tokens grow per permit: the same permit handed over with a
+        // smaller token is a regression, another permit's is not.
+        let h = [
+            held(p(0), 1, Step::Enter, "a", 5, true),
+            held(p(1), 2, Step::Enter, "b", 4, true),
+            held(p(0), 3, Step::Exit, "a", 5, true),
+            held(p(0), 4, Step::Enter, "c", 3, false),
+        ];
+        let f = check(&h, &[]);
+        assert_eq!((f.token_regressions, f.legitimate_refused), (1, 1), "{f:?}");
     }
 }

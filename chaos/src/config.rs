@@ -63,7 +63,8 @@ impl Bins {
 pub struct Config {
     /// The store.
     pub store: StoreKind,
-    /// Stop after this many hand-overs...
+    /// Stop after this many hand-overs of exclusive holds (the plain locks'
+    /// and the read-write lock's writers')...
     pub handovers: usize,
     /// ...or after this long.
     pub time_limit: Duration,
@@ -73,6 +74,12 @@ pub struct Config {
     pub contenders: usize,
     /// Locks they share.
     pub locks: usize,
+    /// `mpsync lock --permits` contenders on a counting semaphore
+    /// ([`crate::contender::SEMAPHORE`]).
+    pub semaphore: usize,
+    /// `mpsync lock` contenders on a read-write lock
+    /// ([`crate::contender::RW_LOCK`]), reading or writing.
+    pub readers_writers: usize,
     /// Lease TTL.
     pub ttl: Duration,
     /// Mean time between faults.
@@ -111,6 +118,17 @@ pub struct Config {
     /// session an elector ends at shutdown releases its leases. Only to
     /// show that the checker catches what that breaks.
     pub unsafe_release_on_own_close: bool,
+    /// The fairness control: the contenders race for the locks (a plain
+    /// claim, then a long-poll until the lock changes, as before fair
+    /// locks; [`crate::race`]) instead of waiting in line, and no wasm app
+    /// takes part. Only to show that the checker catches overtakings.
+    pub race: bool,
+    /// The shared-holds control: the semaphore's contenders ask the elector
+    /// for one permit more than they tell the resource there are, and the
+    /// read-write lock's writers ask for a shared hold (they still report
+    /// as writers). Only to show that the checker catches more holders
+    /// than permits and a reader beside a writer.
+    pub overcommit: bool,
     /// Draw faults only of these kinds (of those the store has); empty:
     /// every kind.
     pub faults: Vec<FaultKind>,

@@ -10,6 +10,11 @@
 //!   taking turns until killed; `careless-0`, the same app with `--careless`,
 //!   writes without checking its lease, so that fencing has late writes to
 //!   refuse.
+//! - `sem-N`: `mpsync lock --permits 2 chaos-sem -- chaos-worker`, a
+//!   permit of a counting semaphore of [`PERMITS`] ([`SEMAPHORE`]); `rw-N`:
+//!   on the read-write lock [`RW_LOCK`], a reader (`--shared`) two times in
+//!   three, else the writer. Their workers report how they hold the lock
+//!   ([`Hold`]), and the resource fences them by it.
 //! - `skewed-0` (with a clock rate): an `mpsync lock` contender whose every
 //!   process sees its clocks run at that rate ([`crate::clock`]), that
 //!   reaches its elector through a relay of its own (which
@@ -17,8 +22,16 @@
 //!   and whose sections last one to three TTLs of its own time, so that
 //!   they outlive leases and only renewals keep them legitimate.
 //!
+//! - `racer-N` (the fairness control, instead of all of the above): see
+//!   [`crate::race`].
+//!
 //! Every contender holds its leases under a session with its elector (our
 //! clients' default), unless the run says otherwise (`MPSYNC_NO_SESSION`).
+//!
+//! The run marks in the history when it starts each `mpsync lock` process
+//! ([`Step::Wait`]: the contender starts waiting for that lock) and when
+//! the process ends ([`Step::Quit`]), for the fairness check
+//! ([`crate::fair`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,7 +47,9 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Skew;
 use crate::config::Config;
+use crate::fence::{Fence, Hold, Step};
 use crate::procs::signal;
+use crate::race::Racer;
 use crate::rng::Rng;
 
 /// How long a contender waits before trying again to start a process that
@@ -43,6 +58,24 @@ const RESPAWN_AFTER: Duration = Duration::from_millis(100);
 
 /// The client id of the contender whose clock is skewed.
 pub const SKEWED: &str = "skewed-0";
+
+/// The counting semaphore the `sem-N` contenders take a permit of.
+pub const SEMAPHORE: &str = "chaos-sem";
+/// How many permits it has.
+pub const PERMITS: u32 = 2;
+/// The read-write lock of the `rw-N` contenders.
+pub const RW_LOCK: &str = "chaos-rw";
+
+/// What an `mpsync lock` contender takes, section after section.
+#[derive(Debug, Clone)]
+enum Takes {
+    /// One of the run's plain locks, at random.
+    Locks(Vec<String>),
+    /// A permit of [`SEMAPHORE`].
+    Permit,
+    /// [`RW_LOCK`], as a reader two times in three, else as the writer.
+    ReadWrite,
+}
 
 /// A running contender process, for the faults to aim at.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +91,7 @@ pub struct Process {
 pub struct Contenders {
     running: Arc<Mutex<BTreeMap<String, Process>>>,
     tasks: Vec<JoinHandle<()>>,
+    history: Fence,
     /// The skewed contender's link to its elector.
     pub skewed_link: Option<Relay>,
 }
@@ -72,6 +106,8 @@ pub struct Setup<'a> {
     pub addrs: &'a [SocketAddr],
     /// The fencing resource.
     pub fence: SocketAddr,
+    /// The history, for the marks of the fairness check.
+    pub history: &'a Fence,
     /// The locks they share.
     pub locks: &'a [String],
     /// The clock fault, if any.
@@ -82,17 +118,47 @@ impl Contenders {
     /// Starts every contender; they run until `stop` turns true.
     pub async fn start(setup: Setup<'_>, rng: &mut Rng, stop: watch::Receiver<bool>) -> anyhow::Result<Contenders> {
         let config = setup.config;
-        let mut contenders = Contenders { running: Arc::default(), tasks: Vec::new(), skewed_link: None };
-        for c in 0..config.contenders {
+        let history = setup.history.clone();
+        let mut contenders =
+            Contenders { running: Arc::default(), tasks: Vec::new(), skewed_link: None, history: history.clone() };
+        if config.race {
+            // The fairness control: racers alone (a wasm app would wait in
+            // line, and racers are refused while anyone does).
+            for c in 0..config.contenders {
+                let racer = Racer {
+                    client: format!("racer-{c}"),
+                    url: setup.urls[c % setup.urls.len()].clone(),
+                    locks: setup.locks.to_vec(),
+                    ttl: config.ttl,
+                    fence: history.clone(),
+                };
+                contenders.tasks.push(tokio::spawn(racer.run(rng.fork(), stop.clone())));
+            }
+            return Ok(contenders);
+        }
+        let plain = Takes::Locks(setup.locks.to_vec());
+        let shared = std::iter::repeat_n(("sem", Takes::Permit), config.semaphore)
+            .chain(std::iter::repeat_n(("rw", Takes::ReadWrite), config.readers_writers));
+        let mut counts = BTreeMap::new();
+        // The shared locks' contenders draw from a generator of their own,
+        // so that a seed draws the same faults as before they existed.
+        let mut own = Rng::new(config.seed ^ 0x5ea7_ed00);
+        for (c, (kind, takes)) in
+            std::iter::repeat_n(("lock", plain.clone()), config.contenders).chain(shared).enumerate()
+        {
+            let n = counts.entry(kind).or_insert(0);
+            let client = format!("{kind}-{n}");
+            *n += 1;
             let url = setup.urls[c % setup.urls.len()].clone();
-            let next = lock_contender(&setup, format!("lock-{c}"), url, None, rng.fork());
-            contenders.spawn(format!("lock-{c}"), false, stop.clone(), next);
+            let rng = if kind == "lock" { rng.fork() } else { own.fork() };
+            let next = lock_contender(&setup, client.clone(), url, takes, None, rng);
+            contenders.spawn(client, false, stop.clone(), next);
         }
         if let Some(skew) = setup.skew {
             let relay = Relay::start(setup.addrs[0]).await?;
             let url = format!("http://{}", relay.addr());
             contenders.skewed_link = Some(relay);
-            let next = lock_contender(&setup, SKEWED.to_owned(), url, Some(skew), rng.fork());
+            let next = lock_contender(&setup, SKEWED.to_owned(), url, plain, Some(skew), rng.fork());
             contenders.spawn(SKEWED.to_owned(), false, stop.clone(), next);
         }
         if let Some(dir) = &config.bins.wasm {
@@ -115,7 +181,8 @@ impl Contenders {
                         .args(["--seed", &seed.to_string(), "--rounds", "0"])
                         .args(careless);
                     no_session(&mut cmd, sessions);
-                    cmd
+                    // It takes turns on every lock: no mark of its own.
+                    (cmd, None)
                 };
                 contenders.spawn(client.to_owned(), true, stop.clone(), next);
             }
@@ -145,20 +212,31 @@ impl Contenders {
     }
 
     /// Runs the commands `next` makes, one after another, until `stop`,
-    /// keeping the pid where the faults can find it.
+    /// keeping the pid where the faults can find it. A command made with
+    /// the lock it waits for (and how it will hold it) is marked in the
+    /// history as a wait, from its start to its end.
     fn spawn(
         &mut self,
         client: String,
         whole_app: bool,
         stop: watch::Receiver<bool>,
-        mut next: impl FnMut() -> Command + Send + 'static,
+        mut next: impl FnMut() -> (Command, Option<(String, Hold)>) + Send + 'static,
     ) {
-        let running = self.running.clone();
+        let (running, history) = (self.running.clone(), self.history.clone());
         self.tasks.push(tokio::spawn(async move {
             while !*stop.borrow() {
+                let (mut cmd, waits_for) = next();
+                // Before it starts: it cannot have had a place before.
+                let mark = |step| {
+                    if let Some((lock, hold)) = &waits_for {
+                        history.mark(step, lock, &client, 0, *hold);
+                    }
+                };
+                mark(Step::Wait);
                 let spawned =
-                    next().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn();
+                    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn();
                 let Ok(mut child) = spawned else {
+                    mark(Step::Quit);
                     // A binary relinked by a concurrent build is missing
                     // for a moment: try again rather than drop out.
                     tokio::time::sleep(RESPAWN_AFTER).await;
@@ -169,26 +247,39 @@ impl Contenders {
                 }
                 let _ = child.wait().await;
                 lock(&running).remove(&client);
+                mark(Step::Quit);
             }
         }));
     }
 }
 
-/// An `mpsync lock` contender: one process per critical section, on a
-/// random lock; `skew` makes its clocks run at another rate and its
+/// An `mpsync lock` contender: one process per critical section, on what
+/// it `takes`; `skew` makes its clocks run at another rate and its
 /// sections long.
 fn lock_contender(
     setup: &Setup<'_>,
     client: String,
     url: String,
+    takes: Takes,
     skew: Option<&Skew>,
     mut rng: Rng,
-) -> impl FnMut() -> Command + Send + 'static {
+) -> impl FnMut() -> (Command, Option<(String, Hold)>) + Send + 'static {
     let (mpsync, worker, ttl) = (setup.config.bins.mpsync.clone(), setup.config.bins.worker.clone(), setup.config.ttl);
-    let (locks, fence, skew) = (setup.locks.to_vec(), setup.fence, skew.cloned());
+    let (fence, skew) = (setup.fence, skew.cloned());
     let (sessions, linger) = (setup.config.sessions, setup.config.lingering_commands);
+    // The control asks the elector for more than the resource is told.
+    let over = setup.config.overcommit;
+    let (asked, permits) = ((PERMITS + u32::from(over)).to_string(), PERMITS.to_string());
+    let writer: &[&str] = if over { &["--shared"] } else { &[] };
     move || {
-        let lock = &locks[rng.below(locks.len() as u64) as usize];
+        // The lock, how it waits for it, and the flags and variables that
+        // say so to mpsync and to the worker.
+        let (lock, hold, flags, vars): (&str, _, &[&str], &[(&str, &str)]) = match &takes {
+            Takes::Locks(locks) => (&locks[rng.below(locks.len() as u64) as usize], Hold::Exclusive, &[], &[]),
+            Takes::Permit => (SEMAPHORE, Hold::Shared, &["--permits", &asked], &[("CHAOS_PERMITS", &permits)]),
+            Takes::ReadWrite if rng.below(3) < 2 => (RW_LOCK, Hold::Shared, &["--shared"], &[("CHAOS_SHARED", "1")]),
+            Takes::ReadWrite => (RW_LOCK, Hold::Exclusive, writer, &[]),
+        };
         let (writes, gap) = match skew {
             // One to three TTLs of its own time: renewals must carry it.
             Some(_) => (5 + rng.below(11), ttl / 5),
@@ -198,12 +289,14 @@ fn lock_contender(
         cmd.args(["lock", "--elector", &url, "--holder", &client, "--timeout", "10s"])
             .arg("--ttl")
             .arg(humantime::format_duration(ttl).to_string())
-            .args([lock.as_str(), "--"])
+            .args(flags)
+            .args([lock, "--"])
             .arg(&worker)
             .env("CHAOS_FENCE", fence.to_string())
             .env("CHAOS_CLIENT", &client)
             .env("CHAOS_WRITES", writes.to_string())
-            .env("CHAOS_GAP_MS", gap.as_millis().to_string());
+            .env("CHAOS_GAP_MS", gap.as_millis().to_string())
+            .envs(vars.iter().copied());
         if linger {
             cmd.env("CHAOS_LINGER", "1");
         }
@@ -211,7 +304,7 @@ fn lock_contender(
         if let Some(skew) = &skew {
             skew.apply(&mut cmd);
         }
-        cmd
+        (cmd, Some((lock.to_owned(), hold)))
     }
 }
 

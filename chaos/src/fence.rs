@@ -1,16 +1,22 @@
 //! The fencing-aware resource, which is also the history's recorder.
 //!
 //! Critical sections report to it over HTTP: `POST /enter`, `/write` and
-//! `/exit`, each with `lock`, `client` and `token` in the query. Entering
-//! and writing are *fenced*: accepted only when the token is at least the
-//! largest this resource has seen for that lock (entering registers the new
-//! holder's token, so a late write from an earlier holder is refused even
-//! before the new holder writes), answered 409 otherwise. Every request is
+//! `/exit`, each with `lock`, `client` and `token` in the query, and how
+//! the lock is held if it is shared (`shared=true` for a reader,
+//! `permit=P&permits=N` for a semaphore's permit; [`Hold`]). Entering and
+//! writing are *fenced*: accepted only when no hold they exclude came with
+//! a larger token (for a plain lock: when the token is at least the
+//! largest this resource has seen for that lock; [`Seen::admit`]; entering
+//! registers the new holder's token, so a late write from an earlier holder
+//! is refused even before the new holder writes), answered 409 otherwise. Every request is
 //! recorded, accepted or not, stamped on this process's monotonic clock, in
 //! an append-only history (in memory, and as JSON lines in a file if asked).
 //! The stranger's attempts on other holders' leases
 //! ([`crate::stranger`]) go into the same history, with the elector's
-//! verdict.
+//! verdict, and so do the marks the fairness check reads
+//! ([`crate::fair`]): when a contender started waiting for a lock, when
+//! it stopped, and each place in a lock's line the line watcher
+//! ([`crate::watcher`]) saw.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -23,6 +29,9 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
+
+pub use crate::hold::Hold;
+use crate::hold::Seen;
 
 /// The client id of the stranger's attempts in the history.
 pub const STRANGER: &str = "stranger";
@@ -43,6 +52,23 @@ pub enum Step {
     /// The stranger tried to release someone else's lease (`accepted`: the
     /// elector released it).
     Release,
+    /// A contender started waiting for the lock: the run started its
+    /// `mpsync lock` process (or a racer of the control its attempt).
+    Wait,
+    /// That process ended (or the racer gave up), in its section or not.
+    Quit,
+    /// The line watcher saw `client` waiting in the lock's line with the
+    /// ticket in `token`, for the first time since it last did not: the
+    /// place existed by then.
+    Queued,
+    /// The line watcher saw that place (ticket in `token`) gone, and
+    /// `client` not holding the lock: it gave its place up, or lost it,
+    /// after it was last seen (`since_us`).
+    Left,
+    /// The line watcher saw that place (ticket in `token`) gone and
+    /// `client` among the lock's holders: the lock was handed to it by
+    /// then.
+    Handed,
 }
 
 impl Step {
@@ -64,7 +90,7 @@ pub struct Event {
     pub lock: String,
     /// The contender.
     pub client: String,
-    /// The fencing token it held.
+    /// The fencing token it held (a [`Step::Queued`]: its ticket).
     pub token: u64,
     /// Whether the resource accepted it (exits are always accepted); for
     /// the stranger's steps, whether the elector did.
@@ -72,12 +98,29 @@ pub struct Event {
     /// The stranger's steps: the holder whose lease it tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,
+    /// How the section holds the lock (a `wait` or `queued` mark: how it
+    /// waits for it).
+    #[serde(default, skip_serializing_if = "Hold::is_exclusive")]
+    pub hold: Hold,
+    /// A `left` mark: when the place was last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_us: Option<u64>,
 }
 
 impl Event {
     /// An event not stamped yet.
     fn new(step: Step, lock: &str, client: &str, token: u64, accepted: bool) -> Event {
-        Event { at_us: 0, step, lock: lock.to_owned(), client: client.to_owned(), token, accepted, holder: None }
+        Event {
+            at_us: 0,
+            step,
+            lock: lock.to_owned(),
+            client: client.to_owned(),
+            token,
+            accepted,
+            holder: None,
+            hold: Hold::Exclusive,
+            since_us: None,
+        }
     }
 }
 
@@ -86,10 +129,13 @@ struct Report {
     lock: String,
     client: String,
     token: u64,
+    shared: Option<bool>,
+    permit: Option<u32>,
+    permits: Option<u32>,
 }
 
 struct Inner {
-    largest: HashMap<String, u64>,
+    seen: HashMap<String, Seen>,
     /// Each client's last step, and its lock.
     last: HashMap<String, (Step, String)>,
     events: Vec<Event>,
@@ -109,12 +155,7 @@ impl Fence {
     pub fn new(origin: Instant, file: Option<std::fs::File>) -> Fence {
         Fence {
             origin,
-            inner: Arc::new(Mutex::new(Inner {
-                largest: HashMap::new(),
-                last: HashMap::new(),
-                events: Vec::new(),
-                file,
-            })),
+            inner: Arc::new(Mutex::new(Inner { seen: HashMap::new(), last: HashMap::new(), events: Vec::new(), file })),
             entered: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
@@ -123,25 +164,39 @@ impl Fence {
         mpsync_core::lock(&self.inner)
     }
 
-    /// Records one report of a critical section and decides it.
-    pub fn record(&self, step: Step, lock: &str, client: &str, token: u64) -> bool {
+    /// Records one report of a critical section holding `lock` as `hold`,
+    /// and decides it.
+    pub fn record(&self, step: Step, lock: &str, client: &str, token: u64, hold: Hold) -> bool {
         let mut inner = self.inner();
-        let largest = inner.largest.entry(lock.to_owned()).or_insert(0);
         let accepted = match step {
-            Step::Enter | Step::Write if token >= *largest => {
-                *largest = token;
-                true
-            }
-            Step::Enter | Step::Write => false,
+            Step::Enter | Step::Write => inner.seen.entry(lock.to_owned()).or_default().admit(hold, token),
             Step::Exit => true,
-            // Not the resource's to decide: see `record_attempt`.
-            Step::Renew | Step::Release => false,
+            // Not the resource's to decide: see `record_attempt` and `mark`.
+            Step::Renew | Step::Release | Step::Wait | Step::Quit | Step::Queued | Step::Left | Step::Handed => false,
         };
-        self.append(inner, Event::new(step, lock, client, token, accepted));
-        if step == Step::Enter {
+        self.append(inner, Event { hold, ..Event::new(step, lock, client, token, accepted) });
+        // Hand-overs of the exclusive holds only: the shared ones come
+        // many at a time, and a run of N hand-overs tests the plain locks
+        // as much as it did before them.
+        if step == Step::Enter && hold.is_exclusive() {
             self.entered.send_modify(|n| *n += 1);
         }
         accepted
+    }
+
+    /// Records a mark of the fairness check ([`Step::Wait`],
+    /// [`Step::Quit`], [`Step::Queued`] and [`Step::Handed`] with the ticket
+    /// as `n`), for a wait for `hold`.
+    pub fn mark(&self, step: Step, lock: &str, client: &str, n: u64, hold: Hold) {
+        debug_assert!(matches!(step, Step::Wait | Step::Quit | Step::Queued | Step::Handed));
+        self.append(self.inner(), Event { hold, ..Event::new(step, lock, client, n, true) });
+    }
+
+    /// Records that `client`'s place `ticket` in `lock`'s line, last seen at
+    /// `since_us`, is gone while it holds nothing ([`Step::Left`]).
+    pub fn mark_left(&self, lock: &str, client: &str, ticket: u64, since_us: u64) {
+        let event = Event { since_us: Some(since_us), ..Event::new(Step::Left, lock, client, ticket, true) };
+        self.append(self.inner(), event);
     }
 
     /// Records one of the stranger's attempts on `holder`'s lease of `lock`
@@ -159,7 +214,9 @@ impl Fence {
         {
             let _ = writeln!(file, "{line}");
         }
-        inner.last.insert(event.client.clone(), (event.step, event.lock.clone()));
+        if event.step.is_section() {
+            inner.last.insert(event.client.clone(), (event.step, event.lock.clone()));
+        }
         inner.events.push(event);
     }
 
@@ -188,12 +245,12 @@ impl Fence {
         u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// How many sections have entered so far.
+    /// How many sections with the exclusive hold have entered so far.
     pub fn entered(&self) -> usize {
         *self.entered.borrow()
     }
 
-    /// Resolves once `n` sections have entered.
+    /// Resolves once `n` sections with the exclusive hold have entered.
     pub async fn wait_entered(&self, n: usize) {
         let mut rx = self.entered.subscribe();
         let _ = rx.wait_for(|entered| *entered >= n).await;
@@ -216,7 +273,8 @@ impl Fence {
 }
 
 async fn report(step: Step, State(fence): State<Fence>, Query(r): Query<Report>) -> StatusCode {
-    if fence.record(step, &r.lock, &r.client, r.token) { StatusCode::OK } else { StatusCode::CONFLICT }
+    let hold = Hold::from_query(r.shared, r.permit, r.permits);
+    if fence.record(step, &r.lock, &r.client, r.token, hold) { StatusCode::OK } else { StatusCode::CONFLICT }
 }
 
 #[cfg(test)]
@@ -226,12 +284,13 @@ mod tests {
     #[test]
     fn a_smaller_token_is_refused_once_a_larger_one_entered() {
         let fence = Fence::new(Instant::now(), None);
-        assert!(fence.record(Step::Enter, "a", "c1", 5));
-        assert!(fence.record(Step::Write, "a", "c1", 5));
-        assert!(fence.record(Step::Enter, "a", "c2", 7));
-        assert!(!fence.record(Step::Write, "a", "c1", 5), "the earlier holder's late write");
-        assert!(fence.record(Step::Exit, "a", "c1", 5));
-        assert!(fence.record(Step::Write, "b", "c1", 1), "locks are fenced apart");
+        let x = Hold::Exclusive;
+        assert!(fence.record(Step::Enter, "a", "c1", 5, x));
+        assert!(fence.record(Step::Write, "a", "c1", 5, x));
+        assert!(fence.record(Step::Enter, "a", "c2", 7, x));
+        assert!(!fence.record(Step::Write, "a", "c1", 5, x), "the earlier holder's late write");
+        assert!(fence.record(Step::Exit, "a", "c1", 5, x));
+        assert!(fence.record(Step::Write, "b", "c1", 1, x), "locks are fenced apart");
         assert_eq!(fence.events().iter().filter(|e| !e.accepted).count(), 1);
     }
 }

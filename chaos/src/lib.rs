@@ -14,13 +14,18 @@
 //!   rate).
 //! - [`run`]: one run, from start to report.
 //! - [`cluster`]: the store, the network to it, and the [`electors`].
-//! - [`contender`]: the processes that take locks through real clients.
+//! - [`contender`]: the processes that take locks through real clients;
+//!   [`race`]: the racing contenders of the fairness control.
 //! - [`clock`]: the clock fault, through libfaketime.
 //! - [`stranger`]: the actor that tries other holders' leases.
 //! - [`fault`] and [`inject`]: the kinds of fault, and injecting one;
 //!   [`procs`]: the processes a fault aims at.
-//! - [`fence`]: the fencing-aware resource and the history.
-//! - [`check`]: sections, overlaps, stale writes, token growth, strangers.
+//! - [`fence`]: the fencing-aware resource and the history; [`hold`]: how
+//!   a section holds its lock (exclusive, a reader, a permit) and the
+//!   fencing rule.
+//! - [`check`]: sections, overlaps, stale writes, token growth, strangers;
+//!   [`fair`]: waiters overtaken by later ones, from the places in line
+//!   that the [`watcher`] saw.
 //! - [`report`]: the report, as data and as text.
 //! - [`rng`]: the seeded generator behind every random choice.
 
@@ -32,12 +37,16 @@ pub mod cluster;
 pub mod config;
 pub mod contender;
 pub mod electors;
+pub mod fair;
 pub mod fault;
 pub mod fence;
+pub mod hold;
 pub mod inject;
 pub mod procs;
+pub mod race;
 pub mod report;
 pub mod rng;
 pub mod run;
 pub mod store;
 pub mod stranger;
+pub mod watcher;

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::Findings;
+use crate::check::{Findings, Section};
 use crate::electors::SessionFigures;
 use crate::fault::{Fault, FaultKind};
-use crate::fence::{Event, Step};
+use crate::fence::{Event, Hold, Step};
 use crate::store::StoreKind;
 
 /// The clock fault of a run, and what became of the skewed holder.
@@ -66,6 +66,54 @@ pub fn successors(events: &[Event], faults: &[Fault]) -> Vec<Successors> {
         .collect()
 }
 
+/// A lock held shared in a run (a semaphore, or a read-write lock).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedLock {
+    /// The lock.
+    pub lock: String,
+    /// A semaphore's permits (none: a read-write lock).
+    pub permits: Option<u32>,
+    /// Sections with a shared hold (readers, or permits).
+    pub shared: usize,
+    /// Sections with the exclusive hold (writers).
+    pub exclusive: usize,
+    /// The most sections inside at once (from entry to last report).
+    pub most_at_once: usize,
+}
+
+/// The locks held shared, from the sections of a run.
+pub fn shared_locks(sections: &[Section]) -> Vec<SharedLock> {
+    let mut by_lock: BTreeMap<&str, Vec<&Section>> = BTreeMap::new();
+    for s in sections {
+        by_lock.entry(&s.lock).or_default().push(s);
+    }
+    by_lock
+        .into_iter()
+        .filter(|(_, list)| list.iter().any(|s| !s.hold.is_exclusive()))
+        .map(|(lock, list)| {
+            // Ends before entries at the same instant.
+            let mut edges: Vec<(u64, i64)> = list.iter().flat_map(|s| [(s.enter_us, 1), (s.end_us, -1)]).collect();
+            edges.sort_unstable();
+            let (mut inside, mut most) = (0i64, 0i64);
+            for (_, d) in edges {
+                inside += d;
+                most = most.max(inside);
+            }
+            let permits = list.iter().find_map(|s| match s.hold {
+                Hold::Permit { of, .. } => Some(of),
+                _ => None,
+            });
+            SharedLock {
+                lock: lock.to_owned(),
+                permits,
+                shared: list.iter().filter(|s| !s.hold.is_exclusive()).count(),
+                exclusive: list.iter().filter(|s| s.hold.is_exclusive()).count(),
+                most_at_once: usize::try_from(most).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
 /// What a run did and found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -90,6 +138,9 @@ pub struct Report {
     /// How soon killed holders' locks went to someone else.
     #[serde(default)]
     pub successors: Vec<Successors>,
+    /// The semaphores and read-write locks, and how many held them at once.
+    #[serde(default)]
+    pub shared_locks: Vec<SharedLock>,
     /// The lease TTL, to read those by.
     #[serde(default)]
     pub ttl_ms: u64,
@@ -133,6 +184,35 @@ impl Report {
             f.stranger_attempts,
             f.stranger_accepted,
         );
+        for l in &self.shared_locks {
+            out.push_str(&match l.permits {
+                Some(n) => format!(
+                    "semaphore {} ({n} permits): {} sections, at most {} inside at once, {} permits out of range\n",
+                    l.lock, l.shared, l.most_at_once, f.permits_out_of_range
+                ),
+                None => format!(
+                    "read-write lock {}: {} reader and {} writer sections, at most {} inside at once \
+                     (a reader beside a writer is an overlap above)\n",
+                    l.lock, l.shared, l.exclusive, l.most_at_once
+                ),
+            });
+        }
+        let w = &f.fairness;
+        out.push_str(&format!(
+            "fairness: {} waits, {} seen in line; overtaken by a later waiter: {} excused by a fault or a lost place, \
+             {} unexcused\n",
+            w.waits, w.seen_in_line, w.overtakings_excused, w.overtakings
+        ));
+        if let Some((p50, max)) = w.place_after_start_us {
+            out.push_str(&format!(
+                "places in line: seen {} ms (median), {} ms at most after the start of mpsync lock; \
+                 {} lost ({} with no fault to explain)\n",
+                p50 / 1000,
+                max / 1000,
+                w.places_lost,
+                w.places_lost_unexplained
+            ));
+        }
         let s = &self.sessions;
         if self.no_session {
             out.push_str("sessions: off (the contenders ran with MPSYNC_NO_SESSION)\n");

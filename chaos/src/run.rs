@@ -23,7 +23,7 @@ use crate::fence::{Event, Fence};
 use crate::inject::{Target, inject};
 use crate::report::{ClockReport, Report};
 use crate::rng::Rng;
-use crate::{electors, stranger};
+use crate::{electors, stranger, watcher};
 
 /// Runs one chaos run and returns its report.
 pub async fn run(config: Config) -> anyhow::Result<Report> {
@@ -56,10 +56,12 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         urls: &urls,
         addrs: &addrs,
         fence: fence_addr,
+        history: &fence,
         locks: &locks,
         skew: skew.as_ref().map(|(s, _)| s),
     };
     let contenders = Contenders::start(setup, &mut rng, stop.clone()).await?;
+    let lines = tokio::spawn(watcher::watch_lines(urls.clone(), fence.clone(), stop.clone()));
     let stranger = tokio::spawn(stranger::prowl(
         urls.clone(),
         locks.clone(),
@@ -76,8 +78,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         anyhow::ensure!(!kinds.is_empty(), "none of the faults asked for applies to the {} store", config.store.name());
     }
     let deadline = origin + config.time_limit;
-    // The first section on each lock is not a hand-over.
-    let sections_wanted = config.handovers + locks.len();
+    // The first section on each lock is not a hand-over; the semaphore's
+    // and the readers' sections are not counted (see Fence::entered).
+    let sections_wanted = config.handovers + locks.len() + usize::from(config.readers_writers > 0);
     let mut faults: Vec<Fault> = Vec::new();
     let mut last_progress = Instant::now();
     loop {
@@ -113,7 +116,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     cluster.electors.sample().await;
     contenders.stop().await;
     let _ = stranger.await;
+    let _ = lines.await;
     let events = fence.events();
+    if let Some(path) = &config.history {
+        // Beside the history, for `mpsync-chaos --check` to excuse by.
+        let path = faults_beside(path);
+        std::fs::write(&path, serde_json::to_vec(&faults)?).with_context(|| format!("writing {}", path.display()))?;
+    }
     let findings = check(&events, &faults);
     let mut by_kind = BTreeMap::new();
     for f in &faults {
@@ -135,9 +144,16 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         no_session: !config.sessions,
         sessions,
         successors: crate::report::successors(&events, &faults),
+        shared_locks: crate::report::shared_locks(&crate::check::sections(&events)),
         ttl_ms: config.ttl.as_millis() as u64,
         elector_log,
     })
+}
+
+/// Where the faults of the run whose history is at `history` are kept:
+/// `STORE.faults.json` beside `STORE.jsonl`.
+pub fn faults_beside(history: &std::path::Path) -> std::path::PathBuf {
+    history.with_extension("faults.json")
 }
 
 /// What became of the skewed holder.

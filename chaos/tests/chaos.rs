@@ -2,12 +2,14 @@
 //! through every real client (`mpsync lock`, and the wasm app native and
 //! portable, which `make test` builds) under faults, checked for safety,
 //! with the stranger refused every time; the memory run with a holder whose
-//! clock runs 10% slow (inside the bound). And three runs the checker must
-//! find unsafe, so that a green run means something: the memory store's
-//! state file thrown away at each restart, a holder whose clock runs at
-//! half speed (outside the bound), and electors that release, at a
-//! graceful stop, the leases of the sessions they end themselves (beside
-//! the same run with safe electors, which must be found safe).
+//! clock runs 10% slow (inside the bound); no waiter overtaken by a later
+//! one unless a fault excuses it. And four runs the checker must find
+//! unsafe, so that a green run means something: the memory store's state
+//! file thrown away at each restart, a holder whose clock runs at half
+//! speed (outside the bound), electors that release, at a graceful stop,
+//! the leases of the sessions they end themselves (beside the same run with
+//! safe electors, which must be found safe), and contenders that race for
+//! a lock instead of waiting in line.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chaos::config::{Bins, Config, StoreKind};
-use chaos::contender::SKEWED;
+use chaos::contender::{RW_LOCK, SEMAPHORE, SKEWED};
 use chaos::fault::FaultKind;
 use chaos::report::Report;
 use chaos::run::run;
@@ -35,12 +37,17 @@ fn config(store: StoreKind, handovers: usize, seed: u64) -> Config {
         seed,
         contenders: 4,
         locks: 2,
+        semaphore: 3,
+        readers_writers: 3,
         ttl: Duration::from_secs(1),
         fault_every: Duration::from_millis(1500),
         electors: 2,
         bins,
         clock_rate: None,
-        history: None,
+        // To look into a failure: CHAOS_HISTORY_DIR keeps each run's
+        // history (and its faults) there.
+        history: std::env::var_os("CHAOS_HISTORY_DIR")
+            .map(|dir| PathBuf::from(dir).join(format!("{}-{seed}.jsonl", store.name()))),
         elector_log: None,
         stop_when: None,
         verbose: false,
@@ -48,6 +55,8 @@ fn config(store: StoreKind, handovers: usize, seed: u64) -> Config {
         sessions: true,
         lingering_commands: false,
         unsafe_release_on_own_close: false,
+        race: false,
+        overcommit: false,
         faults: Vec::new(),
     }
 }
@@ -61,6 +70,14 @@ async fn short_run(config: Config) -> Report {
     assert!(!report.faults.is_empty(), "no fault was injected: {}", report.text());
     assert!(f.stranger_attempts > 0, "the stranger tried nothing: {}", report.text());
     assert!(report.sessions.most_open > 0, "no contender held a session: {}", report.text());
+    // The fairness check had waiters to look at.
+    assert!(f.fairness.seen_in_line > 0, "the line watcher saw nobody waiting: {}", report.text());
+    // The semaphore and the read-write lock were held, shared at times.
+    let shared = |lock: &str| report.shared_locks.iter().find(|l| l.lock == lock).cloned();
+    let sem = shared(SEMAPHORE).unwrap_or_else(|| panic!("nobody took the semaphore: {}", report.text()));
+    assert!(sem.most_at_once > 1, "never two permits held at once: {}", report.text());
+    let rw = shared(RW_LOCK).unwrap_or_else(|| panic!("nobody took the read-write lock: {}", report.text()));
+    assert!(rw.shared > 0 && rw.exclusive > 0, "no reader or no writer: {}", report.text());
     report
 }
 
@@ -165,4 +182,47 @@ async fn an_elector_that_releases_the_sessions_it_ends_is_caught() {
     // A holder that had not yet heard its session end (its command winding
     // down in its grace) was overlapped by its successor.
     assert!(f.overlaps_violating > 0, "{}", report.text());
+}
+
+#[tokio::test]
+async fn contenders_that_race_are_caught_overtaking() {
+    let mut config = config(StoreKind::Memory, 300, 17);
+    config.race = true;
+    // One lock for six: waits of several sections, long past the margin
+    // the check allows a waiter it never saw in line.
+    config.locks = 1;
+    config.contenders = 6;
+    // No fault: the racers are no processes to kill, so none is injected
+    // (the run checks its findings between the faults it draws).
+    config.faults = vec![FaultKind::ContenderKill];
+    config.fault_every = Duration::from_millis(1000);
+    config.time_limit = Duration::from_secs(60);
+    config.stop_when = Some(|f| f.fairness.overtakings > 0);
+    let report = run(config).await.unwrap();
+    println!("{}", report.text());
+    let f = &report.findings;
+    assert!(!report.safe(), "the checker missed racers overtaking each other: {}", report.text());
+    assert!(f.fairness.overtakings > 0, "{}", report.text());
+    assert!(f.fairness.overtaken.keys().all(|c| c.starts_with("racer-")), "{}", report.text());
+    // Racing is unfair, not unsafe: nothing else broke.
+    assert_eq!((f.overlaps_violating, f.stale_accepted, f.token_regressions), (0, 0, 0), "{}", report.text());
+}
+
+#[tokio::test]
+async fn shared_holds_the_elector_did_not_exclude_are_caught() {
+    let mut config = config(StoreKind::Memory, 300, 18);
+    // The elector is asked for 3 permits while the resource is told 2, and
+    // the writers ask for shared holds.
+    config.overcommit = true;
+    config.faults = vec![FaultKind::ContenderKill];
+    config.time_limit = Duration::from_secs(60);
+    config.stop_when = Some(|f| f.permits_out_of_range > 0 && f.overlaps_violating > 0);
+    let report = run(config).await.unwrap();
+    println!("{}", report.text());
+    let f = &report.findings;
+    assert!(!report.safe(), "the checker missed holds the elector did not exclude: {}", report.text());
+    assert!(f.permits_out_of_range > 0, "{}", report.text());
+    // Writers beside readers: violating overlaps, with a read-write lock's
+    // contender inside first.
+    assert!(f.overlaps_violating_by.keys().any(|c| c.starts_with("rw-")), "{}", report.text());
 }

@@ -51,6 +51,25 @@ struct Shared {
     tether: Mutex<Option<Arc<ElectorSession>>>,
 }
 
+/// Gives up the place in line an acquire holds when it is dropped before
+/// it ends (a timeout around it, a task aborted): a place nobody refreshes
+/// would hold up the line until it runs out.
+struct LeaveOnDrop(Arc<Shared>);
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        let leave = lock(&self.0.session).leave_line();
+        if let (Some(leave), Ok(runtime)) = (leave, tokio::runtime::Handle::try_current()) {
+            let client = self.0.client.clone();
+            runtime.spawn(async move {
+                if let Err(e) = client.call(&leave).await {
+                    tracing::warn!(error = %e, "leaving a lock's line after an abandoned acquire");
+                }
+            });
+        }
+    }
+}
+
 /// One client's handle on a lock or an election candidacy.
 pub struct Lease {
     shared: Arc<Shared>,
@@ -208,6 +227,8 @@ impl Lease {
 
     /// One attempt to acquire.
     pub async fn try_acquire(&self) -> Result<Granted, Error> {
+        // One attempt, never in line, whatever an abandoned acquire left.
+        lock(&self.shared.session).wait_in_line(None);
         self.attempt().await.map(|held| self.granted(held))
     }
 
@@ -252,6 +273,7 @@ impl Lease {
     /// jittered backoff that honours `retry-after`.
     pub async fn acquire(&self, timeout: Duration) -> Result<Granted, Error> {
         let mut acquire = Acquire::new(self.shared.now(), timeout, self.ttl());
+        let _leave = LeaveOnDrop(self.shared.clone());
         loop {
             let action = acquire.next(&mut lock(&self.shared.session), self.shared.now(), None);
             match action {

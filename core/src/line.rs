@@ -23,11 +23,12 @@
 //! # Safety of a handed-over lease
 //!
 //! A waiter counts a lease it was handed from the moment it sent the
-//! request that told it so, as for any grant. The elector dates the
-//! handed-over lease from the write that made it, which precedes that answer
-//! only when the waiter's request arrived after the hand-over: then the
-//! elector renews the lease before answering ([`LineOutcome::Holds`]), so
-//! the holder's count never starts before the elector's.
+//! request that told it so, as for any grant. Electors date the
+//! handed-over lease from the write that made it (the deciding elector
+//! from its decision), which may precede that request: unless the elector
+//! answering wrote the hand-over itself after the request arrived, it
+//! renews the lease before answering ([`LineOutcome::Holds`]), so that no
+//! elector's count starts before the holder's.
 
 use core::time::Duration;
 use std::sync::Arc;
@@ -395,7 +396,8 @@ pub fn decide_line(current: Option<&Current<'_>>, claim: &Claim<'_>, queue: &Que
             let ticket = waiter.ticket;
             LineOutcome::Queued { record: Some(record), ticket, position: at, waiting }
         }
-        None if waiting >= queue.max_waiters => LineOutcome::Full { waiting },
+        // Shared holds take room in the record too.
+        None if waiting + record.line.shares.len() >= queue.max_waiters => LineOutcome::Full { waiting },
         None => {
             let ticket = record.line.mint();
             Arc::make_mut(&mut record.line.waiters).push(Arc::new(Waiter {
@@ -498,12 +500,14 @@ pub fn decide_leave(
     }
 }
 
-/// Removes the waiters and shared holds `alive` (given each one's ticket)
-/// says are dead, keeping the order of the rest; true if any went.
-pub fn prune(line: &mut Line, mut alive: impl FnMut(u64) -> bool) -> bool {
+/// Removes the waiters and the shared holds the callers say are dead,
+/// keeping the order of the rest; true if any went.
+pub fn prune(line: &mut Line, waiter_alive: impl Fn(&Waiter) -> bool, share_alive: impl Fn(&Share) -> bool) -> bool {
     let before = (line.waiters.len(), line.shares.len());
-    Arc::make_mut(&mut line.waiters).retain(|w| alive(w.ticket));
-    line.shares.retain(|s| alive(s.ticket));
+    if line.waiters.iter().any(|w| !waiter_alive(w)) {
+        Arc::make_mut(&mut line.waiters).retain(|w| waiter_alive(w));
+    }
+    line.shares.retain(|s| share_alive(s));
     (line.waiters.len(), line.shares.len()) != before
 }
 
@@ -713,8 +717,8 @@ mod tests {
         let (r, _, _) = wait(&r, "c", None);
         let (mut r, _, _) = wait(&r, "d", None);
         let c = r.line.waiters[1].ticket;
-        assert!(prune(&mut r.line, |ticket| ticket != c));
+        assert!(prune(&mut r.line, |w| w.ticket != c, |_| true));
         assert_eq!(r.line.waiters.iter().map(|w| w.holder.as_str()).collect::<Vec<_>>(), ["b", "d"]);
-        assert!(!prune(&mut r.line, |_| true));
+        assert!(!prune(&mut r.line, |_| true, |_| true));
     }
 }

@@ -85,13 +85,15 @@ pub struct AcquireRequest {
     #[serde(default, skip_serializing_if = "core::ops::Not::not")]
     pub queue: bool,
     /// With `queue`: the place in line an earlier `202` gave. Sending it
-    /// within `ttl_ms` of the last keeps the place.
+    /// again within three quarters of `ttl_ms` keeps the place (a request
+    /// refreshes it once a quarter of the TTL passed since its last
+    /// refresh, and a place not refreshed for the TTL is dropped).
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub ticket: Option<u64>,
     /// With `queue`: how long to wait for the lock before answering `202`,
     /// and never longer than half of `ttl_ms` (so a lease handed over
-    /// meanwhile still has most of its TTL when the answer arrives); absent
-    /// or 0 answers at once.
+    /// meanwhile still has part of its TTL when the answer arrives; our
+    /// clients wait a third); absent or 0 answers at once.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
     /// Locks only: a shared hold (one reader of a read-write lock, or one
@@ -118,7 +120,8 @@ pub const MAX_LISTED_WAITERS: usize = 16;
 pub struct QueuedView {
     /// The lock name.
     pub name: String,
-    /// The place held: send it back (`"ticket"`) within `ttl_ms` to keep it.
+    /// The place held: send it back (`"ticket"`) within three quarters of
+    /// `ttl_ms` to keep it.
     pub ticket: u64,
     /// How many are ahead (0: next).
     pub position: u64,

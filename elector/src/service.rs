@@ -477,7 +477,7 @@ impl Service {
                     // moment the store applied it, so the judge's expiry
                     // can only come early for others, never late.
                     self.judge().observe(key, &record, version, now);
-                    self.wrote_line(key, &record, now);
+                    self.wrote_line(key, stored.as_ref().map(|v| &v.record), &record, now);
                     return Ok(Applied::Written { value, record, version, now });
                 }
                 Err(StoreError::Conflict) => continue,

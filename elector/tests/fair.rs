@@ -172,6 +172,56 @@ async fn a_dead_waiter_handed_the_lock_holds_it_for_its_ttl_only(store: &str) {
     assert_eq!(gone.reason, ConflictReason::NotQueued);
 }
 
+/// A waiter the lock was handed to between two of its requests learns of
+/// it from the next, which renews the lease before answering: the
+/// hand-over was written before that request was sent, and every elector
+/// dates the lease from the hand-over, earlier than the holder would count
+/// it. A waiter parked when the lock is handed over needs no renewal.
+async fn a_waiter_told_late_of_its_hand_over_gets_a_renewed_lease(store: &str) {
+    let backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("pod-a", &[]).await;
+    let name = unique("fair-late");
+    let renewals = |client: Client| async move {
+        let reply = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
+        let text = String::from_utf8_lossy(&reply.body).into_owned();
+        text.lines().find_map(|l| l.strip_prefix("mpsync_renewals_total{kind=\"lock\"} ")?.parse::<u64>().ok()).unwrap()
+    };
+    let first = granted(&client, &name, &acquire("a", TTL_MS)).await;
+    let b = place(&client, &name, "b", TTL_MS).await;
+    assert!(client.release_with(Kind::Lock, &name, &release("a", first.token)).await.unwrap());
+    let before = renewals(client.clone()).await;
+    let Claimed::Granted(lease) =
+        client.claim(Kind::Lock, &name, &in_line("b", TTL_MS, Some(b.ticket), PARK)).await.unwrap()
+    else {
+        panic!("b was not handed the lock")
+    };
+    assert!(lease.token > first.token);
+    assert_eq!(renewals(client.clone()).await, before + 1, "renewed before the answer");
+    // Parked when the hand-over comes: the lease is dated after its request.
+    let c = place(&client, &name, "c", TTL_MS).await;
+    let c = tokio::spawn(turn(client.clone(), name.clone(), "c", c.ticket));
+    until_waiting_parked(&client).await;
+    assert!(client.release_with(Kind::Lock, &name, &release("b", lease.token)).await.unwrap());
+    c.await.unwrap();
+    assert_eq!(renewals(client.clone()).await, before + 1, "no renewal for a waiter told at once");
+}
+
+/// Asks /metrics every 20 ms until one waiter is parked.
+async fn until_waiting_parked(client: &Client) {
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    let parked = tokio::time::timeout(PATIENCE, async {
+        loop {
+            every.tick().await;
+            let reply = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
+            if String::from_utf8_lossy(&reply.body).lines().any(|l| l == "mpsync_waiters 1") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(parked.is_ok(), "the waiter never parked");
+}
+
 /// The line is kept in the store: a new elector on it serves the same
 /// places in the same order, and two electors serve one line.
 async fn the_line_is_in_the_store(store: &str) {
@@ -265,12 +315,15 @@ async fn places_are_keyed_and_requests_checked(store: &str) {
 }
 
 suite!(memory: waiters_are_served_in_order, a_waiter_that_dies_or_gives_up_leaves_the_line,
+    a_waiter_told_late_of_its_hand_over_gets_a_renewed_lease,
     a_dead_waiter_handed_the_lock_holds_it_for_its_ttl_only, a_closed_session_gives_up_its_places,
     places_are_keyed_and_requests_checked);
 suite!(etcd: waiters_are_served_in_order, a_waiter_that_dies_or_gives_up_leaves_the_line,
+    a_waiter_told_late_of_its_hand_over_gets_a_renewed_lease,
     a_dead_waiter_handed_the_lock_holds_it_for_its_ttl_only, the_line_is_in_the_store,
     a_closed_session_gives_up_its_places, places_are_keyed_and_requests_checked);
 suite!(kubernetes: waiters_are_served_in_order, a_waiter_that_dies_or_gives_up_leaves_the_line,
+    a_waiter_told_late_of_its_hand_over_gets_a_renewed_lease,
     a_dead_waiter_handed_the_lock_holds_it_for_its_ttl_only, the_line_is_in_the_store,
     a_closed_session_gives_up_its_places, places_are_keyed_and_requests_checked);
 suite!(real_cluster #[ignore = "needs MPSYNC_TEST_KUBECONFIG (a real cluster)"]: waiters_are_served_in_order,

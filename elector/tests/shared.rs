@@ -161,9 +161,21 @@ async fn a_closed_session_releases_its_shared_holds(store: &str) {
     drop(session.socket);
     let c = handed(c, "c").await;
     assert!(c.token > a.token.max(b.token));
-    let page = client.list(Kind::Lock, 1000, None).await.unwrap();
-    let record = page.items.iter().find(|r| r.name == name).unwrap();
-    assert_eq!(record.shares.iter().map(|s| s.holder.as_str()).collect::<Vec<_>>(), ["c"], "both holds released");
+    // The two releases run side by side: c may be handed a's permit before
+    // b's is written. Ask the listing every 20 ms until it settles.
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    let settled = tokio::time::timeout(PATIENCE, async {
+        loop {
+            every.tick().await;
+            let page = client.list(Kind::Lock, 1000, None).await.unwrap();
+            let record = page.items.iter().find(|r| r.name == name).unwrap();
+            if record.shares.iter().map(|s| s.holder.as_str()).collect::<Vec<_>>() == ["c"] {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "both holds released, only c's left");
 }
 
 suite!(memory: a_semaphore_lets_in_its_permits, readers_share_and_a_writer_is_not_starved,

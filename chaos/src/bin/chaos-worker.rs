@@ -2,7 +2,9 @@
 //!
 //! It reports its critical section to the fencing-aware resource: enter,
 //! `CHAOS_WRITES` writes `CHAOS_GAP_MS` apart, exit, each with the token
-//! `mpsync lock` gave it. It checks nothing itself (no deadline, no answer):
+//! `mpsync lock` gave it, and how it holds the lock: a permit
+//! (`MPSYNC_LOCK_PERMIT`, of `CHAOS_PERMITS`), a reader (`CHAOS_SHARED=1`),
+//! or the one holder. It checks nothing itself (no deadline, no answer):
 //! the worst-behaved command, so that only `mpsync lock` keeps it inside its
 //! lease. A refused write is reported on stderr and the worker goes on.
 //!
@@ -32,12 +34,13 @@ fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("chaos-worker: {name} is not set"))
 }
 
-/// One `POST /STEP?lock=..&client=..&token=..`; the status code.
-fn report(fence: &str, step: &str, lock: &str, client: &str, token: &str) -> Result<u16, String> {
+/// One `POST /STEP?lock=..&client=..&token=..` and the hold (`&shared=..`
+/// or `&permit=..&permits=..`); the status code.
+fn report(fence: &str, step: &str, lock: &str, client: &str, token: &str, hold: &str) -> Result<u16, String> {
     let mut stream = TcpStream::connect(fence).map_err(|e| format!("connecting to {fence}: {e}"))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let request = format!(
-        "POST /{step}?lock={lock}&client={client}&token={token} HTTP/1.1\r\nHost: {fence}\r\n\
+        "POST /{step}?lock={lock}&client={client}&token={token}{hold} HTTP/1.1\r\nHost: {fence}\r\n\
          Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
@@ -109,6 +112,12 @@ fn main() -> ExitCode {
         let client = var("CHAOS_CLIENT")?;
         let lock = var("MPSYNC_LOCK_NAME")?;
         let token = var("MPSYNC_LOCK_TOKEN")?;
+        // The query chaos::hold::Hold::query writes.
+        let hold = match (var("MPSYNC_LOCK_PERMIT"), var("CHAOS_SHARED").as_deref()) {
+            (Ok(permit), _) => format!("&permit={permit}&permits={}", var("CHAOS_PERMITS")?),
+            (Err(_), Ok("1")) => "&shared=true".to_owned(),
+            (Err(_), _) => String::new(),
+        };
         let writes: u32 = var("CHAOS_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
         let gap = Duration::from_millis(var("CHAOS_GAP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(5));
         let termed = match var("CHAOS_LINGER").as_deref() {
@@ -116,12 +125,12 @@ fn main() -> ExitCode {
             _ => None,
         };
         let write = || -> Result<(), String> {
-            if report(&fence, "write", &lock, &client, &token)? != 200 {
+            if report(&fence, "write", &lock, &client, &token, &hold)? != 200 {
                 eprintln!("chaos-worker: {client}'s write with token {token} was refused");
             }
             Ok(())
         };
-        report(&fence, "enter", &lock, &client, &token)?;
+        report(&fence, "enter", &lock, &client, &token, &hold)?;
         let mut left = writes;
         while left > 0 {
             // The work a critical section does between writes.
@@ -138,7 +147,7 @@ fn main() -> ExitCode {
             write()?;
             left -= 1;
         }
-        report(&fence, "exit", &lock, &client, &token)?;
+        report(&fence, "exit", &lock, &client, &token, &hold)?;
         Ok(())
     };
     match run() {

@@ -13,10 +13,14 @@ use clap::Parser;
 
 /// Runs real clients (`mpsync lock`, and the chaos wasm app under `mpsync
 /// run`, native and portable) against a real elector while faults come at
-/// random times, and checks the history: no two critical sections may
+/// random times, on plain locks, a counting semaphore and a read-write lock,
+/// and checks the history: no two critical sections whose holds exclude
+/// each other (a writer and anyone, two holders of one permit) may
 /// overlap unless the earlier holder was frozen (then the fencing resource
 /// must refuse its late writes), no stale write may be accepted, and tokens
-/// must grow at every hand-over. A stranger reads held locks and tries to
+/// must grow at every hand-over; no waiter may be overtaken by one that
+/// came later unless a fault may have cost it its place in line (a line
+/// watcher lists the locks to see who waits). A stranger reads held locks and tries to
 /// renew and release them without the holder's key: the elector must refuse
 /// every attempt. With --clock-rate, one more holder runs with its clocks
 /// skewed and is cut off from its elector now and then: inside the bound
@@ -34,7 +38,9 @@ struct Args {
     /// Stores to run against, one run each (repeatable).
     #[arg(long = "store", value_enum, default_values = ["memory", "etcd", "kubernetes"])]
     stores: Vec<StoreKind>,
-    /// Hand-overs per run; the run stops after this many (or --time-limit).
+    /// Hand-overs per run, of exclusive holds (the plain locks', the
+    /// read-write lock's writers'); the run stops after this many (or
+    /// --time-limit).
     #[arg(long, default_value_t = 10_000)]
     handovers: usize,
     /// Longest a run may take.
@@ -49,6 +55,16 @@ struct Args {
     /// Locks they share.
     #[arg(long, default_value_t = 2)]
     locks: usize,
+    /// `mpsync lock --permits 2` contenders on a counting semaphore of 2
+    /// permits (chaos-sem): never more than 2 holders at once, each fenced
+    /// by its permit.
+    #[arg(long, default_value_t = 3)]
+    semaphore_contenders: usize,
+    /// `mpsync lock` contenders on a read-write lock (chaos-rw), each
+    /// section a reader (`--shared`) two times in three, else the writer:
+    /// never a reader beside a writer.
+    #[arg(long, default_value_t = 3)]
+    rw_contenders: usize,
     /// Lease TTL.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -78,7 +94,8 @@ struct Args {
     #[arg(long)]
     history_dir: Option<PathBuf>,
     /// Only check the history in this file (kept with --history-dir), with
-    /// no fault excusing any overlap, and print the findings.
+    /// the faults kept beside it (STORE.faults.json; without it no fault
+    /// excuses anything), and print the findings.
     #[arg(long, value_name = "HISTORY.jsonl")]
     check: Option<PathBuf>,
     /// Draw faults only of this kind (repeatable; default: every kind the
@@ -104,6 +121,19 @@ struct Args {
     /// (chaos/README.md says why).
     #[arg(long)]
     unsafe_release_on_own_close: bool,
+    /// A control that must be found UNSAFE: the contenders race for the
+    /// locks (a plain claim, then a long-poll until the lock changes, as
+    /// before fair locks) instead of waiting in line, without the wasm
+    /// apps; the fairness check must find waiters overtaken by later ones.
+    /// Use with --locks 1 (chaos/README.md says why).
+    #[arg(long)]
+    race: bool,
+    /// A control that must be found UNSAFE: the semaphore's contenders ask
+    /// the elector for 3 permits while the resource is told 2, and the
+    /// read-write lock's writers ask for a shared hold; the checker must
+    /// find a permit out of range and writers beside readers.
+    #[arg(long)]
+    shared_overcommit: bool,
     /// Print each fault as it is injected.
     #[arg(long, short)]
     verbose: bool,
@@ -124,12 +154,16 @@ async fn main() -> ExitCode {
 async fn go() -> anyhow::Result<bool> {
     let args = Args::parse();
     if let Some(path) = &args.check {
-        // Check a history kept by an earlier run (faults unknown: no
-        // overlap is excused by a freeze).
+        // Check a history kept by an earlier run, with the faults kept
+        // beside it (none if they are not there: nothing is excused).
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let events: Vec<chaos::fence::Event> =
             text.lines().map(serde_json::from_str).collect::<Result<_, _>>().context("a history line")?;
-        let findings = chaos::check::check(&events, &[]);
+        let faults = match std::fs::read(chaos::run::faults_beside(path)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).context("the faults beside the history")?,
+            Err(_) => Vec::new(),
+        };
+        let findings = chaos::check::check(&events, &faults);
         println!("{}", serde_json::to_string_pretty(&findings)?);
         return Ok(findings.safe());
     }
@@ -163,6 +197,8 @@ async fn go() -> anyhow::Result<bool> {
             seed,
             contenders: args.contenders,
             locks: args.locks,
+            semaphore: args.semaphore_contenders,
+            readers_writers: args.rw_contenders,
             ttl: args.ttl,
             fault_every: args.fault_every,
             electors: args.electors,
@@ -176,6 +212,8 @@ async fn go() -> anyhow::Result<bool> {
             sessions: !args.no_session,
             lingering_commands: args.lingering_commands,
             unsafe_release_on_own_close: args.unsafe_release_on_own_close,
+            race: args.race,
+            overcommit: args.shared_overcommit,
             faults: args.faults.clone(),
         })
         .await?;

@@ -209,7 +209,7 @@ impl Acquire {
     }
 
     fn attempt(&self, session: &mut Session, slice: Duration) -> Action {
-        session.wait_in_line(slice.min(self.blocking.ttl / 3).min(super::POLL_SLICE));
+        session.wait_in_line(Some(slice.min(self.blocking.ttl / 3).min(super::POLL_SLICE)));
         Action::Attempt
     }
 

@@ -229,13 +229,12 @@ impl Session {
 
     /// Locks: makes the next acquisition wait its turn in the lock's line
     /// (`"queue": true`), parked on the elector up to `wait` for the lock to
-    /// be handed over; a place taken before is kept. One acquisition only:
-    /// a single attempt ([`start_acquire`](Self::start_acquire) alone)
-    /// never queues. Ignored for elections.
-    pub fn wait_in_line(&mut self, wait: Duration) {
-        if self.kind == Kind::Lock {
-            self.line_wait = Some(wait);
-        }
+    /// be handed over; a place taken before is kept (`None`: the next
+    /// acquisition is a single attempt, even if a blocking call that asked
+    /// to wait was abandoned before it sent its request). One acquisition
+    /// only. Ignored for elections.
+    pub fn wait_in_line(&mut self, wait: Option<Duration>) {
+        self.line_wait = wait.filter(|_| self.kind == Kind::Lock);
     }
 
     /// The last attempt left this holder waiting in line (or its place ran
@@ -412,6 +411,19 @@ impl Session {
                     self.leader = Some(Leader::from(&view));
                 }
                 (Response::Granted { token: view.token, version: view.version }, None)
+            }
+            Ok(Ok(Claimed::Refused(conflict))) if conflict.reason == ConflictReason::PermitsDiffer => {
+                // Waiting cannot help: the lock is a semaphore of another size.
+                let said = match self.share {
+                    Some(Some(n)) => format!("{n} permits"),
+                    _ => "any number of readers".to_owned(),
+                };
+                let wrong = format!(
+                    "{}: this asks for {said}, but the lock's shared holders and waiters asked for another number of permits",
+                    url()
+                );
+                self.rejected = Some(Error::InvalidOption(wrong.clone()));
+                (Response::Failed, Some(wrong))
             }
             Ok(Ok(Claimed::Refused(conflict))) => {
                 self.version = conflict.version;

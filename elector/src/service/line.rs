@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mpsync_core::line::{LeaveOutcome, Line, LineOutcome, Queue, Waiter, decide_leave, decide_line};
+use mpsync_core::line::{LeaveOutcome, Line, LineOutcome, Queue, Share, Waiter, decide_leave, decide_line};
 use mpsync_core::record::Claim;
 use mpsync_core::wire::{
     AcquireRequest, ConflictView, LeaseView, MAX_LISTED_WAITERS, QueuedView, ReleaseRequest, ShareView, WaiterView,
@@ -40,6 +40,16 @@ struct Dated {
     look: u64,
 }
 
+/// How [`Dates`] keys a shared hold: by its token, with this bit set apart
+/// from waiters' tickets. A token is never handed out twice for a name,
+/// even where the record is forgotten and made anew (its tickets start
+/// over), so a new hold is never dated by an old one's sighting.
+const SHARE: u64 = 1 << 63;
+
+fn share_id(share: &Share) -> u64 {
+    share.token | SHARE
+}
+
 /// How often [`Dates`] drops the lines of names it has not seen for long.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -53,7 +63,7 @@ struct LineDates {
     /// The line's counter then: any place, refresh or shared grant since
     /// changes it.
     tickets: u64,
-    /// The shared holds then, by ticket and mark.
+    /// The shared holds then, by token and mark.
     shares: Vec<(u64, u64)>,
     dated: HashMap<u64, Dated>,
     /// The tickets that had run out at the last look.
@@ -70,7 +80,7 @@ impl LineDates {
         let look = self.looks;
         let waiters = line.waiters.iter().map(|w| (w.ticket, w.refreshed, w.ttl()));
         let mut count = 0;
-        for (ticket, mark, ttl) in waiters.chain(line.shares.iter().map(|s| (s.ticket, s.refreshed, s.ttl()))) {
+        for (ticket, mark, ttl) in waiters.chain(line.shares.iter().map(|s| (share_id(s), s.refreshed, s.ttl()))) {
             count += 1;
             let dated = self.dated.entry(ticket).or_insert(Dated { mark, at: now, since: now, ttl, look });
             if dated.mark != mark {
@@ -83,7 +93,7 @@ impl LineDates {
         }
         self.waiters = line.waiters.clone();
         self.tickets = line.tickets;
-        self.shares = line.shares.iter().map(|s| (s.ticket, s.refreshed)).collect();
+        self.shares = line.shares.iter().map(|s| (s.token, s.refreshed)).collect();
     }
 
     /// Which entries ran out by `now`, and when the next will.
@@ -104,7 +114,7 @@ impl LineDates {
         Arc::ptr_eq(&self.waiters, &line.waiters)
             && self.tickets == line.tickets
             && self.shares.len() == line.shares.len()
-            && self.shares.iter().zip(&line.shares).all(|(seen, s)| *seen == (s.ticket, s.refreshed))
+            && self.shares.iter().zip(&line.shares).all(|(seen, s)| *seen == (s.token, s.refreshed))
     }
 }
 
@@ -126,6 +136,11 @@ impl Dates {
             return Vec::new();
         }
         let dates = self.lines.entry(key.clone()).or_default();
+        if line.tickets < dates.tickets {
+            // A record made anew (the old one was forgotten): its tickets
+            // start over, and nothing seen of the old one applies.
+            *dates = LineDates::default();
+        }
         if !dates.unchanged(line) {
             dates.date(line, now);
             dates.judge(now);
@@ -139,9 +154,9 @@ impl Dates {
         self.lines.get(key).and_then(|l| l.dated.get(&ticket))
     }
 
-    /// When this elector first saw the current mark of `ticket`.
-    fn dated_at(&self, key: &Key, ticket: u64) -> Option<Duration> {
-        self.dated(key, ticket).map(|d| d.at)
+    /// When this elector first saw the current mark of the shared hold.
+    fn share_dated_at(&self, key: &Key, share: &Share) -> Option<Duration> {
+        self.dated(key, share_id(share)).map(|d| d.at)
     }
 
     /// Drops the lines whose every entry ran out long ago: a name nobody
@@ -179,17 +194,25 @@ impl Dates {
     }
 }
 
+/// One parked request: how to wake it, and when this elector itself
+/// wrote the hand-over of the lock to it, if it did.
+#[derive(Debug, Default)]
+struct Waiting {
+    notify: Notify,
+    handed_at: Mutex<Option<Duration>>,
+}
+
 /// The waiters' requests parked on this elector, by lock and ticket.
 #[derive(Debug, Default)]
 pub(super) struct Parked {
-    waiting: Mutex<HashMap<(Key, u64), Arc<Notify>>>,
+    waiting: Mutex<HashMap<(Key, u64), Arc<Waiting>>>,
 }
 
 /// A parked request's registration, undone when it ends.
 struct Registration<'a> {
     parked: &'a Parked,
     at: (Key, u64),
-    notify: Arc<Notify>,
+    waiting: Arc<Waiting>,
 }
 
 impl Drop for Registration<'_> {
@@ -198,28 +221,39 @@ impl Drop for Registration<'_> {
     }
 }
 
+impl Registration<'_> {
+    /// When this elector decided the write that handed the lock to this
+    /// request's waiter, if it was this elector's.
+    fn handed_at(&self) -> Option<Duration> {
+        *mpsync_core::lock(&self.waiting.handed_at)
+    }
+}
+
 impl Parked {
     fn register(&self, key: &Key, ticket: u64) -> Registration<'_> {
-        let notify = Arc::new(Notify::new());
+        let waiting = Arc::new(Waiting::default());
         let at = (key.clone(), ticket);
-        mpsync_core::lock(&self.waiting).insert(at.clone(), notify.clone());
-        Registration { parked: self, at, notify }
+        mpsync_core::lock(&self.waiting).insert(at.clone(), waiting.clone());
+        Registration { parked: self, at, waiting }
     }
 
-    /// Wakes the waiter the lock was handed to and the first in line after
-    /// a write of `record` (a wake-up left for one not parked right now
-    /// waits for it).
-    fn nudge(&self, key: &Key, record: &Record) {
-        let newest_share = record.line.shares.iter().max_by_key(|s| s.token).map(|s| s.ticket);
-        let tickets = [record.line.granted, record.line.waiters.first().map(|w| w.ticket), newest_share];
-        if tickets.iter().all(Option::is_none) {
+    /// Wakes, after a write of `record` decided at `now`, the waiters it
+    /// handed the lock to (`handed`, telling each when) and the first in
+    /// line (a wake-up left for one not parked right now waits for it).
+    fn nudge(&self, key: &Key, record: &Record, handed: &[u64], now: Duration) {
+        let first = record.line.waiters.first().map(|w| w.ticket);
+        if handed.is_empty() && first.is_none() {
             return;
         }
         let waiting = mpsync_core::lock(&self.waiting);
-        for ticket in tickets.into_iter().flatten() {
-            if let Some(notify) = waiting.get(&(key.clone(), ticket)) {
-                notify.notify_one();
+        for ticket in handed {
+            if let Some(w) = waiting.get(&(key.clone(), *ticket)) {
+                *mpsync_core::lock(&w.handed_at) = Some(now);
+                w.notify.notify_one();
             }
+        }
+        if let Some(w) = first.and_then(|ticket| waiting.get(&(key.clone(), ticket))) {
+            w.notify.notify_one();
         }
     }
 
@@ -263,7 +297,6 @@ enum Turn {
     },
     Holds {
         lease: LeaseView,
-        dated_at: Duration,
     },
     Queued {
         ticket: u64,
@@ -293,18 +326,24 @@ impl Service {
             return None;
         }
         let mut pruned = record.clone();
-        mpsync_core::line::prune(&mut pruned.line, |ticket| !dead.contains(&ticket));
+        mpsync_core::line::prune(&mut pruned.line, |w| !dead.contains(&w.ticket), |s| !dead.contains(&share_id(s)));
         Some(pruned)
     }
 
-    /// After this elector wrote `record` at `now`: dates its waiters' and
-    /// shared holders' marks and wakes the waiters the write concerns.
-    pub(super) fn wrote_line(&self, key: &Key, record: &Record, now: Duration) {
+    /// After this elector wrote `record` over `before` (as read), in a
+    /// write decided at `now`: dates its waiters' and shared holders' marks
+    /// and wakes the waiters the write concerns, telling those it handed
+    /// the lock to when.
+    pub(super) fn wrote_line(&self, key: &Key, before: Option<&Record>, record: &Record, now: Duration) {
         if record.line.is_empty() {
             return;
         }
         mpsync_core::lock(&self.line_dates).observe(key, &record.line, now);
-        self.parked.nudge(key, record);
+        let (granted, token) = before.map_or((None, 0), |b| (b.line.granted, b.token));
+        let exclusive = record.line.granted.filter(|t| Some(*t) != granted);
+        let shares = record.line.shares.iter().filter(|s| s.token > token).map(|s| s.ticket);
+        let handed: Vec<u64> = exclusive.into_iter().chain(shares).collect();
+        self.parked.nudge(key, record, &handed, now);
     }
 
     /// `record`'s line as judged now, the dead left out: how many wait, the
@@ -314,7 +353,7 @@ impl Service {
             return LineView::default();
         }
         let dead = mpsync_core::lock(&self.line_dates).observe(key, &record.line, now);
-        let live = |ticket: &u64| !dead.contains(ticket);
+        let live = |id: &u64| !dead.contains(id);
         let line = record
             .line
             .waiters
@@ -329,9 +368,9 @@ impl Service {
                 position: position as u64,
             })
             .collect();
-        let shares: Vec<_> = record.line.shares.iter().filter(|s| live(&s.ticket)).collect();
+        let shares: Vec<_> = record.line.shares.iter().filter(|s| live(&share_id(s))).collect();
         let newest = shares.iter().max_by_key(|s| s.token).map(|s| {
-            let expires_at = mpsync_core::lock(&self.line_dates).dated_at(key, s.ticket).unwrap_or(now) + s.ttl();
+            let expires_at = mpsync_core::lock(&self.line_dates).share_dated_at(key, s).unwrap_or(now) + s.ttl();
             (s.holder.clone(), s.token, s.ttl_ms, s.permit, expires_at.saturating_sub(now))
         });
         let dead_waiters = record.line.waiters.iter().filter(|w| !live(&w.ticket)).count();
@@ -402,11 +441,16 @@ impl Service {
                     return Ok(QueueResult::Refused(view));
                 }
                 Turn::Full(waiting) => return Err(ServiceError::LineFull { waiting }),
-                Turn::Holds { lease, dated_at } => {
+                Turn::Holds { lease } => {
                     if let Some(place) = ticket {
                         self.record_waiting(request.session.as_deref(), key, place, None);
                     }
-                    return self.handed_over(key, request, lease, dated_at, arrived).await;
+                    // Handed over by a write of this elector's, decided
+                    // after this request arrived: dated after it was sent,
+                    // here and by every other elector (which first see it
+                    // later still).
+                    let after = registration.as_ref().and_then(Registration::handed_at).is_some_and(|d| d >= arrived);
+                    return self.handed_over(key, request, lease, after).await;
                 }
                 Turn::Granted { .. } => unreachable!("a grant is always written"),
                 Turn::Queued { ticket, position, waiting, holder, version, wake } => {
@@ -439,7 +483,7 @@ impl Service {
             });
             let first = position == 0;
             tokio::select! {
-                () = parked.notify.notified() => {}
+                () = parked.waiting.notify.notified() => {}
                 () = tokio::time::sleep_until(wake_at) => {}
                 changed = self.store.wait_change(key, super::store_version(version)), if first => changed?,
                 _ = stopping.changed() => {}
@@ -466,7 +510,7 @@ impl Service {
                 let share = c.record.line.shares.iter().find(|s| s.token == token);
                 let (dated_at, ttl) = match share {
                     Some(share) => {
-                        let dated = mpsync_core::lock(&self.line_dates).dated_at(key, share.ticket);
+                        let dated = mpsync_core::lock(&self.line_dates).share_dated_at(key, share);
                         (dated.unwrap_or(now), share.ttl())
                     }
                     None => (c.observed_at, c.record.ttl()),
@@ -483,7 +527,7 @@ impl Service {
                     shared: share.is_some(),
                     permit: share.and_then(|s| s.permit),
                 };
-                Step::Answer(Turn::Holds { lease, dated_at })
+                Step::Answer(Turn::Holds { lease })
             }
             LineOutcome::Full { waiting } => Step::Answer(Turn::Full(waiting)),
             LineOutcome::Refused(conflict) => {
@@ -545,19 +589,20 @@ impl Service {
         }))
     }
 
-    /// The lock was handed to the claimant as `lease`, in a write this
-    /// elector first saw at `dated_at`. If that was before the request
-    /// arrived, the holder would count its lease from later than the
-    /// elector does: renew it first, so the count starts now for both.
+    /// The lock was handed to the claimant as `lease`. Unless this
+    /// elector wrote the hand-over after the request arrived
+    /// (`dated_after`), the hand-over may have been decided (by any
+    /// elector) before the holder sent it, and dated from then, earlier
+    /// than the holder counts it: renew it first, so that the count starts
+    /// now for every elector.
     async fn handed_over(
         &self,
         key: &Key,
         request: &AcquireRequest,
         lease: LeaseView,
-        dated_at: Duration,
-        arrived: Duration,
+        dated_after: bool,
     ) -> Result<QueueResult, ServiceError> {
-        if dated_at < arrived {
+        if !dated_after {
             let renewal = AcquireRequest {
                 token: Some(lease.token),
                 queue: false,
@@ -606,6 +651,7 @@ impl Service {
                 result
             }
             Applied::Written { value: released, .. } => {
+                self.record_waiting(None, key, ticket, None);
                 if let Some(token) = released {
                     self.forget_released(key, token);
                     self.metrics.count(key.kind, Event::Release);

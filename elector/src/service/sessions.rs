@@ -63,6 +63,10 @@ struct Inner {
     /// session: a name has one live lease at a time, so a newer grant
     /// replaces an older entry.
     leases: HashMap<Slot, (String, Granted)>,
+    /// Every place in line taken under an open session, with its session:
+    /// a place refreshed under another session (or none), handed over or
+    /// given up is no longer the first one's to give up.
+    places: HashMap<(Key, u64), String>,
 }
 
 /// The open sessions and the leases granted under them.
@@ -112,7 +116,7 @@ impl Sessions {
     /// is not open (any more).
     fn record(&self, id: &str, key: &Slot, granted: Granted, now: Duration) -> bool {
         let mut guard = self.inner();
-        let Inner { open, leases } = &mut *guard;
+        let Inner { open, leases, .. } = &mut *guard;
         let Some(session) = open.get_mut(id) else { return false };
         session.names.insert(key.clone());
         if session.names.len() >= session.prune_at {
@@ -139,7 +143,7 @@ impl Sessions {
     /// held is no longer that session's to release.
     fn detach(&self, key: &Slot) {
         let mut guard = self.inner();
-        let Inner { open, leases } = &mut *guard;
+        let Inner { open, leases, .. } = &mut *guard;
         if let Some((id, _)) = leases.remove(key)
             && let Some(session) = open.get_mut(&id)
         {
@@ -150,7 +154,7 @@ impl Sessions {
     /// A lease released (a `DELETE`): nothing left to release for it.
     fn released(&self, key: &Slot, token: u64) {
         let mut guard = self.inner();
-        let Inner { open, leases } = &mut *guard;
+        let Inner { open, leases, .. } = &mut *guard;
         if leases.get(key).is_some_and(|(_, g)| g.token == token)
             && let Some((id, _)) = leases.remove(key)
             && let Some(session) = open.get_mut(&id)
@@ -159,18 +163,24 @@ impl Sessions {
         }
     }
 
-    /// A place in line taken (or left, `holder` `None`) under session `id`.
-    fn waiting(&self, id: &str, key: &Key, ticket: u64, holder: Option<(&str, Option<&LeaseKey>)>) {
-        let mut inner = self.inner();
-        let Some(session) = inner.open.get_mut(id) else { return };
+    /// A place in line taken or kept under session `id` (`None`: under no
+    /// session), by `holder` with `lease_key`; `holder` `None`: the place
+    /// ended (handed over, or given up). Either way a session it was under
+    /// before has it no more.
+    fn waiting(&self, id: Option<&str>, key: &Key, ticket: u64, holder: Option<(&str, Option<&LeaseKey>)>) {
+        let mut guard = self.inner();
+        let Inner { open, places, .. } = &mut *guard;
         let at = (key.clone(), ticket);
-        match holder {
-            Some((holder, lease_key)) => {
-                session.waiting.insert(at, (holder.to_owned(), lease_key.cloned()));
-            }
-            None => {
-                session.waiting.remove(&at);
-            }
+        if let Some(before) = places.remove(&at)
+            && let Some(session) = open.get_mut(&before)
+        {
+            session.waiting.remove(&at);
+        }
+        if let (Some(id), Some((holder, lease_key))) = (id, holder)
+            && let Some(session) = open.get_mut(id)
+        {
+            session.waiting.insert(at.clone(), (holder.to_owned(), lease_key.cloned()));
+            places.insert(at, id.to_owned());
         }
     }
 
@@ -179,8 +189,11 @@ impl Sessions {
     /// [`Sessions::ended`] once done with them.
     fn close(&self, id: &str) -> Option<Left> {
         let mut guard = self.inner();
-        let Inner { open, leases } = &mut *guard;
+        let Inner { open, leases, places } = &mut *guard;
         let session = open.remove(id)?;
+        for place in session.waiting.keys() {
+            places.remove(place);
+        }
         let granted =
             session.names.into_iter().filter_map(|name| leases.remove(&name).map(|(_, g)| (name.0, g))).collect();
         Some((granted, session.waiting.into_iter().collect()))
@@ -284,7 +297,8 @@ impl Service {
         futures::future::join_all(leaves).await;
     }
 
-    /// Records (or, `holder` `None`, forgets) a place in line under `session`.
+    /// Records a place in line as `session`'s (none: no session's), or,
+    /// `holder` `None`, as ended.
     pub(super) fn record_waiting(
         &self,
         session: Option<&str>,
@@ -292,9 +306,7 @@ impl Service {
         ticket: u64,
         holder: Option<(&str, Option<&LeaseKey>)>,
     ) {
-        if let Some(id) = session {
-            self.sessions.waiting(id, key, ticket, holder);
-        }
+        self.sessions.waiting(session, key, ticket, holder);
     }
 
     /// Releases `leases`, each as a `DELETE` of its holder would; how many
@@ -421,9 +433,12 @@ mod tests {
         // Shared holds of one lock are each the session's own.
         assert!(sessions.record("b", &(key("sem"), Some(5)), granted(5, 10 * s), s));
         assert!(sessions.record("b", &(key("sem"), Some(6)), granted(6, 10 * s), s));
-        sessions.waiting("b", &key("w"), 7, Some(("b1", None)));
-        sessions.waiting("b", &key("w"), 8, Some(("b2", None)));
-        sessions.waiting("b", &key("w"), 7, None);
+        sessions.waiting(Some("b"), &key("w"), 7, Some(("b1", None)));
+        sessions.waiting(Some("b"), &key("w"), 8, Some(("b2", None)));
+        sessions.waiting(Some("b"), &key("w"), 9, Some(("b3", None)));
+        sessions.waiting(None, &key("w"), 7, None);
+        // A place kept under another session (or none) is not b's any more.
+        sessions.waiting(Some("a"), &key("w"), 9, Some(("b3", None)));
         assert!(sessions.close("a").unwrap().0.is_empty());
         let (leases, places) = sessions.close("b").unwrap();
         let mut tokens: Vec<_> = leases.into_iter().map(|(_, g)| g.token).collect();

@@ -284,7 +284,10 @@ impl Store for MemoryStore {
             // continue above this version, and not count on a clean stop.
             let durable = state
                 .reserve(version)
-                .and_then(|()| if record.holder.is_some() { state.cover_ttl(record.ttl_ms) } else { Ok(()) })
+                .and_then(|()| match longest_lease(record) {
+                    Some(ttl_ms) => state.cover_ttl(ttl_ms),
+                    None => Ok(()),
+                })
                 .and_then(|()| state.mark_dirty());
             if let Err(e) = durable {
                 return Err(StoreError::Unavailable(format!("memory store: {e}")));
@@ -368,6 +371,13 @@ impl Store for MemoryStore {
     fn sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("records", self.inner().entries.len())]
     }
+}
+
+/// The longest lease `record` grants, exclusive or shared (what a restart
+/// must wait out), if it grants any.
+fn longest_lease(record: &Record) -> Option<u64> {
+    let exclusive = record.holder.as_ref().map(|_| record.ttl_ms);
+    exclusive.into_iter().chain(record.line.shares.iter().map(|s| s.ttl_ms)).max()
 }
 
 struct Forget<'a> {

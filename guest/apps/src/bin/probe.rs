@@ -132,6 +132,9 @@ fn shared(prefix: &str) {
     check(permits == [Some(0), Some(1)], "two holders, permits 0 and 1");
     check(matches!(c.try_lock(), Err(Error::HeldBy(_))), "a third is held-by while both permits are held");
     check(matches!(c.lock_within(50), Err(Error::Timeout)), "and times out waiting");
+    let other = SharedLock::new(&name, &shared_opts("sem-x", Some(3)));
+    check(matches!(other.try_lock(), Err(Error::InvalidOption(_))), "another number of permits is invalid-option");
+    check(matches!(other.lock_within(2000), Err(Error::InvalidOption(_))), "at once: waiting cannot help");
     let writer = Lock::new(&name, &opts("sem-w", 2000));
     check(matches!(writer.try_lock(), Err(Error::HeldBy(_))), "the exclusive lock is held-by beside shared holders");
     let freed = a.permit();
