@@ -227,7 +227,7 @@ async fn ls_lists_every_page_of_locks_and_elections() {
     assert!(table.wait().await.success(), "{}", table.output());
     let output = table.output();
     let rows: Vec<Vec<&str>> = output.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows[0], ["KIND", "NAME", "HOLDER", "TOKEN", "TIME", "LEFT", "ADDRESS"], "{output}");
+    assert_eq!(rows[0], ["KIND", "NAME", "HOLDER", "TOKEN", "TIME", "LEFT", "ADDRESS", "WAITING"], "{output}");
     let kinds_names: Vec<(&str, &str, &str)> = rows[1..].iter().map(|r| (r[0], r[1], r[2])).collect();
     assert_eq!(
         kinds_names,

@@ -1,7 +1,8 @@
-//! An elector at its `--max-long-polls` answers a long-poll with 429 at
-//! once. A waiting client must then back off before it claims again, not
-//! claim and long-poll in a tight loop that makes the overload worse (one
-//! waiting `mpsync lock` used to send about 3,000 claims a second).
+//! An elector at its `--max-long-polls` answers a long-poll, or a claim
+//! that would park in a lock's line, with 429 at once. A waiting client
+//! must then back off before it claims again, not claim in a tight loop
+//! that makes the overload worse (one waiting `mpsync lock` used to send
+//! about 3,000 claims a second).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -38,9 +39,9 @@ async fn a_waiter_whose_long_polls_are_refused_backs_off() {
     parked.abort();
     // With the backoff (a twentieth of the TTL, doubling, at least the
     // elector's `retry-after: 1`), a few in 3 s; without it, thousands.
-    assert!(refused >= 1, "the waiter never long-polled: {}", waiter.output());
+    assert!(refused >= 1, "the waiter never asked to be parked: {}", waiter.output());
     assert!(
         refused <= 6 && conflicts <= 7,
-        "{refused} long-polls refused and {conflicts} claims refused in {window:?}"
+        "{refused} parked requests refused and {conflicts} claims refused in {window:?}"
     );
 }

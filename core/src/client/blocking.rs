@@ -217,6 +217,12 @@ impl Acquire {
     pub fn attempted(&mut self, result: Result<Held, Error>, session: &mut Session, now: Duration) {
         self.state = match result {
             Ok(held) => State::Done(Ok(held)),
+            // In line, but the elector could not park the attempt: back
+            // off, as after a refused long-poll.
+            Err(_) if session.overloaded() => match self.blocking.after_failed_wait(now, None, session.draw()) {
+                Then::RetryAt(at) => State::Sleep(at),
+                _ => State::Done(Err(Error::Timeout)),
+            },
             // Waiting in line: the attempt itself waited; go again.
             Err(Error::HeldBy(_)) if session.in_line() => {
                 self.blocking.waited();

@@ -85,6 +85,11 @@ pub struct Session {
     /// The last attempt ended in line (a `202`, or a place that ran out):
     /// the next one goes at once.
     in_line: bool,
+    /// The last claim went in line and the elector could not park it (it
+    /// is at its `--max-long-polls`: 429): back off before the next.
+    overloaded: bool,
+    /// The claim in flight was made in line.
+    sent_in_line: bool,
     /// Locks: held shared (a reader, or one of `permits`), not exclusive.
     share: Option<Option<u32>>,
     /// Semaphores: the permit of the lease held.
@@ -139,6 +144,8 @@ impl Session {
             in_line: false,
             share: None,
             permit: None,
+            overloaded: false,
+            sent_in_line: false,
         })
     }
 
@@ -235,6 +242,13 @@ impl Session {
     /// only. Ignored for elections.
     pub fn wait_in_line(&mut self, wait: Option<Duration>) {
         self.line_wait = wait.filter(|_| self.kind == Kind::Lock);
+    }
+
+    /// The last attempt went in line and the elector was too busy to park
+    /// it (429, at its `--max-long-polls`): the place is kept, and the next
+    /// attempt comes after a backoff, as after a refused long-poll.
+    pub fn overloaded(&self) -> bool {
+        self.overloaded
     }
 
     /// The last attempt left this holder waiting in line (or its place ran
@@ -358,11 +372,11 @@ impl Session {
                 if let Some(permits) = self.share {
                     body = body.shared(permits);
                 }
-                match self.line_wait.take() {
-                    Some(wait) if token.is_none() => {
-                        claim_request(kind, name, &body.in_line(self.ticket, wait), timeout + wait)
-                    }
-                    _ => claim_request(kind, name, &body, timeout),
+                let wait = self.line_wait.take().filter(|_| token.is_none());
+                self.sent_in_line = wait.is_some();
+                match wait {
+                    Some(wait) => claim_request(kind, name, &body.in_line(self.ticket, wait), timeout + wait),
+                    None => claim_request(kind, name, &body, timeout),
                 }
             }
             Request::Release { token } => release_request(kind, name, &options.holder, token, Some(&self.key), timeout),
@@ -394,6 +408,7 @@ impl Session {
             return failure;
         }
         let url = || format!("elector at {}{}", self.elector, path(self.kind, &self.name));
+        self.overloaded = self.sent_in_line && matches!(reply, Ok((429, _)));
         if let Ok((status, body)) = &reply
             && let Some(rejected) = rejection(*status, body)
         {

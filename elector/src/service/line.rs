@@ -406,6 +406,8 @@ impl Service {
             permits: request.permits,
         };
         let arrived = self.now();
+        // Held while this request is parked (see below).
+        let mut _slot = None;
         let deadline = tokio::time::Instant::now() + request.line_wait();
         let max_waiters = self.store.max_waiters();
         let mut ticket = request.ticket;
@@ -475,6 +477,15 @@ impl Service {
                 // more before parking, for a hand-over in between.
                 ticket = Some(place);
                 registration = Some(self.parked.register(key, place));
+                // A parked waiter is a long-poll: counted against
+                // --max-long-polls (its place is kept; it backs off).
+                match self.long_polls.clone().try_acquire_owned() {
+                    Ok(permit) => _slot = Some(permit),
+                    Err(_) => {
+                        self.metrics.refuse(crate::metrics::Refusal::LongPoll);
+                        return Err(ServiceError::TooManyLongPolls(self.max_long_polls));
+                    }
+                }
                 continue;
             }
             let Some(parked) = &registration else { continue };
