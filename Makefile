@@ -60,8 +60,9 @@ bench-fair: setup
 	cargo bench --locked -p elector --bench fair
 
 # The fault-injection history checker, long run: every store, real clients
-# (mpsync lock, the wasm app native and portable), random faults, and a
-# stranger trying leases it does not hold. Knobs: CHAOS_STORES (memory etcd
+# (mpsync lock on plain locks, on a semaphore of 2 and on a read-write lock;
+# the wasm app native and portable), random faults, a stranger trying leases
+# it does not hold, and a check that no waiter in line is overtaken. Knobs: CHAOS_STORES (memory etcd
 # kubernetes), CHAOS_HANDOVERS (10000 per store), CHAOS_TIME_LIMIT (20m per
 # store), CHAOS_SEED (default: from the clock; printed), CHAOS_CLOCK_RATE
 # (a holder whose clocks run at this rate, through libfaketime: safe from
