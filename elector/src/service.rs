@@ -28,6 +28,17 @@ pub use line::QueueResult;
 
 pub use sessions::{DEFAULT_MAX_SESSIONS, Ended};
 
+/// How many turns ([`Service::apply`]) names share: enough that names
+/// written at once rarely wait on each other.
+const TURNS: usize = 1024;
+
+fn turn_of(key: &Key) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    usize::try_from(hasher.finish() % TURNS as u64).unwrap_or(0)
+}
+
 /// How many times a write is retried after losing a compare-and-swap race.
 const CAS_ATTEMPTS: usize = 16;
 
@@ -162,6 +173,9 @@ pub struct Service {
     quiet: crate::quiet::Quiet,
     line_dates: Arc<Mutex<line::Dates>>,
     parked: Arc<line::Parked>,
+    /// Writes to one name take turns ([`Service::apply`]); names share
+    /// these by hash, so that the map does not grow with them.
+    turns: Vec<tokio::sync::Mutex<()>>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -223,6 +237,7 @@ impl Service {
             max_long_polls: DEFAULT_MAX_LONG_POLLS,
             sessions: sessions::Sessions::new(DEFAULT_MAX_SESSIONS),
             quiet: crate::quiet::Quiet::new(),
+            turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             line_dates,
             parked,
         }
@@ -455,6 +470,11 @@ impl Service {
         key: &Key,
         decide: impl Fn(Option<&Current<'_>>, Duration) -> Step<W, A>,
     ) -> Result<Applied<W, A>, ServiceError> {
+        // One read-decide-write at a time per name on this elector: a
+        // crowd taking places in one lock's line would otherwise lose
+        // compare-and-swap races until it gave up. Other electors' writes
+        // still race, and compare-and-swap still decides them.
+        let _turn = self.turns[turn_of(key)].lock().await;
         for _ in 0..CAS_ATTEMPTS {
             let stored = self.store.get(key).await?;
             let now = self.now();

@@ -36,8 +36,6 @@ struct Dated {
     at: Duration,
     since: Duration,
     ttl: Duration,
-    /// The look that last found it in the line.
-    look: u64,
 }
 
 /// How [`Dates`] keys a shared hold: by its token, with this bit set apart
@@ -70,30 +68,62 @@ struct LineDates {
     dead: Vec<u64>,
     /// When the next of those alive at the last look runs out.
     next_expiry: Option<Duration>,
-    looks: u64,
 }
 
 impl LineDates {
     /// Dates what changed in `line` (a mark first seen now is dated now).
     fn date(&mut self, line: &Line, now: Duration) {
-        self.looks += 1;
-        let look = self.looks;
-        let waiters = line.waiters.iter().map(|w| (w.ticket, w.refreshed, w.ttl()));
-        let mut count = 0;
-        for (ticket, mark, ttl) in waiters.chain(line.shares.iter().map(|s| (share_id(s), s.refreshed, s.ttl()))) {
-            count += 1;
-            let dated = self.dated.entry(ticket).or_insert(Dated { mark, at: now, since: now, ttl, look });
-            if dated.mark != mark {
-                (dated.mark, dated.at, dated.ttl) = (mark, now, ttl);
+        // The line only ever loses waiters and gains them at the back, and
+        // a waiter refreshed is a new `Arc`: walk the old and the new side
+        // by side and date only what changed (a hand-over touches one
+        // entry, however long the line).
+        let before = std::mem::take(&mut self.waiters);
+        let (old, new) = (&before[..], &line.waiters[..]);
+        let (mut i, mut j) = (0, 0);
+        while j < new.len() {
+            match old.get(i) {
+                Some(o) if Arc::ptr_eq(o, &new[j]) => {
+                    i += 1;
+                    j += 1;
+                }
+                Some(o) if o.ticket == new[j].ticket => {
+                    self.see(new[j].ticket, new[j].refreshed, new[j].ttl(), now);
+                    i += 1;
+                    j += 1;
+                }
+                Some(o) => {
+                    self.dated.remove(&o.ticket);
+                    i += 1;
+                }
+                None => {
+                    self.see(new[j].ticket, new[j].refreshed, new[j].ttl(), now);
+                    j += 1;
+                }
             }
-            dated.look = look;
         }
-        if self.dated.len() > count {
-            self.dated.retain(|_, d| d.look == look);
+        for o in &old[i..] {
+            self.dated.remove(&o.ticket);
+        }
+        // Shared holds are few: date each, forget those gone.
+        for share in &line.shares {
+            self.see(share_id(share), share.refreshed, share.ttl(), now);
+        }
+        for (token, _) in &self.shares {
+            if !line.shares.iter().any(|s| s.token == *token) {
+                self.dated.remove(&(token | SHARE));
+            }
         }
         self.waiters = line.waiters.clone();
         self.tickets = line.tickets;
         self.shares = line.shares.iter().map(|s| (s.token, s.refreshed)).collect();
+    }
+
+    /// Dates one entry's `mark` (first seen now, unless already seen).
+    fn see(&mut self, id: u64, mark: u64, ttl: Duration, now: Duration) {
+        let dated = self.dated.entry(id).or_insert(Dated { mark, at: now, since: now, ttl });
+        if dated.mark != mark {
+            (dated.mark, dated.at, dated.ttl) = (mark, now, ttl);
+        }
     }
 
     /// Which entries ran out by `now`, and when the next will.
