@@ -102,10 +102,15 @@ struct Args {
     #[arg(long, env = "ELECTOR_MAX_CONNECTIONS", default_value_t = elector::server::Limits::default().max_connections)]
     max_connections: usize,
 
-    /// Most long-polls (`GET ...?wait=`) parked at once; one more gets 429
-    /// with retry-after.
+    /// Most long-polls (`GET ...?wait=`, and claims parked in a lock's line)
+    /// parked at once; one more gets 429 with retry-after.
     #[arg(long, env = "ELECTOR_MAX_LONG_POLLS", default_value_t = elector::service::DEFAULT_MAX_LONG_POLLS)]
     max_long_polls: usize,
+
+    /// The longest a claim waits parked in a lock's line before its `202`
+    /// (it asks for `wait_ms`, at most half its TTL; this caps it further).
+    #[arg(long, env = "ELECTOR_MAX_LINE_WAIT", default_value = "5m", value_parser = humantime::parse_duration)]
+    max_line_wait: std::time::Duration,
 
     /// Most sessions (`POST /v1/sessions`) open at once; one more gets 429
     /// with retry-after. Each holds a connection that --max-connections does
@@ -281,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
     println!("elector listening on http://{addr}");
     let mut service = Service::new(store, identity, args.ttl)
         .with_max_long_polls(args.max_long_polls)
+        .with_max_line_wait(args.max_line_wait)
         .with_max_sessions(args.max_sessions);
     if args.chaos_unsafe_release_on_own_close {
         // An error, not a warning: it must show even under --log error.

@@ -176,6 +176,7 @@ pub struct Service {
     /// Writes to one name take turns ([`Service::apply`]); names share
     /// these by hash, so that the map does not grow with them.
     turns: Vec<tokio::sync::Mutex<()>>,
+    max_line_wait: Duration,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -238,9 +239,17 @@ impl Service {
             sessions: sessions::Sessions::new(DEFAULT_MAX_SESSIONS),
             quiet: crate::quiet::Quiet::new(),
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            max_line_wait: Duration::from_millis(mpsync_core::wire::MAX_WAIT_MS),
             line_dates,
             parked,
         }
+    }
+
+    /// Caps how long a claim waits parked in a lock's line before it is
+    /// answered (it asks for its own wait, at most half its TTL).
+    pub fn with_max_line_wait(mut self, max: Duration) -> Self {
+        self.max_line_wait = max;
+        self
     }
 
     /// Caps the long-polls parked at once; one more is refused with

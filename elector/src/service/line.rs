@@ -438,7 +438,7 @@ impl Service {
         let arrived = self.now();
         // Held while this request is parked (see below).
         let mut _slot = None;
-        let deadline = tokio::time::Instant::now() + request.line_wait();
+        let deadline = tokio::time::Instant::now() + request.line_wait().min(self.max_line_wait);
         let max_waiters = self.store.max_waiters();
         let mut ticket = request.ticket;
         let mut registration = None;
