@@ -414,6 +414,12 @@ pub fn decide_line(current: Option<&Current<'_>>, claim: &Claim<'_>, queue: &Que
     }
 }
 
+/// Clears the exclusive holder of `record` (its token kept) and hands the
+/// lock to the first waiter that can have it: what a release writes.
+pub fn release_exclusive(record: Record) -> Record {
+    hand_over(Record { holder: None, address: None, key_sha256: None, ..record })
+}
+
 /// Hands a lock a holder just left (its exclusive lease cleared, or a
 /// shared hold removed) to the first waiter, if it can have it now: it
 /// becomes a holder with the next token, bound to the key it waited with.
@@ -478,8 +484,7 @@ pub fn decide_leave(
             return LeaveOutcome::Refused(cur.conflict(now, ConflictReason::WrongKey));
         }
         let released = Some(record.token);
-        let freed = Record { holder: None, address: None, key_sha256: None, ..record };
-        return LeaveOutcome::Left { record: hand_over(freed), released };
+        return LeaveOutcome::Left { record: release_exclusive(record), released };
     }
     if let Some(share) = record.line.shares.iter().find(|s| s.ticket == ticket && s.holder == holder) {
         let released = Some(share.token);

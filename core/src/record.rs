@@ -47,7 +47,7 @@ use core::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::key::KeyDigest;
-use crate::line::{Line, hand_over};
+use crate::line::{Line, release_exclusive};
 pub use crate::wire::ConflictReason;
 use crate::wire::LeaseKey;
 
@@ -317,8 +317,7 @@ pub fn decide_release(
         if !key_fits(cur.record.key_sha256.as_ref(), key) {
             return ReleaseOutcome::Refused(cur.conflict(now, ConflictReason::WrongKey));
         }
-        let freed = Record { holder: None, address: None, key_sha256: None, ..cur.record.clone() };
-        return ReleaseOutcome::Released { record: hand_over(freed) };
+        return ReleaseOutcome::Released { record: release_exclusive(cur.record.clone()) };
     }
     let reason = match (cur.live_holder(now), cur.record.holder.as_deref()) {
         (Some(live), _) if live != holder => ConflictReason::Held,
