@@ -1,7 +1,7 @@
 # metaparticle-sync: the two commands of the README, and the benchmarks.
 # Each target first runs scripts/setup.sh, which installs what is missing.
 
-.PHONY: setup demo test bench bench-instructions bench-failover bench-fair chaos fuzz
+.PHONY: setup demo test bench bench-instructions bench-failover bench-fair bench-shards chaos fuzz
 
 setup:
 	@scripts/setup.sh
@@ -21,9 +21,12 @@ bench: setup
 	cargo bench --locked -p elector --bench capacity && \
 	cargo bench --locked -p elector --bench churn && \
 	cargo bench --locked -p elector --bench fair && \
+	cargo bench --locked -p elector --bench watch && \
+	cargo bench --locked -p elector --bench leader_service && \
 	cargo bench --locked -p mpsync-e2e --bench host && \
 	cargo bench --locked -p envoy-e2e --bench envoy && \
 	cargo bench --locked -p envoy-e2e --bench failover && \
+	cargo bench --locked -p envoy-e2e --bench shards && \
 	cargo bench --locked -p mpsync-e2e --bench stores && \
 	cargo bench --locked -p mpsync-e2e --bench handles && \
 	cargo bench --locked -p mpsync-e2e --bench failover
@@ -36,6 +39,17 @@ bench-instructions: setup
 	cargo build --locked --release --bins
 	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
 	cargo bench --locked -p envoy-e2e --bench instructions
+
+# 10,000 shards through one Envoy with 2 and with 4 workers (leader filter
+# sharded by header, real elector and upstreams): connections from Envoy to
+# the elector, elector and Envoy RSS, leader change to the first request
+# routed to the new leader; a few minutes. Instructions per request at
+# 10,000 shards: BENCH_SHARDS=10000 BENCH_ONLY=8,9 make bench-instructions.
+# Knobs: SHARDS (10000), WORKERS ("2 4"), CHANGES (200).
+bench-shards: setup
+	cargo build --locked --release --bins
+	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \
+	cargo bench --locked -p envoy-e2e --bench shards
 
 # Crash failover of `mpsync lock` with sessions and without (SIGKILL of the
 # holder to the successor's grant) on every store at TTL 10 s and 30 s, and

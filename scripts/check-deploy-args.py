@@ -1,15 +1,18 @@
-"""The arguments deploy/'s manifests give mpsync, parsed by the mpsync this
-checkout builds: a flag renamed or misspelt fails `make test` rather than a
-pod on a cluster.
+"""The arguments deploy/'s manifests give mpsync and the elector, parsed by
+the binaries this checkout builds: a flag renamed or misspelt fails `make
+test` rather than a pod on a cluster.
 
-Usage: check-deploy-args.py MPSYNC RENDERED.yaml...
+Usage: check-deploy-args.py MPSYNC ELECTOR RENDERED.yaml...
 
-Each container of the mpsync image runs with its arguments (the kubelet's
-$(VAR) expansions replaced by a plausible value, and the elector moved to
-a port where nothing listens), for at most two seconds in a folder of its
-own. Anything but a command-line error passes: a missing /apps/*.wasm, an
-elector that does not answer. clap prints its usage with every
-command-line error, and with nothing else.
+Each container of the mpsync or the elector image runs with its arguments
+and the environment variables the manifest gives as values (the kubelet's
+$(VAR) expansions replaced by a plausible value; mpsync's elector, and the
+elector's own listening addresses, moved to a port where nothing
+listens), for at most two seconds in a folder of its own. Anything but a
+command-line error passes: a missing /apps/*.wasm, an elector that does
+not answer, an elector that finds no cluster to talk to. clap ends every
+command-line error with its usage or a pointer to --help (an invalid value
+gets only the pointer), and prints neither otherwise.
 """
 
 import re
@@ -22,6 +25,9 @@ import yaml
 # What the kubelet would put in for each $(VAR) the manifests use.
 VALUES = {"POD_IP": "10.0.0.7"}
 NOWHERE = "http://127.0.0.1:1"
+# The flags whose value is moved: mpsync's elector; the elector's own
+# addresses, to a port of the OS's choosing.
+MOVED = {"--elector": NOWHERE, "--listen": "127.0.0.1:0", "--health-listen": "127.0.0.1:0"}
 
 
 def expand(arg):
@@ -35,7 +41,8 @@ def containers(doc):
 
 
 def main():
-    mpsync, files = sys.argv[1], sys.argv[2:]
+    binaries = {"sync-mpsync": sys.argv[1], "sync-elector": sys.argv[2]}
+    files = sys.argv[3:]
     checked = 0
     failed = 0
     seen = set()
@@ -43,20 +50,24 @@ def main():
         with open(path) as f:
             for doc in yaml.safe_load_all(f):
                 for c in containers(doc):
-                    if "sync-mpsync" not in c.get("image", ""):
+                    image = next((i for i in binaries if i in c.get("image", "")), None)
+                    if image is None:
                         continue
+                    binary = binaries[image]
                     args = [expand(a) for a in c.get("command", [])[1:] + c.get("args", [])]
-                    args = [NOWHERE if prev == "--elector" else a for prev, a in zip([None] + args, args)]
-                    key = (doc["metadata"]["name"], c["name"], tuple(args))
+                    args = [MOVED.get(prev, a) for prev, a in zip([None] + args, args)]
+                    env = {e["name"]: expand(e["value"]) for e in c.get("env", []) if "value" in e}
+                    env.update({"MPSYNC_ELECTOR": NOWHERE, "PATH": "/usr/bin:/bin"})
+                    key = (doc["metadata"]["name"], c["name"], tuple(args), tuple(sorted(env.items())))
                     if key in seen:
                         continue
                     seen.add(key)
                     with tempfile.TemporaryDirectory() as cwd:
                         try:
                             run = subprocess.run(
-                                [mpsync, *args],
+                                [binary, *args],
                                 cwd=cwd,
-                                env={"MPSYNC_ELECTOR": NOWHERE, "PATH": "/usr/bin:/bin"},
+                                env=env,
                                 capture_output=True,
                                 text=True,
                                 timeout=2,
@@ -65,14 +76,15 @@ def main():
                         except subprocess.TimeoutExpired as e:
                             stderr = (e.stderr or b"").decode(errors="replace")
                     name = f"{doc['metadata']['name']}/{c['name']}"
-                    if "Usage:" in stderr:
-                        print(f"deploy: {name}: mpsync refuses its arguments:\n{stderr}", file=sys.stderr)
+                    what = "the elector" if image == "sync-elector" else f"mpsync {args[0]}"
+                    if "Usage:" in stderr or "try '--help'" in stderr:
+                        print(f"deploy: {name}: {what} refuses its arguments:\n{stderr}", file=sys.stderr)
                         failed += 1
                     else:
-                        print(f"deploy: {name}: mpsync {args[0]} accepts its arguments")
+                        print(f"deploy: {name}: {what} accepts its arguments")
                     checked += 1
     if checked == 0:
-        print("deploy: no container runs the mpsync image", file=sys.stderr)
+        print("deploy: no container runs the mpsync or the elector image", file=sys.stderr)
         return 1
     return 1 if failed else 0
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Renders every kustomization under deploy/ with `kubectl kustomize`,
 # validates the result against the Kubernetes 1.37 schemas in strict mode
-# (unknown fields are errors), has the mpsync this checkout builds parse the
-# arguments every mpsync container is given (scripts/check-deploy-args.py),
+# (unknown fields are errors), has the mpsync and the elector this checkout
+# builds parse the arguments every mpsync and elector container is given
+# (scripts/check-deploy-args.py),
 # and checks the gateways' Envoy configurations with `envoy --mode validate`
 # (the filter's against the filter built by scripts/build-wasm.sh). Tools
-# come from scripts/setup.sh; mpsync from the test build.
+# come from scripts/setup.sh; mpsync and the elector from the test build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ validate() { PYTHONPATH=.tools/kubernetes-validate .tools/kubernetes-validate/bi
 envoy=.tools/envoy/envoy/_bin/envoy
 filter=target/wasm32-wasip1/release/leader_filter.wasm
 mpsync=$PWD/target/debug/mpsync
+elector=$PWD/target/debug/elector
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -29,8 +31,10 @@ while IFS= read -r kustomization; do
 done < <(find deploy -name kustomization.yaml | sort)
 [ "$found" -gt 0 ] || { echo "deploy: no kustomization found" >&2; exit 1; }
 
-[ -x "$mpsync" ] || { echo "deploy: $mpsync is missing; run cargo build --profile test --bins" >&2; exit 1; }
-PYTHONPATH=.tools/kubernetes-validate python3 scripts/check-deploy-args.py "$mpsync" "$out"/*.yaml
+for bin in "$mpsync" "$elector"; do
+  [ -x "$bin" ] || { echo "deploy: $bin is missing; run cargo build --profile test --bins" >&2; exit 1; }
+done
+PYTHONPATH=.tools/kubernetes-validate python3 scripts/check-deploy-args.py "$mpsync" "$elector" "$out"/*.yaml
 
 [ -f "$filter" ] || { echo "deploy: $filter is missing; run scripts/build-wasm.sh" >&2; exit 1; }
 sed "s#/etc/envoy/leader_filter.wasm#$PWD/$filter#" deploy/gateway/envoy.yaml >"$out/envoy.yaml"

@@ -12,10 +12,12 @@ cd "$(dirname "$0")/.."
 bin=${1:-target/debug/elector}
 state=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$state"' EXIT
-# --max-line-wait: a claim parked in a lock's line answers within a
-# second, well inside schemathesis's 10 s read timeout (a generated
-# wait_ms may be minutes).
-exec 3< <(exec "$bin" --listen 127.0.0.1:0 --state-file "$state/elector.json" --log error --max-line-wait 1s)
+# --max-line-wait, --max-poll-wait: a claim parked in a lock's line, a
+# long-poll and a watch answer within a second, well inside
+# schemathesis's 10 s read timeout (a generated wait_ms or timeout_ms may
+# be minutes).
+exec 3< <(exec "$bin" --listen 127.0.0.1:0 --state-file "$state/elector.json" --log error --max-line-wait 1s \
+  --max-poll-wait 1s)
 pid=$!
 read -r -t 30 -u 3 line || { echo "check-openapi: the elector did not start" >&2; exit 1; }
 url=${line#elector listening on }

@@ -29,6 +29,9 @@
 //!   violation.
 //! - **Fairness** ([`crate::fair`]): no waiter overtaken by one that came
 //!   later, except where a fault may have cost it its place.
+//! - **The watch** ([`crate::views`]): the views the watch observer
+//!   accepted never show tokens going back or a holder that never had that
+//!   token, and agree with plain reads once the run is over.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -37,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::fair::Fairness;
 use crate::fault::Fault;
 use crate::fence::{Event, Hold, Step};
+use crate::views::WatchFindings;
 
 /// One critical section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +101,10 @@ pub struct Findings {
     /// Waits, and waiters overtaken by later ones (unexcused: must be 0).
     #[serde(default)]
     pub fairness: Fairness,
+    /// The watch observer's views: tokens gone back, phantom holders, and
+    /// whether they agreed with plain reads at the end (violations: 0).
+    #[serde(default)]
+    pub watch: WatchFindings,
     /// The first few violations, described.
     pub examples: Vec<String>,
 }
@@ -111,6 +119,7 @@ impl Findings {
             && self.permits_out_of_range == 0
             && self.stranger_accepted == 0
             && self.fairness.overtakings == 0
+            && self.watch.safe()
     }
 
     fn example(&mut self, text: String) {
@@ -277,6 +286,10 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
     for e in f.fairness.examples.clone() {
         f.example(e);
     }
+    f.watch = crate::views::check(events);
+    for e in f.watch.examples.clone() {
+        f.example(e);
+    }
     f
 }
 
@@ -286,17 +299,7 @@ mod tests {
     use crate::fault::FaultKind;
 
     fn ev(at_us: u64, step: Step, client: &str, token: u64, accepted: bool) -> Event {
-        Event {
-            at_us,
-            step,
-            lock: "l".into(),
-            client: client.into(),
-            token,
-            accepted,
-            holder: None,
-            hold: Hold::Exclusive,
-            since_us: None,
-        }
+        Event { at_us, ..Event::new(step, "l", client, token, accepted) }
     }
 
     /// The same, holding the lock as `hold`.
@@ -398,14 +401,8 @@ mod tests {
     fn a_stranger_s_accepted_attempt_is_a_violation() {
         let stranger = |step, accepted| Event {
             at_us: 3,
-            step,
-            lock: "l".into(),
-            client: crate::fence::STRANGER.into(),
-            token: 1,
-            accepted,
             holder: Some("a".into()),
-            hold: Hold::Exclusive,
-            since_us: None,
+            ..Event::new(step, "l", crate::fence::STRANGER, 1, accepted)
         };
         let mut h = vec![
             ev(1, Step::Enter, "a", 1, true),

@@ -129,6 +129,11 @@ pub struct Config {
     /// as writers). Only to show that the checker catches more holders
     /// than permits and a reader beside a writer.
     pub overcommit: bool,
+    /// The watch control: the observer takes views without the version
+    /// rule, each answer after the next one, and names each holder after
+    /// the one it saw before ([`crate::observer`]). Only to show that the
+    /// checker catches a watch that goes back or shows a phantom holder.
+    pub watch_stale: bool,
     /// Draw faults only of these kinds (of those the store has); empty:
     /// every kind.
     pub faults: Vec<FaultKind>,

@@ -245,7 +245,7 @@ fn waits(events: &[Event]) -> (Vec<WaitSpan<'_>>, Vec<Entry<'_>>) {
                     close(w, at, &mut done);
                 }
             }
-            Step::Renew | Step::Release => {}
+            Step::Renew | Step::Release | Step::Watched | Step::Read | Step::Settle => {}
         }
     }
     for (_, w) in open {
@@ -346,6 +346,8 @@ mod tests {
             holder: None,
             hold: Hold::Exclusive,
             since_us: None,
+            version: None,
+            elector: None,
         }
     }
 

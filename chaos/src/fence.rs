@@ -16,7 +16,9 @@
 //! verdict, and so do the marks the fairness check reads
 //! ([`crate::fair`]): when a contender started waiting for a lock, when
 //! it stopped, and each place in a lock's line the line watcher
-//! ([`crate::watcher`]) saw.
+//! ([`crate::watcher`]) saw. The watch observer ([`crate::observer`])
+//! records there each view of a lock it accepted from `POST /v1/watch`,
+//! and its plain reads at the end, for the checks of [`crate::views`].
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -35,6 +37,18 @@ use crate::hold::Seen;
 
 /// The client id of the stranger's attempts in the history.
 pub const STRANGER: &str = "stranger";
+
+/// The client id of the watch observer's records in the history.
+pub const OBSERVER: &str = "observer";
+
+/// A view of a lock, as the watch observer records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// The view's version.
+    pub version: u64,
+    /// Its holder, fencing token and hold; none when free.
+    pub lease: Option<(String, u64, Hold)>,
+}
 
 /// What a critical section reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +83,18 @@ pub enum Step {
     /// `client` among the lock's holders: the lock was handed to it by
     /// then.
     Handed,
+    /// The watch observer accepted a view of the lock from a watch
+    /// answer: `holder` (none: free) with `token` (0 when free), at view
+    /// `version`, from `elector`.
+    Watched,
+    /// The watch observer read the lock with a plain `GET` once the run's
+    /// faults were over (`accepted`: the read answered): what it showed,
+    /// as for [`Step::Watched`].
+    Read,
+    /// The watch observer starts round `token` (from 0) of its reads at the
+    /// end: a plain read of every lock it follows, then, unless its views
+    /// agree with them, one more watch.
+    Settle,
 }
 
 impl Step {
@@ -105,11 +131,17 @@ pub struct Event {
     /// A `left` mark: when the place was last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_us: Option<u64>,
+    /// The observer's views and reads: the view's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// The observer's views and reads: the elector that answered (its URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elector: Option<String>,
 }
 
 impl Event {
     /// An event not stamped yet.
-    fn new(step: Step, lock: &str, client: &str, token: u64, accepted: bool) -> Event {
+    pub(crate) fn new(step: Step, lock: &str, client: &str, token: u64, accepted: bool) -> Event {
         Event {
             at_us: 0,
             step,
@@ -120,6 +152,8 @@ impl Event {
             holder: None,
             hold: Hold::Exclusive,
             since_us: None,
+            version: None,
+            elector: None,
         }
     }
 }
@@ -172,7 +206,16 @@ impl Fence {
             Step::Enter | Step::Write => inner.seen.entry(lock.to_owned()).or_default().admit(hold, token),
             Step::Exit => true,
             // Not the resource's to decide: see `record_attempt` and `mark`.
-            Step::Renew | Step::Release | Step::Wait | Step::Quit | Step::Queued | Step::Left | Step::Handed => false,
+            Step::Renew
+            | Step::Release
+            | Step::Wait
+            | Step::Quit
+            | Step::Queued
+            | Step::Left
+            | Step::Handed
+            | Step::Watched
+            | Step::Read
+            | Step::Settle => false,
         };
         self.append(inner, Event { hold, ..Event::new(step, lock, client, token, accepted) });
         // Hand-overs of the exclusive holds only: the shared ones come
@@ -204,6 +247,28 @@ impl Fence {
     pub fn record_attempt(&self, step: Step, lock: &str, holder: &str, token: u64, accepted: bool) {
         let event = Event { holder: Some(holder.to_owned()), ..Event::new(step, lock, STRANGER, token, accepted) };
         self.append(self.inner(), event);
+    }
+
+    /// Records a view of `lock` the watch observer accepted
+    /// ([`Step::Watched`]) or read ([`Step::Read`]; `answered` false: the
+    /// read failed, and `view` is `None`), as `elector` answered it.
+    pub fn record_view(&self, step: Step, lock: &str, view: Option<&View>, elector: &str, answered: bool) {
+        debug_assert!(matches!(step, Step::Watched | Step::Read));
+        let mut event = Event::new(step, lock, OBSERVER, 0, answered);
+        event.elector = Some(elector.to_owned());
+        if let Some(view) = view {
+            event.version = Some(view.version);
+            if let Some((holder, token, hold)) = &view.lease {
+                (event.holder, event.token, event.hold) = (Some(holder.clone()), *token, *hold);
+            }
+        }
+        self.append(self.inner(), event);
+    }
+
+    /// Marks the start of round `round` of the observer's reads at the end
+    /// ([`Step::Settle`]).
+    pub fn mark_settle(&self, round: u64) {
+        self.append(self.inner(), Event::new(Step::Settle, "", OBSERVER, round, true));
     }
 
     /// Stamps `event` and appends it to the history.
@@ -292,5 +357,30 @@ mod tests {
         assert!(fence.record(Step::Exit, "a", "c1", 5, x));
         assert!(fence.record(Step::Write, "b", "c1", 1, x), "locks are fenced apart");
         assert_eq!(fence.events().iter().filter(|e| !e.accepted).count(), 1);
+    }
+
+    #[test]
+    fn the_observer_s_views_are_history_lines_and_older_lines_still_read() {
+        let fence = Fence::new(Instant::now(), None);
+        let view = View { version: 42, lease: Some(("lock-2".into(), 7, Hold::Shared)) };
+        fence.record_view(Step::Watched, "chaos-rw", Some(&view), "http://127.0.0.1:1", true);
+        fence.record_view(Step::Read, "chaos-rw", Some(&View { version: 43, lease: None }), "http://127.0.0.1:2", true);
+        fence.mark_settle(0);
+        let lines: Vec<serde_json::Value> = fence.events().iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+        let line = &lines[0];
+        assert_eq!(
+            (&line["step"], &line["client"], &line["holder"], &line["token"]),
+            (&"watched".into(), &OBSERVER.into(), &"lock-2".into(), &7.into())
+        );
+        assert_eq!(
+            (&line["hold"], &line["version"], &line["elector"]),
+            (&"shared".into(), &42.into(), &"http://127.0.0.1:1".into())
+        );
+        assert!(lines[1].get("holder").is_none() && lines[1]["token"] == 0, "free: no holder, token 0");
+        assert_eq!((&lines[2]["step"], &lines[2]["token"]), (&"settle".into(), &0.into()));
+        // A line written before the observer existed still reads.
+        let old = r#"{"at_us":1,"step":"enter","lock":"l","client":"a","token":1,"accepted":true}"#;
+        let event: Event = serde_json::from_str(old).unwrap();
+        assert_eq!((event.version, event.elector), (None, None));
     }
 }

@@ -25,7 +25,8 @@
 //!   fencing rule.
 //! - [`check`]: sections, overlaps, stale writes, token growth, strangers;
 //!   [`fair`]: waiters overtaken by later ones, from the places in line
-//!   that the [`watcher`] saw.
+//!   that the [`watcher`] saw; [`views`]: the views the watch
+//!   [`observer`] accepted from `POST /v1/watch`.
 //! - [`report`]: the report, as data and as text.
 //! - [`rng`]: the seeded generator behind every random choice.
 
@@ -42,6 +43,7 @@ pub mod fault;
 pub mod fence;
 pub mod hold;
 pub mod inject;
+pub mod observer;
 pub mod procs;
 pub mod race;
 pub mod report;
@@ -49,4 +51,5 @@ pub mod rng;
 pub mod run;
 pub mod store;
 pub mod stranger;
+pub mod views;
 pub mod watcher;

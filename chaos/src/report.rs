@@ -213,6 +213,25 @@ impl Report {
                 w.places_lost_unexplained
             ));
         }
+        let v = &f.watch;
+        let settled = match (v.settled_after, v.unsettled) {
+            (Some(n), _) => format!("agreed with plain reads after {n} watch rounds"),
+            (None, 0) => "not compared with plain reads".to_owned(),
+            (None, n) => format!("{n} locks still disagreeing with plain reads"),
+        };
+        out.push_str(&format!(
+            "watch: {} views of {} locks ({} held) from {} electors; grants shown: {} entered by their holder, \
+             {} never entered, {} a restarted elector's placeholder; {} tokens gone back, {} phantom holders; \
+             at the end, {settled}\n",
+            v.views, v.names, v.held, v.electors, v.proven, v.unproven, v.recovering, v.regressions, v.phantoms
+        ));
+        if v.revived > 0 {
+            out.push_str(&format!(
+                "watch: {} views showed a grant held again after one showed it ended ({} after another elector \
+                 did: electors judge a lease's end apart)\n",
+                v.revived, v.revived_across
+            ));
+        }
         let s = &self.sessions;
         if self.no_session {
             out.push_str("sessions: off (the contenders ran with MPSYNC_NO_SESSION)\n");

@@ -18,9 +18,11 @@ use crate::clock::Skew;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::contender::{Contenders, SKEWED, Setup};
+use crate::contender::{RW_LOCK, SEMAPHORE};
 use crate::fault::{Fault, FaultKind};
 use crate::fence::{Event, Fence};
 use crate::inject::{Target, inject};
+use crate::observer::Observer;
 use crate::report::{ClockReport, Report};
 use crate::rng::Rng;
 use crate::{electors, stranger, watcher};
@@ -62,6 +64,14 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     };
     let contenders = Contenders::start(setup, &mut rng, stop.clone()).await?;
     let lines = tokio::spawn(watcher::watch_lines(urls.clone(), fence.clone(), stop.clone()));
+    // One watch over every lock the run takes.
+    let mut watched = locks.clone();
+    if !config.race {
+        watched.extend((config.semaphore > 0).then(|| SEMAPHORE.to_owned()));
+        watched.extend((config.readers_writers > 0).then(|| RW_LOCK.to_owned()));
+    }
+    let observer = Observer::new(&urls, &watched, fence.clone(), config.watch_stale);
+    let observer = tokio::spawn(observer.observe(stop.clone()));
     let stranger = tokio::spawn(stranger::prowl(
         urls.clone(),
         locks.clone(),
@@ -117,6 +127,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     contenders.stop().await;
     let _ = stranger.await;
     let _ = lines.await;
+    // The faults are over and the contenders gone: the watch must catch up.
+    observer.await.context("the watch observer")?.settle().await;
     let events = fence.events();
     if let Some(path) = &config.history {
         // Beside the history, for `mpsync-chaos --check` to excuse by.

@@ -3,13 +3,16 @@
 //! portable, which `make test` builds) under faults, checked for safety,
 //! with the stranger refused every time; the memory run with a holder whose
 //! clock runs 10% slow (inside the bound); no waiter overtaken by a later
-//! one unless a fault excuses it. And four runs the checker must find
+//! one unless a fault excuses it. And six runs the checker must find
 //! unsafe, so that a green run means something: the memory store's state
 //! file thrown away at each restart, a holder whose clock runs at half
 //! speed (outside the bound), electors that release, at a graceful stop,
 //! the leases of the sessions they end themselves (beside the same run with
-//! safe electors, which must be found safe), and contenders that race for
-//! a lock instead of waiting in line.
+//! safe electors, which must be found safe), contenders that race for a
+//! lock instead of waiting in line, holds the elector did not exclude,
+//! and a watch observer that takes views out of order and names holders
+//! that never had them. Every run follows its locks with one watch
+//! (`POST /v1/watch`), whose views are checked too.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -57,6 +60,7 @@ fn config(store: StoreKind, handovers: usize, seed: u64) -> Config {
         unsafe_release_on_own_close: false,
         race: false,
         overcommit: false,
+        watch_stale: false,
         faults: Vec::new(),
     }
 }
@@ -78,6 +82,13 @@ async fn short_run(config: Config) -> Report {
     assert!(sem.most_at_once > 1, "never two permits held at once: {}", report.text());
     let rw = shared(RW_LOCK).unwrap_or_else(|| panic!("nobody took the read-write lock: {}", report.text()));
     assert!(rw.shared > 0 && rw.exclusive > 0, "no reader or no writer: {}", report.text());
+    // One watch followed every lock the run takes (the plain locks, the
+    // semaphore, the read-write lock), its views were those of real
+    // holders, and it caught up with plain reads at the end.
+    let w = &f.watch;
+    assert_eq!(w.names, 4, "the watch did not show every lock held: {}", report.text());
+    assert!(w.proven > 0, "no view of the watch showed a holder that entered: {}", report.text());
+    assert!(w.settled_after.is_some(), "the watch was not compared with plain reads: {}", report.text());
     report
 }
 
@@ -95,12 +106,14 @@ async fn memory_store_with_elector_restarts_and_a_slow_clock_is_safe() {
 
 #[tokio::test]
 async fn etcd_store_is_safe() {
-    short_run(config(StoreKind::Etcd, 300, 12)).await;
+    let report = short_run(config(StoreKind::Etcd, 300, 12)).await;
+    assert_eq!(report.findings.watch.electors, 2, "one elector answered every watch: {}", report.text());
 }
 
 #[tokio::test]
 async fn kubernetes_store_is_safe() {
-    short_run(config(StoreKind::Kubernetes, 300, 13)).await;
+    let report = short_run(config(StoreKind::Kubernetes, 300, 13)).await;
+    assert_eq!(report.findings.watch.electors, 2, "one elector answered every watch: {}", report.text());
 }
 
 #[tokio::test]
@@ -225,4 +238,24 @@ async fn shared_holds_the_elector_did_not_exclude_are_caught() {
     // Writers beside readers: violating overlaps, with a read-write lock's
     // contender inside first.
     assert!(f.overlaps_violating_by.keys().any(|c| c.starts_with("rw-")), "{}", report.text());
+}
+
+#[tokio::test]
+async fn a_watch_that_goes_back_or_makes_up_holders_is_caught() {
+    let mut config = config(StoreKind::Memory, 300, 19);
+    // The observer takes each answer after the next one, without the
+    // version rule, and names each holder after the one it saw before.
+    config.watch_stale = true;
+    config.faults = vec![FaultKind::ContenderKill];
+    config.time_limit = Duration::from_secs(60);
+    config.stop_when = Some(|f| f.watch.regressions > 0 && f.watch.phantoms > 0);
+    let report = run(config).await.unwrap();
+    println!("{}", report.text());
+    let w = &report.findings.watch;
+    assert!(!report.safe(), "the checker missed a stale watch: {}", report.text());
+    assert!(w.regressions > 0, "no token seen going back: {}", report.text());
+    assert!(w.phantoms > 0, "no made-up holder caught: {}", report.text());
+    // The watch was wrong, not the locks.
+    let f = &report.findings;
+    assert_eq!((f.overlaps_violating, f.stale_accepted, f.token_regressions), (0, 0, 0), "{}", report.text());
 }

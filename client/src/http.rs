@@ -14,7 +14,9 @@ use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mpsync_core::client::watch::{Tracked, decode_watch};
 use mpsync_core::client::{self as protocol, AnswerError, Claimed, HttpRequest, Method, Read};
+use mpsync_core::watch::WatchAnswer;
 use mpsync_core::wire::{AcquireRequest, Kind, ListView, ReleaseRequest};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -217,6 +219,7 @@ impl Client {
             Method::Get => hyper::Method::GET,
             Method::Put => hyper::Method::PUT,
             Method::Delete => hyper::Method::DELETE,
+            Method::Post => hyper::Method::POST,
         };
         self.exchange_with(url, method, body).await
     }
@@ -283,5 +286,13 @@ impl Client {
     pub async fn read(&self, kind: Kind, name: &str, wait: Option<(u64, Duration)>) -> Result<Read, ClientError> {
         let http = protocol::read_request(kind, name, wait, DEFAULT_REQUEST_TIMEOUT);
         self.call(&http).await?.decode(protocol::decode_read)
+    }
+
+    /// `POST /v1/watch`: one long-poll over every record `tracked` follows,
+    /// answered as soon as any of them differs from the version it knows,
+    /// or empty after `slice` (0: at once, with whatever differs now). Merge
+    /// the answer with [`Tracked::merge`] before the next call.
+    pub async fn watch(&self, tracked: &Tracked, slice: Duration) -> Result<WatchAnswer, ClientError> {
+        self.call(&tracked.request(slice)).await?.decode(decode_watch)
     }
 }

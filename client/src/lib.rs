@@ -5,6 +5,8 @@
 //!   keep-alive and a timeout on every request.
 //! - [`lease::Lease`]: one lock or election candidacy, renewed in the
 //!   background, reported lost at its local deadline.
+//! - [`Client::watch`]: one long-poll over many names ([`Tracked`] keeps
+//!   the versions known and merges the answers).
 //! - [`session::ElectorSession`]: the client's session with its elector;
 //!   leases claimed under it are released by the elector the moment this
 //!   process exits (on by default; [`Client::with_sessions`]).
@@ -35,6 +37,8 @@ pub mod session;
 
 pub use http::{Client, ClientError, Reply};
 pub use lease::{Granted, Lease};
+pub use mpsync_core::client::watch::Tracked;
 pub use mpsync_core::client::{Claimed, DEFAULT_TTL, Error, Leader, Options, Read};
+pub use mpsync_core::watch::{WatchAnswer, Watched};
 pub use mpsync_core::wire::Kind;
 pub use session::{ElectorSession, OpenError};

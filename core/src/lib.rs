@@ -12,6 +12,7 @@
 //!   subdomains), validated before any store sees them.
 //! - [`wire`]: the JSON types of the elector's versioned HTTP API, and the
 //!   lock document of the original (compatible) API.
+//! - [`watch`]: the JSON types of a watch over many names in one request.
 //! - [`key`]: the holder's secret key and the digest stores keep of it.
 //! - [`record`]: the store-side rules: who may take a record, when a lease
 //!   has expired, how fencing tokens advance in each store, and which
@@ -57,6 +58,7 @@ pub mod line;
 pub mod name;
 pub mod record;
 pub mod route;
+pub mod watch;
 pub mod wire;
 
 pub use judge::Judge;

@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use mpsync_core::watch::WatchRequest;
 use mpsync_core::wire::{
     AcquireRequest, CompatLock, ConflictView, DEFAULT_LIST_LIMIT, ErrorCode, Kind, LeaseView, MAX_CURSOR_LEN,
     MAX_LIST_LIMIT, ReleaseRequest, valid_cursor,
@@ -48,6 +49,10 @@ pub struct Peer(pub std::net::SocketAddr);
 /// The largest request body accepted (bytes).
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// The largest body of a watch over many names (bytes): 10,000 names of
+/// up to 253 characters with their versions fit.
+pub const MAX_WATCH_BODY: usize = 4 * 1024 * 1024;
+
 type Shared = State<Arc<Service>>;
 
 /// The elector's routes over `service`.
@@ -64,6 +69,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/locks/{name}", v1(Kind::Lock))
         .route("/v1/elections/{name}", v1(Kind::Election))
         .route("/v1/sessions", post(session::open))
+        .route("/v1/watch", post(v1_watch))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -91,6 +97,7 @@ fn route_label(method: &Method, path: &str, query: Option<&str>) -> &'static str
         "/v1/locks" => return "lock_list",
         "/v1/elections" => return "election_list",
         "/v1/sessions" => return "session_open",
+        "/v1/watch" => return "watch_many",
         _ => {}
     }
     let surface = if path.starts_with("/v1/locks/") {
@@ -138,13 +145,17 @@ fn key(s: &Service, kind: Kind, path: Result<Path<String>, PathRejection>) -> Re
 }
 
 async fn read_json<T: DeserializeOwned>(body: Body, example: &str) -> Result<T, ApiError> {
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+    read_json_within(body, MAX_BODY, example).await
+}
+
+async fn read_json_within<T: DeserializeOwned>(body: Body, limit: usize, example: &str) -> Result<T, ApiError> {
+    let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::BodyTooLarge,
-                format!("request body is larger than {MAX_BODY} bytes"),
+                format!("request body is larger than {limit} bytes"),
             ));
         }
         Err(e) => {
@@ -265,6 +276,17 @@ async fn v1_get(
             None => s.read(&key).await?,
         };
         Ok::<_, ApiError>(view_response(&key, view))
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/watch`: answers once any record named differs from the
+/// version sent (see [`mpsync_core::watch`]).
+async fn v1_watch(State(s): Shared, body: Body) -> Response {
+    let result = async {
+        let example = r#"{"elections":[{"name":"orders-1","version":0},{"name":"orders-2","version":14,"token":3}]}"#;
+        let request: WatchRequest = read_json_within(body, MAX_WATCH_BODY, example).await?;
+        Ok::<_, ApiError>(Json(s.watch_many(&request).await?).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -392,6 +414,7 @@ mod tests {
             (Method::GET, "/v1/locks/a", Some("timeout_ms=10"), "lock_get"),
             (Method::PUT, "/v1/elections/a", None, "election_put"),
             (Method::GET, "/v1/elections/a", Some("timeout_ms=5&wait=0"), "election_watch"),
+            (Method::POST, "/v1/watch", None, "watch_many"),
             (Method::DELETE, "/v1/elections/a", None, "election_delete"),
             (Method::PUT, "/locks/a", None, "compat_put"),
             (Method::POST, "/v1/locks/a", None, "other"),

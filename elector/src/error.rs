@@ -53,6 +53,9 @@ impl From<ServiceError> for ApiError {
         match e {
             // Counted and logged where it is decided.
             ServiceError::InvalidName { .. } => ApiError::bad(ErrorCode::InvalidName, "name", e.to_string()),
+            ServiceError::InvalidWatch { field, name, message } => {
+                ApiError::bad(if name { ErrorCode::InvalidName } else { ErrorCode::InvalidField }, field, message)
+            }
             ServiceError::TtlTooLong { .. } => ApiError::bad(ErrorCode::InvalidField, "ttl_ms", e.to_string()),
             ServiceError::Store(StoreError::BadCursor(_)) => {
                 ApiError::bad(ErrorCode::InvalidQuery, "cursor", e.to_string())

@@ -18,6 +18,9 @@
 //!   version, change notification) and the memory, etcd and Kubernetes
 //!   stores.
 //! - [`metrics`]: Prometheus counters and latency histograms.
+//! - [`leader_service`]: `--leader-service`, the EndpointSlice of a
+//!   selector-less Kubernetes Service kept listing only an election's
+//!   leader.
 //!
 //! # Running it
 //!
@@ -39,6 +42,7 @@ use std::sync::Arc;
 
 pub mod api;
 pub mod error;
+pub mod leader_service;
 pub mod metrics;
 mod quiet;
 pub mod server;

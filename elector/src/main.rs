@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
+use elector::leader_service::LeaderService;
 use elector::service::Service;
 use elector::store::etcd::EtcdConfig;
 use elector::store::{EtcdStore, KubernetesStore, MemoryStore, Store};
@@ -102,10 +103,26 @@ struct Args {
     #[arg(long, env = "ELECTOR_MAX_CONNECTIONS", default_value_t = elector::server::Limits::default().max_connections)]
     max_connections: usize,
 
-    /// Most long-polls (`GET ...?wait=`, and claims parked in a lock's line)
-    /// parked at once; one more gets 429 with retry-after.
+    /// Most long-polls (`GET ...?wait=`, watches over many names `POST
+    /// /v1/watch`, and claims parked in a lock's line) parked at once; one
+    /// more gets 429 with retry-after. A watch counts once, whatever the
+    /// number of names it follows.
     #[arg(long, env = "ELECTOR_MAX_LONG_POLLS", default_value_t = elector::service::DEFAULT_MAX_LONG_POLLS)]
     max_long_polls: usize,
+
+    /// The longest a long-poll (`GET ...?wait=`, `POST /v1/watch`) parks,
+    /// whatever `timeout_ms` it asks for (it then answers as at its
+    /// timeout). Behind a proxy that closes idle connections, set it below
+    /// the proxy's idle timeout.
+    #[arg(long, env = "ELECTOR_MAX_POLL_WAIT", default_value = "5m", value_parser = humantime::parse_duration)]
+    max_poll_wait: std::time::Duration,
+
+    /// Most names one watch (`POST /v1/watch`) may follow; a watch naming
+    /// more gets 400. The default is the Envoy leader filter's default
+    /// `max_elections`, so that one watch per Envoy worker covers every
+    /// election the filter lets a worker follow.
+    #[arg(long, env = "ELECTOR_MAX_WATCH_NAMES", default_value_t = mpsync_core::watch::DEFAULT_MAX_WATCH_NAMES)]
+    max_watch_names: usize,
 
     /// The longest a claim waits parked in a lock's line before its `202`
     /// (it asks for `wait_ms`, at most half its TTL; this caps it further).
@@ -153,6 +170,28 @@ struct Args {
     #[arg(long)]
     kubeconfig: Option<std::path::PathBuf>,
 
+    /// Keep a Service that reaches only the leader of an election (with
+    /// --store kubernetes): ELECTION=SERVICE[:PORT_NAME], repeatable
+    /// (comma-separated in the environment), e.g. web=web-leader:http.
+    ///
+    /// Create SERVICE yourself, without a selector, with a port named
+    /// PORT_NAME (or a single unnamed port, PORT_NAME left out): clients
+    /// connect to that port, kube-proxy forwards to the leader's advertised
+    /// ip:port. The elector keeps the EndpointSlice SERVICE-leader in
+    /// --namespace listing that address alone, the leader's id and fencing
+    /// token in its annotations sync.metaparticle.io/leader and
+    /// sync.metaparticle.io/token, updated at each change of leadership.
+    /// While nobody leads (released, or the lease ran out) it lists no
+    /// endpoint: connections to the Service are refused. Every pod's
+    /// elector may keep the same slice: none writes over a slice written
+    /// from a newer view of the election. RBAC: get and update on the
+    /// slice (endpointslices, discovery.k8s.io), and create unless the
+    /// slice is shipped (deploy/leader-service/ ships it empty, so that no
+    /// sidecar may create slices for other Services).
+    #[arg(long = "leader-service", env = "ELECTOR_LEADER_SERVICE", value_delimiter = ',',
+          value_name = "ELECTION=SERVICE[:PORT_NAME]", value_parser = parse_leader_service)]
+    leader_service: Vec<LeaderService>,
+
     /// Deadline for each call to etcd or the Kubernetes API; a call that
     /// takes longer fails with 503 (retry) instead of hanging the client.
     #[arg(long, env = "ELECTOR_STORE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -177,6 +216,28 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
         return Err(format!("must be between {min} ms and {} h", max / 3_600_000));
     }
     Ok(ttl)
+}
+
+fn parse_leader_service(s: &str) -> Result<LeaderService, String> {
+    s.parse()
+}
+
+/// Refuses `--leader-service` where it cannot work, as clap refuses a bad
+/// flag (usage, exit 2): it needs the cluster, and one Service follows one
+/// election.
+fn check_leader_services(args: &Args) {
+    let conflict = |message: String| Args::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    if !args.leader_service.is_empty() && !matches!(args.store, StoreKind::Kubernetes) {
+        conflict("--leader-service needs --store kubernetes: it keeps EndpointSlices in the cluster".into());
+    }
+    for (i, a) in args.leader_service.iter().enumerate() {
+        if let Some(b) = args.leader_service[..i].iter().find(|b| b.service == a.service) {
+            conflict(format!(
+                "--leader-service: Service {:?} is given for both {:?} and {:?}; one Service follows one election",
+                a.service, b.election, a.election
+            ));
+        }
+    }
 }
 
 fn default_state_file() -> Option<std::path::PathBuf> {
@@ -216,6 +277,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    check_leader_services(&args);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .with_writer(std::io::stderr)
@@ -229,6 +291,7 @@ async fn main() -> anyhow::Result<()> {
     };
     mpsync_core::wire::validate_holder(&identity).map_err(|e| anyhow::anyhow!("--identity: {}", e.message))?;
     let mut memory = None;
+    let mut cluster = None;
     let store: Arc<dyn Store> = match args.store {
         StoreKind::Memory => {
             let path = match &args.state_file {
@@ -260,11 +323,15 @@ async fn main() -> anyhow::Result<()> {
             config.timeout = args.store_timeout;
             Arc::new(EtcdStore::connect(config).await.context("--store etcd")?)
         }
-        StoreKind::Kubernetes => Arc::new(
-            KubernetesStore::connect(args.namespace.clone(), args.kubeconfig.as_deref(), args.store_timeout)
+        StoreKind::Kubernetes => {
+            // One client for the Leases and the leader Services' slices.
+            let (client, default_namespace) = elector::leader_service::cluster::connect(args.kubeconfig.as_deref())
                 .await
-                .context("--store kubernetes")?,
-        ),
+                .context("--store kubernetes")?;
+            let namespace = args.namespace.clone().unwrap_or(default_namespace);
+            cluster = Some((client.clone(), namespace.clone()));
+            Arc::new(KubernetesStore::with_client(client, namespace, args.store_timeout))
+        }
     };
     let max_ttl = Duration::from_millis(store.max_ttl_ms());
     if args.ttl > max_ttl {
@@ -274,6 +341,10 @@ async fn main() -> anyhow::Result<()> {
             store.name(),
             if matches!(args.store, StoreKind::Etcd) { "; raise --etcd-lease-ttl to twice the TTL" } else { "" }
         );
+    }
+    for spec in &args.leader_service {
+        let key = elector::store::Key { kind: mpsync_core::Kind::Election, name: spec.election.clone() };
+        store.check_name(&key).map_err(|e| anyhow::anyhow!("--leader-service: election {:?}: {e}", spec.election))?;
     }
     let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -286,6 +357,8 @@ async fn main() -> anyhow::Result<()> {
     println!("elector listening on http://{addr}");
     let mut service = Service::new(store, identity, args.ttl)
         .with_max_long_polls(args.max_long_polls)
+        .with_max_watch_names(args.max_watch_names)
+        .with_max_poll_wait(args.max_poll_wait)
         .with_max_line_wait(args.max_line_wait)
         .with_max_sessions(args.max_sessions);
     if args.chaos_unsafe_release_on_own_close {
@@ -298,6 +371,12 @@ async fn main() -> anyhow::Result<()> {
         service = service.with_unsafe_release_on_own_close();
     }
     let service = Arc::new(service);
+    let keepers = match &cluster {
+        Some((client, namespace)) => {
+            elector::leader_service::spawn(&service, client, namespace, &args.leader_service, args.store_timeout)
+        }
+        None => Vec::new(),
+    };
     let limits = elector::server::Limits {
         max_connections: args.max_connections,
         header_read_timeout: args.header_read_timeout,
@@ -326,6 +405,10 @@ async fn main() -> anyhow::Result<()> {
     elector::server::serve(listener, service, limits, until_stopped()).await.context("serving")?;
     if let Some(health) = health {
         health.await.context("the health listener")?.context("serving health endpoints")?;
+    }
+    // They stop as the service does; the slices stay as they are.
+    for keeper in keepers {
+        keeper.await.context("a leader Service's keeper")?;
     }
     if let Some(memory) = memory {
         match memory.stop() {

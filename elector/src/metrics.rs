@@ -117,6 +117,7 @@ pub struct Metrics {
     store_calls: Family<StoreCallLabels, Counter>,
     held: Gauge,
     watchers: Gauge<i64, AtomicI64>,
+    watched_names: Gauge<i64, AtomicI64>,
     sessions: Gauge,
     waiters: Gauge<i64, AtomicI64>,
     lock_wait: Histogram,
@@ -139,6 +140,15 @@ pub struct Watching<'a>(&'a Gauge<i64, AtomicI64>);
 impl Drop for Watching<'_> {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// Counts the names a parked watch follows for as long as it lives.
+pub struct WatchingNames<'a>(&'a Gauge<i64, AtomicI64>, i64);
+
+impl Drop for WatchingNames<'_> {
+    fn drop(&mut self) {
+        self.0.dec_by(self.1);
     }
 }
 
@@ -176,6 +186,12 @@ impl Metrics {
         registry.register("mpsync_held_leases", "Leases held right now, as this elector last saw them.", held.clone());
         let watchers = Gauge::<i64, AtomicI64>::default();
         registry.register("mpsync_watchers", "Long-polls waiting for a change right now.", watchers.clone());
+        let watched_names = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "mpsync_watched_names",
+            "Names followed by the watches over many names (POST /v1/watch) parked right now.",
+            watched_names.clone(),
+        );
         let sessions = Gauge::default();
         registry.register("mpsync_sessions", "Sessions open right now.", sessions.clone());
         let waiters = Gauge::<i64, AtomicI64>::default();
@@ -221,6 +237,7 @@ impl Metrics {
             store_calls,
             held,
             watchers,
+            watched_names,
             sessions,
             waiters,
             lock_wait,
@@ -262,6 +279,14 @@ impl Metrics {
     pub fn watching(&self) -> Watching<'_> {
         self.watchers.inc();
         Watching(&self.watchers)
+    }
+
+    /// Counts `names` followed by a parked watch until the returned guard
+    /// is dropped.
+    pub fn watching_names(&self, names: usize) -> WatchingNames<'_> {
+        let names = i64::try_from(names).unwrap_or(i64::MAX);
+        self.watched_names.inc_by(names);
+        WatchingNames(&self.watched_names, names)
     }
 
     /// Counts a waiter as parked until the returned guard is dropped.

@@ -21,8 +21,11 @@ use crate::metrics::{Event, Metrics};
 use crate::store::{Key, NameRefused, Store, StoreError, Versioned};
 
 mod line;
+mod many;
 mod sessions;
 mod sweep;
+
+pub use many::LIST_ABOVE;
 
 pub use line::QueueResult;
 
@@ -86,6 +89,16 @@ pub enum ServiceError {
     /// The OS gave no random bytes for a session id.
     #[error("no randomness for a session id: {0}")]
     NoRandomness(String),
+    /// A watch over many names that cannot be served as asked (a 400).
+    #[error("{message}")]
+    InvalidWatch {
+        /// The field to blame: `elections`, `locks`, `watcher`, `timeout_ms`.
+        field: &'static str,
+        /// A name in it is invalid (rather than some other value).
+        name: bool,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// The default cap on long-polls parked at once.
@@ -177,6 +190,9 @@ pub struct Service {
     /// these by hash, so that the map does not grow with them.
     turns: Vec<tokio::sync::Mutex<()>>,
     max_line_wait: Duration,
+    watchers: many::Watchers,
+    max_watch_names: usize,
+    max_poll_wait: Duration,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -242,6 +258,9 @@ impl Service {
             max_line_wait: Duration::from_millis(mpsync_core::wire::MAX_WAIT_MS),
             line_dates,
             parked,
+            watchers: many::Watchers::default(),
+            max_watch_names: mpsync_core::watch::DEFAULT_MAX_WATCH_NAMES,
+            max_poll_wait: Duration::from_millis(mpsync_core::wire::MAX_WAIT_MS),
         }
     }
 
@@ -249,6 +268,14 @@ impl Service {
     /// answered (it asks for its own wait, at most half its TTL).
     pub fn with_max_line_wait(mut self, max: Duration) -> Self {
         self.max_line_wait = max;
+        self
+    }
+
+    /// Caps how long a long-poll (`GET ?wait=`, `POST /v1/watch`) parks,
+    /// whatever `timeout_ms` it asks for: behind a proxy that closes idle
+    /// connections, set it below the proxy's idle timeout.
+    pub fn with_max_poll_wait(mut self, max: Duration) -> Self {
+        self.max_poll_wait = max;
         self
     }
 
@@ -441,15 +468,8 @@ impl Service {
     /// after `timeout` with the unchanged view, read again then (so the
     /// time left on a lease is as of the answer, not of the start).
     pub async fn wait(&self, key: &Key, version: u64, timeout: Duration) -> Result<View, ServiceError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let Ok(_parked) = self.long_polls.try_acquire() else {
-            self.metrics.refuse(crate::metrics::Refusal::LongPoll);
-            if self.quiet.speak() {
-                tracing::warn!(max = self.max_long_polls, "refusing long-polls past --max-long-polls");
-            }
-            return Err(ServiceError::TooManyLongPolls(self.max_long_polls));
-        };
-        let _watching = self.metrics.watching();
+        let deadline = tokio::time::Instant::now() + timeout.min(self.max_poll_wait);
+        let _parked = self.park()?;
         let mut stopping = self.stopping.subscribe();
         loop {
             let view = self.read(key).await?;
@@ -469,6 +489,19 @@ impl Service {
                 _ = stopping.changed() => {}
             }
         }
+    }
+
+    /// Takes a long-poll slot, counted as watching until dropped; refused
+    /// past `--max-long-polls`.
+    fn park(&self) -> Result<(tokio::sync::SemaphorePermit<'_>, crate::metrics::Watching<'_>), ServiceError> {
+        let Ok(slot) = self.long_polls.try_acquire() else {
+            self.metrics.refuse(crate::metrics::Refusal::LongPoll);
+            if self.quiet.speak() {
+                tracing::warn!(max = self.max_long_polls, "refusing long-polls past --max-long-polls");
+            }
+            return Err(ServiceError::TooManyLongPolls(self.max_long_polls));
+        };
+        Ok((slot, self.metrics.watching()))
     }
 
     /// Reads the record, lets `decide` choose at `now`, and writes what it

@@ -100,6 +100,12 @@ impl Store for Parking {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    fn feed(&self) -> elector::store::Feed {
+        self.inner.feed()
+    }
+    fn feed_id(&self, key: &Key) -> String {
+        self.inner.feed_id(key)
+    }
     async fn list(&self, kind: Kind, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError> {
         self.inner.list(kind, cursor, limit).await
     }

@@ -13,13 +13,14 @@ use openapiv3::{OpenAPI, ReferenceOr, Schema, SchemaKind, Type};
 const SPEC: &str = include_str!("../openapi.yaml");
 
 /// What the router serves, by path.
-const ROUTES: [(&str, &[&str]); 9] = [
+const ROUTES: [(&str, &[&str]); 10] = [
     ("/locks/{name}", &["get", "put"]),
     ("/v1/locks", &["get"]),
     ("/v1/elections", &["get"]),
     ("/v1/locks/{name}", &["get", "put", "delete"]),
     ("/v1/elections/{name}", &["get", "put", "delete"]),
     ("/v1/sessions", &["post"]),
+    ("/v1/watch", &["post"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),

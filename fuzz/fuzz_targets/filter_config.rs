@@ -18,9 +18,12 @@ fuzz_target!(|data: &[u8]| {
     };
     match config::Config::parse(json) {
         Ok(config) => {
-            let probe = String::from_utf8_lossy(probe);
-            let (header, path) = probe.split_once('\n').unwrap_or((&probe, "/"));
-            let _ = config.election_for(|_| Some(header.to_owned()), path);
+            // Bytes as a client sends them: not necessarily text.
+            let (header, path) = match probe.iter().position(|b| *b == b'\n') {
+                Some(i) => (&probe[..i], &probe[i + 1..]),
+                None => (probe, &b"/"[..]),
+            };
+            let _ = config.election_for(|_| Some(header.to_vec()), path);
             let _ = config.election_for(|_| None, path);
         }
         Err(message) => assert!(!message.is_empty()),

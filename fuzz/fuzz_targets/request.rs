@@ -2,8 +2,8 @@
 //! v1 bodies (acquire and release), as `elector::api` runs them. Nothing may
 //! panic, and whatever is accepted must be within the documented bounds.
 //!
-//! Input: a kind byte, then name, query, acquire body and release body
-//! separated by 0xFF bytes.
+//! Input: a kind byte, then name, query, acquire body, release body and
+//! watch body (`POST /v1/watch`) separated by 0xFF bytes.
 
 #![no_main]
 
@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let query = String::from_utf8_lossy(parts.next().unwrap_or_default());
     let acquire = parts.next().unwrap_or_default();
     let release = parts.next().unwrap_or_default();
+    let watch = parts.next().unwrap_or_default();
 
     if mpsync_core::validate_name(&name).is_ok() {
         assert!(!name.is_empty() && name.len() <= 253, "{name:?}");
@@ -49,5 +50,16 @@ fuzz_target!(|data: &[u8]| {
         && request.validate().is_ok()
     {
         assert!(holder_ok(&request.holder));
+    }
+    if let Ok(request) = serde_json::from_slice::<mpsync_core::watch::WatchRequest>(watch) {
+        // Accepted timeouts are within the bound; what was parsed reads
+        // back the same (a name listed twice counts once).
+        if let Ok(timeout) = request.timeout() {
+            assert!(timeout.as_millis() <= u128::from(MAX_WAIT_MS));
+        }
+        assert_eq!(request.entries().count(), request.len());
+        let again: mpsync_core::watch::WatchRequest =
+            serde_json::from_slice(&serde_json::to_vec(&request).unwrap()).unwrap();
+        assert_eq!(again, request);
     }
 });

@@ -32,6 +32,7 @@ fn help_lists_every_exit_code() {
         ("run", &["2 ", "143 "][..]),
         ("lock", &["2 if", "3 if", "4 if", "143 "][..]),
         ("elect", &["2 if", "143 "][..]),
+        ("leader", &["0 once", "2 if"][..]),
     ];
     for (command, codes) in commands {
         let out = mpsync(&[command, "--help"]);
@@ -70,4 +71,34 @@ fn an_elector_that_stays_unreachable_fails_a_lock_with_exit_code_2_and_its_url()
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("unavailable") && err.contains("http://127.0.0.1:1/v1/locks/ok"), "{err}");
+}
+
+/// `mpsync leader`'s names and endpoint-file flags are checked before
+/// anything is sent (nothing listens on port 1), each refusal naming what
+/// is wrong.
+#[test]
+fn leader_refuses_a_bad_name_or_flags_that_do_not_fit_before_anything_is_sent() {
+    let dir = std::env::temp_dir().join(format!("mpsync-leader-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("names");
+    std::fs::write(&list, "# shards\nshard-1\n\nShard_2\n").unwrap();
+    let (list, dir_arg) = (list.display().to_string(), dir.display().to_string());
+    let missing = dir.join("missing").display().to_string();
+    let elector = ["leader", "--elector", "http://127.0.0.1:1"];
+    let cases: [(&[&str], &str); 7] = [
+        (&["Web"], "invalid election name \"Web\""),
+        (&["ok", "--from-file", &list], "line 4: invalid election name \"Shard_2\""),
+        (&[], "NAME"),
+        (&["--watch", "--envoy-eds", "x.json", "--cluster", "c", "a", "b"], "--envoy-eds-dir DIR keeps one file each"),
+        (&["--watch", "--envoy-eds-dir", &dir_arg, "--cluster-template", "shard", "a"], "must contain {name}"),
+        (&["--watch", "--envoy-eds-dir", &missing, "a"], "is not a directory"),
+        (&["--envoy-eds-dir", &dir_arg, "a"], "needs --watch"),
+    ];
+    for (args, says) in cases {
+        let out = mpsync(&[&elector[..], args].concat());
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says) && !err.contains("unavailable"), "{args:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -27,6 +27,9 @@
 //! - Errors are `Status` objects (`kind: Status`, `status: Failure`,
 //!   `reason`, `code`, `details`).
 //!
+//! The same server serves `discovery.k8s.io/v1` EndpointSlices
+//! (`crate::endpoint_slice_api`), from the same object store.
+//!
 //! resourceVersions are decimal and grow across all objects, as an
 //! etcd-backed server's do. For failure tests it can stop answering
 //! ([`LeaseApi::pause`]) and restart ([`LeaseApi::restart`]: every
@@ -69,24 +72,31 @@ struct Event {
 }
 
 #[derive(Default)]
-struct Objects {
-    version: u64,
+pub(crate) struct Objects {
+    /// The resourceVersion of the last write, of any object.
+    pub(crate) version: u64,
     leases: BTreeMap<(String, String), Value>,
+    /// EndpointSlices by namespace and name.
+    pub(crate) slices: BTreeMap<(String, String), Value>,
+    /// Every EndpointSlice as stored by each write, in order.
+    pub(crate) slice_writes: Vec<Value>,
     history: VecDeque<Event>,
     /// The oldest version a watch may resume from.
     compacted: u64,
-    uids: u64,
+    pub(crate) uids: u64,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     objects: Mutex<Objects>,
     events: broadcast::Sender<Event>,
     paused: watch::Sender<bool>,
     writes_and_reads: AtomicU64,
+    /// How many EndpointSlice writes so far; changes with each.
+    pub(crate) slices_written: watch::Sender<u64>,
 }
 
 impl Inner {
-    fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {
+    pub(crate) fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {
         mpsync_core::lock(&self.objects)
     }
 
@@ -104,7 +114,7 @@ impl Inner {
 
 /// A running emulator.
 pub struct LeaseApi {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
 }
@@ -116,7 +126,19 @@ impl Drop for LeaseApi {
 }
 
 fn status(code: StatusCode, reason: &str, message: String, name: Option<&str>) -> Response {
-    let mut details = json!({"group": GROUP, "kind": "leases"});
+    api_status(GROUP, "leases", code, reason, message, name)
+}
+
+/// A `Status` answer about a resource (`group`, plural `resource`).
+pub(crate) fn api_status(
+    group: &str,
+    resource: &str,
+    code: StatusCode,
+    reason: &str,
+    message: String,
+    name: Option<&str>,
+) -> Response {
+    let mut details = json!({"group": group, "kind": resource});
     if let Some(name) = name {
         details["name"] = json!(name);
     }
@@ -141,7 +163,7 @@ fn invalid(name: &str, field: &str, value: &Value, detail: &str) -> Response {
 }
 
 /// DNS-1123 subdomain, as Kubernetes requires of a Lease name.
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -198,7 +220,7 @@ fn parse_lease(body: &Bytes) -> Result<Value, Response> {
     Ok(lease)
 }
 
-fn labels_match(lease: &Value, selector: &str) -> bool {
+pub(crate) fn labels_match(lease: &Value, selector: &str) -> bool {
     let labels = &lease["metadata"]["labels"];
     selector.split(',').filter(|s| !s.is_empty()).all(|term| {
         if let Some((k, v)) = term.split_once("!=") {
@@ -232,8 +254,8 @@ fn with_type(mut lease: Value) -> Value {
     lease
 }
 
-type Shared = State<Arc<Inner>>;
-type Q = Query<BTreeMap<String, String>>;
+pub(crate) type Shared = State<Arc<Inner>>;
+pub(crate) type Q = Query<BTreeMap<String, String>>;
 
 async fn list_or_watch(State(inner): Shared, UrlPath(ns): UrlPath<String>, Query(q): Q) -> Response {
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
@@ -461,7 +483,7 @@ async fn delete(State(inner): Shared, UrlPath((ns, name)): UrlPath<(String, Stri
     Json(lease).into_response()
 }
 
-async fn unknown(method: Method, uri: axum::http::Uri) -> Response {
+pub(crate) async fn unknown(method: Method, uri: axum::http::Uri) -> Response {
     status(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -474,8 +496,9 @@ async fn gate(State(inner): Shared, request: Request, next: Next) -> Response {
     let mut paused = inner.paused.subscribe();
     // While paused, requests wait here, as on a server that stopped answering.
     let _ = paused.wait_for(|p| !*p).await;
-    // Everything but listing and watching the collection.
-    if request.method() != Method::GET || !request.uri().path().ends_with("/leases") {
+    // Lease requests, all but listing and watching the collection.
+    let path = request.uri().path();
+    if path.contains("/leases") && (request.method() != Method::GET || !path.ends_with("/leases")) {
         inner.writes_and_reads.fetch_add(1, Ordering::Relaxed);
     }
     next.run(request).await
@@ -486,6 +509,7 @@ fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route(base, get(list_or_watch).post(create))
         .route(&format!("{base}/{{name}}"), get(read).put(replace).delete(delete))
+        .merge(crate::endpoint_slice_api::routes())
         .fallback(unknown)
         .layer(middleware::from_fn_with_state(inner.clone(), gate))
         .with_state(inner)
@@ -525,6 +549,7 @@ impl LeaseApi {
             events: broadcast::channel(4096).0,
             paused: watch::channel(false).0,
             writes_and_reads: AtomicU64::new(0),
+            slices_written: watch::channel(0).0,
         });
         let listener = bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
         let addr = listener.local_addr()?;

@@ -10,7 +10,8 @@
 //! - [`lease_api::LeaseApi`]: a Kubernetes Lease API emulator over real
 //!   HTTP, the one stand-in allowed (no API server can run here). It
 //!   follows the documented status codes, resourceVersion conflicts and
-//!   watch semantics; see its module documentation.
+//!   watch semantics; see its module documentation. It also serves
+//!   EndpointSlices ([`endpoint_slice_api`]) from the same object store.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod bench;
 pub mod elector;
+pub mod endpoint_slice_api;
 pub mod etcd;
 pub mod lease_api;
 pub mod proc;

@@ -22,7 +22,10 @@ use clap::Parser;
 /// came later unless a fault may have cost it its place in line (a line
 /// watcher lists the locks to see who waits). A stranger reads held locks and tries to
 /// renew and release them without the holder's key: the elector must refuse
-/// every attempt. With --clock-rate, one more holder runs with its clocks
+/// every attempt. A watch observer follows every lock with one watch
+/// (`POST /v1/watch`): its views must never show a token going back or a
+/// holder that was never granted that token, and must agree with plain
+/// reads once the run is over. With --clock-rate, one more holder runs with its clocks
 /// skewed and is cut off from its elector now and then: inside the bound
 /// (a rate of 0.8 or more, for the 20% margin) nothing may break; below it,
 /// the checker catches the holder working past its lease. Prints a report
@@ -134,6 +137,13 @@ struct Args {
     /// find a permit out of range and writers beside readers.
     #[arg(long)]
     shared_overcommit: bool,
+    /// A control that must be found UNSAFE: the watch observer (one
+    /// `POST /v1/watch` over every lock) takes views without the version
+    /// rule, records each answer after the next one, and names each holder
+    /// after the one it saw before; the checker must find tokens going
+    /// back and phantom holders.
+    #[arg(long)]
+    watch_stale: bool,
     /// Print each fault as it is injected.
     #[arg(long, short)]
     verbose: bool,
@@ -214,6 +224,7 @@ async fn go() -> anyhow::Result<bool> {
             unsafe_release_on_own_close: args.unsafe_release_on_own_close,
             race: args.race,
             overcommit: args.shared_overcommit,
+            watch_stale: args.watch_stale,
             faults: args.faults.clone(),
         })
         .await?;

@@ -19,6 +19,8 @@ pub enum Method {
     Put,
     /// Release.
     Delete,
+    /// A watch over many names.
+    Post,
 }
 
 impl Method {
@@ -28,6 +30,7 @@ impl Method {
             Method::Get => "GET",
             Method::Put => "PUT",
             Method::Delete => "DELETE",
+            Method::Post => "POST",
         }
     }
 }
@@ -152,7 +155,7 @@ pub enum AnswerError {
     },
 }
 
-fn unexpected(status: u16, body: &[u8]) -> AnswerError {
+pub(super) fn unexpected(status: u16, body: &[u8]) -> AnswerError {
     let mut text = String::from_utf8_lossy(body).into_owned();
     if text.len() > 200 {
         let cut = (0..=200).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
@@ -162,7 +165,7 @@ fn unexpected(status: u16, body: &[u8]) -> AnswerError {
     AnswerError::Status { status, body: text }
 }
 
-fn json<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, AnswerError> {
+pub(super) fn json<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, AnswerError> {
     serde_json::from_slice(body).map_err(|e| AnswerError::Decode { status, reason: e.to_string() })
 }
 

@@ -32,6 +32,7 @@ pub mod blocking;
 pub mod error;
 pub mod http;
 pub mod session;
+pub mod watch;
 
 pub use blocking::{Acquire, Action, Backoff, Blocking, Then, retry_after};
 pub use error::{Error, Leader};

@@ -1,7 +1,8 @@
 //! Change channels for stores that learn of changes from a watch (etcd,
 //! Kubernetes): one channel per record long-polled now, fed by the store's
 //! single watch, plus a generation bumped whenever that watch breaks, after
-//! which every waiter reads again.
+//! which every waiter reads again; and the store-wide [`Feed`] of every
+//! change, for watches over many names.
 //!
 //! A channel lives exactly as long as someone waits on it: the last waiter
 //! to leave (answered, timed out, or dropped with its request) removes it,
@@ -10,15 +11,26 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-use super::StoreError;
+use super::{FEED_CAPACITY, Feed, StoreError};
 
-/// Per-record change channels and the watch's generation.
-#[derive(Default)]
+/// Per-record change channels, the feed of every change, and the watch's
+/// generation.
 pub(crate) struct Changes {
     records: Mutex<HashMap<String, watch::Sender<u64>>>,
+    feed: broadcast::Sender<String>,
     generation: watch::Sender<u64>,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes {
+            records: Mutex::default(),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+            generation: watch::Sender::default(),
+        }
+    }
 }
 
 /// One waiter's subscription to a record's channel; dropping it removes the
@@ -56,6 +68,15 @@ impl Changes {
         if let Some(sender) = self.records().get(id) {
             sender.send_replace(version);
         }
+        if self.feed.receiver_count() > 0 {
+            // No receiver is no error: nobody watches many names now.
+            let _ = self.feed.send(id.to_owned());
+        }
+    }
+
+    /// A new subscription to every change (see [`Feed`]).
+    pub(crate) fn feed(&self) -> Feed {
+        Feed { changed: self.feed.subscribe(), generation: self.generation.subscribe() }
     }
 
     /// The watch broke or restarted: whatever happened meanwhile, every

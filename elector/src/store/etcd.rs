@@ -188,7 +188,7 @@ impl EtcdStore {
     }
 
     fn etcd_key(&self, key: &Key) -> Vec<u8> {
-        format!("{}{}/{}", self.config.prefix, key.kind.plural(), key.name).into_bytes()
+        self.feed_id(key).into_bytes()
     }
 
     async fn deadline<T>(
@@ -492,6 +492,15 @@ impl Store for EtcdStore {
         });
         let read = async { read.await.map_err(|e| unavailable("reading", e))? };
         self.changes.wait(id, version, read, "etcd").await
+    }
+
+    fn feed(&self) -> super::Feed {
+        self.changes.feed()
+    }
+
+    fn feed_id(&self, key: &Key) -> String {
+        // As the watch reports it: the whole etcd key.
+        format!("{}{}/{}", self.config.prefix, key.kind.plural(), key.name)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -361,6 +361,14 @@ impl Store for KubernetesStore {
         self.changes.wait(lease_name(key), version, read, "kubernetes").await
     }
 
+    fn feed(&self) -> super::Feed {
+        self.changes.feed()
+    }
+
+    fn feed_id(&self, key: &Key) -> String {
+        lease_name(key)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let params = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)).limit(1);
         self.deadline("listing Leases", self.leases.list_metadata(&params)).await.map(drop)

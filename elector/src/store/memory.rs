@@ -29,10 +29,10 @@ use async_trait::async_trait;
 use mpsync_core::line::Line;
 use mpsync_core::record::KeyDigest;
 use mpsync_core::{Kind, Record};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::state_file::{StateError, StateFile};
-use super::{Key, Page, Store, StoreError, Versioned};
+use super::{FEED_CAPACITY, Feed, Key, Page, Store, StoreError, Versioned};
 
 /// The holder every name shows while a restarted store waits out the leases
 /// its previous process may have granted.
@@ -83,6 +83,8 @@ struct Inner {
     forgotten: u64,
     state: Option<StateFile>,
     recovering_until: Option<Instant>,
+    /// Every write, for watches over many names (see [`Feed`]).
+    feed: broadcast::Sender<String>,
 }
 
 /// Records in this process's memory.
@@ -111,6 +113,7 @@ impl MemoryStore {
                 forgotten: 0,
                 state: None,
                 recovering_until: None,
+                feed: broadcast::channel(FEED_CAPACITY).0,
             }),
             max_records: DEFAULT_MAX_RECORDS,
             reads: AtomicU64::new(0),
@@ -192,6 +195,15 @@ impl Inner {
         self.entries.len() < max
     }
 
+    /// Tells the feed that `key` changed. A record forgotten by a sweep
+    /// is not announced: it read as free before and reads as free after.
+    fn announce(&self, key: &Key) {
+        if self.feed.receiver_count() > 0 {
+            // No receiver is no error: nobody watches many names now.
+            let _ = self.feed.send(key.to_string());
+        }
+    }
+
     /// Forgets `key`'s entry.
     fn forget(&mut self, key: &Key) {
         if let Some(Some(v)) = self.entries.remove(key).map(|e| e.value) {
@@ -244,6 +256,7 @@ impl Inner {
         entry.value = Some(stored.clone());
         entry.written_at = Instant::now();
         entry.changes.send_replace(version);
+        self.announce(key);
         Some(stored)
     }
 }
@@ -308,6 +321,7 @@ impl Store for MemoryStore {
         if entry.forgettable(Instant::now()) {
             inner.forget(key);
         }
+        inner.announce(key);
         Ok(stored)
     }
 
@@ -342,6 +356,15 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    fn feed(&self) -> Feed {
+        // No watch to break: the generation never moves.
+        Feed { changed: self.inner().feed.subscribe(), generation: watch::channel(0).1 }
+    }
+
+    fn feed_id(&self, key: &Key) -> String {
+        key.to_string()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

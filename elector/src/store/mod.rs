@@ -21,6 +21,7 @@
 use async_trait::async_trait;
 use mpsync_core::{Kind, Record};
 use thiserror::Error;
+use tokio::sync::{broadcast, watch};
 
 mod changes;
 pub mod etcd;
@@ -124,6 +125,23 @@ pub enum NameRefused {
     },
 }
 
+/// How many changes a [`Feed`] holds for a reader that fell behind; one
+/// that falls further behind reads everything again.
+pub const FEED_CAPACITY: usize = 4096;
+
+/// Every change in a store, for a watch over many names: the id (see
+/// [`Store::feed_id`]) of each record written or deleted, as the store
+/// learns of it, and a generation bumped when the store may have missed
+/// changes (its own watch broke), after which a reader reads again
+/// whatever it follows.
+pub struct Feed {
+    /// Ids of records that changed. A reader that lags reads everything
+    /// again (`RecvError::Lagged`).
+    pub changed: broadcast::Receiver<String>,
+    /// Bumped when changes may have been missed.
+    pub generation: watch::Receiver<u64>,
+}
+
 /// A place to keep records, with compare-and-swap and change notification.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -167,6 +185,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Subscribes to every change this store learns of, from now on (see
+    /// [`Feed`]); subscribe before reading, so that nothing written after
+    /// the read is missed.
+    fn feed(&self) -> Feed;
+
+    /// The id under which [`Store::feed`] reports `key`.
+    fn feed_id(&self, key: &Key) -> String;
 
     /// Up to `limit` (at least 1) records of `kind` in name order, from
     /// where `cursor` (the `next` of the previous page) left off. A name

@@ -417,17 +417,23 @@ async fn main() {
         v.await.unwrap();
     }
     // Envoy's own count of its requests to the elector: each worker's root
-    // context long-polls every shard its requests used, so every worker
-    // that took a connection watches all of them.
+    // context holds one watch (POST /v1/watch) over every shard its
+    // requests used, so every worker that took a connection holds one,
+    // and the elector follows busy x shards names.
     let mut busy = 0;
     for worker in 0..2 {
         let pattern = format!("^listener.*worker_{worker}.downstream_cx_total$");
         busy += u64::from(envoy.envoy_stat(&pattern).await > 0);
     }
     let active = || envoy.envoy_stat("^cluster.elector.upstream_rq_active$");
+    let watched_names = || async {
+        let reply = client.request(hyper::Method::GET, "/metrics", None::<&()>).await.unwrap();
+        let text = String::from_utf8_lossy(&reply.body).into_owned();
+        text.lines().find_map(|l| l.strip_prefix("mpsync_watched_names ")?.parse::<u64>().ok()).unwrap_or(0)
+    };
     let watching = async {
-        while active().await < busy * shards as u64 {
-            tokio::task::yield_now().await;
+        while active().await != busy || watched_names().await != busy * shards as u64 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     tokio::time::timeout(PATIENCE, watching).await.expect("the workers did not watch every shard");
@@ -436,12 +442,14 @@ async fn main() {
     tokio::time::sleep(window).await;
     let rate = (total().await - before.0) as f64 / before.1.elapsed().as_secs_f64();
     println!(
-        "\n{shards} shards through one Envoy (2 workers, {busy} with connections; each long-polls every shard its \
-         requests used, 30 s at a time):"
+        "\n{shards} shards through one Envoy (2 workers, {busy} with connections; each holds one watch over every \
+         shard its requests used, 30 s at a time):"
     );
     println!(
-        "  {} long-polls parked at the elector, {rate:.1} requests/s to it at steady state (over {window:?})",
-        active().await
+        "  {} requests parked at the elector following {} names, {rate:.1} requests/s to it at steady state (over \
+         {window:?})",
+        active().await,
+        watched_names().await
     );
     println!(
         "  RSS: elector {} -> {} MiB; Envoy {} MiB started -> {} MiB with {shards} shards watched",

@@ -12,9 +12,11 @@
 //! per request. The rows are built so that their differences are the
 //! breakdown: routing by header (2 − 1), a wasm filter's calls (4 − 2),
 //! the leader filter's own work (5 − 4), its two leader headers (5 − 6),
-//! sharding (8 − 5), the number of shards (9 − 8), and the EDS path's
-//! stamping of the leader's id and token (7 − 11). Each row is also
-//! split by where the instructions ran (see `Profile`).
+//! sharding (8 − 5), of which Envoy's work for the request's one more
+//! header (12 − 5) and the filter's (8 − 12), the number of shards
+//! (9 − 8), and the EDS path's stamping of the leader's id and token
+//! (7 − 11). Each row is also split by where the instructions ran (see
+//! `Profile`).
 //!
 //! Configurations: a plain static route; the gateway's ORIGINAL_DST
 //! cluster with the client naming the upstream; the no-op proxy-wasm filter
@@ -23,7 +25,9 @@
 //! the EDS path (no filter); the leader filter sharded by a header, every
 //! request for one shard and requests spread over 1,000 shards; the leader
 //! filter sending only the token header; the EDS path without its upstream
-//! filter stamping the leader's id and token.
+//! filter stamping the leader's id and token; the leader filter on one
+//! election with the requests of row 8 (an `x-shard` header it does not
+//! read).
 //!
 //! `make bench-instructions`. `BENCH_REQUESTS` (default 2000, counted per
 //! configuration), `BENCH_WARMUP` (default 500), `BENCH_SHARDS` (default
@@ -48,7 +52,7 @@ use testkit::bench::env_or;
 use testkit::proc::elector;
 
 /// The ratios printed: a label and the two row numbers.
-const RATIOS: [(&str, usize, usize); 13] = [
+const RATIOS: [(&str, usize, usize); 15] = [
     ("ORIGINAL_DST / plain", 2, 1),
     ("no-op filter (static) / plain", 3, 1),
     ("no-op filter (ORIGINAL_DST) / ORIGINAL_DST", 4, 2),
@@ -61,6 +65,8 @@ const RATIOS: [(&str, usize, usize); 13] = [
     ("EDS, nothing stamped / plain", 11, 1),
     ("leader filter, token header only / no-op filter (static route)", 10, 3),
     ("leader filter, sharded by header, 1 shard / one election", 8, 5),
+    ("leader filter, one election, x-shard sent / not sent", 12, 5),
+    ("leader filter, sharded, 1 shard / one election, same requests", 8, 12),
     ("leader filter, 1,000 shards / 1 shard", 9, 8),
 ];
 
@@ -342,6 +348,14 @@ async fn main() {
             label: "EDS file, id and token not stamped",
             yaml: eds_config_with(&eds_file, false),
             headers: Box::new(none),
+            warmup,
+        },
+        // What Envoy does for the header that names a shard, apart from
+        // the filter reading it.
+        Setup {
+            label: "leader filter, x-shard sent, unread",
+            yaml: config(filter, elector.addr(), None),
+            headers: Box::new(|_| vec![("x-shard", "0".to_owned())]),
             warmup,
         },
     ];

@@ -102,9 +102,16 @@ impl HttpClient {
     }
 
     pub async fn get(&self, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        self.get_bytes(addr, path, &headers).await
+    }
+
+    /// [`get`](Self::get) with header values of any bytes (HTTP allows
+    /// more than text in them).
+    pub async fn get_bytes(&self, addr: SocketAddr, path: &str, headers: &[(&str, &[u8])]) -> Answer {
         let mut req = Request::get(format!("http://{addr}{path}"));
         for (k, v) in headers {
-            req = req.header(*k, *v);
+            req = req.header(*k, hyper::header::HeaderValue::from_bytes(v).unwrap());
         }
         let sent = self.0.request(req.body(Full::new(Bytes::new())).unwrap());
         let resp = tokio::time::timeout(PATIENCE, sent)
@@ -179,11 +186,20 @@ static_resources:
   - name: elector
     type: STATIC
     connect_timeout: 1s
-    # A long-poll per election and worker, each a request on a connection of
-    # its own (HTTP/1): past Envoy's default of 1,024, thousands of shards
-    # would overflow.
+    # One watch per worker, and a long-poll of its own for each request held
+    # while its election has no leader, each a request on a connection of
+    # its own (HTTP/1): a benchmark holding thousands of requests at once
+    # would pass Envoy's default of 1,024.
     circuit_breakers:
       thresholds: [{{ max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 }}]
+    # A watch replaced by a larger one, and a held request's own long-poll,
+    # each leave a connection behind once answered: closed after a second
+    # unused, so that each worker keeps about one (its watch).
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        common_http_protocol_options: {{ idle_timeout: 1s }}
+        explicit_http_config: {{ http_protocol_options: {{}} }}
     load_assignment:
       cluster_name: elector
       endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]
@@ -191,6 +207,15 @@ static_resources:
         elector.ip(),
         elector.port()
     )
+}
+
+/// `yaml` (from [`config`]) with the listener handing each new connection
+/// to the worker that has the fewest, so that a test's few connections
+/// reach every worker.
+pub fn exact_balance(yaml: &str) -> String {
+    let chains = "    filter_chains:\n";
+    assert!(yaml.contains(chains), "the listener's filter chains moved");
+    yaml.replacen(chains, &format!("    connection_balance_config: {{ exact_balance: {{}} }}\n{chains}"), 1)
 }
 
 /// The same listener with a plain route to `upstream` and no filter: the

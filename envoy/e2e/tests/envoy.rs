@@ -12,6 +12,10 @@ use mpsync_client::{Client, Read};
 use mpsync_core::Kind;
 use testkit::proc::{PATIENCE, Proc, elector, metric};
 
+/// Sharded: an election per shard, and many of them.
+#[path = "envoy/shards.rs"]
+mod shards;
+
 /// A replica: an upstream server, and `mpsync run election.wasm`
 /// campaigning for it with its address.
 struct Replica {
@@ -204,53 +208,6 @@ async fn a_leader_outside_the_allowlist_gets_no_traffic() {
     assert_eq!(outsider.upstream.hits(), 0);
     assert!(envoy.stat("rejected_address").await >= 1);
     assert!(envoy.log().contains("is not allowed; refusing"));
-}
-
-#[tokio::test]
-async fn each_shard_reaches_its_own_leader() {
-    let elector = elector().await;
-    let url = elector.url();
-    let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"orders-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000}"#;
-    let envoy = Envoy::start(&config(filter, elector.addr(), None)).await;
-    let one = replica(&url, "orders-1", "one", &[]).await;
-    let two = replica(&url, "orders-2", "two", &[]).await;
-    led_by(&url, "orders-1", &["one"]).await;
-    led_by(&url, "orders-2", &["two"]).await;
-    let http = HttpClient::new();
-    for _ in 0..5 {
-        assert!(http.get(envoy.listener, "/", &[("x-shard", "1")]).await.body.starts_with("one "));
-        assert!(http.get(envoy.listener, "/", &[("x-shard", "2")]).await.body.starts_with("two "));
-    }
-    assert_eq!((one.upstream.hits(), two.upstream.hits()), (5, 5));
-    let missing = http.get(envoy.listener, "/", &[]).await;
-    assert_eq!(missing.status, 400);
-    assert!(missing.body.contains("no x-shard header"), "{missing:?}");
-    let bad = http.get(envoy.listener, "/", &[("x-shard", "A_B")]).await;
-    assert_eq!(bad.status, 400);
-}
-
-#[tokio::test]
-async fn shards_past_max_elections_are_refused_not_watched() {
-    let elector = elector().await;
-    let url = elector.url();
-    let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"cap-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000,"max_elections":2}"#;
-    // One worker: the limit is per worker.
-    let envoy = Envoy::start_on(&config(filter, elector.addr(), None), 1, None).await;
-    let _one = replica(&url, "cap-1", "one", &[]).await;
-    let _two = replica(&url, "cap-2", "two", &[]).await;
-    let _three = replica(&url, "cap-3", "three", &[]).await;
-    for (shard, id) in [("1", "one"), ("2", "two")] {
-        led_by(&url, &format!("cap-{shard}"), &[id]).await;
-        let answer = HttpClient::new().get(envoy.listener, "/", &[("x-shard", shard)]).await;
-        assert!(answer.body.starts_with(&format!("{id} ")), "{answer:?}");
-    }
-    led_by(&url, "cap-3", &["three"]).await;
-    let refused = HttpClient::new().get(envoy.listener, "/", &[("x-shard", "3")]).await;
-    assert_eq!(refused.status, 503, "{refused:?}");
-    assert!(refused.body.contains("max_elections (2)"), "{refused:?}");
-    assert_eq!(envoy.stat("too_many_elections").await, 1);
-    // The two it watches still route.
-    assert!(HttpClient::new().get(envoy.listener, "/", &[("x-shard", "2")]).await.body.starts_with("two "));
 }
 
 #[tokio::test]

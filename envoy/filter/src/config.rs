@@ -82,8 +82,43 @@ pub enum Election {
         /// Where the shard key comes from.
         source: ShardSource,
         /// The election name, with `{shard}` replaced.
-        template: String,
+        template: Template,
     },
+}
+
+/// An election name template (`orders-{shard}`), split at its `{shard}`s
+/// once, in `on_configure`: a request's election name is then written by
+/// copies alone, into a buffer the worker reuses (no search, no
+/// allocation per request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// The text around each `{shard}`: one more piece than there are
+    /// `{shard}`s.
+    pieces: Vec<String>,
+}
+
+impl Template {
+    fn parse(text: &str) -> Template {
+        Template { pieces: text.split("{shard}").map(str::to_owned).collect() }
+    }
+
+    /// Writes the election name of `shard` into `out` (cleared first). The
+    /// name is not checked: see [`Template::check`].
+    pub fn write(&self, shard: &str, out: &mut String) {
+        out.clear();
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if i > 0 {
+                out.push_str(shard);
+            }
+            out.push_str(piece);
+        }
+    }
+
+    /// Checks `name`, written by [`Template::write`] for `shard`; the error
+    /// is what a 400 answer says.
+    pub fn check(shard: &str, name: &str) -> Result<(), String> {
+        mpsync_core::validate_name(name).map_err(|e| format!("shard {shard:?} gives election name {name:?}: {e}"))
+    }
 }
 
 /// Where a request's shard key comes from: exactly one place.
@@ -161,7 +196,9 @@ impl Config {
                         shard.template
                     ));
                 }
-                let sample = shard.template.replace("{shard}", "1");
+                let template = Template::parse(&shard.template);
+                let mut sample = String::new();
+                template.write("1", &mut sample);
                 mpsync_core::validate_name(&sample)
                     .map_err(|e| format!("shard.template {:?} gives invalid names: {e}", shard.template))?;
                 let source = match (shard.header.as_deref(), shard.path_segment) {
@@ -170,7 +207,7 @@ impl Config {
                     (Some(h), None) => ShardSource::Header(header_name(h, "shard.header")?),
                     (None, Some(i)) => ShardSource::PathSegment(i),
                 };
-                Election::Sharded { source, template: shard.template }
+                Election::Sharded { source, template }
             }
         };
         let mode = match raw.mode.as_str() {
@@ -223,31 +260,49 @@ impl Config {
     }
 
     /// The election a request belongs to, from its headers and path; `Err`
-    /// says why the request names none (answered with 400).
-    pub fn election_for(&self, header: impl Fn(&str) -> Option<String>, path: &str) -> Result<String, String> {
+    /// says why the request names none (answered with 400). The request
+    /// path does the same in steps, checking a name only when its worker
+    /// does not know it yet.
+    pub fn election_for(&self, header: impl Fn(&str) -> Option<Vec<u8>>, path: &[u8]) -> Result<String, String> {
         match &self.election {
             Election::Fixed(name) => Ok(name.clone()),
-            Election::Sharded { source: ShardSource::Header(h), template } => {
-                let shard = header(h).ok_or_else(|| format!("the request has no {h} header naming its shard"))?;
-                shard_name(template, &shard)
-            }
-            Election::Sharded { source: ShardSource::PathSegment(i), template } => {
-                let path = path.split(['?', '#']).next().unwrap_or("");
-                let shard = path
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .nth(*i)
-                    .ok_or_else(|| format!("the path has no segment {i} naming its shard"))?;
-                shard_name(template, shard)
+            Election::Sharded { source, template } => {
+                let value = match source {
+                    ShardSource::Header(h) => header(h),
+                    ShardSource::PathSegment(_) => Some(path.to_vec()),
+                };
+                let shard = source.shard(value.as_deref())?;
+                let mut name = String::new();
+                template.write(shard, &mut name);
+                Template::check(shard, &name)?;
+                Ok(name)
             }
         }
     }
 }
 
-fn shard_name(template: &str, shard: &str) -> Result<String, String> {
-    let name = template.replace("{shard}", shard);
-    mpsync_core::validate_name(&name).map_err(|e| format!("shard {shard:?} gives election name {name:?}: {e}"))?;
-    Ok(name)
+impl ShardSource {
+    /// The shard key in `value`, the request's header (`None`: absent) or
+    /// its `:path`, as text; `Err` says why there is none (answered with
+    /// 400).
+    pub fn shard<'a>(&self, value: Option<&'a [u8]>) -> Result<&'a str, String> {
+        match self {
+            ShardSource::Header(h) => {
+                let value = value.ok_or_else(|| format!("the request has no {h} header naming its shard"))?;
+                // A client may send any bytes in a header: never trust them
+                // to be text.
+                std::str::from_utf8(value).map_err(|_| format!("the {h} header is not text"))
+            }
+            ShardSource::PathSegment(i) => {
+                let path = std::str::from_utf8(value.unwrap_or_default()).unwrap_or("");
+                let path = path.split(['?', '#']).next().unwrap_or("");
+                path.split('/')
+                    .filter(|s| !s.is_empty())
+                    .nth(*i)
+                    .ok_or_else(|| format!("the path has no segment {i} naming its shard"))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -261,7 +316,7 @@ mod tests {
             (c.hold_ms, c.leader_id_header.as_deref(), c.authority.as_str()),
             (2000, Some("x-leader-id"), "elector")
         );
-        assert_eq!(c.election_for(|_| None, "/x").unwrap(), "web");
+        assert_eq!(c.election_for(|_| None, b"/x").unwrap(), "web");
     }
 
     #[test]
@@ -279,14 +334,27 @@ mod tests {
     #[test]
     fn shards_from_headers_and_paths() {
         let c = Config::parse(br#"{"elector_cluster":"e","shard":{"header":"X-Shard","template":"orders-{shard}"},"allow":["0.0.0.0/0"]}"#).unwrap();
-        assert_eq!(c.election_for(|h| (h == "x-shard").then(|| "7".into()), "/").unwrap(), "orders-7");
-        assert!(c.election_for(|_| None, "/").is_err());
-        assert!(c.election_for(|_| Some("Bad!".into()), "/").is_err());
+        assert_eq!(c.election_for(|h| (h == "x-shard").then(|| b"7".to_vec()), b"/").unwrap(), "orders-7");
+        assert!(c.election_for(|_| None, b"/").is_err());
+        assert!(c.election_for(|_| Some(b"Bad!".to_vec()), b"/").is_err());
+        let not_text = c.election_for(|_| Some(vec![0xff, b'1']), b"/").unwrap_err();
+        assert!(not_text.contains("x-shard header is not text"), "{not_text}");
         let p = Config::parse(
             br#"{"elector_cluster":"e","shard":{"path_segment":1,"template":"t-{shard}"},"allow":["0.0.0.0/0"]}"#,
         )
         .unwrap();
-        assert_eq!(p.election_for(|_| None, "/orders/42/items?x=1").unwrap(), "t-42");
-        assert!(p.election_for(|_| None, "/orders").is_err());
+        assert_eq!(p.election_for(|_| None, b"/orders/42/items?x=1").unwrap(), "t-42");
+        assert!(p.election_for(|_| None, b"/orders").is_err());
+    }
+
+    #[test]
+    fn a_template_is_written_by_pieces() {
+        let t = Template::parse("{shard}.orders-{shard}");
+        let mut out = String::from("left over");
+        t.write("eu", &mut out);
+        assert_eq!(out, "eu.orders-eu");
+        Template::parse("plain-{shard}").write("7", &mut out);
+        assert_eq!(out, "plain-7");
+        assert!(Template::check("A", "plain-A").unwrap_err().contains("shard \"A\""));
     }
 }

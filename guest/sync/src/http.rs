@@ -33,6 +33,7 @@ pub fn request(request: &HttpRequest, base: &str) -> Result<Reply, String> {
         mpsync_core::client::Method::Get => Method::Get,
         mpsync_core::client::Method::Put => Method::Put,
         mpsync_core::client::Method::Delete => Method::Delete,
+        mpsync_core::client::Method::Post => Method::Post,
     };
     let url = format!("{base}{path}");
     let fail = |what: String| format!("elector at {url}: {what}");

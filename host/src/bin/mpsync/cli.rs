@@ -16,7 +16,8 @@ use crate::health::{self, Probe};
 /// plus WASI 0.2 and wasi:http. `mpsync lock` holds a lock while a command
 /// runs. `mpsync elect` stands in an election on behalf of a server it
 /// runs, resigning when the server exits or fails its health check.
-/// `mpsync leader` prints (or watches) the leader of an election;
+/// `mpsync leader` prints (or watches) the leaders of elections, and can
+/// keep them as Envoy endpoint files;
 /// `mpsync ls` lists the locks and elections the elector keeps.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
@@ -269,32 +270,63 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the leader of an election as `LEADER ADDRESS TOKEN` (or
-    /// `none`). With --watch, print every change of leader as it happens.
+    /// Print the leader of one or more elections: `LEADER ADDRESS TOKEN`
+    /// (or `none`) for one NAME; for several (or --from-file), one line each,
+    /// in the order given and prefixed by the election's name, `NAME LEADER
+    /// ADDRESS TOKEN` or `NAME none`. With --watch, then print every change
+    /// of leader as it happens, prefixed the same way. However many
+    /// elections are followed, it is with one watch: one long-poll parked
+    /// at the elector (`POST /v1/watch`), up to the elector's
+    /// --max-watch-names (10,000 unless told otherwise).
     ///
-    /// With --envoy-eds FILE --cluster NAME (and --watch), also keep FILE an
-    /// Envoy endpoint assignment (EDS, `path_config_source`) for cluster
-    /// NAME holding only the leader, with its id and fencing token as
-    /// endpoint metadata (`metaparticle.sync`: `leader_id`,
-    /// `leader_token`): leader-only routing with no filter. No leader: no
-    /// endpoint (Envoy answers 503 at once). Each change replaces FILE
-    /// whole (write, then rename). If the elector stops answering, the
-    /// watch keeps trying, and empties FILE once the last leader's lease
-    /// may have run out.
+    /// With --envoy-eds FILE --cluster NAME (one election, and --watch),
+    /// also keep FILE an Envoy endpoint assignment (EDS,
+    /// `path_config_source`) for cluster NAME holding only the leader, with
+    /// its id and fencing token as endpoint metadata (`metaparticle.sync`:
+    /// `leader_id`, `leader_token`): leader-only routing with no filter. No
+    /// leader: no endpoint (Envoy answers 503 at once). With --envoy-eds-dir
+    /// DIR (any number of elections), keep one such file per election,
+    /// DIR/ELECTION.json, for the cluster --cluster-template names. Every
+    /// file is written at the start, empty if the elector does not answer
+    /// yet, and replaced whole (write, then rename) at each change of its
+    /// own election's leader, before that change's line is printed. If the
+    /// elector stops answering, the watch keeps trying (backing off, and no
+    /// sooner than a 429's retry-after asks), and empties each file once
+    /// its own last leader's lease may have run out.
+    ///
+    /// Exits with 0 once the leaders are printed (without --watch); 2 if a
+    /// name or a flag is wrong (before anything is sent), if the elector
+    /// refuses the watch (more names than its --max-watch-names), or, with
+    /// no endpoint file, if it cannot be reached.
     Leader {
         #[command(flatten)]
         elector: ElectorArg,
         /// Keep watching and print each change.
         #[arg(long)]
         watch: bool,
-        /// Keep this file an Envoy EDS assignment of the leader (.json or .yaml).
+        /// Also follow the elections named in FILE, one a line (`-`: read
+        /// them from stdin). Blank lines and lines starting with # are
+        /// skipped.
         #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+        /// Keep this file an Envoy EDS assignment of the leader (.json or
+        /// .yaml); one election only.
+        #[arg(long, value_name = "FILE", conflicts_with = "envoy_eds_dir")]
         envoy_eds: Option<PathBuf>,
         /// The Envoy cluster the assignment is for (with --envoy-eds).
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", conflicts_with = "envoy_eds_dir")]
         cluster: Option<String>,
-        /// The election name.
-        name: String,
+        /// Keep DIR/ELECTION.json an Envoy EDS assignment of each
+        /// election's leader (the folder must exist; Envoy watches it).
+        #[arg(long, value_name = "DIR")]
+        envoy_eds_dir: Option<PathBuf>,
+        /// Each file's cluster name (with --envoy-eds-dir), where {name}
+        /// stands for the election, e.g. shard-{name} [default: {name}]
+        #[arg(long, value_name = "TEMPLATE")]
+        cluster_template: Option<String>,
+        /// The election names.
+        #[arg(value_name = "NAME", value_parser = parse_election_name, required_unless_present = "from_file")]
+        names: Vec<String>,
     },
 }
 
@@ -305,6 +337,10 @@ pub enum Listing {
     Locks,
     /// Elections only.
     Elections,
+}
+
+fn parse_election_name(s: &str) -> Result<String, String> {
+    mpsync_core::validate_name(s).map(|()| s.to_owned()).map_err(|e| format!("invalid election name {s:?}: {e}"))
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

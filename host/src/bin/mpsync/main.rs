@@ -3,7 +3,8 @@
 //!
 //! - `cli`: the command line, its help texts and value parsers.
 //! - `run`, `lock`, `elect`, `leader`, `ls`: one module per command;
-//!   `health`: `elect`'s health check.
+//!   `health`: `elect`'s health check; `board`: who `leader` shows leading
+//!   each election, and until when it can vouch for them.
 //! - `signal`: the SIGTERM/SIGINT waiter `run`, `lock` and `elect` share.
 //!
 //! The hidden `__watchdog` command (which `mpsync lock` starts between
@@ -18,6 +19,7 @@ use clap::Parser;
 use mpsync::runtime::{RunOptions, hostname};
 use mpsync_client::{Client, Options};
 
+mod board;
 mod cli;
 mod elect;
 mod health;
@@ -102,9 +104,11 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             let client = Client::new(&elector.elector).with_sessions(!session.no_session);
             elect::elect(elect::Elect { client, name, options, health, leader_file, command }).await
         }
-        Command::Leader { elector, watch, name, envoy_eds, cluster } => {
-            let eds = leader::eds_file(envoy_eds, cluster, watch)?;
-            leader::leader(&elector.elector, &name, watch, eds).await
+        Command::Leader { elector, watch, from_file, envoy_eds, cluster, envoy_eds_dir, cluster_template, names } => {
+            let names = leader::names(names, from_file.as_deref())?;
+            let flags = leader::EdsFlags { file: envoy_eds, cluster, dir: envoy_eds_dir, template: cluster_template };
+            let eds = leader::eds_files(flags, &names.list, watch)?;
+            leader::leader(leader::Follow { url: elector.elector, names, watch, eds }).await
         }
         Command::Ls { elector, what, held, page_size, json } => {
             ls::ls(&elector.elector, what, held, page_size, json).await

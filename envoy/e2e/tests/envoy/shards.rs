@@ -1,0 +1,180 @@
+//! Sharded: an election per shard, chosen by a header; many of them through
+//! one watch per worker.
+
+use std::time::Duration;
+
+use envoy_e2e::{Envoy, HttpClient, Upstream, config, exact_balance};
+use mpsync_client::{Claimed, Client};
+use mpsync_core::Kind;
+use mpsync_core::wire::AcquireRequest;
+use testkit::elector::ElectorProcess;
+use testkit::proc::{PATIENCE, elector, metric};
+
+use super::{led_by, replica};
+
+#[tokio::test]
+async fn each_shard_reaches_its_own_leader() {
+    let elector = elector().await;
+    let url = elector.url();
+    let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"orders-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000}"#;
+    let envoy = Envoy::start(&config(filter, elector.addr(), None)).await;
+    let one = replica(&url, "orders-1", "one", &[]).await;
+    let two = replica(&url, "orders-2", "two", &[]).await;
+    led_by(&url, "orders-1", &["one"]).await;
+    led_by(&url, "orders-2", &["two"]).await;
+    let http = HttpClient::new();
+    for _ in 0..5 {
+        assert!(http.get(envoy.listener, "/", &[("x-shard", "1")]).await.body.starts_with("one "));
+        assert!(http.get(envoy.listener, "/", &[("x-shard", "2")]).await.body.starts_with("two "));
+    }
+    assert_eq!((one.upstream.hits(), two.upstream.hits()), (5, 5));
+    let missing = http.get(envoy.listener, "/", &[]).await;
+    assert_eq!(missing.status, 400);
+    assert!(missing.body.contains("no x-shard header"), "{missing:?}");
+    let bad = http.get(envoy.listener, "/", &[("x-shard", "A_B")]).await;
+    assert_eq!(bad.status, 400);
+}
+
+#[tokio::test]
+async fn shards_past_max_elections_are_refused_not_watched() {
+    let elector = elector().await;
+    let url = elector.url();
+    let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"cap-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000,"max_elections":2}"#;
+    // One worker: the limit is per worker.
+    let envoy = Envoy::start_on(&config(filter, elector.addr(), None), 1, None).await;
+    let _one = replica(&url, "cap-1", "one", &[]).await;
+    let _two = replica(&url, "cap-2", "two", &[]).await;
+    let _three = replica(&url, "cap-3", "three", &[]).await;
+    for (shard, id) in [("1", "one"), ("2", "two")] {
+        led_by(&url, &format!("cap-{shard}"), &[id]).await;
+        let answer = HttpClient::new().get(envoy.listener, "/", &[("x-shard", shard)]).await;
+        assert!(answer.body.starts_with(&format!("{id} ")), "{answer:?}");
+    }
+    led_by(&url, "cap-3", &["three"]).await;
+    let refused = HttpClient::new().get(envoy.listener, "/", &[("x-shard", "3")]).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.body.contains("max_elections (2)"), "{refused:?}");
+    assert_eq!(envoy.stat("too_many_elections").await, 1);
+    // The two it watches still route.
+    assert!(HttpClient::new().get(envoy.listener, "/", &[("x-shard", "2")]).await.body.starts_with("two "));
+}
+
+/// Watches parked at the elector, the names they follow, and Envoy's
+/// requests in flight to the elector.
+async fn parked(elector: &ElectorProcess, envoy: &Envoy) -> (u64, u64, u64) {
+    let watches = metric(elector, "mpsync_watchers").await;
+    let names = metric(elector, "mpsync_watched_names").await;
+    let in_flight = envoy.envoy_stat("^cluster.elector.upstream_rq_active$").await;
+    (watches, names, in_flight)
+}
+
+/// Waits until [`parked`] shows `settled`; fails with what it shows if it
+/// does not within `PATIENCE`.
+async fn settles(elector: &ElectorProcess, envoy: &Envoy, settled: (u64, u64, u64)) {
+    let wait = async {
+        while parked(elector, envoy).await != settled {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(PATIENCE, wait).await.is_err() {
+        let now = parked(elector, envoy).await;
+        panic!("not one watch per worker: (watches, names, in flight) = {now:?}, not {settled:?}");
+    }
+}
+
+/// Claims `name` for `holder` at `upstream`'s address, for an hour.
+async fn lead(client: &Client, name: &str, holder: &str, upstream: &Upstream) -> u64 {
+    let request = AcquireRequest::new(holder, Duration::from_secs(3600), None, Some(&upstream.addr.to_string()));
+    match client.claim(Kind::Election, name, &request).await.unwrap() {
+        Claimed::Granted(lease) => lease.token,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// Many shards through one Envoy with two workers: each worker follows
+/// every shard its requests used in one watch, so the elector holds one
+/// watch per worker (every shard in each), not a long-poll per shard and
+/// worker; and a change of leader in any shard reaches the traffic of
+/// both workers.
+#[tokio::test]
+async fn many_shards_cost_the_elector_one_watch_per_worker_and_every_change_reaches_traffic() {
+    const SHARDS: usize = 200;
+    const WORKERS: u64 = 2;
+    let elector = elector().await;
+    let client = Client::new(&elector.url());
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let mut tokens = Vec::new();
+    for shard in 0..SHARDS {
+        tokens.push(lead(&client, &format!("many-{shard}"), "a", &a).await);
+    }
+    // Watches last as long as the elector lets them: one the filter left
+    // behind would still be parked at the end.
+    let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"many-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000,"poll_timeout_ms":300000}"#;
+    let envoy = Envoy::start(&exact_balance(&config(filter, elector.addr(), None))).await;
+    // Four clients, a connection each, two per worker; each visits every
+    // shard, so each worker follows all of them.
+    let clients: Vec<HttpClient> = (0..4).map(|_| HttpClient::new()).collect();
+    let visits: Vec<_> = clients
+        .iter()
+        .map(|http| {
+            let (http, listener) = (http.clone(), envoy.listener);
+            tokio::spawn(async move {
+                for shard in 0..SHARDS {
+                    let answer = http.get(listener, "/", &[("x-shard", &shard.to_string())]).await;
+                    assert!(answer.body.starts_with("a "), "shard {shard}: {answer:?}");
+                }
+            })
+        })
+        .collect();
+    for visit in visits {
+        visit.await.unwrap();
+    }
+    for worker in 0..WORKERS {
+        let connections = envoy.envoy_stat(&format!("^listener.*worker_{worker}.downstream_cx_total$")).await;
+        assert_eq!(connections, 2, "worker {worker}");
+    }
+
+    // Settled: one watch per worker, each following every shard, and
+    // nothing else parked at the elector or in flight from Envoy to it.
+    let settled = (WORKERS, WORKERS * SHARDS as u64, WORKERS);
+    settles(&elector, &envoy, settled).await;
+
+    // Hand every tenth shard over to b: the traffic of every connection
+    // (both workers) follows; the other shards stay with a.
+    let moved: Vec<usize> = (0..SHARDS).step_by(10).collect();
+    for &shard in &moved {
+        let name = format!("many-{shard}");
+        assert!(client.release(Kind::Election, &name, "a", tokens[shard]).await.unwrap());
+        lead(&client, &name, "b", &b).await;
+    }
+    for http in &clients {
+        for &shard in &moved {
+            let header = [("x-shard", &shard.to_string()[..])];
+            tokio::time::timeout(PATIENCE, async {
+                while !http.get(envoy.listener, "/", &header).await.body.starts_with("b ") {}
+            })
+            .await
+            .unwrap_or_else(|_| panic!("shard {shard} never reached b"));
+        }
+        assert!(http.get(envoy.listener, "/", &[("x-shard", "1")]).await.body.starts_with("a "));
+    }
+    settles(&elector, &envoy, settled).await;
+}
+
+/// A shard key is client input, and a header may carry any bytes: one that
+/// is not text is refused with 400, and the filter goes on routing.
+#[tokio::test]
+async fn a_shard_header_that_is_not_text_is_refused() {
+    let elector = elector().await;
+    let client = Client::new(&elector.url());
+    let a = Upstream::start("a").await;
+    lead(&client, "bytes-1", "a", &a).await;
+    let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"bytes-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000}"#;
+    // One worker: the request that is refused and the next share it.
+    let envoy = Envoy::start_on(&config(filter, elector.addr(), None), 1, None).await;
+    let http = HttpClient::new();
+    let refused = http.get_bytes(envoy.listener, "/", &[("x-shard", &b"1\xff"[..])]).await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.body.contains("x-shard header is not text"), "{refused:?}");
+    assert!(http.get(envoy.listener, "/", &[("x-shard", "1")]).await.body.starts_with("a "));
+}

@@ -1,0 +1,279 @@
+//! A worker's one watch over every election its requests use (`POST
+//! /v1/watch`, see `mpsync_core::watch`), as a state machine: the root
+//! context moves the bytes, [`Watch`] says when to send the next watch and
+//! what an answer means. Time is passed in (`now`, from the root's ticks).
+//!
+//! One watch is in flight at a time. A request meeting a new election has
+//! the root follow it; at the next tick a fresh watch with the whole set
+//! goes out, and the elector answers the one before it at once (same
+//! watcher id), so a burst of new shards costs one watch per tick, not one
+//! per shard. The answer of the watch in flight sends the next one at once;
+//! the answer of a superseded one is merged, and that is all.
+
+use std::time::Duration;
+
+use mpsync_core::client::watch::{Tracked, decode_watch};
+use mpsync_core::client::{Backoff, HttpRequest, Read};
+use mpsync_core::wire::Kind;
+
+/// The pauses after a failed watch: the first about a tick, the longest a
+/// second (an elector that is down or refusing gets a watch per worker per
+/// second, and is followed again within a second of coming back).
+const BACKOFF_OF: Duration = Duration::from_secs(2);
+
+/// What an answer brought.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Answered {
+    /// The elections whose view changed, as a read of each would have
+    /// answered.
+    pub(crate) news: Vec<(String, Read)>,
+    /// The watch in flight failed (why, and the pause before the next).
+    pub(crate) failed: Option<(String, Duration)>,
+}
+
+/// The watch of one worker.
+pub(crate) struct Watch {
+    tracked: Tracked,
+    /// The watch in flight (call token) whose answer sends the next one;
+    /// an older one still out has been superseded.
+    current: Option<u32>,
+    /// Elections followed since the watch in flight was sent.
+    grown: bool,
+    /// After a failure: no watch before this instant.
+    retry_at: Option<Duration>,
+    backoff: Backoff,
+    /// State of the jitter's generator (xorshift64*; never 0).
+    random: u64,
+}
+
+impl Watch {
+    /// A watch as `watcher` (unique per worker and Envoy process), its
+    /// jitter drawn from `seed`.
+    pub(crate) fn new(watcher: &str, seed: u64) -> Watch {
+        Watch {
+            tracked: Tracked::as_watcher(watcher),
+            current: None,
+            grown: false,
+            retry_at: None,
+            backoff: Backoff::new(BACKOFF_OF),
+            random: seed | 1,
+        }
+    }
+
+    /// Follows election `name` (the next watch carries it), and records
+    /// what the worker knows of it, if anything (a held request's own
+    /// long-poll, another worker through shared data): the watch then
+    /// brings only what is newer.
+    pub(crate) fn follow(&mut self, name: &str, known: Option<&Read>) {
+        if self.tracked.follow(Kind::Election, name, 0) {
+            self.grown = true;
+        }
+        if let Some(read) = known {
+            self.tracked.learn(Kind::Election, name, read);
+        }
+    }
+
+    /// How many elections are followed.
+    pub(crate) fn len(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// Whether to send a watch now: none is in flight, or the one in
+    /// flight lacks elections, and no failure asks for a pause.
+    pub(crate) fn due(&self, now: Duration) -> bool {
+        !self.tracked.is_empty() && (self.current.is_none() || self.grown) && self.retry_at.is_none_or(|at| now >= at)
+    }
+
+    /// The next watch, waiting up to `slice` on the elector.
+    pub(crate) fn request(&self, slice: Duration) -> HttpRequest {
+        self.tracked.request(slice)
+    }
+
+    /// The watch went out as call `token`: it supersedes any in flight.
+    pub(crate) fn sent(&mut self, token: u32) {
+        self.current = Some(token);
+        self.grown = false;
+        self.retry_at = None;
+    }
+
+    /// Envoy refused to send it: try again after a pause, which this
+    /// returns.
+    pub(crate) fn not_sent(&mut self, now: Duration) -> Duration {
+        self.pause(now, None)
+    }
+
+    /// Takes in the answer to call `token`: `status` (none if the call
+    /// failed), its body and its `retry-after`.
+    pub(crate) fn answered(
+        &mut self,
+        token: u32,
+        status: Option<u16>,
+        body: &[u8],
+        retry_after: Option<Duration>,
+        now: Duration,
+    ) -> Answered {
+        let current = self.current == Some(token);
+        if current {
+            self.current = None;
+        }
+        let answer = match status {
+            Some(status) => decode_watch(status, body).map_err(|e| e.to_string()),
+            None => Err("no answer".to_owned()),
+        };
+        match answer {
+            Ok(answer) => {
+                if current {
+                    self.backoff.reset();
+                }
+                let news = self.tracked.merge(answer);
+                let news = news.into_iter().filter(|(kind, _, _)| *kind == Kind::Election);
+                Answered { news: news.map(|(_, name, read)| (name, read)).collect(), failed: None }
+            }
+            // A superseded watch's failure changes nothing: another is out.
+            Err(_) if !current => Answered::default(),
+            Err(why) => {
+                let pause = self.pause(now, retry_after);
+                Answered { news: Vec::new(), failed: Some((why, pause)) }
+            }
+        }
+    }
+
+    /// No watch for a while after a failure: the pause, at least `floor`.
+    fn pause(&mut self, now: Duration, floor: Option<Duration>) -> Duration {
+        let random = self.next_random();
+        let pause = self.backoff.next(random, floor);
+        self.retry_at = Some(now + pause);
+        pause
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.random;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.random = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpsync_core::wire::LeaseView;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn names(request: &HttpRequest) -> Vec<(String, u64)> {
+        let body: serde_json::Value = serde_json::from_slice(request.body.as_deref().unwrap()).unwrap();
+        let elections = body["elections"].as_array().unwrap_or_else(|| panic!("{body}"));
+        let entry = |e: &serde_json::Value| (e["name"].as_str().unwrap().to_owned(), e["version"].as_u64().unwrap());
+        elections.iter().map(entry).collect()
+    }
+
+    fn held(version: u64) -> Read {
+        Read::Held(LeaseView {
+            name: "a".into(),
+            holder: "x".into(),
+            token: 3,
+            ttl_ms: 1000,
+            version,
+            expires_in_ms: 900,
+            address: None,
+            waiting: 0,
+            shared: false,
+            permit: None,
+        })
+    }
+
+    fn changed(name: &str, version: u64, holder: Option<&str>) -> Vec<u8> {
+        let lease = holder.map(|h| {
+            serde_json::json!({"name": name, "holder": h, "token": 3, "ttl_ms": 1000, "version": version,
+                "expires_in_ms": 900})
+        });
+        let mut record = serde_json::json!({"kind": "election", "name": name, "version": version});
+        if let Some(lease) = lease {
+            record["lease"] = lease;
+        }
+        serde_json::to_vec(&serde_json::json!({"changed": [record]})).unwrap()
+    }
+
+    #[test]
+    fn new_elections_wait_for_the_tick_and_go_out_together_superseding_the_watch_in_flight() {
+        let mut w = Watch::new("envoy-1-ab", 7);
+        assert!(!w.due(Duration::ZERO), "nothing followed: nothing to watch");
+        w.follow("a", Some(&held(4)));
+        w.follow("b", None);
+        assert!(w.due(MS * 100));
+        let first = w.request(MS * 30_000);
+        assert_eq!(names(&first), vec![("a".into(), 4), ("b".into(), 0)]);
+        let body: serde_json::Value = serde_json::from_slice(first.body.as_deref().unwrap()).unwrap();
+        assert_eq!((body["watcher"].as_str(), body["timeout_ms"].as_u64()), (Some("envoy-1-ab"), Some(30_000)));
+        w.sent(1);
+        assert!(!w.due(MS * 200), "one watch in flight, nothing new");
+        w.follow("a", None);
+        assert!(!w.due(MS * 200), "a is followed already");
+        w.follow("c", Some(&Read::Free { version: 2 }));
+        w.follow("d", None);
+        assert!(w.due(MS * 300));
+        let all = names(&w.request(MS * 30_000));
+        assert_eq!(all.len(), 4, "the whole set, once");
+        assert!(all.contains(&("c".into(), 0)), "known free: news only once held: {all:?}");
+        w.sent(2);
+        // The superseded watch is answered at once: merged, and nothing sent.
+        let old = w.answered(1, Some(200), &changed("a", 6, Some("x")), None, MS * 310);
+        assert_eq!(old.news.len(), 1);
+        assert!(!w.due(MS * 310));
+        // The current one's answer (the same news: not news any more) sends
+        // the next at once, with the version learnt.
+        let current = w.answered(2, Some(200), &changed("a", 6, Some("x")), None, MS * 320);
+        assert_eq!(current, Answered::default());
+        assert!(w.due(MS * 320));
+        assert!(names(&w.request(MS * 30_000)).contains(&("a".into(), 6)));
+        assert_eq!(w.len(), 4);
+    }
+
+    #[test]
+    fn news_is_what_a_read_would_have_answered() {
+        let mut w = Watch::new("w", 1);
+        w.follow("a", Some(&held(2)));
+        w.sent(1);
+        let held = w.answered(1, Some(200), &changed("a", 4, Some("x")), None, MS);
+        let (name, read) = &held.news[0];
+        assert_eq!((name.as_str(), read.leader().map(|l| l.id)), ("a", Some("x".into())));
+        w.sent(2);
+        let free = w.answered(2, Some(200), &changed("a", 5, None), None, MS);
+        assert_eq!(free.news, vec![("a".into(), Read::Free { version: 5 })]);
+    }
+
+    #[test]
+    fn a_failed_watch_is_sent_again_after_a_growing_pause_at_least_what_the_elector_asks() {
+        let mut w = Watch::new("w", 1);
+        w.follow("a", None);
+        w.sent(1);
+        let down = w.answered(1, None, b"", None, MS * 1000);
+        let (why, pause) = down.failed.unwrap();
+        assert!(why.contains("no answer") && pause >= MS * 50 && pause <= MS * 100, "{why} {pause:?}");
+        assert!(!w.due(MS * 1000) && w.due(MS * 1000 + pause));
+        w.sent(2);
+        let busy = w.answered(2, Some(429), br#"{"error":"busy"}"#, Some(MS * 1000), MS * 2000);
+        let (why, pause) = busy.failed.unwrap();
+        assert!(why.contains("429") && pause == MS * 1000, "{why} {pause:?}");
+        assert!(!w.due(MS * 2999) && w.due(MS * 3000));
+        // A superseded watch's failure is not the current one's.
+        w.sent(3);
+        w.follow("b", None);
+        w.sent(4);
+        assert_eq!(w.answered(3, Some(503), b"", None, MS * 3100), Answered::default());
+        assert!(!w.due(MS * 3100));
+        // Envoy refusing to send it: a pause as well.
+        w.follow("c", None);
+        let pause = w.not_sent(MS * 4000);
+        assert!(!w.due(MS * 4000) && w.due(MS * 4000 + pause));
+        // A success starts the pauses from the shortest again.
+        w.sent(5);
+        w.answered(5, Some(200), br#"{"changed":[]}"#, None, MS * 5000);
+        w.sent(6);
+        let (_, pause) = w.answered(6, Some(500), b"", None, MS * 6000).failed.unwrap();
+        assert!(pause <= MS * 100, "{pause:?}");
+    }
+}
