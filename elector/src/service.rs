@@ -504,6 +504,18 @@ impl Service {
         Ok((slot, self.metrics.watching()))
     }
 
+    /// [`Service::park`], waiting up to `patience` for a slot to come
+    /// free.
+    async fn park_within(
+        &self,
+        patience: Duration,
+    ) -> Result<(tokio::sync::SemaphorePermit<'_>, crate::metrics::Watching<'_>), ServiceError> {
+        if let Ok(Ok(slot)) = tokio::time::timeout(patience, self.long_polls.acquire()).await {
+            return Ok((slot, self.metrics.watching()));
+        }
+        self.park()
+    }
+
     /// Reads the record, lets `decide` choose at `now`, and writes what it
     /// chose with compare-and-swap, reading and deciding again when another
     /// writer got in between.

@@ -30,6 +30,9 @@ use crate::store::{Key, Store, StoreError, Versioned};
 /// call per page) rather than one read each, where the store is remote.
 pub const LIST_ABOVE: usize = 64;
 
+/// How long a watch that replaces another waits for the slot it gives back.
+const REPLACING: Duration = Duration::from_secs(1);
+
 /// Reads at once while reading records one by one.
 const READS_IN_FLIGHT: usize = 32;
 
@@ -48,6 +51,9 @@ pub(crate) struct Registered<'a> {
     watcher: Option<(String, u64)>,
     /// Notified when a newer watch of the same watcher arrives.
     pub(crate) superseded: Arc<Notify>,
+    /// This watch answered an older one of its watcher, which is about to
+    /// give its long-poll slot back.
+    pub(crate) replaces: bool,
 }
 
 impl Watchers {
@@ -59,15 +65,18 @@ impl Watchers {
     /// Registers a watch of `watcher`, answering its previous one.
     pub(crate) fn register(&self, watcher: Option<&str>) -> Registered<'_> {
         let superseded = Arc::new(Notify::new());
-        let Some(watcher) = watcher else { return Registered { watchers: self, watcher: None, superseded } };
+        let Some(watcher) = watcher else {
+            return Registered { watchers: self, watcher: None, superseded, replaces: false };
+        };
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let previous = mpsync_core::lock(&self.current).insert(watcher.to_owned(), (id, superseded.clone()));
+        let replaces = previous.is_some();
         if let Some((_, previous)) = previous {
             // A permit is stored if the previous watch is between two
             // looks: it answers at its next one.
             previous.notify_one();
         }
-        Registered { watchers: self, watcher: Some((watcher.to_owned(), id)), superseded }
+        Registered { watchers: self, watcher: Some((watcher.to_owned(), id)), superseded, replaces }
     }
 }
 
@@ -239,10 +248,17 @@ impl Service {
             message,
         })?;
         let deadline = Instant::now() + timeout.min(self.max_poll_wait);
-        // A look with nothing to wait for parks nothing.
-        let _parked = if timeout.is_zero() { None } else { Some(self.park()?) };
-        let _names = self.metrics.watching_names(request.len());
         let registered = self.watchers.register(request.watcher.as_deref());
+        // A look with nothing to wait for parks nothing. A watch that
+        // replaces an older one of its watcher may wait a moment for the
+        // slot that one gives back: at --max-long-polls, a proxy's grown
+        // set would otherwise be refused while its old watch stays parked.
+        let _parked = match (timeout.is_zero(), registered.replaces) {
+            (true, _) => None,
+            (false, false) => Some(self.park()?),
+            (false, true) => Some(self.park_within(REPLACING).await?),
+        };
+        let _names = self.metrics.watching_names(request.len());
         let mut stopping = self.stopping.subscribe();
         // Subscribed before reading: a change after the read is in the feed.
         let mut feed = self.store.feed();

@@ -167,10 +167,15 @@ impl Worker {
 
     /// Takes `seen` for `name` unless this worker knows something newer.
     pub(crate) fn learn(&self, name: &str, seen: Seen) {
-        let mut known = self.known.borrow_mut();
-        if known.get(name).is_some_and(|k| !seen.supersedes(&k.seen)) {
+        if self.known.borrow().get(name).is_some_and(|k| !seen.supersedes(&k.seen)) {
             return;
         }
+        self.take(name, seen);
+    }
+
+    /// Takes `seen` for `name`, whatever this worker knew.
+    fn take(&self, name: &str, seen: Seen) {
+        let mut known = self.known.borrow_mut();
         let prepared = self.prepare(&seen);
         if let Prepared::Disallowed = prepared {
             log::warn!("leader filter: election {name}: leader address {:?} is not allowed; refusing", seen.address);
@@ -179,13 +184,16 @@ impl Worker {
     }
 
     /// What the root's watch heard of `name`: published for the other
-    /// workers, counted and logged if the leader changed, and taken here.
+    /// workers, counted and logged if the leader changed, and taken here
+    /// as is: the watch keeps only news, and believes an older version
+    /// only when an elector that restarted without its state insists on
+    /// it, which this worker must then follow too.
     pub(crate) fn heard(&self, name: &str, seen: Seen) {
         if publish(name, &seen) {
             bump(self.metrics.leader_changes);
             log::info!("leader filter: election {name}: leader {:?} (token {})", seen.id, seen.token);
         }
-        self.learn(name, seen);
+        self.take(name, seen);
     }
 
     pub(crate) fn prepare(&self, seen: &Seen) -> Prepared {
