@@ -46,7 +46,7 @@ impl Root {
         let now = self.now();
         let (Some(worker), Some(watch)) = (self.worker.clone(), self.watch.as_mut()) else { return };
         for name in worker.take_to_watch() {
-            watch.follow(&name, worker.known_read(&name).as_ref());
+            watch.follow(&name, worker.known_view(&name));
         }
         if !watch.due(now) {
             return;

@@ -64,12 +64,14 @@ impl Watch {
     /// what the worker knows of it, if anything (a held request's own
     /// long-poll, another worker through shared data): the watch then
     /// brings only what is newer.
-    pub(crate) fn follow(&mut self, name: &str, known: Option<&Read>) {
+    /// `known` is the view's version and its holder's token (`None`:
+    /// nobody holds it).
+    pub(crate) fn follow(&mut self, name: &str, known: Option<(u64, Option<u64>)>) {
         if self.tracked.follow(Kind::Election, name, 0) {
             self.grown = true;
         }
-        if let Some(read) = known {
-            self.tracked.learn(Kind::Election, name, read);
+        if let Some((version, token)) = known {
+            self.tracked.learn_view(Kind::Election, name, version, token);
         }
     }
 
@@ -159,7 +161,6 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mpsync_core::wire::LeaseView;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -168,21 +169,6 @@ mod tests {
         let elections = body["elections"].as_array().unwrap_or_else(|| panic!("{body}"));
         let entry = |e: &serde_json::Value| (e["name"].as_str().unwrap().to_owned(), e["version"].as_u64().unwrap());
         elections.iter().map(entry).collect()
-    }
-
-    fn held(version: u64) -> Read {
-        Read::Held(LeaseView {
-            name: "a".into(),
-            holder: "x".into(),
-            token: 3,
-            ttl_ms: 1000,
-            version,
-            expires_in_ms: 900,
-            address: None,
-            waiting: 0,
-            shared: false,
-            permit: None,
-        })
     }
 
     fn changed(name: &str, version: u64, holder: Option<&str>) -> Vec<u8> {
@@ -201,7 +187,7 @@ mod tests {
     fn new_elections_wait_for_the_tick_and_go_out_together_superseding_the_watch_in_flight() {
         let mut w = Watch::new("envoy-1-ab", 7);
         assert!(!w.due(Duration::ZERO), "nothing followed: nothing to watch");
-        w.follow("a", Some(&held(4)));
+        w.follow("a", Some((4, Some(3))));
         w.follow("b", None);
         assert!(w.due(MS * 100));
         let first = w.request(MS * 30_000);
@@ -212,7 +198,7 @@ mod tests {
         assert!(!w.due(MS * 200), "one watch in flight, nothing new");
         w.follow("a", None);
         assert!(!w.due(MS * 200), "a is followed already");
-        w.follow("c", Some(&Read::Free { version: 2 }));
+        w.follow("c", Some((2, None)));
         w.follow("d", None);
         assert!(w.due(MS * 300));
         let all = names(&w.request(MS * 30_000));
@@ -235,7 +221,7 @@ mod tests {
     #[test]
     fn news_is_what_a_read_would_have_answered() {
         let mut w = Watch::new("w", 1);
-        w.follow("a", Some(&held(2)));
+        w.follow("a", Some((2, Some(3))));
         w.sent(1);
         let held = w.answered(1, Some(200), &changed("a", 4, Some("x")), None, MS);
         let (name, read) = &held.news[0];

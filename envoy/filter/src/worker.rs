@@ -8,7 +8,6 @@ use std::rc::Rc;
 
 use mpsync_core::client::{Read, decode_read};
 use mpsync_core::route::{Decision, Leader, Mode, decide};
-use mpsync_core::wire::LeaseView;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 use serde::{Deserialize, Serialize};
@@ -49,24 +48,10 @@ impl Seen {
         }
     }
 
-    /// As a read of election `name` would have shown it: what a watch
-    /// compares (version, held or not).
-    pub(crate) fn as_read(&self, name: &str) -> Read {
-        match &self.id {
-            Some(id) => Read::Held(LeaseView {
-                name: name.to_owned(),
-                holder: id.clone(),
-                token: self.token,
-                ttl_ms: 0,
-                version: self.version,
-                expires_in_ms: 0,
-                address: self.address.clone(),
-                waiting: 0,
-                shared: false,
-                permit: None,
-            }),
-            None => Read::Free { version: self.version },
-        }
+    /// The view's version and its holder's token (`None`: nobody holds
+    /// it), as the watch records what is known.
+    pub(crate) fn as_view(&self) -> (u64, Option<u64>) {
+        (self.version, self.id.as_ref().map(|_| self.token))
     }
 
     /// From an elector answer: 200 with a lease, or 404 with the version.
@@ -230,10 +215,10 @@ impl Worker {
     }
 
     /// What this worker knows of `name`, from its own table or shared
-    /// data, as a read: where the root's watch takes it up.
-    pub(crate) fn known_read(&self, name: &str) -> Option<Read> {
-        let known = self.known.borrow().get(name).map(|k| k.seen.as_read(name));
-        known.or_else(|| read_seen(name).map(|s| s.as_read(name)))
+    /// data, as its version and holder's token: where the root's watch takes it up.
+    pub(crate) fn known_view(&self, name: &str) -> Option<(u64, Option<u64>)> {
+        let known = self.known.borrow().get(name).map(|k| k.seen.as_view());
+        known.or_else(|| read_seen(name).map(|s| s.as_view()))
     }
 
     /// Has this worker's root watch `name` from the next tick on; false
