@@ -40,6 +40,32 @@ def containers(doc):
         yield c
 
 
+def check(doc, c, image, binary, label, given, seen):
+    """Runs one invocation; 1 if the binary refuses its arguments."""
+    # The kubelet expands $(VAR) in a container's command, not in a hook's.
+    args = list(given) if label else [expand(a) for a in given]
+    args = [MOVED.get(prev, a) for prev, a in zip([None] + args, args)]
+    env = {e["name"]: expand(e["value"]) for e in c.get("env", []) if "value" in e}
+    env.update({"MPSYNC_ELECTOR": NOWHERE, "PATH": "/usr/bin:/bin"})
+    key = (doc["metadata"]["name"], c["name"], tuple(args), tuple(sorted(env.items())))
+    if key in seen:
+        return 0
+    seen.add(key)
+    with tempfile.TemporaryDirectory() as cwd:
+        try:
+            run = subprocess.run([binary, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=2)
+            stderr = run.stderr
+        except subprocess.TimeoutExpired as e:
+            stderr = (e.stderr or b"").decode(errors="replace")
+    name = f"{doc['metadata']['name']}/{c['name']}{label}"
+    what = "the elector" if image == "sync-elector" else f"mpsync {args[0]}"
+    if "Usage:" in stderr or "try '--help'" in stderr:
+        print(f"deploy: {name}: {what} refuses its arguments:\n{stderr}", file=sys.stderr)
+        return 1
+    print(f"deploy: {name}: {what} accepts its arguments")
+    return 0
+
+
 def main():
     binaries = {"sync-mpsync": sys.argv[1], "sync-elector": sys.argv[2]}
     files = sys.argv[3:]
@@ -54,35 +80,16 @@ def main():
                     if image is None:
                         continue
                     binary = binaries[image]
-                    args = [expand(a) for a in c.get("command", [])[1:] + c.get("args", [])]
-                    args = [MOVED.get(prev, a) for prev, a in zip([None] + args, args)]
-                    env = {e["name"]: expand(e["value"]) for e in c.get("env", []) if "value" in e}
-                    env.update({"MPSYNC_ELECTOR": NOWHERE, "PATH": "/usr/bin:/bin"})
-                    key = (doc["metadata"]["name"], c["name"], tuple(args), tuple(sorted(env.items())))
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    with tempfile.TemporaryDirectory() as cwd:
-                        try:
-                            run = subprocess.run(
-                                [binary, *args],
-                                cwd=cwd,
-                                env=env,
-                                capture_output=True,
-                                text=True,
-                                timeout=2,
-                            )
-                            stderr = run.stderr
-                        except subprocess.TimeoutExpired as e:
-                            stderr = (e.stderr or b"").decode(errors="replace")
-                    name = f"{doc['metadata']['name']}/{c['name']}"
-                    what = "the elector" if image == "sync-elector" else f"mpsync {args[0]}"
-                    if "Usage:" in stderr or "try '--help'" in stderr:
-                        print(f"deploy: {name}: {what} refuses its arguments:\n{stderr}", file=sys.stderr)
-                        failed += 1
-                    else:
-                        print(f"deploy: {name}: {what} accepts its arguments")
-                    checked += 1
+                    # The container's own command, and a preStop hook's
+                    # (run in the same container, with its environment; the
+                    # kubelet expands no $(VAR) in a hook).
+                    hook = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+                    runs = [("", c.get("command", [])[1:] + c.get("args", []))]
+                    if hook:
+                        runs.append((" (preStop)", hook[1:]))
+                    for label, given in runs:
+                        failed += check(doc, c, image, binary, label, given, seen)
+                        checked += 1
     if checked == 0:
         print("deploy: no container runs the mpsync or the elector image", file=sys.stderr)
         return 1

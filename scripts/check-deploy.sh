@@ -3,7 +3,8 @@
 # validates the result against the Kubernetes 1.37 schemas in strict mode
 # (unknown fields are errors), has the mpsync and the elector this checkout
 # builds parse the arguments every mpsync and elector container is given
-# (scripts/check-deploy-args.py),
+# (scripts/check-deploy-args.py), checks that every Role grants least
+# privilege, the elector's Events included (scripts/check-deploy-rbac.py),
 # and checks the gateways' Envoy configurations with `envoy --mode validate`
 # (the filter's against the filter built by scripts/build-wasm.sh). Tools
 # come from scripts/setup.sh; mpsync and the elector from the test build.
@@ -35,6 +36,7 @@ for bin in "$mpsync" "$elector"; do
   [ -x "$bin" ] || { echo "deploy: $bin is missing; run cargo build --profile test --bins" >&2; exit 1; }
 done
 PYTHONPATH=.tools/kubernetes-validate python3 scripts/check-deploy-args.py "$mpsync" "$elector" "$out"/*.yaml
+PYTHONPATH=.tools/kubernetes-validate python3 scripts/check-deploy-rbac.py "$out"/*.yaml
 
 [ -f "$filter" ] || { echo "deploy: $filter is missing; run scripts/build-wasm.sh" >&2; exit 1; }
 sed "s#/etc/envoy/leader_filter.wasm#$PWD/$filter#" deploy/gateway/envoy.yaml >"$out/envoy.yaml"

@@ -124,6 +124,37 @@ if ! command -v faketime >/dev/null; then
     || { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q faketime >/dev/null; }
 fi
 
+# Chromium and its WebDriver server (chromedriver), for the status page's
+# test in a real headless browser (elector/tests/status_page.rs).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  say "installing chromium and chromium-driver (Debian, about 350 MB) for the status page's browser test"
+  if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+    || { "${sudo[@]}" apt-get update -q >/dev/null \
+      && "${sudo[@]}" apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }
+fi
+
+# promtool, to check deploy/monitoring/'s alert rules and test them against
+# series scraped from real electors (elector/tests/monitoring.rs): from
+# Debian's prometheus package, unpacked like etcd, so that no Prometheus
+# service is ever installed or started; only promtool is kept.
+PROMETHEUS_VERSION=2.42.0
+if ! .tools/prometheus/promtool --version 2>/dev/null | grep -q "version $PROMETHEUS_VERSION"; then
+  say "installing promtool $PROMETHEUS_VERSION (Debian prometheus, unpacked, about 50 MB) into .tools/prometheus"
+  download=$(mktemp -d)
+  chmod 777 "$download" # apt's download user writes here
+  if ! (cd "$download" && apt-get download -q "prometheus=$PROMETHEUS_VERSION*" >/dev/null 2>&1); then
+    say "apt has no prometheus $PROMETHEUS_VERSION listed; updating its package lists"
+    if [ "$(id -u)" = 0 ]; then apt-get update -q >/dev/null; else sudo apt-get update -q >/dev/null; fi
+    (cd "$download" && apt-get download -q "prometheus=$PROMETHEUS_VERSION*" >/dev/null)
+  fi
+  rm -rf .tools/prometheus
+  mkdir -p .tools/prometheus
+  dpkg-deb --fsys-tarfile "$download"/prometheus_*.deb | tar -x -O ./usr/bin/promtool >.tools/prometheus/promtool
+  chmod +x .tools/prometheus/promtool
+  rm -rf "$download"
+fi
+
 # cargo-fuzz, for the fuzz targets in fuzz/ (stable Rust, no sanitizer).
 CARGO_FUZZ_VERSION=0.13.2
 if ! .tools/cargo-fuzz/bin/cargo-fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION"; then

@@ -32,6 +32,11 @@
 //! - **The watch** ([`crate::views`]): the views the watch observer
 //!   accepted never show tokens going back or a holder that never had that
 //!   token, and agree with plain reads once the run is over.
+//! - **Transfers** ([`crate::transfers`]): a transfer's reservation keeps
+//!   out everyone but its target, and a transfer `from` a candidate that
+//!   does not lead is refused.
+//! - **The electors' histories** ([`crate::histories`]): no entry names a
+//!   holder that never had its token.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -40,6 +45,8 @@ use serde::{Deserialize, Serialize};
 use crate::fair::Fairness;
 use crate::fault::Fault;
 use crate::fence::{Event, Hold, Step};
+use crate::histories::HistoryFindings;
+use crate::transfers::TransferFindings;
 use crate::views::WatchFindings;
 
 /// One critical section.
@@ -105,6 +112,13 @@ pub struct Findings {
     /// whether they agreed with plain reads at the end (violations: 0).
     #[serde(default)]
     pub watch: WatchFindings,
+    /// The transfers of the election: honoured, and the reservation and
+    /// `from` kept (violations: 0).
+    #[serde(default)]
+    pub transfers: TransferFindings,
+    /// The electors' histories: no phantom holder (violations: 0).
+    #[serde(default)]
+    pub history: HistoryFindings,
     /// The first few violations, described.
     pub examples: Vec<String>,
 }
@@ -120,6 +134,8 @@ impl Findings {
             && self.stranger_accepted == 0
             && self.fairness.overtakings == 0
             && self.watch.safe()
+            && self.transfers.safe()
+            && self.history.safe()
     }
 
     fn example(&mut self, text: String) {
@@ -163,6 +179,8 @@ pub fn sections(events: &[Event]) -> Vec<Section> {
                     hold: e.hold,
                 });
             }
+            // Noticed after the fact: the section ended at its last report.
+            (Step::Lost, Some(&i)) => out[i].exited = true,
             (step, Some(&i)) => {
                 out[i].end_us = out[i].end_us.max(e.at_us);
                 out[i].exited |= step == Step::Exit;
@@ -288,6 +306,14 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Findings {
     }
     f.watch = crate::views::check(events);
     for e in f.watch.examples.clone() {
+        f.example(e);
+    }
+    f.transfers = crate::transfers::check(events, &all, faults);
+    for e in f.transfers.examples.clone() {
+        f.example(e);
+    }
+    f.history = crate::histories::check(events);
+    for e in f.history.examples.clone() {
         f.example(e);
     }
     f

@@ -80,6 +80,10 @@ pub struct Config {
     /// `mpsync lock` contenders on a read-write lock
     /// ([`crate::contender::RW_LOCK`]), reading or writing.
     pub readers_writers: usize,
+    /// `mpsync elect` contenders in one election
+    /// ([`crate::elect::ELECTION`]), and with any, the transferrer
+    /// ([`crate::transferrer`]).
+    pub elections: usize,
     /// Lease TTL.
     pub ttl: Duration,
     /// Mean time between faults.
@@ -134,6 +138,11 @@ pub struct Config {
     /// the one it saw before ([`crate::observer`]). Only to show that the
     /// checker catches a watch that goes back or shows a phantom holder.
     pub watch_stale: bool,
+    /// The transfer control: the transferrer asks nothing and records, now
+    /// and then, a transfer of the election to a candidate that it makes up
+    /// ([`crate::transferrer`]). Only to show that the checker catches a
+    /// term that a transfer's reservation should have kept out.
+    pub transfer_made_up: bool,
     /// Draw faults only of these kinds (of those the store has); empty:
     /// every kind.
     pub faults: Vec<FaultKind>,

@@ -22,6 +22,9 @@
 //!   and whose sections last one to three TTLs of its own time, so that
 //!   they outlive leases and only renewals keep them legitimate.
 //!
+//! - `elect-N`: `mpsync elect` in one election, its worker the leader's
+//!   server: see [`crate::elect`].
+//!
 //! - `racer-N` (the fairness control, instead of all of the above): see
 //!   [`crate::race`].
 //!
@@ -47,6 +50,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Skew;
 use crate::config::Config;
+use crate::elect::Candidate;
 use crate::fence::{Fence, Hold, Step};
 use crate::procs::signal;
 use crate::race::Racer;
@@ -112,6 +116,9 @@ pub struct Setup<'a> {
     pub locks: &'a [String],
     /// The clock fault, if any.
     pub skew: Option<&'a Skew>,
+    /// A folder for the run's files (the election contenders' leader
+    /// files).
+    pub work: &'a std::path::Path,
 }
 
 impl Contenders {
@@ -153,6 +160,23 @@ impl Contenders {
             let rng = if kind == "lock" { rng.fork() } else { own.fork() };
             let next = lock_contender(&setup, client.clone(), url, takes, None, rng);
             contenders.spawn(client, false, stop.clone(), next);
+        }
+        // A generator of their own too, for the same reason.
+        let mut electing = Rng::new(config.seed ^ 0xe1ec_7000);
+        for n in 0..config.elections {
+            let candidate = Candidate {
+                client: crate::elect::candidate(n),
+                url: setup.urls[n % setup.urls.len()].clone(),
+                address: format!("127.0.0.1:{}", 1000 + n),
+                mpsync: config.bins.mpsync.clone(),
+                worker: config.bins.worker.clone(),
+                fence: setup.fence,
+                ttl: config.ttl,
+                dir: setup.work.to_owned(),
+                sessions: config.sessions,
+            };
+            let client = candidate.client.clone();
+            contenders.spawn(client, false, stop.clone(), candidate.commands(electing.fork()));
         }
         if let Some(skew) = setup.skew {
             let relay = Relay::start(setup.addrs[0]).await?;
@@ -310,7 +334,7 @@ fn lock_contender(
 
 /// Makes an `mpsync` command hold its leases without a session unless
 /// `sessions` (whatever this process's environment says).
-fn no_session(cmd: &mut Command, sessions: bool) {
+pub(crate) fn no_session(cmd: &mut Command, sessions: bool) {
     if sessions {
         cmd.env_remove("MPSYNC_NO_SESSION");
     } else {

@@ -42,7 +42,11 @@
 //! places run out unrefreshed); or when the watcher saw `a` lose its place
 //! in that wait: under two tickets (its place ran out or its session ended,
 //! and it took a new one at the back), or its place gone while it held
-//! nothing ([`Step::Left`]) before `b` entered. Any other overtaking is a
+//! nothing ([`Step::Left`]) before `b` entered; or when `b`'s own process
+//! was killed up to [`START_MARGIN_US`] before its wait began (its entry may
+//! be the killed process's command's, in flight, not the new process's),
+//! or the run was ending ([`FaultKind::RunEnd`](crate::fault::FaultKind):
+//! every contender killed, its place in line gone). Any other overtaking is a
 //! violation; the report counts the lost places no fault explains (a
 //! refresh late on a busy machine, or an elector that dropped a live
 //! waiter).
@@ -237,7 +241,7 @@ fn waits(events: &[Event]) -> (Vec<WaitSpan<'_>>, Vec<Entry<'_>>) {
                 entries.push(Entry { client, lock: e.lock.as_str(), at, lo, shared, token: e.token });
                 last_report.insert(client, at);
             }
-            Step::Write | Step::Exit => {
+            Step::Write | Step::Exit | Step::Lost => {
                 last_report.insert(client, at);
             }
             Step::Quit => {
@@ -245,7 +249,14 @@ fn waits(events: &[Event]) -> (Vec<WaitSpan<'_>>, Vec<Entry<'_>>) {
                     close(w, at, &mut done);
                 }
             }
-            Step::Renew | Step::Release | Step::Watched | Step::Read | Step::Settle => {}
+            Step::Renew
+            | Step::Release
+            | Step::Watched
+            | Step::Read
+            | Step::Settle
+            | Step::Leader
+            | Step::Transfer
+            | Step::History => {}
         }
     }
     for (_, w) in open {
@@ -292,9 +303,18 @@ pub fn check(events: &[Event], faults: &[Fault]) -> Fairness {
             };
             a.client != b.client && a.hi() < b.lo && after
         };
+        // b's process killed as it was handed the lock: its command's entry,
+        // in flight, may arrive after the next process's wait began, which
+        // is then no bound on when b had its place.
+        let late_entry = faults.iter().any(|x| {
+            x.kills_section()
+                && x.client.as_deref() == Some(b.client)
+                && x.from_us <= b.at
+                && x.from_us + START_MARGIN_US >= b.lo
+        });
         for a in list.iter().filter(overtaken) {
             let lost = a.tickets.len() > 1 || a.lost.is_some_and(|l| l <= b.at);
-            if lost || fault_on(a.client, a.lo, b.at).is_some() {
+            if lost || late_entry || fault_on(a.client, a.lo, b.at).is_some() {
                 f.overtakings_excused += 1;
                 continue;
             }
@@ -336,19 +356,7 @@ mod tests {
     use crate::fence::Hold;
 
     fn ev(at_us: u64, step: Step, client: &str, token: u64) -> Event {
-        Event {
-            at_us,
-            step,
-            lock: "l".into(),
-            client: client.into(),
-            token,
-            accepted: true,
-            holder: None,
-            hold: Hold::Exclusive,
-            since_us: None,
-            version: None,
-            elector: None,
-        }
+        Event { at_us, hold: Hold::Exclusive, ..Event::new(step, "l", client, token, true) }
     }
 
     const MS: u64 = 1000;
@@ -417,6 +425,37 @@ mod tests {
         ] {
             assert_eq!(check(&h, std::slice::from_ref(&no_excuse)).overtakings, 1, "{no_excuse:?}");
         }
+    }
+
+    #[test]
+    fn an_entry_in_flight_from_a_killed_process_or_the_run_s_end_excuses_it() {
+        // b's process, handed the lock, is killed at 100 ms; the next one
+        // starts at 102 ms; the killed one's command's entry lands at 103.
+        let h = [
+            ev(0, Step::Wait, "a", 0),
+            ev(10 * MS, Step::Queued, "a", 1),
+            ev(101 * MS, Step::Quit, "b", 0),
+            ev(102 * MS, Step::Wait, "b", 0),
+            ev(103 * MS, Step::Enter, "b", 2),
+            ev(130 * MS, Step::Enter, "a", 3),
+        ];
+        assert_eq!(check(&h, &[]).overtakings, 1);
+        let at = |kind, client: Option<&str>, from_us| Fault {
+            kind,
+            client: client.map(Into::into),
+            from_us,
+            to_us: from_us,
+            freezes_section: false,
+            lock: None,
+        };
+        let f = check(&h, &[at(FaultKind::ContenderKill, Some("b"), 100 * MS)]);
+        assert_eq!((f.overtakings, f.overtakings_excused), (0, 1), "{f:?}");
+        // Killed only after its entry, or someone else killed: no excuse.
+        assert_eq!(check(&h, &[at(FaultKind::ContenderKill, Some("b"), 104 * MS)]).overtakings, 1);
+        assert_eq!(check(&h, &[at(FaultKind::ContenderKill, Some("c"), 100 * MS)]).overtakings, 1);
+        // The run ending (every contender killed) excuses it too.
+        let end = Fault { to_us: u64::MAX, ..at(FaultKind::RunEnd, None, 102 * MS) };
+        assert_eq!(check(&h, &[end]).overtakings, 0);
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub enum FaultKind {
     /// than its TTL: its renewals stop, and only its own clock tells it
     /// when to stop.
     HolderPartition,
+    /// Not drawn: the end of the run, from when it stops its contenders
+    /// (every one SIGKILLed, their places in line gone) to the checks, so
+    /// that what that does is excused like any fault at everyone.
+    RunEnd,
 }
 
 impl FaultKind {
@@ -70,6 +74,7 @@ impl FaultKind {
             FaultKind::NetworkBlackhole => "network-blackhole",
             FaultKind::NetworkCut => "network-cut",
             FaultKind::HolderPartition => "holder-partition",
+            FaultKind::RunEnd => "run-end",
         }
     }
 

@@ -41,6 +41,9 @@ pub const STRANGER: &str = "stranger";
 /// The client id of the watch observer's records in the history.
 pub const OBSERVER: &str = "observer";
 
+/// The client id of the transferrer's records in the history.
+pub const TRANSFERRER: &str = "transferrer";
+
 /// A view of a lock, as the watch observer records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
@@ -60,6 +63,10 @@ pub enum Step {
     Write,
     /// It is about to give the lock up.
     Exit,
+    /// An election's server saw its term taken away (its `mpsync elect`
+    /// stepped down or lost the lease): the section ended at its last
+    /// report before this one.
+    Lost,
     /// The stranger tried to renew someone else's lease (`accepted`: the
     /// elector granted it).
     Renew,
@@ -95,13 +102,27 @@ pub enum Step {
     /// end: a plain read of every lock it follows, then, unless its views
     /// agree with them, one more watch.
     Settle,
+    /// The transferrer read the election with a plain `GET`: `holder` led
+    /// with `token`.
+    Leader,
+    /// The transferrer asked a transfer of the election (`since_us`: when it
+    /// asked) from `from` (none: whoever leads) to `to` (none: anyone
+    /// else); `accepted`: answered 200, with the leader `holder` and its
+    /// `token`; refused: `why` is the conflict's reason and `holder` the
+    /// leader it names, if any.
+    Transfer,
+    /// A change of holder of the lock in an elector's history (`GET
+    /// /v1/history`), read once the run is over: `holder` the holder after
+    /// (none: nobody), `token` the token after, `version` its seq, from
+    /// `elector`; `from` the holder before, `why` why it changed.
+    History,
 }
 
 impl Step {
     /// Whether a critical section reports this step (the others are the
     /// stranger's).
     pub fn is_section(self) -> bool {
-        matches!(self, Step::Enter | Step::Write | Step::Exit)
+        matches!(self, Step::Enter | Step::Write | Step::Exit | Step::Lost)
     }
 }
 
@@ -128,15 +149,32 @@ pub struct Event {
     /// waits for it).
     #[serde(default, skip_serializing_if = "Hold::is_exclusive")]
     pub hold: Hold,
-    /// A `left` mark: when the place was last seen.
+    /// A `left` mark: when the place was last seen; a transfer: when it was
+    /// asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_us: Option<u64>,
     /// The observer's views and reads: the view's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
-    /// The observer's views and reads: the elector that answered (its URL).
+    /// The observer's views and reads, and history entries: the elector
+    /// that answered (its URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elector: Option<String>,
+    /// A transfer: the leader it was asked of (none: whoever leads); a
+    /// history entry: the holder before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A transfer: the candidate it was asked for (none: anyone else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// A transfer refused: the conflict's reason; a history entry: why the
+    /// holder changed (its wire name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// A transfer accepted: the leader's lease TTL, which is how long the
+    /// reservation lasts from its release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 impl Event {
@@ -154,6 +192,10 @@ impl Event {
             since_us: None,
             version: None,
             elector: None,
+            from: None,
+            to: None,
+            why: None,
+            ttl_ms: None,
         }
     }
 }
@@ -204,7 +246,7 @@ impl Fence {
         let mut inner = self.inner();
         let accepted = match step {
             Step::Enter | Step::Write => inner.seen.entry(lock.to_owned()).or_default().admit(hold, token),
-            Step::Exit => true,
+            Step::Exit | Step::Lost => true,
             // Not the resource's to decide: see `record_attempt` and `mark`.
             Step::Renew
             | Step::Release
@@ -215,7 +257,10 @@ impl Fence {
             | Step::Handed
             | Step::Watched
             | Step::Read
-            | Step::Settle => false,
+            | Step::Settle
+            | Step::Leader
+            | Step::Transfer
+            | Step::History => false,
         };
         self.append(inner, Event { hold, ..Event::new(step, lock, client, token, accepted) });
         // Hand-overs of the exclusive holds only: the shared ones come
@@ -262,6 +307,23 @@ impl Fence {
                 (event.holder, event.token, event.hold) = (Some(holder.clone()), *token, *hold);
             }
         }
+        self.append(self.inner(), event);
+    }
+
+    /// Records a change of holder in `elector`'s history.
+    pub fn record_history(&self, entry: &mpsync_core::history::Entry, elector: &str) {
+        let mut event = Event::new(Step::History, &entry.name, OBSERVER, entry.token, true);
+        (event.holder, event.from) = (entry.to.clone(), entry.from.clone());
+        (event.version, event.elector) = (Some(entry.seq), Some(elector.to_owned()));
+        event.why = entry.why.map(|w| w.as_str().to_owned());
+        self.append(self.inner(), event);
+    }
+
+    /// Records what the transferrer ([`crate::transferrer`]) read
+    /// ([`Step::Leader`]) or asked ([`Step::Transfer`]; see there): `event`
+    /// as the caller built it, stamped now.
+    pub fn record_transfer(&self, event: Event) {
+        debug_assert!(matches!(event.step, Step::Leader | Step::Transfer));
         self.append(self.inner(), event);
     }
 
@@ -329,6 +391,7 @@ impl Fence {
             .route("/enter", post(|s, q| report(Step::Enter, s, q)))
             .route("/write", post(|s, q| report(Step::Write, s, q)))
             .route("/exit", post(|s, q| report(Step::Exit, s, q)))
+            .route("/lost", post(|s, q| report(Step::Lost, s, q)))
             .with_state(self.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -157,6 +157,8 @@ pub async fn inject(kind: FaultKind, t: Target<'_>, rng: &mut Rng) -> anyhow::Re
             t.cluster.network.set(Mode::Pass);
         }
         FaultKind::NetworkCut => t.cluster.network.cut(),
+        // Never drawn: the run's end is no fault to inject.
+        FaultKind::RunEnd => return Ok(None),
         FaultKind::StoreRestart => {
             let mut tries = 0;
             loop {

@@ -19,6 +19,10 @@
 //! watches once more and reads again, for at most [`SETTLE_ROUNDS`] watch
 //! rounds ([`Step::Settle`] marks each round).
 //!
+//! Last, it reads each elector's history of changes of holder (`GET
+//! /v1/history`) and records each change of the run's locks
+//! ([`Step::History`]): in each, a lock's tokens must never go back.
+//!
 //! **The control** (`--watch-stale`): the observer takes every view of an
 //! answer without the version rule, records each answer only after the
 //! next one (as a slow elector's answer arrives late), and names each
@@ -61,6 +65,8 @@ pub struct Observer {
     clients: Vec<Client>,
     tracked: Tracked,
     locks: Vec<String>,
+    /// The elections whose history is read too (not watched).
+    elections: Vec<String>,
     fence: Fence,
     turn: usize,
     /// The last view recorded per lock (holder and token; none: free).
@@ -84,12 +90,19 @@ impl Observer {
             clients: urls.iter().map(|u| Client::new(u).with_sessions(false)).collect(),
             tracked,
             locks: locks.to_vec(),
+            elections: Vec::new(),
             fence,
             turn: 0,
             last: BTreeMap::new(),
             stale,
             held_back: None,
         }
+    }
+
+    /// Reads the history of `elections` too, at the end.
+    pub fn with_elections(mut self, elections: &[String]) -> Observer {
+        self.elections = elections.to_vec();
+        self
     }
 
     /// Watches until `stop` turns true, and returns itself for
@@ -135,10 +148,35 @@ impl Observer {
                 self.fence.record_view(Step::Read, lock, Some(&view), self.clients[i].base(), true);
             }
             if agree || round == SETTLE_ROUNDS {
+                self.read_histories().await;
                 return;
             }
             if !self.round().await {
                 tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+
+    /// Records every elector's history of the run's locks (`GET
+    /// /v1/history`, every change it still keeps, oldest first): the checks
+    /// find a token going back in any of them ([`crate::views`]).
+    async fn read_histories(&self) {
+        for client in &self.clients {
+            let mut after = 0;
+            loop {
+                let page = tokio::time::timeout(READ_TIMEOUT, client.history(after, 1000)).await;
+                let Ok(Ok(page)) = page else { break };
+                if page.changes.is_empty() {
+                    break;
+                }
+                after = page.next;
+                let ours = |e: &&mpsync_core::history::Entry| match e.kind {
+                    Kind::Lock => self.locks.contains(&e.name),
+                    Kind::Election => self.elections.contains(&e.name),
+                };
+                for e in page.changes.iter().filter(ours) {
+                    self.fence.record_history(e, client.base());
+                }
             }
         }
     }

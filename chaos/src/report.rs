@@ -225,6 +225,36 @@ impl Report {
              at the end, {settled}\n",
             v.views, v.names, v.held, v.electors, v.proven, v.unproven, v.recovering, v.regressions, v.phantoms
         ));
+        out.push_str(&format!(
+            "history: {} changes of holder in the electors' histories, {} tokens gone back\n",
+            v.history_changes, v.history_regressions
+        ));
+        let t = &f.transfers;
+        if t.terms > 0 || t.asked > 0 {
+            let refused: Vec<String> = t.refused.iter().map(|(why, n)| format!("{n} {why}")).collect();
+            out.push_str(&format!(
+                "election: {} terms; transfers: {} asked, {} accepted, refused {}, {} unanswered; \
+                 the next term the target's {}, another's {} (nothing proves it wrong), {} with no term after; \
+                 {} broke the reservation; {} asked from a candidate not leading, {} of them accepted wrongly\n",
+                t.terms,
+                t.asked,
+                t.accepted,
+                if refused.is_empty() { "none".to_owned() } else { refused.join(", ") },
+                t.unanswered,
+                t.honoured,
+                t.not_honoured,
+                t.unjudged,
+                t.reservation_broken,
+                t.wrong_from,
+                t.wrong_from_accepted
+            ));
+        }
+        let h = &f.history;
+        out.push_str(&format!(
+            "history: {} of them to a holder: {} entered with their token, {} shown by a plain read, {} unproven, \
+             {} a restarted elector's placeholder, {} phantoms\n",
+            h.to_holder, h.entered, h.read, h.unproven, h.recovering, h.phantoms
+        ));
         if v.revived > 0 {
             out.push_str(&format!(
                 "watch: {} views showed a grant held again after one showed it ended ({} after another elector \

@@ -1,8 +1,9 @@
 //! One chaos run: the store and electors ([`crate::cluster`]), the
-//! contenders ([`crate::contender`]) and the stranger
-//! ([`crate::stranger`]), faults one after another at random times from a
-//! seeded generator ([`crate::inject`]; the seed is printed, so a run can be
-//! repeated), then the check ([`crate::check`]) and the report.
+//! contenders ([`crate::contender`]), the stranger ([`crate::stranger`])
+//! and the transferrer ([`crate::transferrer`]), faults one after another
+//! at random times from a seeded generator ([`crate::inject`]; the seed is
+//! printed, so a run can be repeated), then the check ([`crate::check`])
+//! and the report.
 //!
 //! The run ends after the asked number of hand-overs or its time limit,
 //! whichever comes first.
@@ -19,12 +20,14 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::contender::{Contenders, SKEWED, Setup};
 use crate::contender::{RW_LOCK, SEMAPHORE};
+use crate::elect::ELECTION;
 use crate::fault::{Fault, FaultKind};
 use crate::fence::{Event, Fence};
 use crate::inject::{Target, inject};
 use crate::observer::Observer;
 use crate::report::{ClockReport, Report};
 use crate::rng::Rng;
+use crate::transferrer::Transferrer;
 use crate::{electors, stranger, watcher};
 
 /// Runs one chaos run and returns its report.
@@ -61,6 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         history: &fence,
         locks: &locks,
         skew: skew.as_ref().map(|(s, _)| s),
+        work: &work,
     };
     let contenders = Contenders::start(setup, &mut rng, stop.clone()).await?;
     let lines = tokio::spawn(watcher::watch_lines(urls.clone(), fence.clone(), stop.clone()));
@@ -70,7 +74,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         watched.extend((config.semaphore > 0).then(|| SEMAPHORE.to_owned()));
         watched.extend((config.readers_writers > 0).then(|| RW_LOCK.to_owned()));
     }
-    let observer = Observer::new(&urls, &watched, fence.clone(), config.watch_stale);
+    let elections: Vec<String> = (config.elections > 0).then(|| ELECTION.to_owned()).into_iter().collect();
+    let observer = Observer::new(&urls, &watched, fence.clone(), config.watch_stale).with_elections(&elections);
     let observer = tokio::spawn(observer.observe(stop.clone()));
     let stranger = tokio::spawn(stranger::prowl(
         urls.clone(),
@@ -80,6 +85,18 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         rng.fork(),
         stop.clone(),
     ));
+    // The operator: a generator of its own, so that a seed draws the same
+    // faults as before it existed.
+    let transferrer = (config.elections > 0).then(|| {
+        let transferrer = Transferrer {
+            urls: urls.clone(),
+            candidates: (0..config.elections).map(crate::elect::candidate).collect(),
+            fence: fence.clone(),
+            every: config.fault_every,
+            made_up: config.transfer_made_up,
+        };
+        tokio::spawn(transferrer.run(Rng::new(config.seed ^ 0x7a5f_e400), stop.clone()))
+    });
 
     // Faults, one at a time, until the run ends.
     let mut kinds = FaultKind::for_run(config.store, skew.is_some());
@@ -122,10 +139,23 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         faults.push(fault);
     }
 
+    let end_us = fence.now_us();
     stop_tx.send_replace(true);
     cluster.electors.sample().await;
     contenders.stop().await;
+    let lock = None;
+    faults.push(Fault {
+        kind: FaultKind::RunEnd,
+        client: None,
+        from_us: end_us,
+        to_us: u64::MAX,
+        freezes_section: false,
+        lock,
+    });
     let _ = stranger.await;
+    if let Some(transferrer) = transferrer {
+        let _ = transferrer.await;
+    }
     let _ = lines.await;
     // The faults are over and the contenders gone: the watch must catch up.
     observer.await.context("the watch observer")?.settle().await;
@@ -137,7 +167,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     }
     let findings = check(&events, &faults);
     let mut by_kind = BTreeMap::new();
-    for f in &faults {
+    for f in faults.iter().filter(|f| f.kind != FaultKind::RunEnd) {
         *by_kind.entry(f.kind).or_insert(0) += 1;
     }
     let clock = skew.map(|(skew, measured)| clock_report(skew.rate(), measured, &events, &faults, &findings));

@@ -27,6 +27,10 @@
 //!    holder and token, or both free) within [`SETTLE_ROUNDS`] watch
 //!    rounds ([`Step::Settle`], [`Step::Read`]).
 //!
+//! 4. **Histories only grow**: in each elector's history of changes of
+//!    holder read at the end ([`Step::History`]), a lock's token never
+//!    goes back from one change to the next (a release keeps it).
+//!
 //! Not a violation, but counted: views that show a grant held **again**
 //! after a view showed it ended (free). A holder may renew a lease that ran
 //! out while nobody took it; and two electors judge a lease's end apart,
@@ -83,6 +87,13 @@ pub struct WatchFindings {
     /// Locks whose last view still disagreed with a plain read after the
     /// last round: must be 0.
     pub unsettled: usize,
+    /// Changes of holder read from the electors' histories at the end.
+    #[serde(default)]
+    pub history_changes: usize,
+    /// Of those, changes with a smaller token than the one before it in the
+    /// same elector's history of that lock: must be 0.
+    #[serde(default)]
+    pub history_regressions: usize,
     /// The first few violations, described.
     pub examples: Vec<String>,
 }
@@ -90,7 +101,7 @@ pub struct WatchFindings {
 impl WatchFindings {
     /// No violation.
     pub fn safe(&self) -> bool {
-        self.regressions == 0 && self.phantoms == 0 && self.unsettled == 0
+        self.regressions == 0 && self.phantoms == 0 && self.unsettled == 0 && self.history_regressions == 0
     }
 
     fn example(&mut self, text: String) {
@@ -118,7 +129,28 @@ pub fn check(events: &[Event]) -> WatchFindings {
     revivals(&watched, &mut f);
     phantoms(events, &watched, &mut f);
     settle(events, &mut f);
+    histories(events, &mut f);
     f
+}
+
+/// Check 4: per elector and lock, the token of each change of holder at
+/// least the one before (they are recorded oldest first).
+fn histories(events: &[Event], f: &mut WatchFindings) {
+    let mut last: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
+    for e in events.iter().filter(|e| e.step == Step::History) {
+        f.history_changes += 1;
+        let seq = e.version.unwrap_or(0);
+        let key = (e.elector.as_deref().unwrap_or(""), e.lock.as_str());
+        if let Some((token, before)) = last.insert(key, (e.token, seq))
+            && e.token < token
+        {
+            f.history_regressions += 1;
+            f.example(format!(
+                "{}: {}'s history has token {} (change {seq}) after token {token} (change {before})",
+                e.lock, key.0, e.token
+            ));
+        }
+    }
 }
 
 /// Check 1: the largest token seen so far per lock and hold.
@@ -316,6 +348,26 @@ mod tests {
         // A free view in between changes nothing.
         let freed = [held(1, "b", 2), view(2, "l", None, 0, Hold::Exclusive), held(3, "a", 1)];
         assert_eq!(check(&freed).regressions, 1);
+    }
+
+    #[test]
+    fn a_token_going_back_in_an_elector_s_history_is_a_regression() {
+        let change = |seq, elector: &str, holder: Option<&str>, token| {
+            let mut e = event(seq, Step::History, "l", "observer", token);
+            (e.holder, e.version, e.elector) = (holder.map(str::to_owned), Some(seq), Some(elector.to_owned()));
+            e
+        };
+        // A release keeps the token; another elector's history is its own.
+        let fine = [change(1, "x", Some("a"), 3), change(2, "x", None, 3), change(3, "x", Some("b"), 4)];
+        let other = [change(1, "y", Some("b"), 4), change(2, "x", Some("a"), 3)];
+        for h in [&fine[..], &other[..]] {
+            let f = check(h);
+            assert_eq!((f.history_changes, f.history_regressions, f.safe()), (h.len(), 0, true), "{f:?}");
+        }
+        let back = [change(1, "x", Some("b"), 4), change(2, "x", Some("a"), 3)];
+        let f = check(&back);
+        assert_eq!(f.history_regressions, 1);
+        assert!(!f.safe() && f.examples[0].contains("x's history has token 3 (change 2) after token 4"), "{f:?}");
     }
 
     #[test]

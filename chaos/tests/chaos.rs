@@ -3,16 +3,21 @@
 //! portable, which `make test` builds) under faults, checked for safety,
 //! with the stranger refused every time; the memory run with a holder whose
 //! clock runs 10% slow (inside the bound); no waiter overtaken by a later
-//! one unless a fault excuses it. And six runs the checker must find
+//! one unless a fault excuses it. And seven runs the checker must find
 //! unsafe, so that a green run means something: the memory store's state
 //! file thrown away at each restart, a holder whose clock runs at half
 //! speed (outside the bound), electors that release, at a graceful stop,
 //! the leases of the sessions they end themselves (beside the same run with
 //! safe electors, which must be found safe), contenders that race for a
 //! lock instead of waiting in line, holds the elector did not exclude,
-//! and a watch observer that takes views out of order and names holders
-//! that never had them. Every run follows its locks with one watch
-//! (`POST /v1/watch`), whose views are checked too.
+//! a watch observer that takes views out of order and names holders
+//! that never had them, and a transferrer that makes transfers up (never
+//! asked, so never reserved). Every run follows its locks with one watch
+//! (`POST /v1/watch`), whose views are checked too; every run has
+//! candidates standing in an election through `mpsync elect`, whose terms
+//! are sections like any lock's, and a transferrer asking the leader to
+//! hand over; and the electors' histories are read at the end and checked
+//! for tokens going back and phantom holders.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -42,6 +47,7 @@ fn config(store: StoreKind, handovers: usize, seed: u64) -> Config {
         locks: 2,
         semaphore: 3,
         readers_writers: 3,
+        elections: 3,
         ttl: Duration::from_secs(1),
         fault_every: Duration::from_millis(1500),
         electors: 2,
@@ -61,6 +67,7 @@ fn config(store: StoreKind, handovers: usize, seed: u64) -> Config {
         race: false,
         overcommit: false,
         watch_stale: false,
+        transfer_made_up: false,
         faults: Vec::new(),
     }
 }
@@ -89,6 +96,16 @@ async fn short_run(config: Config) -> Report {
     assert_eq!(w.names, 4, "the watch did not show every lock held: {}", report.text());
     assert!(w.proven > 0, "no view of the watch showed a holder that entered: {}", report.text());
     assert!(w.settled_after.is_some(), "the watch was not compared with plain reads: {}", report.text());
+    // Every elector's history was read at the end (its tokens checked).
+    assert!(w.history_changes > 0, "no elector's history was read: {}", report.text());
+    // The election had terms through mpsync elect, the transferrer asked
+    // hand-overs that were accepted and taken, and the electors' histories
+    // were checked against the sections.
+    let t = &f.transfers;
+    assert!(t.terms > 0, "nobody led the election: {}", report.text());
+    assert!(t.accepted > 0 && t.honoured > 0, "no transfer was accepted and taken: {}", report.text());
+    assert!(t.wrong_from > 0, "no transfer from a candidate that did not lead: {}", report.text());
+    assert!(f.history.entered > 0, "no history entry was checked against a section: {}", report.text());
     report
 }
 
@@ -238,6 +255,26 @@ async fn shared_holds_the_elector_did_not_exclude_are_caught() {
     // Writers beside readers: violating overlaps, with a read-write lock's
     // contender inside first.
     assert!(f.overlaps_violating_by.keys().any(|c| c.starts_with("rw-")), "{}", report.text());
+}
+
+#[tokio::test]
+async fn a_term_that_a_transfer_s_reservation_should_have_kept_out_is_caught() {
+    // Few hand-overs: what proves a reservation broken (an elector's
+    // history showing the release) is read only at the end, so the run
+    // cannot stop as soon as it shows.
+    let mut config = config(StoreKind::Memory, 100, 20);
+    // Transfers made up, never asked: nothing reserves the election for
+    // their target, so the next term often goes to another within a TTL.
+    config.transfer_made_up = true;
+    config.faults = vec![FaultKind::ContenderKill];
+    config.time_limit = Duration::from_secs(60);
+    let report = run(config).await.unwrap();
+    println!("{}", report.text());
+    let f = &report.findings;
+    assert!(!report.safe(), "the checker missed a term inside a reservation: {}", report.text());
+    assert!(f.transfers.reservation_broken > 0, "{}", report.text());
+    // The record was wrong, not the election.
+    assert_eq!((f.overlaps_violating, f.stale_accepted, f.token_regressions), (0, 0, 0), "{}", report.text());
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use mpsync_core::client::watch::{Tracked, decode_watch};
 use mpsync_core::client::{self as protocol, AnswerError, Claimed, HttpRequest, Method, Read};
 use mpsync_core::watch::WatchAnswer;
-use mpsync_core::wire::{AcquireRequest, Kind, ListView, ReleaseRequest};
+use mpsync_core::wire::{AcquireRequest, ConflictView, Kind, LeaseView, ListView, ReleaseRequest, TransferRequest};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
@@ -246,6 +246,19 @@ impl Client {
         self.call(&http).await?.decode(protocol::decode_claim)
     }
 
+    /// `POST /v1/elections/{name}/transfer`: asks the leader to hand over.
+    /// `Ok(Ok(leader))` once asked (its view carries the `transfer`),
+    /// `Ok(Err(conflict))` when nobody leads (`not_held`), or `from` does
+    /// not or `to` already does (`held`, naming the leader).
+    pub async fn transfer(
+        &self,
+        name: &str,
+        request: &TransferRequest,
+    ) -> Result<Result<LeaseView, ConflictView>, ClientError> {
+        let http = protocol::transfer_request(name, request, DEFAULT_REQUEST_TIMEOUT);
+        self.call(&http).await?.decode(protocol::decode_transfer)
+    }
+
     /// `DELETE`: release a lease acquired without a key. `Ok(true)` when
     /// released, `Ok(false)` when the elector says the caller does not hold
     /// it (409) or it does not exist.
@@ -279,6 +292,19 @@ impl Client {
     pub async fn list(&self, kind: Kind, limit: usize, cursor: Option<&str>) -> Result<ListView, ClientError> {
         let http = protocol::list_request(kind, limit, cursor, DEFAULT_REQUEST_TIMEOUT);
         self.call(&http).await?.decode(protocol::decode_list)
+    }
+
+    /// Up to `limit` changes of holder the elector saw after seq `after`
+    /// (`GET /v1/history`), at once.
+    pub async fn history(&self, after: u64, limit: usize) -> Result<mpsync_core::history::Page, ClientError> {
+        let http = protocol::http::history_request(after, limit, DEFAULT_REQUEST_TIMEOUT);
+        self.call(&http).await?.decode(protocol::http::decode_history)
+    }
+
+    /// The last changes of holder of one lock or election.
+    pub async fn name_history(&self, kind: Kind, name: &str) -> Result<mpsync_core::history::NameHistory, ClientError> {
+        let http = protocol::http::name_history_request(kind, name, DEFAULT_REQUEST_TIMEOUT);
+        self.call(&http).await?.decode(protocol::http::decode_history)
     }
 
     /// `GET`, or with `wait` a long-poll for a version other than the given

@@ -23,7 +23,7 @@ use mpsync_core::client::{
     retry_after,
 };
 use mpsync_core::lease::{Held, Output, Request};
-use mpsync_core::wire::Kind;
+use mpsync_core::wire::{Kind, TransferView};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -121,7 +121,13 @@ impl Shared {
                 }
             }
             let deadline = session.lease(now).map(|h| self.origin + h.valid_until);
+            // A transfer asked of this leader (or withdrawn): the app that
+            // decides itself learns it from the generation.
+            let news = session.transfer_changed();
             drop(session);
+            if news {
+                self.bump();
+            }
             self.deadline.send_if_modified(|d| std::mem::replace(d, deadline) != deadline);
         }
         events
@@ -327,6 +333,31 @@ impl Lease {
         lock(&self.shared.session).released()
     }
 
+    /// Elections: whether this candidate steps down by itself when a
+    /// transfer of the leadership is asked of it (`true`, the default: it
+    /// releases as soon as a renewal answer carries the request, and the
+    /// lease is lost), or leaves it to the app (`false`: it keeps leading;
+    /// [`transfer_requested`](Self::transfer_requested) shows the request
+    /// and [`changes`](Self::changes) moves when it comes or goes; call
+    /// [`release`](Self::release) when ready). Turning it on with a request
+    /// pending steps down now.
+    pub async fn step_down_on_transfer(&self, at_once: bool) {
+        lock(&self.shared.session).step_down_on_transfer(at_once);
+        self.shared.drive().await;
+    }
+
+    /// Elections: the transfer this candidate stepped down for by itself
+    /// (the default), until it stands again: why its leadership ended.
+    pub fn stepped_down_for(&self) -> Option<TransferView> {
+        lock(&self.shared.session).stepped_down_for().cloned()
+    }
+
+    /// Elections: the hand-over asked of this leader, while it leads and
+    /// has not stepped down.
+    pub fn transfer_requested(&self) -> Option<TransferView> {
+        lock(&self.shared.session).transfer_requested()
+    }
+
     /// Elections: the leader as last seen (this candidate while it leads).
     pub fn leader(&self) -> Option<Leader> {
         lock(&self.shared.session).leader(self.shared.now())
@@ -402,7 +433,12 @@ impl Lease {
                 }
                 let events = shared.drive().await;
                 if let Some(Output::Lost { token }) = events.iter().find(|e| matches!(e, Output::Lost { .. })) {
-                    tracing::warn!(name, token, "lease lost");
+                    match lock(&shared.session).stepped_down_for() {
+                        Some(t) => {
+                            tracing::info!(name, token, to = t.to.as_deref(), "stepped down: a transfer was asked")
+                        }
+                        None => tracing::warn!(name, token, "lease lost"),
+                    }
                     return;
                 }
             }

@@ -40,5 +40,5 @@ pub use lease::{Granted, Lease};
 pub use mpsync_core::client::watch::Tracked;
 pub use mpsync_core::client::{Claimed, DEFAULT_TTL, Error, Leader, Options, Read};
 pub use mpsync_core::watch::{WatchAnswer, Watched};
-pub use mpsync_core::wire::Kind;
+pub use mpsync_core::wire::{Kind, TransferRequest, TransferView};
 pub use session::{ElectorSession, OpenError};

@@ -10,8 +10,10 @@
 //!
 //! # What a judge keeps, and for how long
 //!
-//! An entry only for a record it last saw *held*: a free record needs no
-//! dating. A lease that runs out keeps its entry for [`CLEAR_AFTER`] more
+//! An entry only for a record it last saw *held*, or *reserved* (released
+//! while a leadership transfer was pending: reserved for its candidate for
+//! one TTL, dated like a lease, see [`crate::transfer`]): any other free
+//! record needs no dating. A lease that runs out keeps its entry for [`CLEAR_AFTER`] more
 //! (so readers see it as expired, with no write), then the entry is
 //! [due](Judge::due): the elector reads the record again and hands it to
 //! [`Judge::settle`]. If it is still the version judged, the judge asks for
@@ -41,7 +43,7 @@
 //! version came due and, changed unseen, was forgotten.
 
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 
 use crate::record::{Current, Record, decide_clear};
@@ -62,6 +64,8 @@ struct Seen {
     expires_at: Duration,
     /// Tells apart entries that run out at the same moment in `by_expiry`.
     seq: u64,
+    /// A reservation, not a lease: not counted as held.
+    reserved: bool,
 }
 
 /// Remembers, per key held when last seen, the version seen and when it
@@ -71,12 +75,15 @@ pub struct Judge<K> {
     seen: HashMap<K, Seen>,
     /// The same entries by when they run out, earliest first.
     by_expiry: BTreeMap<(Duration, u64), K>,
+    /// The entries of `by_expiry` that are reservations (few: one per
+    /// transfer, for one TTL).
+    reservations: BTreeSet<(Duration, u64)>,
     next_seq: u64,
 }
 
 impl<K> Default for Judge<K> {
     fn default() -> Self {
-        Judge { seen: HashMap::new(), by_expiry: BTreeMap::new(), next_seq: 0 }
+        Judge { seen: HashMap::new(), by_expiry: BTreeMap::new(), reservations: BTreeSet::new(), next_seq: 0 }
     }
 }
 
@@ -102,14 +109,17 @@ impl<K: Eq + Hash + Clone> Judge<K> {
         if entry.is_some_and(|(newer, _)| version < newer) {
             return Current { record, version, observed_at: now };
         }
-        if record.holder.is_none() {
+        let reserved = record.holder.is_none() && record.transfer.is_some();
+        if record.holder.is_none() && !reserved {
             self.forget(key);
             return Current { record, version, observed_at: now };
         }
         let at = match entry {
             Some((seen, at)) if seen == version => at,
-            // Written, but not by the holder: the lease is as it was.
-            Some((_, at)) if self.seen.get(key).is_some_and(|s| s.mark == mark && mark.0) => {
+            // Written, but not by the holder (a waiter joining, a transfer
+            // asked): the lease is as it was. Without a line or a transfer
+            // the mark is the version, dated by the arm above.
+            Some((_, at)) if self.seen.get(key).is_some_and(|s| s.mark == mark) => {
                 if let Some(seen) = self.seen.get_mut(key) {
                     seen.version = version;
                 }
@@ -118,11 +128,15 @@ impl<K: Eq + Hash + Clone> Judge<K> {
             _ => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let seen = Seen { version, mark, at: now, expires_at: now + record.ttl(), seq };
+                let seen = Seen { version, mark, at: now, expires_at: now + record.ttl(), seq, reserved };
                 if let Some(old) = self.seen.insert(key.clone(), seen) {
                     self.by_expiry.remove(&(old.expires_at, old.seq));
+                    self.reservations.remove(&(old.expires_at, old.seq));
                 }
                 self.by_expiry.insert((seen.expires_at, seq), key.clone());
+                if reserved {
+                    self.reservations.insert((seen.expires_at, seq));
+                }
                 now
             }
         };
@@ -133,6 +147,9 @@ impl<K: Eq + Hash + Clone> Judge<K> {
     pub fn forget(&mut self, key: &K) {
         if let Some(old) = self.seen.remove(key) {
             self.by_expiry.remove(&(old.expires_at, old.seq));
+            if old.reserved {
+                self.reservations.remove(&(old.expires_at, old.seq));
+            }
             // A map keeps the room it grew to: give it back once mostly
             // empty (halving at most, so the rehash is paid for).
             if self.seen.capacity() > 1024 && self.seen.len() * 4 < self.seen.capacity() {
@@ -151,9 +168,11 @@ impl<K: Eq + Hash + Clone> Judge<K> {
     }
 
     /// How many records this judge last saw held with a lease still running
-    /// at `now`. Looks only at the leases that ran out.
+    /// at `now`. Looks only at the leases that ran out, and reservations.
     pub fn held_count(&self, now: Duration) -> usize {
-        self.seen.len() - self.by_expiry.range(..=(now, u64::MAX)).count()
+        let running = self.seen.len() - self.by_expiry.range(..=(now, u64::MAX)).count();
+        let later = (core::ops::Bound::Excluded((now, u64::MAX)), core::ops::Bound::Unbounded);
+        running - self.reservations.range(later).count()
     }
 
     /// How many entries the judge keeps.
@@ -209,7 +228,7 @@ mod tests {
     use super::*;
 
     fn held(ttl_ms: u64) -> Record {
-        Record { holder: Some("a".into()), token: 1, ttl_ms, address: None, key_sha256: None, line: Default::default() }
+        Record { holder: Some("a".into()), token: 1, ..Record::free(ttl_ms) }
     }
 
     const fn s(secs: u64) -> Duration {

@@ -236,6 +236,23 @@ impl LeaseClient {
         }
     }
 
+    /// Steps down: gives the lease up at once (an [`Output::Send`] with
+    /// [`Request::Release`] follows) and reports it lost ([`Output::Lost`]
+    /// after it), as a leader asked to hand over does. `None` if nothing
+    /// was held.
+    pub fn step_down(&mut self) -> Option<RequestId> {
+        let Phase::Held { lease, .. } = self.phase else { return None };
+        let id = self.send(Request::Release { token: lease.token });
+        self.lose(lease.token);
+        Some(id)
+    }
+
+    /// Whether a lease is held (usable or not: its deadline may have come
+    /// without a [`handle_timeout`](Self::handle_timeout) since).
+    pub fn holds(&self) -> bool {
+        matches!(self.phase, Phase::Held { .. })
+    }
+
     /// The lease is lost now, for a reason the caller learned on its own
     /// (the session it was held under ended): reports [`Output::Lost`] and
     /// sends nothing. Returns whether a lease was held.

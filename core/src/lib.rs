@@ -17,9 +17,13 @@
 //! - [`record`]: the store-side rules: who may take a record, when a lease
 //!   has expired, how fencing tokens advance in each store, and which
 //!   records a store keeps once released or expired.
+//! - [`history`]: the changes of holder an elector keeps and serves
+//!   (`GET /v1/history`), bounded, fed by what its store reports.
 //! - [`judge`]: expiry judged on the judge's own monotonic clock, from the
 //!   moment it last saw a record change; when a lease that ran out is
 //!   cleared, so that the judge keeps only the leases it saw held lately.
+//! - [`transfer`]: leadership transfer: asking the leader to hand over,
+//!   and the reservation that keeps the hand-over for its candidate.
 //! - [`line`]: fair locks: the line of waiters a lock record keeps, who
 //!   gets the lock next, and how a release hands it over.
 //! - [`route`]: the leader-routing decision for proxies, and the allowlist
@@ -51,6 +55,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod client;
+pub mod history;
 pub mod judge;
 pub mod key;
 pub mod lease;
@@ -58,13 +63,14 @@ pub mod line;
 pub mod name;
 pub mod record;
 pub mod route;
+pub mod transfer;
 pub mod watch;
 pub mod wire;
 
 pub use judge::Judge;
 pub use lease::{LeaseClient, LeaseConfig, Output, RequestId};
 pub use name::{NameError, validate_name};
-pub use record::{Claim, Conflict, ConflictReason, Current, Outcome, Record, ReleaseOutcome};
+pub use record::{Claim, Conflict, ConflictReason, Current, Outcome, Record, ReleaseOutcome, Transfer, Why};
 pub use wire::Kind;
 
 /// Locks `mutex`, carrying on past a poisoned lock: every mutex in this

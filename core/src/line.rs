@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Claim, Conflict, ConflictReason, Current, KeyDigest, Record, key_fits};
+use crate::record::{Claim, Conflict, ConflictReason, Current, KeyDigest, Record, Why, key_fits};
 use crate::wire::LeaseKey;
 
 /// One waiter in a lock's line.
@@ -265,7 +265,7 @@ pub fn release_share(record: &Record, holder: &str, token: u64, key: Option<&Lea
     }
     let mut freed = record.clone();
     freed.line.shares.remove(at);
-    Some(Ok(hand_over(freed)))
+    Some(Ok(hand_over(freed, Why::Released)))
 }
 
 /// What to do with a claim to wait in line.
@@ -369,6 +369,8 @@ pub fn decide_line(current: Option<&Current<'_>>, claim: &Claim<'_>, queue: &Que
             None => (None, claim.key.map(KeyDigest::of)),
         };
         let took_over_expired = current.is_some_and(|c| c.is_expired(now));
+        // A lock nobody held, or whose holder's lease ran out.
+        let why = if took_over_expired { Why::Expired } else { Why::Acquired };
         if claim.shared {
             grant_share(&mut record, claim.holder, claim.ttl_ms, key_sha256, ticket);
             return LineOutcome::Granted { record, took_over_expired };
@@ -381,6 +383,8 @@ pub fn decide_line(current: Option<&Current<'_>>, claim: &Claim<'_>, queue: &Que
             address: None,
             key_sha256,
             line,
+            why: Some(why),
+            transfer: None,
         };
         return LineOutcome::Granted { record, took_over_expired };
     }
@@ -417,7 +421,10 @@ pub fn decide_line(current: Option<&Current<'_>>, claim: &Claim<'_>, queue: &Que
 /// Clears the exclusive holder of `record` (its token kept) and hands the
 /// lock to the first waiter that can have it: what a release writes.
 pub fn release_exclusive(record: Record) -> Record {
-    hand_over(Record { holder: None, address: None, key_sha256: None, ..record })
+    // Stepping down when asked to is a transfer (see [`crate::record::Transfer`]).
+    let asked = record.transfer.as_ref().is_some_and(|t| record.holder.as_deref() == Some(t.from.as_str()));
+    let why = if asked { Why::Transferred } else { Why::Released };
+    hand_over(Record { holder: None, address: None, key_sha256: None, why: Some(why), ..record }, why)
 }
 
 /// Hands a lock a holder just left (its exclusive lease cleared, or a
@@ -425,8 +432,9 @@ pub fn release_exclusive(record: Record) -> Record {
 /// becomes a holder with the next token, bound to the key it waited with.
 /// One hand-over per write, so that the store mints one token per write
 /// (see `elector/src/store`); a shared waiter behind it is let in by its
-/// own next request.
-pub fn hand_over(mut record: Record) -> Record {
+/// own next request. `why` is the reason the grant records: why the lock
+/// was let go.
+pub fn hand_over(mut record: Record, why: Why) -> Record {
     if record.holder.is_none() {
         record.line.granted = None;
     }
@@ -446,6 +454,8 @@ pub fn hand_over(mut record: Record) -> Record {
         address: None,
         key_sha256: next.key_sha256.clone(),
         line: Line { granted: Some(next.ticket), ..record.line }.renew_mark(),
+        why: Some(why),
+        transfer: None,
     }
 }
 

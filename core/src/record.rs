@@ -70,6 +70,72 @@ pub struct Record {
     /// Locks: the waiters in line for it (see [`crate::line`]).
     #[serde(default, skip_serializing_if = "Line::is_empty")]
     pub line: Line,
+    /// Why the holder last changed (the elector's history, Kubernetes
+    /// Events); `None` in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<Why>,
+    /// A hand-over asked of the holder (leadership transfer); see
+    /// [`Transfer`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
+}
+
+/// Why a record's holder changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Why {
+    /// Taken while nobody held it.
+    Acquired,
+    /// The holder let go (and handed it to the next waiter, if any).
+    Released,
+    /// The holder's lease ran out.
+    Expired,
+    /// The holder's session ended (its connection closed or timed out).
+    SessionEnded,
+    /// The holder stepped down because a transfer was asked.
+    Transferred,
+}
+
+impl Why {
+    /// The name on the wire and in labels (`session_ended`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Acquired => "acquired",
+            Why::Released => "released",
+            Why::Expired => "expired",
+            Why::SessionEnded => "session_ended",
+            Why::Transferred => "transferred",
+        }
+    }
+}
+
+/// A hand-over asked of the holder `from`: to the candidate `to`, or to
+/// anyone else when `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The holder asked to step down.
+    pub from: String,
+    /// Who should take over; `None`: anyone but `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The version of the holder's last own write (its grant or renewal)
+    /// when the transfer was asked, kept until the holder renews again:
+    /// the lease is dated by it, not by the transfer's write, which is not
+    /// the holder's and must not make a dead leader's lease look renewed
+    /// (see [`Record::lease_mark`]). `None` once the holder renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over: Option<u64>,
+}
+
+impl Transfer {
+    /// Whether `holder` may take the record this transfer reserves: `to`
+    /// alone, or anyone but `from` when no candidate was named.
+    pub fn admits(&self, holder: &str) -> bool {
+        match &self.to {
+            Some(to) => to == holder,
+            None => self.from != holder,
+        }
+    }
 }
 
 /// Whether a request may act on a lease whose record keeps `digest`: a
@@ -89,8 +155,17 @@ impl Record {
     /// record without a line, where every write is the holder's (a grant,
     /// a renewal, a release); once it has one, the lease's own mark, so
     /// that waiters' writes do not make a dead holder's lease look renewed.
+    /// Likewise a transfer asked of a holder dates its lease by the
+    /// holder's last own write ([`Transfer::over`]), however many times it
+    /// is asked.
     pub fn lease_mark(&self, version: u64) -> (bool, u64, u64) {
-        if self.line.is_empty() { (false, version, 0) } else { (true, self.token, self.line.renewed) }
+        if !self.line.is_empty() {
+            return (true, self.token, self.line.renewed);
+        }
+        match self.transfer.as_ref().and_then(|t| t.over) {
+            Some(over) if self.holder.is_some() => (false, over, 0),
+            _ => (false, version, 0),
+        }
     }
 
     /// Gives the grant this write made the token `token` instead of the
@@ -108,7 +183,16 @@ impl Record {
 
     /// A record nobody ever held.
     pub fn free(ttl_ms: u64) -> Record {
-        Record { holder: None, token: 0, ttl_ms, address: None, key_sha256: None, line: Line::default() }
+        Record {
+            holder: None,
+            token: 0,
+            ttl_ms,
+            address: None,
+            key_sha256: None,
+            line: Line::default(),
+            why: None,
+            transfer: None,
+        }
     }
 
     /// The lease duration.
@@ -151,6 +235,22 @@ impl Current<'_> {
     /// True when the record has a holder whose lease ran out by `now`.
     pub fn is_expired(&self, now: Duration) -> bool {
         self.expires_at().is_some_and(|at| now >= at)
+    }
+
+    /// A released record keeps the transfer its holder was asked for as a
+    /// reservation for one TTL from the release (as the judge dates it,
+    /// like a lease): when it ends, if the record has one (see
+    /// [`crate::transfer`]). An expired holder's transfer is no reservation:
+    /// the judge's clearing drops it.
+    pub fn reserved_until(&self) -> Option<Duration> {
+        let reserved = self.record.holder.is_none() && self.record.transfer.is_some();
+        reserved.then(|| self.observed_at + self.record.ttl())
+    }
+
+    /// The reservation in force at `now`, with the time it has left.
+    pub fn reservation(&self, now: Duration) -> Option<(&Transfer, Duration)> {
+        let until = self.reserved_until().filter(|until| now < *until)?;
+        self.record.transfer.as_ref().map(|t| (t, until - now))
     }
 
     pub(crate) fn conflict(&self, now: Duration, reason: ConflictReason) -> Conflict {
@@ -248,11 +348,23 @@ pub fn decide_claim(current: Option<&Current<'_>>, claim: &Claim<'_>, now: Durat
         address: claim.address.map(str::to_owned),
         key_sha256,
         line: line(fresh),
+        // Renewals keep it; `acquired` (below) sets it for a grant.
+        why: if fresh { None } else { current.and_then(|c| c.record.why) },
+        // A renewal is the holder's own write: its lease is dated by it.
+        transfer: if fresh {
+            None
+        } else {
+            current.and_then(|c| c.record.transfer.clone()).map(|t| Transfer { over: None, ..t })
+        },
     };
     let minted = || claim.key.map(KeyDigest::of);
+    let acquired = |token, expired: bool| Record {
+        why: Some(if expired { Why::Expired } else { Why::Acquired }),
+        ..granted(token, minted(), true)
+    };
     let Some(cur) = current else {
         return match claim.token {
-            None => Outcome::Acquired { record: granted(1, minted(), true), took_over_expired: false },
+            None => Outcome::Acquired { record: acquired(1, false), took_over_expired: false },
             Some(_) => Outcome::Refused(Conflict {
                 holder: None,
                 expires_in: Duration::ZERO,
@@ -272,8 +384,15 @@ pub fn decide_claim(current: Option<&Current<'_>>, claim: &Claim<'_>, now: Durat
         None if live.is_none() && !cur.record.line.shares.is_empty() => {
             Outcome::Refused(cur.conflict(now, ConflictReason::Held))
         }
+        // A hand-over asked of the last holder: its candidate first.
+        None if live.is_none()
+            && let Some((reserved, left)) = cur.reservation(now)
+            && !reserved.admits(claim.holder) =>
+        {
+            Outcome::Refused(Conflict { expires_in: left, ..cur.conflict(now, ConflictReason::Reserved) })
+        }
         None if live.is_none() => Outcome::Acquired {
-            record: granted(cur.record.token + 1, minted(), true),
+            record: acquired(cur.record.token + 1, cur.is_expired(now)),
             took_over_expired: cur.is_expired(now),
         },
         None => Outcome::Refused(cur.conflict(now, ConflictReason::Held)),
@@ -333,11 +452,37 @@ pub fn decide_release(
 /// token kept); `None` if it is free or still live. A takeover would write
 /// at the same version just as safely; this write lets a store forget the
 /// record (see [`crate::judge`]).
+///
+/// A released record's reservation that ran out is cleared too (its
+/// transfer dropped, nothing else changed), and so is the transfer asked
+/// of a holder that expired instead of handing over: nobody is reserved
+/// for then.
 pub fn decide_clear(current: &Current<'_>, now: Duration) -> Option<Record> {
+    if current.reserved_until().is_some_and(|until| now >= until) {
+        return Some(Record { transfer: None, ..current.record.clone() });
+    }
     current.is_expired(now).then(|| {
         let line = Line { granted: None, ..current.record.line.clone() };
-        Record { holder: None, address: None, key_sha256: None, line, ..current.record.clone() }
+        Record {
+            holder: None,
+            address: None,
+            key_sha256: None,
+            line,
+            why: Some(Why::Expired),
+            transfer: None,
+            ..current.record.clone()
+        }
     })
+}
+
+/// `released` (what [`decide_release`] decided over `before`), written
+/// because the holder's session ended rather than at its request: a change
+/// of holder it makes is told as [`Why::SessionEnded`].
+pub fn ended_by_session(mut released: Record, before: &Record) -> Record {
+    if (released.holder.as_deref(), released.token) != (before.holder.as_deref(), before.token) {
+        released.why = Some(Why::SessionEnded);
+    }
+    released
 }
 
 #[cfg(test)]
@@ -351,14 +496,7 @@ mod tests {
     }
 
     fn held(holder: &str, token: u64) -> Record {
-        Record {
-            holder: Some(holder.into()),
-            token,
-            ttl_ms: 10_000,
-            address: None,
-            key_sha256: None,
-            line: Line::default(),
-        }
+        Record { holder: Some(holder.into()), token, ..Record::free(10_000) }
     }
 
     fn at(record: &Record, observed_secs: u64) -> Current<'_> {

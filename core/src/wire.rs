@@ -11,6 +11,9 @@ use core::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::key::{LeaseKey, MAX_KEY_LEN, MIN_KEY_LEN};
+pub use transfer::{TransferRequest, TransferView};
+
+mod transfer;
 
 /// The shortest lease a client may ask for.
 pub const MIN_TTL_MS: u64 = 10;
@@ -459,6 +462,10 @@ pub struct LeaseView {
     /// saw for that permit, or below the last exclusive holder's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permit: Option<u32>,
+    /// Elections: a hand-over asked of this leader and not done yet (see
+    /// [`TransferView`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferView>,
 }
 
 /// A shared hold, as a listing shows it.
@@ -523,6 +530,10 @@ pub struct RecordView {
     /// Semaphores: how many shared holds the lock allows at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permits: Option<u32>,
+    /// Elections: a hand-over asked of the leader and not done yet, or,
+    /// with no holder, the reservation it left (see [`TransferView`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferView>,
 }
 
 /// A page of a listing, in name order.
@@ -566,6 +577,11 @@ pub enum ConflictReason {
     /// A shared claim asked for another number of `permits` than the
     /// lock's shared holders and waiters did.
     PermitsDiffer,
+    /// Nobody holds the election, but its last leader handed it over (a
+    /// transfer, `POST …/transfer`) to another candidate, or away from the
+    /// claimant: reserved for one TTL from the release (`expires_in_ms`
+    /// says how long is left). Wait, as for `held`.
+    Reserved,
 }
 
 /// Body of a 409: who holds the record, and when it may expire.

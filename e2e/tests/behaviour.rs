@@ -18,10 +18,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mpsync_client::{Client, Kind, Lease, Options};
+use mpsync_client::{Client, Kind, Lease, Options, Read};
 use testkit::bin;
 use testkit::elector::ElectorProcess;
-use testkit::proc::{Proc, Provider, app, elector};
+use testkit::proc::{Proc, Provider, app, elector, token};
 
 /// The probe in `mode`, talking to the elector at `url`, under `provider`.
 fn probe(provider: Provider, url: &str, mode: &str, args: &[&str]) -> Proc {
@@ -42,7 +42,8 @@ fn number(line: &str, key: &str) -> u128 {
 
 /// Every function: try-lock, lock with a timeout, held-by, not-held,
 /// unlock, tokens growing, subscribe on acquisition and release, invalid
-/// names and options, campaign, resign, leader, is-leader.
+/// names and options, campaign, resign, leader, is-leader,
+/// transfer-requested (none while nothing is asked).
 async fn every_function_answers_as_documented(provider: Provider) {
     let elector = elector().await;
     let mut p = probe(provider, &elector.url(), "api", &[]);
@@ -117,6 +118,71 @@ async fn a_follower_sees_every_leader_change(provider: Provider) {
     y.try_acquire().await.unwrap();
     p.expect_line("leader: y").await;
     assert!(p.wait().await.success(), "{}", p.output());
+}
+
+/// Asks the leader of the election `name` to hand over to `to`, as an
+/// operator does (`POST /v1/elections/{name}/transfer`).
+async fn transfer(client: &Client, name: &str, to: &str) {
+    let body = serde_json::json!({ "to": to }).to_string();
+    let path = format!("/v1/elections/{name}/transfer");
+    let reply = client.send(hyper::Method::POST, &path, Some(body.into())).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+}
+
+/// The candidate `id` of the election `name`, campaigning (in a task) for
+/// up to 30 s: the named candidate of a transfer.
+fn campaigning(client: &Client, name: &str, id: &str) -> tokio::task::JoinHandle<(u64, Lease)> {
+    let options = Options { ttl: Duration::from_secs(2), holder: id.into(), address: None };
+    let lease = Lease::new(client.clone(), Kind::Election, name, options).unwrap();
+    tokio::spawn(async move {
+        let won = lease.acquire(Duration::from_secs(30)).await.unwrap();
+        (won.token, lease)
+    })
+}
+
+/// A transfer asked of a leader that left it to its provider (the
+/// default): it steps down at once, and the named candidate, campaigning
+/// all along, leads with a larger token; the old leader sees it lead.
+async fn a_leader_steps_down_at_once_on_a_transfer(provider: Provider) {
+    let elector = elector().await;
+    let client = Client::new(&elector.url());
+    let mut p = probe(provider, &elector.url(), "transfer", &["--name", "handover", "--id", "x", "--ttl-ms", "1500"]);
+    let old = token(&p.expect_line("I am the leader").await);
+    let y = campaigning(&client, "handover", "y");
+    transfer(&client, "handover", "y").await;
+    p.expect_line("stepped down").await;
+    let (new, y) = y.await.unwrap();
+    assert!(new > old, "the named candidate leads with a larger token: {new} after {old}");
+    assert_eq!(token(&p.expect_line("leader: y").await), new);
+    assert!(p.wait().await.success(), "{}", p.output());
+    y.release().await.unwrap();
+}
+
+/// A leader that decides itself (`step-down-on-transfer(false)`) sees the
+/// request and keeps leading, renewed across two TTLs, the named candidate
+/// waiting all along; when it resigns, the named candidate leads.
+async fn a_leader_that_decides_leads_until_it_resigns(provider: Provider) {
+    let elector = elector().await;
+    let client = Client::new(&elector.url());
+    let args = ["--name", "decide", "--id", "x", "--ttl-ms", "1500", "--decide"];
+    let mut p = probe(provider, &elector.url(), "transfer", &args);
+    let old = token(&p.expect_line("I am the leader").await);
+    let y = campaigning(&client, "decide", "y");
+    transfer(&client, "decide", "y").await;
+    p.expect_line("transfer asked: to y").await;
+    p.expect_line("still leading after two TTLs").await;
+    match client.read(Kind::Election, "decide", None).await.unwrap() {
+        Read::Held(view) => assert_eq!((view.holder.as_str(), view.token), ("x", old)),
+        free => panic!("the leader that decides no longer leads: {free:?}"),
+    }
+    assert!(!y.is_finished(), "the named candidate led before the leader resigned");
+    p.send_line("resign").await;
+    p.expect_line("resigned").await;
+    let (new, y) = y.await.unwrap();
+    assert!(new > old, "the named candidate leads with a larger token: {new} after {old}");
+    assert_eq!(token(&p.expect_line("leader: y").await), new);
+    assert!(p.wait().await.success(), "{}", p.output());
+    y.release().await.unwrap();
 }
 
 /// An unlock the elector cannot confirm (it does not answer) is reported
@@ -235,6 +301,18 @@ macro_rules! suite {
             $(#[$ignore])?
             async fn a_follower_sees_every_leader_change() {
                 super::a_follower_sees_every_leader_change($variant).await;
+            }
+
+            #[tokio::test]
+            $(#[$ignore])?
+            async fn a_leader_steps_down_at_once_on_a_transfer() {
+                super::a_leader_steps_down_at_once_on_a_transfer($variant).await;
+            }
+
+            #[tokio::test]
+            $(#[$ignore])?
+            async fn a_leader_that_decides_leads_until_it_resigns() {
+                super::a_leader_that_decides_leads_until_it_resigns($variant).await;
             }
         }
     };

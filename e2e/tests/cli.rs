@@ -303,3 +303,45 @@ async fn leader_keeps_an_envoy_endpoint_file_and_empties_it_when_it_cannot_vouch
         assert!(p.output().contains(says), "{}", p.output());
     }
 }
+
+#[tokio::test]
+async fn ls_history_shows_each_change_of_holder_with_its_why() {
+    let elector = elector().await;
+    let url = elector.url();
+    let client = Client::new(&url);
+    let hold =
+        |holder: &str| mpsync_core::wire::AcquireRequest::new(holder, std::time::Duration::from_secs(60), None, None);
+    let mpsync_client::Claimed::Granted(first) = client.claim(Kind::Lock, "job-a", &hold("w1")).await.unwrap() else {
+        panic!("w1 did not get job-a")
+    };
+    assert!(client.release(Kind::Lock, "job-a", "w1", first.token).await.unwrap());
+    assert!(matches!(
+        client.claim(Kind::Lock, "job-a", &hold("w2")).await.unwrap(),
+        mpsync_client::Claimed::Granted(_)
+    ));
+    assert!(matches!(
+        client.claim(Kind::Lock, "job-b", &hold("w3")).await.unwrap(),
+        mpsync_client::Claimed::Granted(_)
+    ));
+
+    let mut table = Proc::mpsync("ls-history", &args(&["ls", "--elector", &url, "--history", "job-a"]));
+    assert!(table.wait().await.success(), "{}", table.output());
+    let output = table.output();
+    let rows: Vec<Vec<&str>> = output.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["AT", "KIND", "NAME", "FROM", "TO", "TOKEN", "WHY", "ADDRESS"], "{output}");
+    let changes: Vec<(&str, &str, &str, &str)> = rows[1..].iter().map(|r| (r[2], r[3], r[4], r[6])).collect();
+    assert_eq!(
+        changes,
+        [("job-a", "-", "w1", "acquired"), ("job-a", "w1", "-", "released"), ("job-a", "-", "w2", "acquired")],
+        "{output}"
+    );
+
+    // Alone: every name's, as the API's entries.
+    let mut json = Proc::mpsync("ls-history-json", &args(&["ls", "locks", "--elector", &url, "--json", "--history"]));
+    assert!(json.wait().await.success(), "{}", json.output());
+    let lines: Vec<serde_json::Value> =
+        json.output().lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["job-a", "job-a", "job-a", "job-b"], "{}", json.output());
+    assert_eq!((lines[3]["to"].as_str(), lines[3]["why"].as_str()), (Some("w3"), Some("acquired")));
+}

@@ -17,7 +17,7 @@ async fn the_native_app_is_refused_without_the_imports() {
     let elector = elector().await;
     let mut p = Proc::run("native", &elector.url(), &["--no-sync-imports"], "lock.wasm", &[]);
     assert_eq!(p.wait().await.code(), Some(2));
-    assert!(p.output().contains("metaparticle:sync/lock@0.1.1"), "{}", p.output());
+    assert!(p.output().contains("metaparticle:sync/lock@0.1.2"), "{}", p.output());
 }
 
 /// Two contenders serialize: the second gets the lock when the first

@@ -39,8 +39,10 @@ use crate::error::ApiError;
 use crate::service::{ClaimResult, QueueResult, ReleaseResult, Service, View};
 use crate::store::Key;
 
+mod history;
 mod session;
 mod session_stream;
+mod transfer;
 
 /// The peer of the connection a request came on, set by the server.
 #[derive(Debug, Clone, Copy)]
@@ -68,11 +70,18 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/elections", get(|s: Shared, q| v1_list(Kind::Election, s, q)))
         .route("/v1/locks/{name}", v1(Kind::Lock))
         .route("/v1/elections/{name}", v1(Kind::Election))
+        .route("/v1/elections/{name}/transfer", post(transfer::transfer))
+        .route("/v1/history", get(history::changes))
+        .route("/v1/locks/{name}/history", get(|s: Shared, p, q| history::of_name(Kind::Lock, s, p, q)))
+        .route("/v1/elections/{name}/history", get(|s: Shared, p, q| history::of_name(Kind::Election, s, p, q)))
         .route("/v1/sessions", post(session::open))
         .route("/v1/watch", post(v1_watch))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(crate::status::page))
+        .route("/status.js", get(crate::status::script))
+        .route("/status.css", get(crate::status::style))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), track))
@@ -98,6 +107,8 @@ fn route_label(method: &Method, path: &str, query: Option<&str>) -> &'static str
         "/v1/elections" => return "election_list",
         "/v1/sessions" => return "session_open",
         "/v1/watch" => return "watch_many",
+        "/v1/history" => return "history",
+        _ if path.ends_with("/history") && path.matches('/').count() == 4 => return "name_history",
         _ => {}
     }
     let surface = if path.starts_with("/v1/locks/") {
@@ -118,6 +129,7 @@ fn route_label(method: &Method, path: &str, query: Option<&str>) -> &'static str
         ("election", "GET", false) => "election_get",
         ("election", "PUT", _) => "election_put",
         ("election", "DELETE", _) => "election_delete",
+        ("election", "POST", _) if path.ends_with("/transfer") => "election_transfer",
         ("compat", "GET", _) => "compat_get",
         ("compat", "PUT", _) => "compat_put",
         _ => "other",
@@ -382,6 +394,7 @@ async fn readyz(State(s): Shared) -> Response {
 }
 
 async fn metrics(State(s): Shared) -> Response {
+    s.report_capacity();
     let text = s.metrics().render(s.held_count(), s.store_name(), &s.store_calls());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
@@ -416,10 +429,14 @@ mod tests {
             (Method::GET, "/v1/elections/a", Some("timeout_ms=5&wait=0"), "election_watch"),
             (Method::POST, "/v1/watch", None, "watch_many"),
             (Method::DELETE, "/v1/elections/a", None, "election_delete"),
+            (Method::POST, "/v1/elections/a/transfer", None, "election_transfer"),
             (Method::PUT, "/locks/a", None, "compat_put"),
             (Method::POST, "/v1/locks/a", None, "other"),
             (Method::GET, "/metrics", None, "other"),
             (Method::POST, "/v1/sessions", None, "session_open"),
+            (Method::GET, "/v1/history", Some("after=3"), "history"),
+            (Method::GET, "/v1/locks/db/history", None, "name_history"),
+            (Method::GET, "/v1/locks/history", None, "lock_get"),
         ];
         for (method, path, query, label) in cases {
             assert_eq!(route_label(&method, path, query), label, "{method} {path}?{query:?}");

@@ -9,9 +9,12 @@
 //! # Modules
 //!
 //! - [`api`]: routes, request parsing and responses.
+//! - [`status`]: the status page (`GET /status`), on the API port only.
 //! - [`server`]: the HTTP server and its limits (connections, header
 //!   time and size), for the API and for the probe port.
 //! - [`error`]: JSON error answers.
+//! - [`history`]: the changes of holder this elector saw, following the
+//!   store's feed (`GET /v1/history`).
 //! - [`service`]: the lease operations over a store (claim, release, read,
 //!   long-poll, sessions), independent of HTTP.
 //! - [`store`]: the [`Store`](store::Store) trait (compare-and-swap on a
@@ -42,11 +45,13 @@ use std::sync::Arc;
 
 pub mod api;
 pub mod error;
+pub mod history;
 pub mod leader_service;
 pub mod metrics;
 mod quiet;
 pub mod server;
 pub mod service;
+pub mod status;
 pub mod store;
 
 /// Serves the API on an already-bound `listener`, with the default

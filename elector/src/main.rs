@@ -129,6 +129,19 @@ struct Args {
     #[arg(long, env = "ELECTOR_MAX_LINE_WAIT", default_value = "5m", value_parser = humantime::parse_duration)]
     max_line_wait: std::time::Duration,
 
+    /// Changes of holder kept per name in this elector's history (`GET
+    /// /v1/history`, `GET /v1/{locks,elections}/{name}/history`, `mpsync ls
+    /// --history`); 0 keeps no history. The history starts when the
+    /// elector does; the last 4,096 changes across names stay for readers
+    /// that follow it (`after=`).
+    #[arg(long, env = "ELECTOR_HISTORY", default_value_t = mpsync_core::history::Limits::default().per_name)]
+    history: usize,
+
+    /// Most names whose history is kept; past it, the least recently
+    /// changed names' history is forgotten.
+    #[arg(long, env = "ELECTOR_HISTORY_NAMES", default_value_t = mpsync_core::history::Limits::default().names)]
+    history_names: usize,
+
     /// Most sessions (`POST /v1/sessions`) open at once; one more gets 429
     /// with retry-after. Each holds a connection that --max-connections does
     /// not count: keep both together under the process's file limit.
@@ -169,6 +182,20 @@ struct Args {
     /// ~/.kube/config, else the pod's service account.
     #[arg(long)]
     kubeconfig: Option<std::path::PathBuf>,
+
+    /// Write a Kubernetes Event on the Lease at each change of holder (with
+    /// --store kubernetes), as client-go's leader election does: reason
+    /// LeaderElection (elections) or LockHolder (locks), a note such as
+    /// "pod-b became leader (token 4; pod-a's lease expired)", reported by
+    /// metaparticle.io/elector and this elector's --identity; `kubectl
+    /// events --for lease/election.NAME` lists them. Sent in the
+    /// background: an Event never delays or fails a lease. One the API
+    /// refuses (RBAC: create on events in events.k8s.io) or that finds 1,024
+    /// waiting is dropped, counted in mpsync_store_calls_total{call="event_dropped"}
+    /// and logged at most once a minute. false: none.
+    #[arg(long, env = "ELECTOR_KUBERNETES_EVENTS", default_value_t = true, action = clap::ArgAction::Set,
+          value_name = "BOOL")]
+    kubernetes_events: bool,
 
     /// Keep a Service that reaches only the leader of an election (with
     /// --store kubernetes): ELECTION=SERVICE[:PORT_NAME], repeatable
@@ -330,7 +357,8 @@ async fn main() -> anyhow::Result<()> {
                 .context("--store kubernetes")?;
             let namespace = args.namespace.clone().unwrap_or(default_namespace);
             cluster = Some((client.clone(), namespace.clone()));
-            Arc::new(KubernetesStore::with_client(client, namespace, args.store_timeout))
+            let store = KubernetesStore::with_client(client, namespace, args.store_timeout);
+            Arc::new(if args.kubernetes_events { store.with_events(&identity) } else { store })
         }
     };
     let max_ttl = Duration::from_millis(store.max_ttl_ms());
@@ -369,6 +397,18 @@ async fn main() -> anyhow::Result<()> {
              only; never run it in production"
         );
         service = service.with_unsafe_release_on_own_close();
+    }
+    if args.history > 0 {
+        let limits = mpsync_core::history::Limits {
+            per_name: args.history,
+            names: args.history_names.max(1),
+            ..mpsync_core::history::Limits::default()
+        };
+        service = service.with_history(limits);
+        // Served once the history knows who holds what (a store that does
+        // not answer delays the start by --store-timeout at most): every
+        // change made through this elector is then in it.
+        let _ = tokio::time::timeout(args.store_timeout, service.history_listed()).await;
     }
     let service = Arc::new(service);
     let keepers = match &cluster {

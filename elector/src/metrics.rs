@@ -84,10 +84,34 @@ struct StoreCallLabels {
     call: String,
 }
 
+/// Labels of `mpsync_store_errors_total`: the store and the call that
+/// found it unavailable.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreErrorLabels {
+    store: &'static str,
+    call: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MapLabel {
     map: &'static str,
 }
+
+/// Labels of `mpsync_handovers_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandoverLabels {
+    kind: &'static str,
+    why: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ElectionLabel {
+    election: String,
+}
+
+/// Where the history's gauges come from: names with history kept, and the
+/// leaderless elections with seconds since their leader left.
+type HistorySource = Box<dyn Fn() -> (usize, Vec<(String, f64)>) + Send + Sync>;
 
 /// Where the sizes of the in-memory maps come from, by map.
 type SizeSource = Box<dyn Fn() -> Vec<(&'static str, usize)> + Send + Sync>;
@@ -123,6 +147,14 @@ pub struct Metrics {
     lock_wait: Histogram,
     sizes: Family<MapLabel, Gauge>,
     size_source: OnceLock<SizeSource>,
+    store_up: Gauge,
+    store_errors: Family<StoreErrorLabels, Counter>,
+    long_polls: Gauge,
+    limits: Family<LimitLabel, Gauge>,
+    handovers: Family<HandoverLabels, Counter>,
+    leaderless: Family<ElectionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    history_names: Gauge,
+    history_source: OnceLock<HistorySource>,
     /// Scrapes mirror the store's and the judge's own counts into the
     /// registry one at a time.
     scrape: Mutex<()>,
@@ -221,6 +253,51 @@ impl Metrics {
         );
         let store_calls = Family::<StoreCallLabels, Counter>::default();
         registry.register("mpsync_store_calls", "Calls made to the store, by kind of call.", store_calls.clone());
+        let store_up = Gauge::default();
+        store_up.set(1);
+        registry.register(
+            "mpsync_store_up",
+            "1 while the store answers: 0 from a call that found it unavailable (no answer, an error, past \
+             --store-timeout) to the next call it answers. Calls: every read, write and watch the elector makes, and \
+             the ping of each /readyz.",
+            store_up.clone(),
+        );
+        let store_errors = Family::<StoreErrorLabels, Counter>::default();
+        registry.register(
+            "mpsync_store_errors",
+            "Calls that found the store unavailable, by store and call (read, write, watch, list, ping).",
+            store_errors.clone(),
+        );
+        let long_polls = Gauge::default();
+        registry.register(
+            "mpsync_long_polls",
+            "Long-poll slots taken right now, of mpsync_limit{limit=\"long_polls\"}: parked long-polls, watches over \
+             many names and claims parked in a lock's line.",
+            long_polls.clone(),
+        );
+        let limits = Family::<LimitLabel, Gauge>::default();
+        registry.register(
+            "mpsync_limit",
+            "The limits mpsync_refusals_total counts refusals at, by limit: long_polls (--max-long-polls), sessions \
+             (--max-sessions).",
+            limits.clone(),
+        );
+        let handovers = Family::<HandoverLabels, Counter>::default();
+        registry.register(
+            "mpsync_handovers",
+            "Changes of holder in this elector's history, by kind and why (acquired, released, expired, \
+             session_ended, transferred; unknown when the record does not say).",
+            handovers.clone(),
+        );
+        let leaderless = Family::<ElectionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "mpsync_election_leaderless_seconds",
+            "Seconds since the leader of an election left, for elections that have none yet (as this elector's \
+             history saw them; at most 1,000, the longest leaderless).",
+            leaderless.clone(),
+        );
+        let history_names = Gauge::default();
+        registry.register("mpsync_history_names", "Names whose history this elector keeps.", history_names.clone());
         let build = Family::<BuildLabels, Gauge>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("mpsync_build_info", "The elector's build: 1, labelled with its version.", build);
@@ -243,6 +320,14 @@ impl Metrics {
             lock_wait,
             sizes,
             size_source: OnceLock::new(),
+            store_up,
+            store_errors,
+            long_polls,
+            limits,
+            handovers,
+            leaderless,
+            history_names,
+            history_source: OnceLock::new(),
             scrape: Mutex::new(()),
         }
     }
@@ -306,9 +391,47 @@ impl Metrics {
         let _ = self.size_source.set(Box::new(source));
     }
 
+    /// Creates `store`'s series of `mpsync_store_errors_total` at zero, so
+    /// that the first error is an increase Prometheus sees (a counter
+    /// born at 1 has no earlier sample to rise from).
+    pub fn observe_store(&self, store: &'static str) {
+        for call in ["read", "write", "watch", "list", "ping"] {
+            let _ = self.store_errors.get_or_create(&StoreErrorLabels { store, call });
+        }
+    }
+
+    /// Records what a call to the store found: an answer (any, a conflict
+    /// included), or the store unavailable (`call`: read, write, watch,
+    /// list, ping).
+    pub fn store_outcome(&self, store: &'static str, call: &'static str, answered: bool) {
+        self.store_up.set(i64::from(answered));
+        if !answered {
+            self.store_errors.get_or_create(&StoreErrorLabels { store, call }).inc();
+        }
+    }
+
+    /// Reports the long-poll slots taken now and the limits of
+    /// `mpsync_limit`.
+    pub fn report_capacity(&self, long_polls: usize, max_long_polls: usize, max_sessions: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.long_polls.set(gauge(long_polls));
+        self.limits.get_or_create(&LimitLabel { limit: "long_polls" }).set(gauge(max_long_polls));
+        self.limits.get_or_create(&LimitLabel { limit: "sessions" }).set(gauge(max_sessions));
+    }
+
     /// Records how long a request on `route` took and its status code.
     pub fn observe_request(&self, route: &'static str, status: u16, elapsed: Duration) {
         self.latency.get_or_create(&RouteLabels { route, status }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one change of holder in the history; `why` as on the wire.
+    pub fn count_handover(&self, kind: Kind, why: &'static str) {
+        self.handovers.get_or_create(&HandoverLabels { kind: kind.singular(), why }).inc();
+    }
+
+    /// Reports the history's gauges from `source`, read at each scrape.
+    pub fn report_history(&self, source: impl Fn() -> (usize, Vec<(String, f64)>) + Send + Sync + 'static) {
+        let _ = self.history_source.set(Box::new(source));
     }
 
     /// Renders every metric in the OpenMetrics text format ([`CONTENT_TYPE`]);
@@ -319,6 +442,15 @@ impl Metrics {
         self.held.set(i64::try_from(held).unwrap_or(i64::MAX));
         for (map, n) in self.size_source.get().map(|source| source()).unwrap_or_default() {
             self.sizes.get_or_create(&MapLabel { map }).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if let Some(source) = self.history_source.get() {
+            let (names, leaderless) = source();
+            self.history_names.set(i64::try_from(names).unwrap_or(i64::MAX));
+            // Only the elections leaderless now: the others' series go.
+            self.leaderless.clear();
+            for (election, seconds) in leaderless {
+                self.leaderless.get_or_create(&ElectionLabel { election }).set(seconds);
+            }
         }
         for (call, n) in store_calls {
             let counter = self.store_calls.get_or_create(&StoreCallLabels { store, call: (*call).to_owned() });
@@ -346,6 +478,8 @@ mod tests {
         m.observe_request("election_put", 200, Duration::from_millis(2));
         let watching = m.watching();
         m.report_sizes(|| vec![("judge", 2), ("records", 4)]);
+        m.report_capacity(5, 8, 16);
+        m.store_outcome("memory", "read", false);
         let text = m.render(3, "memory", &[("write", 5)]);
         for line in [
             "mpsync_acquisitions_total{kind=\"election\"} 1",
@@ -363,6 +497,11 @@ mod tests {
             "mpsync_request_duration_seconds_count{route=\"election_put\",status=\"200\"} 1",
             "mpsync_request_duration_seconds_bucket{le=\"0.0025\",route=\"election_put\",status=\"200\"} 1",
             "mpsync_build_info{version=\"0.1.0\"} 1",
+            "mpsync_long_polls 5",
+            "mpsync_limit{limit=\"long_polls\"} 8",
+            "mpsync_limit{limit=\"sessions\"} 16",
+            "mpsync_store_up 0",
+            "mpsync_store_errors_total{store=\"memory\",call=\"read\"} 1",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");

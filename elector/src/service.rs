@@ -11,8 +11,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mpsync_core::record::{Claim, Outcome, ReleaseOutcome, decide_claim, decide_release};
-use mpsync_core::wire::{AcquireRequest, ConflictView, LeaseView, ListView, RecordView, ReleaseRequest};
+use mpsync_core::record::{Claim, Outcome, ReleaseOutcome, decide_claim, decide_release, ended_by_session};
+use mpsync_core::wire::{AcquireRequest, ConflictView, LeaseView, ListView, RecordView, ReleaseRequest, TransferView};
 use mpsync_core::{Conflict, Current, Judge, Kind, Record};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -20,16 +20,21 @@ use tokio::sync::watch;
 use crate::metrics::{Event, Metrics};
 use crate::store::{Key, NameRefused, Store, StoreError, Versioned};
 
+mod capacity;
+mod history;
 mod line;
 mod many;
 mod sessions;
 mod sweep;
+mod transfer;
 
 pub use many::LIST_ABOVE;
 
 pub use line::QueueResult;
 
 pub use sessions::{DEFAULT_MAX_SESSIONS, Ended};
+
+pub use transfer::TransferResult;
 
 /// How many turns ([`Service::apply`]) names share: enough that names
 /// written at once rarely wait on each other.
@@ -155,6 +160,7 @@ pub enum ReleaseResult {
 }
 
 /// What a decision inside [`Service::apply`] asks for.
+#[allow(clippy::large_enum_variant, reason = "short-lived, one per request; boxing the record buys nothing")]
 enum Step<W, A> {
     /// Write this record (compare-and-swap); report `W` once written.
     Write(Record, W),
@@ -163,6 +169,7 @@ enum Step<W, A> {
 }
 
 /// What [`Service::apply`] did.
+#[allow(clippy::large_enum_variant, reason = "short-lived, one per request; boxing the record buys nothing")]
 enum Applied<W, A> {
     /// The record was written at `version`, decided at `now`.
     Written { value: W, record: Record, version: u64, now: Duration },
@@ -193,6 +200,8 @@ pub struct Service {
     watchers: many::Watchers,
     max_watch_names: usize,
     max_poll_wait: Duration,
+    /// The history of changes of holder, when kept ([`Service::with_history`]).
+    history: Option<crate::history::Following>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -226,6 +235,7 @@ impl Service {
     pub fn new(store: Arc<dyn Store>, identity: String, compat_ttl: Duration) -> Self {
         let judge = Arc::new(Mutex::new(Judge::new()));
         let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn Store> = Arc::new(crate::store::observed::Observed::new(store, metrics.clone()));
         let line_dates = Arc::new(Mutex::new(line::Dates::default()));
         let parked = Arc::new(line::Parked::default());
         metrics.report_sizes({
@@ -261,6 +271,7 @@ impl Service {
             watchers: many::Watchers::default(),
             max_watch_names: mpsync_core::watch::DEFAULT_MAX_WATCH_NAMES,
             max_poll_wait: Duration::from_millis(mpsync_core::wire::MAX_WAIT_MS),
+            history: None,
         }
     }
 
@@ -295,6 +306,11 @@ impl Service {
     /// The store's name.
     pub fn store_name(&self) -> &'static str {
         self.store.name()
+    }
+
+    /// This elector's identity (`--identity`), as the status page names it.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     fn now(&self) -> Duration {
@@ -370,6 +386,7 @@ impl Service {
                 waiting,
                 shared: false,
                 permit: None,
+                transfer: v.record.transfer.as_ref().map(TransferView::from),
             }),
             // Shared holds only: the newest stands for them all.
             None if let Some((holder, token, ttl_ms, permit, left)) = line.newest => View::Held(LeaseView {
@@ -383,6 +400,7 @@ impl Service {
                 waiting,
                 shared: true,
                 permit,
+                transfer: None,
             }),
             None => View::Free { version: view_version(v.version, cur.is_expired(now)) },
         }
@@ -417,6 +435,10 @@ impl Service {
                 let line = self.line_view(&key, &stored.record, now);
                 let (waiting, permits) = (line.waiting, line.permits);
                 let (shares, line) = (line.shares, line.line);
+                // Held: the hand-over asked of the leader; released: the
+                // reservation it left (cleared by the judge once it ends).
+                let transfer = stored.record.transfer.as_ref().map(TransferView::from);
+                let reservation = transfer.clone().filter(|_| stored.record.holder.is_none());
                 match self.view(&key, Some(&stored), now) {
                     View::Held(lease) if lease.shared => RecordView {
                         name: key.name,
@@ -430,6 +452,7 @@ impl Service {
                         line,
                         shares,
                         permits,
+                        transfer: None,
                     },
                     View::Held(lease) => RecordView {
                         name: key.name,
@@ -443,6 +466,7 @@ impl Service {
                         line,
                         shares,
                         permits,
+                        transfer,
                     },
                     other => RecordView {
                         name: key.name,
@@ -456,6 +480,7 @@ impl Service {
                         line,
                         shares,
                         permits,
+                        transfer: reservation,
                     },
                 }
             })
@@ -626,6 +651,8 @@ impl Service {
                     waiting: record.line.waiters.len() as u64,
                     shared: share.is_some(),
                     permit: share.and_then(|s| s.permit),
+                    // The leader learns of a transfer from its renewal.
+                    transfer: record.transfer.as_ref().filter(|_| share.is_none()).map(TransferView::from),
                 }))
             }
         }
@@ -633,6 +660,17 @@ impl Service {
 
     /// Releases a lease at once.
     pub async fn release(&self, key: &Key, request: &ReleaseRequest) -> Result<ReleaseResult, ServiceError> {
+        self.release_as(key, request, false).await
+    }
+
+    /// [`Service::release`]; `session_ended`: for a session that ended, not
+    /// at the holder's request (the record's `why` says so).
+    async fn release_as(
+        &self,
+        key: &Key,
+        request: &ReleaseRequest,
+        session_ended: bool,
+    ) -> Result<ReleaseResult, ServiceError> {
         let (holder, token, lease_key) = (&request.holder, request.token, request.key.as_ref());
         let applied = self
             .apply(key, |current, now| match decide_release(current, holder, token, lease_key, now) {
@@ -641,7 +679,10 @@ impl Service {
                     let expired = current.is_some_and(|c| c.is_expired(now));
                     Step::Answer(ReleaseResult::Refused(conflict_view(conflict, expired)))
                 }
-                ReleaseOutcome::Released { record } => Step::Write(record, ()),
+                ReleaseOutcome::Released { record } => match current {
+                    Some(before) if session_ended => Step::Write(ended_by_session(record, before.record), ()),
+                    _ => Step::Write(record, ()),
+                },
             })
             .await?;
         let result = match applied {

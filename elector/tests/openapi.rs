@@ -13,17 +13,24 @@ use openapiv3::{OpenAPI, ReferenceOr, Schema, SchemaKind, Type};
 const SPEC: &str = include_str!("../openapi.yaml");
 
 /// What the router serves, by path.
-const ROUTES: [(&str, &[&str]); 10] = [
+const ROUTES: &[(&str, &[&str])] = &[
     ("/locks/{name}", &["get", "put"]),
     ("/v1/locks", &["get"]),
     ("/v1/elections", &["get"]),
     ("/v1/locks/{name}", &["get", "put", "delete"]),
     ("/v1/elections/{name}", &["get", "put", "delete"]),
+    ("/v1/elections/{name}/transfer", &["post"]),
+    ("/v1/history", &["get"]),
+    ("/v1/locks/{name}/history", &["get"]),
+    ("/v1/elections/{name}/history", &["get"]),
     ("/v1/sessions", &["post"]),
     ("/v1/watch", &["post"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
+    ("/status", &["get"]),
+    ("/status.js", &["get"]),
+    ("/status.css", &["get"]),
 ];
 
 fn spec() -> OpenAPI {
@@ -79,7 +86,7 @@ fn every_route_and_method_is_documented_and_nothing_else() {
     let api = spec();
     let documented: Vec<&String> = api.paths.paths.keys().collect();
     assert_eq!(documented.len(), ROUTES.len(), "{documented:?}");
-    for (path, methods) in ROUTES {
+    for &(path, methods) in ROUTES {
         let Some(ReferenceOr::Item(item)) = api.paths.paths.get(path) else { panic!("{path} missing") };
         let have: Vec<&str> = item.iter().map(|(m, _)| m).collect();
         assert_eq!(have, methods, "{path}");
@@ -112,16 +119,30 @@ fn every_error_code_and_conflict_reason_is_documented() {
     }
     let reasons = property_enum(&api, "Conflict", "reason");
     use ConflictReason::*;
-    let all = [Held, StaleToken, NotHeld, WrongKey, SessionGone, Queued, NotQueued, PermitsDiffer];
+    let all = [Held, StaleToken, NotHeld, WrongKey, SessionGone, Queued, NotQueued, PermitsDiffer, Reserved];
     for reason in all {
         // A reason added to the code stops this compiling until it is listed.
         match reason {
-            Held | StaleToken | NotHeld | WrongKey | SessionGone | Queued | NotQueued | PermitsDiffer => {}
+            Held | StaleToken | NotHeld | WrongKey | SessionGone | Queued | NotQueued | PermitsDiffer | Reserved => {}
         }
         let name = serde_json::to_value(reason).unwrap();
         assert!(reasons.iter().any(|r| r == name.as_str().unwrap()), "{name} missing");
     }
     assert_eq!(reasons.len(), all.len(), "documented reasons the code never gives: {reasons:?}");
+}
+
+#[test]
+fn every_why_of_the_history_is_documented() {
+    use mpsync_core::Why::*;
+    let all = [Acquired, Released, Expired, SessionEnded, Transferred];
+    for why in all {
+        // A reason added to the code stops this compiling until it is listed.
+        match why {
+            Acquired | Released | Expired | SessionEnded | Transferred => {}
+        }
+    }
+    let documented = property_enum(&spec(), "HistoryEntry", "why");
+    assert_eq!(documented, all.map(|w| w.as_str().to_owned()), "the why of HistoryEntry");
 }
 
 #[test]

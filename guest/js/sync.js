@@ -17,9 +17,9 @@
 // renew, and a lease found lost calls its onLost at once. Use `sleep`
 // where the seed used `setTimeout`.
 
-import { Lock as WitLock } from 'metaparticle:sync/lock@0.1.1';
-import { Election as WitElection } from 'metaparticle:sync/election@0.1.1';
-import { SharedLock as WitSharedLock } from 'metaparticle:sync/shared@0.1.1';
+import { Lock as WitLock } from 'metaparticle:sync/lock@0.1.2';
+import { Election as WitElection } from 'metaparticle:sync/election@0.1.2';
+import { SharedLock as WitSharedLock } from 'metaparticle:sync/shared@0.1.2';
 import { poll } from 'wasi:io/poll@0.2.12';
 import { now, subscribeDuration, subscribeInstant } from 'wasi:clocks/monotonic-clock@0.2.12';
 
@@ -39,8 +39,9 @@ function options(ttlMs, holder) {
 }
 
 /** Waits `ms` milliseconds, keeping every lease of this component alive and
- * calling onLost for any found lost. */
-export function sleep(ms) {
+ * calling onLost for any found lost; returns early once `done()` is true
+ * after those checks. */
+export function sleep(ms, done = () => false) {
   const until = now() + BigInt(Math.max(0, Math.round(ms))) * 1_000_000n;
   for (;;) {
     // Subscribe, then look, then wait: a loss between the look and the
@@ -51,7 +52,7 @@ export function sleep(ms) {
       h.check();
     }
     const left = until - now();
-    if (left <= 0n) {
+    if (left <= 0n || done()) {
       return;
     }
     poll([subscribeDuration(left), ...pollables]);
@@ -130,24 +131,36 @@ export class SharedLock extends Lock {
 }
 
 /** A leader election, as in the seed: `run()` campaigns for ever, calling
- * onLeader on winning and onLost on losing. */
+ * onLeader on winning and onLost on losing.
+ *
+ * A transfer of the leadership asked of this candidate (`mpsync leader
+ * NAME --transfer-to ID`) makes it step down at once, like a resignation
+ * (onLost, and `run()` campaigns again). With an `onTransfer(request)`
+ * option it keeps leading instead: `onTransfer` is called once, when a
+ * request first shows (`request.to`: the candidate asked for, or undefined
+ * for anyone else), and the app calls `resign()` when its work is handed
+ * off. */
 export class Election {
-  constructor(name, onLeader, onLost, { ttlMs, candidate, address } = {}) {
+  constructor(name, onLeader, onLost, { ttlMs, candidate, address, onTransfer } = {}) {
     this.name = name;
     this.onLeader = onLeader || (() => {});
     this.onLost = onLost || (() => {});
+    this.onTransfer = onTransfer;
     const ttl = ttlMs === undefined ? undefined : BigInt(ttlMs);
     this.inner = new WitElection(name, { ttlMs: ttl, candidate, address });
+    if (onTransfer) {
+      this.inner.stepDownOnTransfer(false);
+    }
     this.leading = false;
+    this.asked = false;
   }
 
   /** Campaigns, leads while it can, campaigns again: never returns. */
   run() {
     for (;;) {
       this.campaign();
-      while (this.leading) {
-        sleep(3_600_000);
-      }
+      // Until it loses, steps down on a transfer, or resigns (onTransfer).
+      sleep(365 * 24 * 3_600_000, () => !this.leading);
     }
   }
 
@@ -164,6 +177,7 @@ export class Election {
   resign() {
     live.delete(this);
     this.leading = false;
+    this.asked = false;
     try {
       this.inner.resign();
     } catch (e) {
@@ -175,6 +189,13 @@ export class Election {
     return this.inner.isLeader();
   }
 
+  /** The hand-over asked of this candidate while it leads (`{ to }`), else
+   * undefined; by default it steps down at once, so only an election made
+   * with `onTransfer` sees one for long. */
+  transferRequested() {
+    return this.inner.transferRequested();
+  }
+
   subscribe() {
     return this.inner.subscribe();
   }
@@ -182,8 +203,17 @@ export class Election {
   check() {
     if (this.leading && !this.inner.isLeader()) {
       this.leading = false;
+      this.asked = false;
       live.delete(this);
       this.onLost();
+      return;
+    }
+    if (this.leading && this.onTransfer && !this.asked) {
+      const request = this.inner.transferRequested();
+      if (request !== undefined) {
+        this.asked = true;
+        this.onTransfer(request);
+      }
     }
   }
 }

@@ -1,13 +1,15 @@
 """The seed's election example, as a component: stand in `test`, say so on
 leading and on losing. Flags: --name test --id ID --address IP:PORT
---ttl-ms 10000 --resign-after-ms N (lead N ms, resign, exit). For the
+--ttl-ms 10000 --resign-after-ms N (lead N ms, resign, exit), --decide (on
+a leadership transfer, say so and resign, rather than step down at once:
+the SDK's on_transfer). For the
 benchmark: --noop (exit at once), --bench N (time N is-leader calls next to
 N calls of a WASI import that does nothing, as the Rust probe does)."""
 
 import sys
 
 from wit_world import exports
-from flags import flag, say
+from flags import flag, has, say
 from metaparticle_sync import Election, sleep
 from wit_world.imports import monotonic_clock
 
@@ -29,6 +31,14 @@ def bench(election, n):
     election.resign()
 
 
+def hand_over(election, request):
+    """What an app that decides does with a transfer: finish what it is
+    doing (nothing, here), then resign; `run()` campaigns again."""
+    say(f"Transfer asked: to {request.to or 'anyone'}; still the leader: {str(election.is_leader()).lower()}")
+    election.resign()
+    say("I resigned")
+
+
 class Run(exports.Run):
     def run(self) -> None:
         if "--noop" in sys.argv:
@@ -41,6 +51,7 @@ class Run(exports.Run):
             ttl_ms=int(flag("ttl-ms", "10000")),
             candidate=flag("id"),
             address=flag("address"),
+            on_transfer=(lambda request: hand_over(election, request)) if has("decide") else None,
         )
         if flag("bench") is not None:
             bench(election, int(flag("bench")))

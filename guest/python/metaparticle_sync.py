@@ -36,9 +36,10 @@ def describe(error):
     return name if detail is None else f"{name}: {detail}"
 
 
-def sleep(seconds):
+def sleep(seconds, done=lambda: False):
     """Waits, keeping every lease of this component alive and calling
-    on_lost for any found lost."""
+    on_lost for any found lost; returns early once done() is true after
+    those checks."""
     until = monotonic_clock.now() + int(max(0.0, seconds) * 1e9)
     while True:
         # Subscribe, then look, then wait: a loss between the look and the
@@ -49,7 +50,7 @@ def sleep(seconds):
             for h in handles:
                 h.check()
             left = until - monotonic_clock.now()
-            if left <= 0:
+            if left <= 0 or done():
                 return
             timer = monotonic_clock.subscribe_duration(left)
             poll.poll([timer, *pollables])
@@ -127,22 +128,35 @@ class SharedLock(Lock):
 
 class Election:
     """A leader election, as in the seed: `run()` campaigns for ever,
-    calling on_leader(leader) on winning and on_lost() on losing."""
+    calling on_leader(leader) on winning and on_lost() on losing.
 
-    def __init__(self, name, on_leader=None, on_lost=None, ttl_ms=None, candidate=None, address=None):
+    A transfer of the leadership asked of this candidate (`mpsync leader
+    NAME --transfer-to ID`) makes it step down at once, like a resignation
+    (on_lost, and `run()` campaigns again). With `on_transfer=f` it keeps
+    leading instead: f(request) is called once, when a request first shows (`request.to`:
+    the candidate asked for, or None for anyone else), and the app calls
+    `resign()` when its work is handed off."""
+
+    def __init__(
+        self, name, on_leader=None, on_lost=None, ttl_ms=None, candidate=None, address=None, on_transfer=None
+    ):
         self.name = name
         self.on_leader = on_leader or (lambda leader: None)
         self.on_lost = on_lost or (lambda: None)
+        self.on_transfer = on_transfer
         options = wit_election.ElectionOptions(ttl_ms=ttl_ms, candidate=candidate, address=address)
         self.inner = wit_election.Election(name, options)
+        if on_transfer is not None:
+            self.inner.step_down_on_transfer(False)
         self.leading = False
+        self.asked = False
 
     def run(self):
         """Campaigns, leads while it can, campaigns again: never returns."""
         while True:
             self.campaign()
-            while self.leading:
-                sleep(3600.0)
+            # Until it loses, steps down on a transfer, or resigns (on_transfer).
+            sleep(3600.0 * 24 * 365, lambda: not self.leading)
 
     def campaign(self):
         """Blocks until this candidate leads, then calls on_leader."""
@@ -159,6 +173,7 @@ class Election:
         """Steps down at once; raises if the elector could not confirm it."""
         _live.discard(self)
         self.leading = False
+        self.asked = False
         try:
             self.inner.resign()
         except Err as e:
@@ -167,11 +182,23 @@ class Election:
     def is_leader(self):
         return self.inner.is_leader()
 
+    def transfer_requested(self):
+        """The hand-over asked of this candidate while it leads (`.to`),
+        else None; by default it steps down at once, so only an election
+        made with on_transfer sees one for long."""
+        return self.inner.transfer_requested()
+
     def subscribe(self):
         return self.inner.subscribe()
 
     def check(self):
         if self.leading and not self.inner.is_leader():
             self.leading = False
+            self.asked = False
             _live.discard(self)
             self.on_lost()
+        elif self.leading and self.on_transfer is not None and not self.asked:
+            request = self.inner.transfer_requested()
+            if request is not None:
+                self.asked = True
+                self.on_transfer(request)

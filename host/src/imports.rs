@@ -5,7 +5,10 @@
 //! a `WasiCtxView`: this module knows nothing of the store's other parts.
 //! Each `lock` / `election` resource is a [`Handle`] whose lease the
 //! [`SyncCtx`] registry also keeps until the guest drops it; a dropped
-//! handle is released before the drop returns, and then forgotten.
+//! handle is released before the drop returns, and then forgotten. A
+//! leadership transfer is the client's too: it steps down at once by
+//! default, and its generation moves when a request comes for an app
+//! that decides itself, which wakes `subscribe`.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -290,6 +293,26 @@ impl election::HostElection for SyncView<'_> {
 
     async fn subscribe(&mut self, me: Resource<ElectionHandle>) -> wasmtime::Result<Resource<DynPollable>> {
         SyncView::subscribe(self, &me)
+    }
+
+    async fn step_down_on_transfer(&mut self, me: Resource<ElectionHandle>, at_once: bool) -> wasmtime::Result<()> {
+        // A refused handle leads nothing: there is nothing to step down from.
+        if let Ok(lease) = lease_of(self.table, &me)? {
+            lease.step_down_on_transfer(at_once).await;
+        }
+        Ok(())
+    }
+
+    async fn transfer_requested(
+        &mut self,
+        me: Resource<ElectionHandle>,
+    ) -> wasmtime::Result<Option<election::TransferRequest>> {
+        // Only while the lease is valid here, as `is-leader` says.
+        Ok(lease_of(self.table, &me)?
+            .ok()
+            .filter(|l| l.held().is_some())
+            .and_then(|l| l.transfer_requested())
+            .map(|t| election::TransferRequest { to: t.to }))
     }
 
     async fn drop(&mut self, rep: Resource<ElectionHandle>) -> wasmtime::Result<()> {

@@ -81,7 +81,7 @@ pub enum RunError {
     CoreModule(String),
     /// A component that needs imports mpsync does not provide.
     #[error(
-        "{path} is a component of another world: {detail}. mpsync provides WASI 0.2 (wasi:cli/command), wasi:http and metaparticle:sync@0.1.1 (which serves components built against 0.1.0 too)"
+        "{path} is a component of another world: {detail}. mpsync provides WASI 0.2 (wasi:cli/command), wasi:http and metaparticle:sync@0.1.2 (which serves components built against 0.1.0 and 0.1.1 too)"
     )]
     OtherWorld {
         /// The file.

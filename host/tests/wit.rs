@@ -22,9 +22,9 @@ fn world(name: &str) -> (Vec<String>, Vec<String>) {
 fn the_app_world_is_a_command_with_sync_wasi_and_http() {
     let (imports, exports) = world("app");
     for import in [
-        "metaparticle:sync/lock@0.1.1",
-        "metaparticle:sync/election@0.1.1",
-        "metaparticle:sync/shared@0.1.1",
+        "metaparticle:sync/lock@0.1.2",
+        "metaparticle:sync/election@0.1.2",
+        "metaparticle:sync/shared@0.1.2",
         "wasi:cli/environment@0.2.12",
         "wasi:clocks/monotonic-clock@0.2.12",
         "wasi:io/poll@0.2.12",
@@ -38,7 +38,7 @@ fn the_app_world_is_a_command_with_sync_wasi_and_http() {
 #[test]
 fn the_client_and_provider_worlds_still_resolve() {
     let (imports, exports) = world("client");
-    assert!(imports.iter().any(|i| i == "metaparticle:sync/shared@0.1.1") && exports.is_empty(), "{imports:?}");
+    assert!(imports.iter().any(|i| i == "metaparticle:sync/shared@0.1.2") && exports.is_empty(), "{imports:?}");
     let (_, exports) = world("provider");
     assert_eq!(exports.len(), 4, "{exports:?}");
 }

@@ -24,11 +24,16 @@
 //!   starts with an `ADDED` for each existing Lease. A resourceVersion older
 //!   than the retained history gets an `ERROR` event with a 410 `Expired`
 //!   Status, as the real server does after compaction.
+//! - `spec.preferredHolder` and `spec.strategy` are kept as a server with
+//!   the `CoordinatedLeaderElection` gate on keeps them, and checked as it
+//!   checks them (422: a preferred holder without a strategy; a strategy
+//!   that is neither `OldestEmulationVersion` nor prefixed, `example.com/x`).
 //! - Errors are `Status` objects (`kind: Status`, `status: Failure`,
 //!   `reason`, `code`, `details`).
 //!
 //! The same server serves `discovery.k8s.io/v1` EndpointSlices
-//! (`crate::endpoint_slice_api`), from the same object store.
+//! (`crate::endpoint_slice_api`) and `events.k8s.io/v1` Events
+//! (`crate::event_api`), from the same object store.
 //!
 //! resourceVersions are decimal and grow across all objects, as an
 //! etcd-backed server's do. For failure tests it can stop answering
@@ -80,6 +85,9 @@ pub(crate) struct Objects {
     pub(crate) slices: BTreeMap<(String, String), Value>,
     /// Every EndpointSlice as stored by each write, in order.
     pub(crate) slice_writes: Vec<Value>,
+    /// Events by namespace and name, and every one in the order created.
+    pub(crate) events: BTreeMap<(String, String), Value>,
+    pub(crate) event_order: Vec<Value>,
     history: VecDeque<Event>,
     /// The oldest version a watch may resume from.
     compacted: u64,
@@ -93,6 +101,8 @@ pub(crate) struct Inner {
     writes_and_reads: AtomicU64,
     /// How many EndpointSlice writes so far; changes with each.
     pub(crate) slices_written: watch::Sender<u64>,
+    /// How Event creates are answered, and how many came.
+    pub(crate) events_api: crate::event_api::EventsState,
 }
 
 impl Inner {
@@ -195,7 +205,53 @@ fn validate(name: &str, lease: &Value) -> Result<(), Response> {
     {
         return Err(invalid(name, "spec.leaseTransitions", t, "must be greater than or equal to 0"));
     }
+    // Coordinated leader election (KEP-4355), as a server with the
+    // CoordinatedLeaderElection gate on keeps and checks them: a
+    // `preferredHolder` only with a `strategy`, and a strategy that is
+    // either the one Kubernetes defines or a custom one, prefixed.
+    let set = |field: &str| spec.get(field).and_then(Value::as_str).filter(|v| !v.is_empty());
+    if let Some(holder) = set("preferredHolder")
+        && set("strategy").is_none()
+    {
+        return Err(forbidden(name, "spec.preferredHolder", holder, "may only be specified if `strategy` is defined"));
+    }
+    if let Some(strategy) = set("strategy")
+        && !valid_strategy(strategy)
+    {
+        return Err(invalid(
+            name,
+            "spec.strategy",
+            &json!(strategy),
+            "must be \"OldestEmulationVersion\" or a custom strategy: a qualified name with a prefix (example.com/my-strategy)",
+        ));
+    }
     Ok(())
+}
+
+/// A Lease strategy the real server accepts: `OldestEmulationVersion`, or a
+/// prefixed qualified name (a DNS subdomain, `/`, a name of 1 to 63
+/// alphanumerics, `-`, `_` or `.`, starting and ending alphanumeric).
+fn valid_strategy(strategy: &str) -> bool {
+    match strategy.split_once('/') {
+        None => strategy == "OldestEmulationVersion",
+        Some((prefix, name)) => {
+            let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+            valid_name(prefix)
+                && (1..=63).contains(&name.len())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && edge(name.chars().next())
+                && edge(name.chars().last())
+        }
+    }
+}
+
+fn forbidden(name: &str, field: &str, value: &str, detail: &str) -> Response {
+    status(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("Lease.{GROUP} \"{name}\" is invalid: {field}: Forbidden: {detail} (value {value:?})"),
+        Some(name),
+    )
 }
 
 fn parse_lease(body: &Bytes) -> Result<Value, Response> {
@@ -510,6 +566,7 @@ fn router(inner: Arc<Inner>) -> Router {
         .route(base, get(list_or_watch).post(create))
         .route(&format!("{base}/{{name}}"), get(read).put(replace).delete(delete))
         .merge(crate::endpoint_slice_api::routes())
+        .merge(crate::event_api::routes())
         .fallback(unknown)
         .layer(middleware::from_fn_with_state(inner.clone(), gate))
         .with_state(inner)
@@ -550,6 +607,7 @@ impl LeaseApi {
             paused: watch::channel(false).0,
             writes_and_reads: AtomicU64::new(0),
             slices_written: watch::channel(0).0,
+            events_api: crate::event_api::EventsState::default(),
         });
         let listener = bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
         let addr = listener.local_addr()?;

@@ -11,7 +11,8 @@
 //!   HTTP, the one stand-in allowed (no API server can run here). It
 //!   follows the documented status codes, resourceVersion conflicts and
 //!   watch semantics; see its module documentation. It also serves
-//!   EndpointSlices ([`endpoint_slice_api`]) from the same object store.
+//!   EndpointSlices ([`endpoint_slice_api`]) and Events ([`event_api`])
+//!   from the same object store.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -22,6 +23,7 @@ pub mod bench;
 pub mod elector;
 pub mod endpoint_slice_api;
 pub mod etcd;
+pub mod event_api;
 pub mod lease_api;
 pub mod proc;
 pub mod relay;

@@ -151,3 +151,34 @@ async fn pause_holds_requests_and_restart_cuts_watches() {
     while let Some(Ok(_)) = stream.next().await {}
     assert!(leases.get_opt("p").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn preferred_holder_and_strategy_are_kept_and_checked_as_documented() {
+    let server = LeaseApi::start().await.unwrap();
+    let leases: Api<Lease> = Api::default_namespaced(client(&server).await);
+    let pp = PostParams::default();
+    let coordinated = |name: &str, preferred: Option<&str>, strategy: Option<&str>| {
+        let mut l = lease(name, "x");
+        let spec = l.spec.as_mut().unwrap();
+        spec.preferred_holder = preferred.map(str::to_owned);
+        spec.strategy = strategy.map(str::to_owned);
+        l
+    };
+    for strategy in ["OldestEmulationVersion", "sync.metaparticle.io/transfer"] {
+        let name = format!("kept-{}", strategy.len());
+        let created = leases.create(&pp, &coordinated(&name, Some("y"), Some(strategy))).await.unwrap();
+        let spec = created.spec.unwrap();
+        assert_eq!((spec.preferred_holder.as_deref(), spec.strategy.as_deref()), (Some("y"), Some(strategy)));
+        let read = leases.get(&name).await.unwrap().spec.unwrap();
+        assert_eq!(read.preferred_holder.as_deref(), Some("y"), "kept as written");
+    }
+    // A preferred holder needs a strategy; a strategy is the one defined or
+    // a prefixed custom one.
+    for (preferred, strategy) in
+        [(Some("y"), None), (None, Some("Newest")), (None, Some("example.com/")), (None, Some("/x"))]
+    {
+        let refused = leases.create(&pp, &coordinated("refused", preferred, strategy)).await.unwrap_err();
+        assert_eq!(status(refused), (422, "Invalid".into()), "{preferred:?} {strategy:?}");
+    }
+    assert!(leases.create(&pp, &coordinated("strategy-only", None, Some("example.com/mine"))).await.is_ok());
+}

@@ -25,7 +25,12 @@ use clap::Parser;
 /// every attempt. A watch observer follows every lock with one watch
 /// (`POST /v1/watch`): its views must never show a token going back or a
 /// holder that was never granted that token, and must agree with plain
-/// reads once the run is over. With --clock-rate, one more holder runs with its clocks
+/// reads once the run is over. Candidates stand in an election through
+/// `mpsync elect`, and a transferrer asks the leader to hand over: the
+/// next term must be the target's while the reservation lasts, and a
+/// transfer from a candidate that does not lead must be refused; the
+/// electors' histories (`GET /v1/history`) must never show a token going
+/// back or a holder that never had its token. With --clock-rate, one more holder runs with its clocks
 /// skewed and is cut off from its elector now and then: inside the bound
 /// (a rate of 0.8 or more, for the 20% margin) nothing may break; below it,
 /// the checker catches the holder working past its lease. Prints a report
@@ -68,6 +73,12 @@ struct Args {
     /// never a reader beside a writer.
     #[arg(long, default_value_t = 3)]
     rw_contenders: usize,
+    /// `mpsync elect` contenders in one election (chaos-election), each
+    /// term reported by its command as a section with its token; with any,
+    /// a transferrer asks the leader to hand over now and then (to a
+    /// candidate, away, or from a candidate that does not lead).
+    #[arg(long, default_value_t = 3)]
+    elect_contenders: usize,
     /// Lease TTL.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -144,6 +155,12 @@ struct Args {
     /// back and phantom holders.
     #[arg(long)]
     watch_stale: bool,
+    /// A control that must be found UNSAFE: the transferrer asks nothing
+    /// and records made-up transfers to a candidate that is not the leader,
+    /// as accepted; the checker must find terms that the (missing)
+    /// reservation should have kept out. Use with --fault contender-kill.
+    #[arg(long)]
+    transfer_made_up: bool,
     /// Print each fault as it is injected.
     #[arg(long, short)]
     verbose: bool,
@@ -209,6 +226,7 @@ async fn go() -> anyhow::Result<bool> {
             locks: args.locks,
             semaphore: args.semaphore_contenders,
             readers_writers: args.rw_contenders,
+            elections: args.elect_contenders,
             ttl: args.ttl,
             fault_every: args.fault_every,
             electors: args.electors,
@@ -225,6 +243,7 @@ async fn go() -> anyhow::Result<bool> {
             race: args.race,
             overcommit: args.shared_overcommit,
             watch_stale: args.watch_stale,
+            transfer_made_up: args.transfer_made_up,
             faults: args.faults.clone(),
         })
         .await?;

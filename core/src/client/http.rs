@@ -7,7 +7,8 @@ use thiserror::Error;
 use super::POLL_GRACE;
 use super::error::{Error, Leader};
 use crate::wire::{
-    AcquireRequest, ConflictView, ErrorBody, ErrorCode, Kind, LeaseKey, LeaseView, ListView, QueuedView, ReleaseRequest,
+    AcquireRequest, ConflictView, ErrorBody, ErrorCode, Kind, LeaseKey, LeaseView, ListView, QueuedView,
+    ReleaseRequest, TransferRequest,
 };
 
 /// An HTTP method the protocol uses.
@@ -97,6 +98,26 @@ pub fn list_request(kind: Kind, limit: usize, cursor: Option<&str>, timeout: Dur
 
 /// Decodes the answer to a listing.
 pub fn decode_list(status: u16, body: &[u8]) -> Result<ListView, AnswerError> {
+    match status {
+        200 => json(status, body),
+        _ => Err(unexpected(status, body)),
+    }
+}
+
+/// `GET /v1/history`: up to `limit` changes of holder after seq `after`,
+/// answered at once.
+pub fn history_request(after: u64, limit: usize, timeout: Duration) -> HttpRequest {
+    HttpRequest { method: Method::Get, path: format!("/v1/history?after={after}&limit={limit}"), body: None, timeout }
+}
+
+/// `GET /v1/{locks,elections}/{name}/history`: one name's last changes.
+pub fn name_history_request(kind: Kind, name: &str, timeout: Duration) -> HttpRequest {
+    HttpRequest { method: Method::Get, path: format!("{}/history", path(kind, name)), body: None, timeout }
+}
+
+/// Decodes the answer to either history request (a
+/// [`crate::history::Page`] or a [`crate::history::NameHistory`]).
+pub fn decode_history<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, AnswerError> {
     match status {
         200 => json(status, body),
         _ => Err(unexpected(status, body)),
@@ -245,6 +266,23 @@ pub fn decode_read(status: u16, body: &[u8]) -> Result<Read, AnswerError> {
     match status {
         200 => json(status, body).map(Read::Held),
         404 => json::<ErrorBody>(status, body).map(|e| Read::Free { version: e.version.unwrap_or(0) }),
+        _ => Err(unexpected(status, body)),
+    }
+}
+
+/// A `POST /v1/elections/{name}/transfer`: asks the leader to hand over.
+pub fn transfer_request(name: &str, body: &TransferRequest, timeout: Duration) -> HttpRequest {
+    let path = format!("{}/transfer", path(Kind::Election, name));
+    HttpRequest { method: Method::Post, path, body: json_body(body), timeout }
+}
+
+/// Decodes the answer to a transfer: the leader asked (200, its view with
+/// the `transfer`), or why not (409: `not_held` when nobody leads, `held`
+/// naming the leader when `from` does not lead or `to` leads already).
+pub fn decode_transfer(status: u16, body: &[u8]) -> Result<Result<LeaseView, ConflictView>, AnswerError> {
+    match status {
+        200 => json(status, body).map(Ok),
+        409 => json(status, body).map(Err),
         _ => Err(unexpected(status, body)),
     }
 }

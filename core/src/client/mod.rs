@@ -38,7 +38,8 @@ pub use blocking::{Acquire, Action, Backoff, Blocking, Then, retry_after};
 pub use error::{Error, Leader};
 pub use http::{
     AnswerError, Claimed, HttpRequest, Method, Read, claim_request, decode_claim, decode_list, decode_read,
-    decode_release, leave_request, list_request, path, read_request, release_request,
+    decode_release, decode_transfer, leave_request, list_request, path, read_request, release_request,
+    transfer_request,
 };
 pub use session::{ENTROPY_LEN, Options, Session, Step};
 

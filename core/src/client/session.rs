@@ -9,7 +9,9 @@ use super::http::{
     rejection, release_request,
 };
 use crate::lease::{Held, LeaseClient, LeaseConfig, Output, Request, RequestId, Response};
-use crate::wire::{AcquireRequest, ConflictReason, ConflictView, Kind, LeaseKey};
+use crate::wire::{AcquireRequest, ConflictReason, ConflictView, Kind, LeaseKey, TransferView};
+
+mod transfer;
 
 /// The floor of any request timeout.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(5);
@@ -94,6 +96,16 @@ pub struct Session {
     share: Option<Option<u32>>,
     /// Semaphores: the permit of the lease held.
     permit: Option<u32>,
+    /// Elections: step down as soon as a transfer is asked of this leader
+    /// (the default), or leave it to the application.
+    step_down_on_transfer: bool,
+    /// The transfer asked of this holder, as its last renewal answer said.
+    transfer: Option<TransferView>,
+    /// `transfer` changed since [`Session::transfer_changed`] last looked.
+    transfer_news: bool,
+    /// The transfer this holder last stepped down for by itself, until the
+    /// next acquisition.
+    stepped_down: Option<TransferView>,
 }
 
 impl Session {
@@ -144,6 +156,10 @@ impl Session {
             in_line: false,
             share: None,
             permit: None,
+            step_down_on_transfer: true,
+            transfer: None,
+            transfer_news: false,
+            stepped_down: None,
             overloaded: false,
             sent_in_line: false,
         })
@@ -210,6 +226,8 @@ impl Session {
             return Ok(Some(held));
         }
         let _ = self.machine.release();
+        self.stepped_down = None;
+        self.transfer = None;
         self.acquired = false;
         self.refusal = None;
         self.failure = None;
@@ -308,9 +326,13 @@ impl Session {
         match (&self.refusal, &self.failure) {
             (Some(c), _) => Err(match (&c.holder, c.reason) {
                 (Some(holder), _) => Error::HeldBy(holder.clone()),
-                (None, ConflictReason::Held | ConflictReason::Queued | ConflictReason::NotQueued) => {
-                    Error::HeldBy(String::new())
-                }
+                (
+                    None,
+                    ConflictReason::Held
+                    | ConflictReason::Queued
+                    | ConflictReason::NotQueued
+                    | ConflictReason::Reserved,
+                ) => Error::HeldBy(String::new()),
                 (None, _) => Error::NotHeld,
             }),
             (None, Some(failure)) => Err(Error::Unavailable(failure.clone())),
@@ -326,6 +348,9 @@ impl Session {
     /// there was nothing to release.
     pub fn release(&mut self) -> Result<(), Error> {
         let released = self.machine.release();
+        if self.transfer.take().is_some() {
+            self.transfer_news = true;
+        }
         if self.leader.as_ref().is_some_and(|l| l.id == self.options.holder) {
             self.leader = None;
         }
@@ -417,8 +442,10 @@ impl Session {
             self.machine.handle_response(id, Response::Failed, now);
             return Some(said);
         }
+        let mut transfer = None;
         let (response, failure) = match reply.map(|(status, body)| decode_claim(status, body)) {
             Ok(Ok(Claimed::Granted(view))) => {
+                transfer = Some(view.transfer.clone());
                 self.version = view.version;
                 self.ticket = None;
                 self.permit = view.permit;
@@ -470,6 +497,9 @@ impl Session {
             self.failure = Some(failure.clone());
         }
         self.machine.handle_response(id, response, now);
+        if let Some(transfer) = transfer {
+            self.learn_transfer(transfer);
+        }
         failure
     }
 

@@ -20,6 +20,7 @@ fn held(holder: &str, token: u64, address: Option<&str>, version: u64) -> View {
         waiting: 0,
         shared: false,
         permit: None,
+        transfer: None,
     })
 }
 

@@ -567,6 +567,7 @@ impl Service {
                     waiting: c.record.line.waiters.len() as u64,
                     shared: share.is_some(),
                     permit: share.and_then(|s| s.permit),
+                    transfer: None,
                 };
                 Step::Answer(Turn::Holds { lease })
             }
@@ -627,6 +628,7 @@ impl Service {
             waiting: record.line.waiters.len() as u64,
             shared: share.is_some(),
             permit: share.and_then(|s| s.permit),
+            transfer: None,
         }))
     }
 

@@ -291,8 +291,10 @@ impl Service {
                 received = feed.changed.recv() => {
                     let mut stale = Vec::new();
                     let mut everything = false;
-                    let mut push = |received: Result<String, _>| match received {
-                        Ok(id) => stale.extend(ids.get(&id).copied()),
+                    // Read again rather than use the record the feed
+                    // carries: the look compares what a read returns.
+                    let mut push = |received: Result<std::sync::Arc<crate::store::Change>, _>| match received {
+                        Ok(change) => stale.extend(ids.get(&change.id).copied()),
                         Err(broadcast::error::RecvError::Lagged(_)) => everything = true,
                         Err(broadcast::error::RecvError::Closed) => everything = true,
                     };

@@ -97,6 +97,11 @@ impl Sessions {
         mpsync_core::lock(&self.inner)
     }
 
+    /// The most sessions open at once (`--max-sessions`).
+    pub(super) fn max(&self) -> usize {
+        self.max
+    }
+
     /// Opens session `id`; false when `max` are open already.
     fn open(&self, id: &str) -> bool {
         let mut inner = self.inner();
@@ -315,7 +320,7 @@ impl Service {
         let releases = leases.into_iter().map(|(key, granted)| async move {
             let request =
                 ReleaseRequest { holder: granted.holder, token: granted.token, ticket: None, key: granted.key };
-            match self.release(&key, &request).await {
+            match self.release_as(&key, &request, true).await {
                 Ok(ReleaseResult::Released) => {
                     self.metrics.count(key.kind, Event::SessionRelease);
                     true

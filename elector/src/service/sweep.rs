@@ -122,6 +122,9 @@ async fn clear(state: &State, key: Key, judged: u64) -> Result<(), StoreError> {
         mpsync_core::lock(&state.judge).settle(&key, judged, stored.as_ref().map(|v| (&v.record, v.version)), now);
     let Some(record) = record else { return Ok(()) };
     match state.store.put(&key, &record, stored.as_ref()).await {
+        // A reservation that ran out (a transfer nobody took up) is no
+        // lease's expiry.
+        Ok(_) if record.holder.is_none() && stored.as_ref().is_some_and(|v| v.record.holder.is_none()) => {}
         Ok(_) => state.metrics.count(key.kind, Event::Expiry),
         // Someone wrote first: a renewal, a takeover, another elector's
         // clearing.

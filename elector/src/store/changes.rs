@@ -9,17 +9,17 @@
 //! so names long-polled once and never changed leave nothing behind.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
 
-use super::{FEED_CAPACITY, Feed, StoreError};
+use super::{Change, FEED_CAPACITY, Feed, StoreError};
 
 /// Per-record change channels, the feed of every change, and the watch's
 /// generation.
 pub(crate) struct Changes {
     records: Mutex<HashMap<String, watch::Sender<u64>>>,
-    feed: broadcast::Sender<String>,
+    feed: broadcast::Sender<Arc<Change>>,
     generation: watch::Sender<u64>,
 }
 
@@ -63,14 +63,16 @@ impl Changes {
         self.records().len()
     }
 
-    /// Records that `id` is now at `version` (0: deleted).
-    pub(crate) fn publish(&self, id: &str, version: u64) {
+    /// Records that record `id` is now at `version` (0: deleted); `change`
+    /// makes what the feed reports, only if someone follows it (decoding
+    /// the record is then paid for once, here).
+    pub(crate) fn publish(&self, id: &str, version: u64, change: impl FnOnce() -> Change) {
         if let Some(sender) = self.records().get(id) {
             sender.send_replace(version);
         }
         if self.feed.receiver_count() > 0 {
-            // No receiver is no error: nobody watches many names now.
-            let _ = self.feed.send(id.to_owned());
+            // No receiver is no error: nobody follows the feed now.
+            let _ = self.feed.send(Arc::new(change()));
         }
     }
 
@@ -136,7 +138,9 @@ mod tests {
         let (mut first, mut second) = (Box::pin(wait("a", 1)), Box::pin(wait("a", 1)));
         assert!(futures::poll!(first.as_mut()).is_pending() && futures::poll!(second.as_mut()).is_pending());
         assert_eq!(changes.len(), 1);
-        changes.publish("a", 2);
+        let change =
+            |id: &'static str| move || Change { id: id.to_owned(), key: None, seen: super::super::Seen::Deleted(0) };
+        changes.publish("a", 2, change("a"));
         first.await.unwrap();
         second.await.unwrap();
         assert_eq!(changes.len(), 0, "answered");
@@ -154,7 +158,7 @@ mod tests {
         assert!(futures::poll!(kept.as_mut()).is_pending() && futures::poll!(gone.as_mut()).is_pending());
         drop(gone);
         assert_eq!(changes.len(), 1, "the other waiter still needs it");
-        changes.publish("d", 3);
+        changes.publish("d", 3, change("d"));
         kept.await.unwrap();
         assert_eq!(changes.len(), 0);
     }

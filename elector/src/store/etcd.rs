@@ -34,11 +34,11 @@ use etcd_client::{
 };
 use mpsync_core::line::Line;
 use mpsync_core::record::KeyDigest;
-use mpsync_core::{Kind, Record};
+use mpsync_core::{Kind, Record, Transfer, Why};
 use serde::{Deserialize, Serialize};
 
 use super::changes::Changes;
-use super::{Key, Page, Store, StoreError, Versioned};
+use super::{Change, Key, Page, Seen, Store, StoreError, Versioned};
 
 /// How often the connection to etcd is pinged: above etcd's default
 /// `--grpc-keepalive-min-time` of 5 s.
@@ -85,6 +85,12 @@ struct Stored {
     /// A lock's waiters in line; absent when it never had any.
     #[serde(default, skip_serializing_if = "Line::is_empty")]
     line: Line,
+    /// Why the holder last changed; absent in values written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    why: Option<Why>,
+    /// A hand-over asked of the holder, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    transfer: Option<Transfer>,
 }
 
 /// Calls made to etcd, for `/metrics` and the benchmark.
@@ -251,6 +257,8 @@ impl EtcdStore {
             address: stored.address,
             key_sha256: stored.key_sha256,
             line: stored.line,
+            why: stored.why,
+            transfer: stored.transfer,
         };
         if stored.token.is_none() {
             // Minted by the write that stored it: its revision (a shared
@@ -283,6 +291,8 @@ impl EtcdStore {
                 }
                 stored.line
             },
+            why: record.why,
+            transfer: record.transfer.clone(),
         };
         let value = serde_json::to_vec(&stored).map_err(|e| unavailable("encoding", e))?;
         let compare = match current {
@@ -355,6 +365,13 @@ async fn keep_alive(
     }
 }
 
+/// The key of an etcd key's part after the prefix (`locks/orders`).
+fn key_of(path: &str) -> Option<Key> {
+    let (plural, name) = path.split_once('/')?;
+    let kind = [Kind::Lock, Kind::Election].into_iter().find(|k| k.plural() == plural)?;
+    Some(Key { kind, name: name.to_owned() })
+}
+
 /// Feeds `changes` from one watch on `prefix`, resuming after the last
 /// revision seen when the watch breaks.
 async fn watch_prefix(mut client: Client, prefix: String, changes: Arc<Changes>) {
@@ -385,11 +402,20 @@ async fn watch_prefix(mut client: Client, prefix: String, changes: Arc<Changes>)
                 }
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
-                    let version = match event.event_type() {
-                        EventType::Put => u64::try_from(kv.mod_revision()).unwrap_or(0),
-                        EventType::Delete => 0,
+                    let revision = u64::try_from(kv.mod_revision()).unwrap_or(0);
+                    let id = String::from_utf8_lossy(kv.key()).into_owned();
+                    let put = event.event_type() == EventType::Put;
+                    // The record as the watch delivered it: a follower of
+                    // the feed need not read it again.
+                    let change = || {
+                        let seen = match put.then(|| EtcdStore::decode(kv.key(), kv.value(), kv.mod_revision())) {
+                            None => Seen::Deleted(revision),
+                            Some(Ok(stored)) => Seen::Written(stored),
+                            Some(Err(_)) => Seen::Unreadable,
+                        };
+                        Change { key: id.strip_prefix(prefix.as_str()).and_then(key_of), id: id.clone(), seen }
                     };
-                    changes.publish(&String::from_utf8_lossy(kv.key()), version);
+                    changes.publish(&id, if put { revision } else { 0 }, change);
                     next_revision = next_revision.max(kv.mod_revision() + 1);
                 }
             }

@@ -16,6 +16,12 @@
 //!   (holder, ticket, TTL, refresh mark, key digest, session id) is JSON in
 //!   the `sync.metaparticle.io/line` annotation; annotations hold 256 KiB
 //!   in all, so the store lets at most [`MAX_WAITERS`] wait for one lock.
+//!   Why the holder last changed (`acquired`, `released`, `expired`,
+//!   `session_ended`, `transferred`) is the `sync.metaparticle.io/why`
+//!   annotation.
+//! - A leadership transfer asked of an election's leader is
+//!   `spec.preferredHolder`, as client-go's coordinated leader election
+//!   has it, with the leader asked in an annotation (see [`transfer`]).
 //! - The version is `metadata.resourceVersion`: writes are `create` (which
 //!   fails with 409 AlreadyExists if someone got there first) or `replace`
 //!   carrying the resourceVersion read (409 Conflict if it changed).
@@ -29,7 +35,9 @@
 //!   Lease: a renewal keeps `acquireTime` from the Lease it read.
 //!
 //! The elector needs `get`, `list`, `watch`, `create` and `update` on
-//! `leases` in its namespace (see `deploy/base/role.yaml`).
+//! `leases` in its namespace, and `create` on `events` (`events.k8s.io`)
+//! for the Event it writes at each change of holder ([`events`]; see
+//! `deploy/base/role.yaml`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,7 +54,10 @@ use mpsync_core::record::KeyDigest;
 use mpsync_core::{Kind, Record};
 
 use super::changes::Changes;
-use super::{Key, NameRefused, Page, Store, StoreError, Versioned};
+use super::{Change, Key, NameRefused, Page, Seen, Store, StoreError, Versioned};
+
+pub mod events;
+pub mod transfer;
 
 /// Label on every Lease the elector writes (and watches).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "metaparticle-sync");
@@ -64,6 +75,8 @@ pub const KEY_DIGEST_ANNOTATION: &str = "sync.metaparticle.io/key-sha256";
 pub const MAX_WAITERS: usize = 500;
 /// The annotation that holds a lock's line of waiters, as JSON.
 pub const LINE_ANNOTATION: &str = "sync.metaparticle.io/line";
+/// Annotation with why the holder last changed (`released`, `expired`, ...).
+pub const WHY_ANNOTATION: &str = "sync.metaparticle.io/why";
 /// The longest Kubernetes object name.
 const MAX_OBJECT_NAME: usize = 253;
 
@@ -82,6 +95,8 @@ pub struct KubernetesStore {
     changes: Arc<Changes>,
     counters: Counters,
     watcher: tokio::task::JoinHandle<()>,
+    /// Writes an Event at each change of holder, unless turned off.
+    events: Option<events::Recorder>,
 }
 
 impl Drop for KubernetesStore {
@@ -108,6 +123,13 @@ fn api_error(what: &str, e: kube::Error) -> StoreError {
 
 fn lease_name(key: &Key) -> String {
     format!("{}.{}", key.kind.singular(), key.name)
+}
+
+/// The key a Lease name stands for (`lock.orders`), if it is one of ours.
+fn key_of(lease_name: &str) -> Option<Key> {
+    let (singular, name) = lease_name.split_once('.')?;
+    let kind = [Kind::Lock, Kind::Election].into_iter().find(|k| k.singular() == singular)?;
+    Some(Key { kind, name: name.to_owned() })
 }
 
 fn parse_version(name: &str, resource_version: Option<&str>) -> Result<u64, StoreError> {
@@ -156,7 +178,15 @@ impl KubernetesStore {
         let leases: Api<Lease> = Api::namespaced(client, &namespace);
         let changes = Arc::new(Changes::default());
         let watcher = tokio::spawn(watch_leases(leases.clone(), changes.clone()));
-        KubernetesStore { leases, namespace, timeout, changes, counters: Counters::default(), watcher }
+        KubernetesStore { leases, namespace, timeout, changes, counters: Counters::default(), watcher, events: None }
+    }
+
+    /// Writes a Kubernetes Event on the Lease at each change of holder,
+    /// reported by `instance` (the elector's identity); see [`events`].
+    pub fn with_events(mut self, instance: &str) -> Self {
+        let client = self.leases.clone().into_client();
+        self.events = Some(events::Recorder::spawn(client, &self.namespace, instance, self.timeout));
+        self
     }
 
     /// The namespace the Leases live in.
@@ -188,7 +218,7 @@ impl KubernetesStore {
         }
     }
 
-    fn decode(&self, lease: &Lease) -> Result<Versioned, StoreError> {
+    fn decode(lease: &Lease) -> Result<Versioned, StoreError> {
         let name = lease.metadata.name.clone().unwrap_or_default();
         let version = parse_version(&name, lease.metadata.resource_version.as_deref())?;
         let spec = lease.spec.clone().unwrap_or_default();
@@ -199,6 +229,9 @@ impl KubernetesStore {
             .or_else(|| spec.lease_duration_seconds.and_then(|s| u64::try_from(s).ok()).map(|s| s * 1000))
             .unwrap_or(0);
         let token = spec.lease_transitions.and_then(|t| u64::try_from(t).ok()).unwrap_or(0);
+        let holder = spec.holder_identity.as_deref();
+        let transfer =
+            transfer::decode(&name, holder, spec.preferred_holder.as_deref(), spec.strategy.as_deref(), &annotations);
         let record = Record {
             holder: spec.holder_identity.filter(|h| !h.is_empty()),
             token,
@@ -211,6 +244,9 @@ impl KubernetesStore {
                     StoreError::Unavailable(format!("Lease {name}: annotation {LINE_ANNOTATION} is not a line: {e}"))
                 })?,
             },
+            // An unknown word (a newer elector's) reads as "not said".
+            why: annotations.get(WHY_ANNOTATION).and_then(|w| serde_json::from_value(w.as_str().into()).ok()),
+            transfer,
         };
         // Carried with the version read, so a renewal over it keeps it.
         let acquired_at = spec.acquire_time.map(|at| at.0.into());
@@ -240,6 +276,10 @@ impl KubernetesStore {
             let json = serde_json::to_string(&record.line).map_err(|e| unavailable("encoding", e))?;
             annotations.insert(LINE_ANNOTATION.to_owned(), json);
         }
+        if let Some(why) = record.why {
+            annotations.insert(WHY_ANNOTATION.to_owned(), why.as_str().to_owned());
+        }
+        let (preferred_holder, strategy) = transfer::encode(record.transfer.as_ref(), &mut annotations);
         let labels = BTreeMap::from([
             (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
             (KIND_LABEL.to_owned(), key.kind.singular().to_owned()),
@@ -259,7 +299,8 @@ impl KubernetesStore {
                 acquire_time: record.holder.as_ref().map(|_| acquire_time),
                 renew_time: record.holder.as_ref().map(|_| now),
                 lease_transitions: Some(token),
-                ..LeaseSpec::default()
+                preferred_holder,
+                strategy,
             }),
         })
     }
@@ -296,7 +337,17 @@ async fn watch_leases(leases: Api<Lease>, changes: Arc<Changes>) {
                     let name = lease.metadata.name.clone().unwrap_or_default();
                     if let Some(rv) = lease.metadata.resource_version.clone() {
                         let v = rv.parse::<u64>().unwrap_or(0);
-                        changes.publish(&name, if deleted { 0 } else { v });
+                        // The record as the watch delivered it: a follower
+                        // of the feed need not read it again.
+                        let change = || {
+                            let seen = match (!deleted).then(|| KubernetesStore::decode(&lease)) {
+                                None => Seen::Deleted(v),
+                                Some(Ok(stored)) => Seen::Written(stored),
+                                Some(Err(_)) => Seen::Unreadable,
+                            };
+                            Change { key: key_of(&name), id: name.clone(), seen }
+                        };
+                        changes.publish(&name, if deleted { 0 } else { v }, change);
                         version = rv;
                     }
                 }
@@ -336,7 +387,7 @@ impl Store for KubernetesStore {
     async fn get(&self, key: &Key) -> Result<Option<Versioned>, StoreError> {
         let lease = self.deadline("reading a Lease", self.leases.get_opt(&lease_name(key))).await?;
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
-        lease.as_ref().map(|l| self.decode(l)).transpose()
+        lease.as_ref().map(Self::decode).transpose()
     }
 
     async fn put(&self, key: &Key, record: &Record, current: Option<&Versioned>) -> Result<Versioned, StoreError> {
@@ -353,7 +404,17 @@ impl Store for KubernetesStore {
             }
         };
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        self.decode(&written?)
+        let written = written?;
+        if let Some(events) = &self.events {
+            // `record` as asked, not as decoded: it carries the `why`.
+            let lease = events::Written {
+                name: &name,
+                uid: written.metadata.uid.as_deref(),
+                resource_version: written.metadata.resource_version.as_deref(),
+            };
+            events.record(key.kind, current.map(|c| &c.record), record, lease);
+        }
+        Self::decode(&written)
     }
 
     async fn wait_change(&self, key: &Key, version: u64) -> Result<(), StoreError> {
@@ -400,7 +461,7 @@ impl Store for KubernetesStore {
         for lease in &list.items {
             let object = lease.metadata.name.as_deref().unwrap_or_default();
             let Some(name) = object.strip_prefix(&prefix) else { continue };
-            records.push((name.to_owned(), self.decode(lease)?));
+            records.push((name.to_owned(), Self::decode(lease)?));
         }
         let next = list.metadata.continue_.filter(|c| !c.is_empty());
         Ok(Page { records, next })
@@ -411,9 +472,14 @@ impl Store for KubernetesStore {
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![
+        let mut counters = vec![
             ("read", self.counters.reads.load(Ordering::Relaxed)),
             ("write", self.counters.writes.load(Ordering::Relaxed)),
-        ]
+        ];
+        if let Some(events) = &self.events {
+            let (created, dropped) = events.counts();
+            counters.extend([("event", created), ("event_dropped", dropped)]);
+        }
+        counters
     }
 }

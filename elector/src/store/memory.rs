@@ -21,8 +21,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -32,7 +32,7 @@ use mpsync_core::{Kind, Record};
 use tokio::sync::{broadcast, watch};
 
 use super::state_file::{StateError, StateFile};
-use super::{FEED_CAPACITY, Feed, Key, Page, Store, StoreError, Versioned};
+use super::{Change, FEED_CAPACITY, Feed, Key, Page, Seen, Store, StoreError, Versioned};
 
 /// The holder every name shows while a restarted store waits out the leases
 /// its previous process may have granted.
@@ -60,7 +60,9 @@ impl Entry {
     /// last write).
     fn live(&self, now: Instant) -> bool {
         self.value.as_ref().is_some_and(|v| {
-            let holder = v.record.holder.is_some() && now < self.written_at + Duration::from_millis(v.record.ttl_ms);
+            // A released record with a transfer is reserved for one TTL.
+            let holder = (v.record.holder.is_some() || v.record.transfer.is_some())
+                && now < self.written_at + Duration::from_millis(v.record.ttl_ms);
             let line = &v.record.line;
             holder
                 || line.waiters.iter().any(|w| now < self.written_at + w.ttl())
@@ -83,8 +85,9 @@ struct Inner {
     forgotten: u64,
     state: Option<StateFile>,
     recovering_until: Option<Instant>,
-    /// Every write, for watches over many names (see [`Feed`]).
-    feed: broadcast::Sender<String>,
+    /// Every write, for watches over many names and the history (see
+    /// [`Feed`]).
+    feed: broadcast::Sender<Arc<Change>>,
 }
 
 /// Records in this process's memory.
@@ -195,12 +198,15 @@ impl Inner {
         self.entries.len() < max
     }
 
-    /// Tells the feed that `key` changed. A record forgotten by a sweep
-    /// is not announced: it read as free before and reads as free after.
-    fn announce(&self, key: &Key) {
+    /// Tells the feed that `key` is now `stored` (a record forgotten right
+    /// after, as a release's is, still reports the write). A record
+    /// forgotten by a sweep is not announced: it read as free before and
+    /// reads as free after.
+    fn announce(&self, key: &Key, stored: &Versioned) {
         if self.feed.receiver_count() > 0 {
-            // No receiver is no error: nobody watches many names now.
-            let _ = self.feed.send(key.to_string());
+            let change = Change { id: key.to_string(), key: Some(key.clone()), seen: Seen::Written(stored.clone()) };
+            // No receiver is no error: nobody follows the feed now.
+            let _ = self.feed.send(Arc::new(change));
         }
     }
 
@@ -250,13 +256,15 @@ impl Inner {
             // out, whoever reads its holder and token.
             key_sha256: Some(KeyDigest::unmatchable()),
             line: Line::default(),
+            why: None,
+            transfer: None,
         };
         let stored = Versioned::new(record, version);
         let entry = self.entry(key);
         entry.value = Some(stored.clone());
         entry.written_at = Instant::now();
         entry.changes.send_replace(version);
-        self.announce(key);
+        self.announce(key, &stored);
         Some(stored)
     }
 }
@@ -321,7 +329,7 @@ impl Store for MemoryStore {
         if entry.forgettable(Instant::now()) {
             inner.forget(key);
         }
-        inner.announce(key);
+        inner.announce(key, &stored);
         Ok(stored)
     }
 
@@ -415,7 +423,10 @@ impl Drop for Forget<'_> {
         let unneeded = inner.entries.get(self.key).is_some_and(|e| {
             e.changes.receiver_count() <= 1
                 && e.value.as_ref().is_none_or(|v| {
-                    v.record.holder.is_none() && v.record.line.waiters.is_empty() && v.record.line.shares.is_empty()
+                    v.record.holder.is_none()
+                        && v.record.transfer.is_none()
+                        && v.record.line.waiters.is_empty()
+                        && v.record.line.shares.is_empty()
                 })
         });
         if unneeded {
@@ -434,14 +445,7 @@ mod tests {
     }
 
     fn rec(holder: &str) -> Record {
-        Record {
-            holder: Some(holder.into()),
-            token: 1,
-            ttl_ms: 1000,
-            address: None,
-            key_sha256: None,
-            line: Line::default(),
-        }
+        Record { holder: Some(holder.into()), token: 1, ..Record::free(1000) }
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@
 //!   safe across restarts by its [`state_file`].
 //! - [`etcd`]: etcd v3, records bound to an etcd lease, revisions as tokens.
 //! - [`kubernetes`]: `coordination.k8s.io/v1` Lease objects.
+//! - [`observed`]: any store, with the outcome of each call in the metrics.
 
 use async_trait::async_trait;
 use mpsync_core::{Kind, Record};
@@ -27,6 +28,7 @@ mod changes;
 pub mod etcd;
 pub mod kubernetes;
 pub mod memory;
+pub mod observed;
 pub mod state_file;
 
 pub use etcd::EtcdStore;
@@ -129,20 +131,49 @@ pub enum NameRefused {
 /// that falls further behind reads everything again.
 pub const FEED_CAPACITY: usize = 4096;
 
-/// Every change in a store, for a watch over many names: the id (see
-/// [`Store::feed_id`]) of each record written or deleted, as the store
-/// learns of it, and a generation bumped when the store may have missed
-/// changes (its own watch broke), after which a reader reads again
-/// whatever it follows.
+/// Every change in a store, for a watch over many names and the history:
+/// each record written or deleted, as the store learns of it, with what it
+/// holds now (so a follower need not read it again), and a generation
+/// bumped when the store may have missed changes (its own watch broke),
+/// after which a reader reads again whatever it follows.
 pub struct Feed {
-    /// Ids of records that changed. A reader that lags reads everything
-    /// again (`RecvError::Lagged`).
-    pub changed: broadcast::Receiver<String>,
+    /// Records that changed. A reader that lags reads everything again
+    /// (`RecvError::Lagged`).
+    pub changed: broadcast::Receiver<std::sync::Arc<Change>>,
     /// Bumped when changes may have been missed.
     pub generation: watch::Receiver<u64>,
 }
 
+/// One change a [`Feed`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The record's id (see [`Store::feed_id`]).
+    pub id: String,
+    /// Its key; `None` for an id that names no record of this store's
+    /// (an object someone else wrote under its prefix).
+    pub key: Option<Key>,
+    /// What it holds now.
+    pub seen: Seen,
+}
+
+/// What a changed record holds now, as the store wrote it or its watch
+/// delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant, reason = "sent once behind an Arc; boxing the record buys nothing")]
+pub enum Seen {
+    /// Written: the record as stored.
+    Written(Versioned),
+    /// Deleted, at this version of the store (0: unknown).
+    Deleted(u64),
+    /// Written, but it did not decode: read it again ([`Store::get`]).
+    Unreadable,
+}
+
 /// A place to keep records, with compare-and-swap and change notification.
+///
+/// The service sees every store through [`observed::Observed`]: a method
+/// added here must be forwarded there too, or its default would hide the
+/// store's own.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A short name for logs and `/readyz` (`memory`, `etcd`, `kubernetes`).

@@ -2,14 +2,17 @@
 //! fed by blocking `wasi:http` requests and the `wasi:clocks` monotonic
 //! clock. It renews only when the app calls in (every call first catches up
 //! on due renewals of every lease this component holds) and while a
-//! blocking call of this component waits.
+//! blocking call of this component waits. A leadership transfer asked of a
+//! leader is learned from a renewal's answer, so at such a call too; the
+//! session then steps down at once (its release is sent by the same
+//! [`Lease::drive`]) unless the app chose to decide.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use mpsync_core::client::{
-    Acquire, Action, DEFAULT_TTL, ENTROPY_LEN, Error, HttpRequest, Leader, Options, Session, Step, decode_read,
+    Acquire, Action, DEFAULT_TTL, ENTROPY_LEN, Error, HttpRequest, Leader, Options, Read, Session, Step, decode_read,
 };
 use mpsync_core::lease::Held;
 use mpsync_core::wire::Kind;
@@ -151,6 +154,30 @@ impl Lease {
         if let Some(held) = self.held() {
             return Ok(held);
         }
+        let mut result = self.attempt();
+        // Elections: a read after a refusal learns who leads. A leader that
+        // let go between the two leaves the election free, and a blocking
+        // campaign would then wait for the free record to change, which
+        // nobody may do for a whole long-poll: when the read shows it free
+        // and changed since the refusal, attempt again now. (A free record
+        // unchanged since the refusal is one reserved for another
+        // candidate: waiting for its change is right.) Each retry follows
+        // a change of the record; a few are plenty.
+        for _ in 0..3 {
+            if !matches!((&result, self.kind), (Err(Error::HeldBy(_)), Kind::Election)) {
+                break;
+            }
+            let refused_at = self.session.borrow().version();
+            if !self.read(None) || self.session.borrow().version() <= refused_at {
+                break;
+            }
+            result = self.attempt();
+        }
+        result
+    }
+
+    /// One claim, under the component's elector session when it has one.
+    fn attempt(&self) -> Result<Held, Error> {
         let timeout = self.session.borrow().request_timeout();
         let tether = elector_session::current(&self.base, timeout);
         self.session.borrow_mut().claim_under(tether.as_ref().map(|t| t.id()));
@@ -163,9 +190,6 @@ impl Lease {
             Some(t) if result.is_ok() => *self.tether.borrow_mut() = Some(t.clone()),
             Some(t) if self.session.borrow().refused_for_session() => elector_session::forget(t.id()),
             _ => {}
-        }
-        if let (Err(Error::HeldBy(_)), Kind::Election) = (&result, self.kind) {
-            self.read(None);
         }
         result
     }
@@ -214,14 +238,17 @@ impl Lease {
 
     /// A plain read, or a long-poll of at most `wait`; the session notes the
     /// version and (elections) the leader. A failure shows in the next call.
-    fn read(&self, wait: Option<Duration>) {
+    /// Returns whether the record was read free.
+    fn read(&self, wait: Option<Duration>) -> bool {
         let request = match wait {
             Some(slice) => self.session.borrow().wait_request(slice),
             None => self.session.borrow().read_request(),
         };
         if let Ok(Ok(read)) = self.send(&request).map(|r| decode_read(r.status, &r.body)) {
             self.session.borrow_mut().observe(&read);
+            return matches!(read, Read::Free { .. });
         }
+        false
     }
 
     /// Releases at once. `NotHeld` if not held; `Unavailable` if the
@@ -232,6 +259,23 @@ impl Lease {
         self.session.borrow_mut().release()?;
         self.drive();
         self.session.borrow().released()
+    }
+
+    /// Elections: whether to step down by itself when a transfer is asked
+    /// (the default) or leave it to the app. Turned back on while a request
+    /// is pending, it steps down now: the release goes out before this
+    /// returns.
+    pub fn step_down_on_transfer(&self, at_once: bool) {
+        self.session.borrow_mut().step_down_on_transfer(at_once);
+        self.drive();
+    }
+
+    /// Elections: the candidate a transfer asked of this leader names
+    /// (`Some(None)`: anyone else), as its last renewal said; `None` when
+    /// nothing is asked or it has stepped down. The caller ticks first.
+    pub fn transfer_requested(&self) -> Option<Option<String>> {
+        self.held()?;
+        self.session.borrow().transfer_requested().map(|t| t.to)
     }
 
     /// Elections: the leader, read fresh unless this candidate leads.

@@ -3,7 +3,8 @@
 //! It exports `metaparticle:sync/lock`, `election` and `shared`, implemented over
 //! `wasi:http` (to the elector named by `MPSYNC_ELECTOR`, default
 //! `http://127.0.0.1:13131`) and `wasi:clocks`, with `mpsync_core`'s lease
-//! state machine. Compose it into an app with `wac plug APP --plug
+//! state machine (and its rule for a leadership transfer: a leader steps
+//! down at once unless the app chose to decide). Compose it into an app with `wac plug APP --plug
 //! sync_guest.wasm -o OUT`; OUT runs on any WASI-HTTP runtime.
 //!
 //! Unlike the `mpsync` host, a component cannot run in the background: it
@@ -35,7 +36,7 @@ wit_bindgen::generate!({
     with: { "wasi:io/poll@0.2.12": wasip2::io::poll },
 });
 
-use exports::metaparticle::sync::election::{self as election, ElectionOptions};
+use exports::metaparticle::sync::election::{self as election, ElectionOptions, TransferRequest};
 use exports::metaparticle::sync::lock::{self as lock, LockOptions};
 use exports::metaparticle::sync::shared::{self as shared, SharedOptions};
 use exports::metaparticle::sync::types::{Error, Leader as LeaderRecord, Lease as LeaseRecord};
@@ -196,6 +197,18 @@ impl election::GuestElection for Handle {
 
     fn subscribe(&self) -> Pollable {
         self.wake()
+    }
+
+    fn step_down_on_transfer(&self, at_once: bool) {
+        if let Ok(l) = &self.0 {
+            l.step_down_on_transfer(at_once);
+        }
+    }
+
+    fn transfer_requested(&self) -> Option<TransferRequest> {
+        // A due renewal first: its answer is where a request is learned.
+        lease::tick_all();
+        self.0.as_ref().ok()?.transfer_requested().map(|to| TransferRequest { to })
     }
 }
 

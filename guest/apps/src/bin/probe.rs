@@ -3,7 +3,8 @@
 //! metaparticle:sync and checks the answers (`--mode shared`: those of
 //! `shared-lock`); `unavailable`, `gone` and
 //! `follow` report what the app sees when the elector is unreachable, goes
-//! away mid-lease, or another candidate takes over; the other modes
+//! away mid-lease, or another candidate takes over; `transfer` follows a
+//! leadership transfer asked of it (at once, or `--decide`); the other modes
 //! misbehave on purpose (trap, hog memory or CPU, busy-loop while holding a
 //! lock, keep working until the lease is lost). Prints `probe FAILED: …` and
 //! exits 1 when an answer is not the documented one.
@@ -83,12 +84,14 @@ fn api(prefix: &str) {
     let x = Election::new(&ename, &eo("cand-x", "127.0.0.1:9001"));
     let y = Election::new(&ename, &eo("cand-y", "127.0.0.1:9002"));
     check(!x.is_leader() && x.leader().is_none(), "no leader before any campaign");
+    check(x.transfer_requested().is_none(), "transfer-requested() before any campaign is none");
     let won = x.campaign(2000);
     check(
         matches!(won, Ok(ref l) if l.id == "cand-x" && l.address.as_deref() == Some("127.0.0.1:9001")),
         "campaign wins",
     );
     check(x.is_leader(), "is-leader after winning");
+    check(x.transfer_requested().is_none(), "transfer-requested() while nothing is asked is none");
     check(matches!(y.campaign(50), Err(Error::Timeout)), "a second candidate times out");
     check(y.leader().is_some_and(|l| l.id == "cand-x"), "the other candidate sees the leader");
     let change = y.subscribe();
@@ -159,6 +162,68 @@ fn shared(prefix: &str) {
     let bad = SharedLock::new(&name, &shared_opts("zero", Some(0)));
     check(matches!(bad.try_lock(), Err(Error::InvalidOption(_))), "0 permits is invalid-option");
     say("probe shared ok");
+}
+
+/// Leadership transfer (new in 0.1.2): lead `name` as `id`, and follow a
+/// transfer the test asks of it. By default the provider steps down at
+/// once: print `stepped down`, then every leader seen until another one
+/// leads. With `--decide` (`step-down-on-transfer(false)`) keep leading:
+/// print the request, lead on across two TTLs of renewals, then resign on a
+/// line from stdin.
+fn transfer(name: &str, id: &str, ttl: u64, decide: bool) {
+    let e = Election::new(name, &ElectionOptions { ttl_ms: Some(ttl), candidate: Some(id.into()), address: None });
+    if decide {
+        e.step_down_on_transfer(false);
+    }
+    let token = e.campaign(5_000).map(|l| l.token).unwrap_or_else(|e| {
+        check(false, &format!("campaign: {e:?}"));
+        unreachable!()
+    });
+    say(format!("I am the leader (fencing token {token})"));
+    // Subscribe first, then look, then wait: a request or a step-down
+    // between the look and the wait is still a wake-up.
+    let asked = loop {
+        let changed = e.subscribe();
+        let (leading, asked) = (e.is_leader(), e.transfer_requested());
+        match (decide, leading, asked) {
+            (false, false, asked) => {
+                check(asked.is_none(), "transfer-requested() after stepping down is none");
+                say("stepped down");
+                break None;
+            }
+            (true, false, _) => check(false, "a leader that decides lost the lead before it resigned"),
+            (_, true, Some(asked)) if decide => break Some(asked),
+            _ => {}
+        }
+        wait(&changed, Duration::from_secs(60));
+    };
+    if let Some(asked) = asked {
+        say(format!("transfer asked: to {}", asked.to.as_deref().unwrap_or("anyone")));
+        // Lead on across renewals (subscribe wakes for them), the request
+        // shown all along.
+        let until = now() + Duration::from_millis(2 * ttl);
+        while now() < until {
+            let changed = e.subscribe();
+            check(e.is_leader(), "a leader that decides keeps leading until it resigns");
+            check(e.transfer_requested().is_some_and(|a| a.to == asked.to), "the request stays shown until resigning");
+            wait(&changed, until.saturating_sub(now()));
+        }
+        say(format!("still leading after two TTLs (fencing token {token})"));
+        let mut cue = String::new();
+        let _ = std::io::stdin().read_line(&mut cue);
+        check(e.resign().is_ok(), "resign after a transfer request");
+        check(!e.is_leader() && e.transfer_requested().is_none(), "after resigning: not leader, nothing asked");
+        say("resigned");
+    }
+    // Follow the hand-over through subscribe() until someone else leads.
+    loop {
+        let changed = e.subscribe();
+        if let Some(leader) = e.leader().filter(|l| l.id != id) {
+            say(format!("leader: {} (fencing token {})", leader.id, leader.token));
+            return;
+        }
+        wait(&changed, Duration::from_secs(60));
+    }
 }
 
 fn main() {
@@ -298,6 +363,7 @@ fn main() {
             check(lock.lease().is_none(), "after an unconfirmed unlock the lock is not held here");
             check(matches!(lock.unlock(), Err(Error::NotHeld)), "unlock again is not-held");
         }
+        "transfer" => transfer(&name, &flags.str("id", "probe"), ttl, flags.has("decide")),
         "follow" => {
             // A candidate that does not campaign: print every leader it
             // sees through subscribe(), until `--until` leads.

@@ -123,6 +123,7 @@ mod tests {
             waiting: 0,
             shared: false,
             permit: None,
+            transfer: None,
         })
     }
 

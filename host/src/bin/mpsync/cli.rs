@@ -253,6 +253,14 @@ pub enum Command {
     /// left on the lease, for an election the leader's address, and for a
     /// lock who waits in line, next first (`2: b c*`; `*` waits to share).
     /// Reads every page of `GET /v1/locks` and `GET /v1/elections`.
+    ///
+    /// With --history NAME, instead the last changes of holder of that lock
+    /// and election the elector saw (`GET /v1/{locks,elections}/NAME/history`);
+    /// with --history alone, the recent changes across names (`GET
+    /// /v1/history`, the last 4,096 at most): when, which, from whom to
+    /// whom, the fencing token after, and why (acquired, released, expired,
+    /// session_ended, transferred). Each elector keeps its own history,
+    /// from the time it started (its --history flag).
     Ls {
         #[command(flatten)]
         elector: ElectorArg,
@@ -265,6 +273,10 @@ pub enum Command {
         /// Records per request to the elector (1 to 1000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
         page_size: u16,
+        /// The changes of holder of NAME (alone: of every name), oldest
+        /// first, instead of the holders now.
+        #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+        history: Option<String>,
         /// One JSON object per line (the API's fields plus `kind`) instead
         /// of a table.
         #[arg(long)]
@@ -298,6 +310,20 @@ pub enum Command {
     /// name or a flag is wrong (before anything is sent), if the elector
     /// refuses the watch (more names than its --max-watch-names), or, with
     /// no endpoint file, if it cannot be reached.
+    ///
+    /// With --transfer-to ID or --transfer-away (one election): ask its
+    /// leader to hand over, to the candidate ID or to anyone else
+    /// (`POST /v1/elections/NAME/transfer`). The leader's mpsync learns it
+    /// at its next renewal (within a third of its TTL) and resigns; for
+    /// one TTL after that, only ID (or anyone but the old leader) can win.
+    /// Prints `asked LEADER to hand over to ID` (or `to anyone else`).
+    /// With --from ID, only if ID leads now (otherwise nothing is asked and
+    /// it exits 0: for a preStop hook, `--transfer-away --from POD`).
+    /// With --wait, then wait until someone else leads and print it
+    /// (`LEADER ADDRESS TOKEN`). Exits 0 once asked (and, with --wait,
+    /// handed over), or when there is nothing to do (ID leads already;
+    /// --from's candidate does not lead); 3 if nobody leads (without
+    /// --from); 4 if --wait ran out first; 2 on errors.
     Leader {
         #[command(flatten)]
         elector: ElectorArg,
@@ -324,6 +350,21 @@ pub enum Command {
         /// stands for the election, e.g. shard-{name} [default: {name}]
         #[arg(long, value_name = "TEMPLATE")]
         cluster_template: Option<String>,
+        /// Ask the leader to hand over to the candidate ID (see above).
+        #[arg(long, value_name = "ID", group = "transfer", conflicts_with_all = ["watch", "from_file", "envoy_eds", "envoy_eds_dir"])]
+        transfer_to: Option<String>,
+        /// Ask the leader to hand over to any other candidate.
+        #[arg(long, group = "transfer", conflicts_with_all = ["watch", "from_file", "envoy_eds", "envoy_eds_dir"])]
+        transfer_away: bool,
+        /// With a transfer: ask only if the candidate ID leads now. From
+        /// MPSYNC_TRANSFER_FROM when not given (a preStop hook has no shell
+        /// to expand $POD_NAME in); ignored without a transfer.
+        #[arg(long = "from", value_name = "ID", env = "MPSYNC_TRANSFER_FROM")]
+        transfer_from: Option<String>,
+        /// With a transfer: wait up to this long for another leader, e.g.
+        /// 30s.
+        #[arg(long, value_name = "DURATION", requires = "transfer", value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
         /// The election names.
         #[arg(value_name = "NAME", value_parser = parse_election_name, required_unless_present = "from_file")]
         names: Vec<String>,

@@ -76,6 +76,10 @@ pub async fn elect(elect: Elect) -> anyhow::Result<ExitCode> {
     let Elect { client, name, options, health, leader_file, command } = elect;
     let lease = Lease::new(client.clone(), Kind::Election, &name, options).map_err(|e| anyhow!("{e}"))?;
     reach(&client, &name, lease.ttl()).await?;
+    // A transfer asked of this leader is handled below like any other
+    // resignation, not by the client on its own: the server hears it
+    // first (the file), and only then is the lease released.
+    lease.step_down_on_transfer(false).await;
     let file = leader_file.as_deref().map(LeaderFile::new).transpose()?;
     if let Some(file) = &file {
         file.write(&name, None)?;
@@ -113,17 +117,23 @@ pub async fn elect(elect: Elect) -> anyhow::Result<ExitCode> {
     let mut termed = false;
     loop {
         let held = lease.held();
-        let want = exited.is_none() && stopping.is_none() && *healthy.borrow();
+        let asked = held.as_ref().and_then(|_| lease.transfer_requested());
+        let want = exited.is_none() && stopping.is_none() && *healthy.borrow() && asked.is_none();
         if !want {
             // Stop campaigning. A campaign dropped while its POST is in
             // flight may leave a grant at the elector that nobody here
             // renews or believes in: it runs out at its TTL.
             campaign = None;
             if held.is_some() {
-                let why = match (exited.is_some(), stopping.is_some()) {
-                    (true, _) => "the command exited",
-                    (_, true) => "stopping",
-                    _ => "the server is unhealthy",
+                let why = match (exited.is_some(), stopping.is_some(), &asked) {
+                    (true, ..) => "the command exited".to_owned(),
+                    (_, true, _) => "stopping".to_owned(),
+                    // Campaigning again once released: the reservation
+                    // keeps this candidate from winning it straight back.
+                    (.., Some(t)) => {
+                        format!("leadership transfer to {} asked", t.to.as_deref().unwrap_or("anyone else"))
+                    }
+                    _ => "the server is unhealthy".to_owned(),
                 };
                 eprintln!("mpsync: resigning from {name}: {why}");
                 // The server hears it first: once the lease is released a

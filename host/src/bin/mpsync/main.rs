@@ -3,6 +3,7 @@
 //!
 //! - `cli`: the command line, its help texts and value parsers.
 //! - `run`, `lock`, `elect`, `leader`, `ls`: one module per command;
+//!   `transfer`: `leader --transfer-to`/`--transfer-away`;
 //!   `health`: `elect`'s health check; `board`: who `leader` shows leading
 //!   each election, and until when it can vouch for them.
 //! - `signal`: the SIGTERM/SIGINT waiter `run`, `lock` and `elect` share.
@@ -28,6 +29,7 @@ mod lock;
 mod ls;
 mod run;
 mod signal;
+mod transfer;
 
 use cli::{Cli, Command};
 
@@ -104,13 +106,34 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             let client = Client::new(&elector.elector).with_sessions(!session.no_session);
             elect::elect(elect::Elect { client, name, options, health, leader_file, command }).await
         }
-        Command::Leader { elector, watch, from_file, envoy_eds, cluster, envoy_eds_dir, cluster_template, names } => {
+        Command::Leader { transfer_to, transfer_away, transfer_from, wait, elector, names, .. }
+            if transfer_to.is_some() || transfer_away =>
+        {
+            let [name] =
+                <[String; 1]>::try_from(names).map_err(|_| anyhow::anyhow!("a transfer names exactly one election"))?;
+            let ask = transfer::Ask { name, to: transfer_to, from: transfer_from, wait };
+            transfer::transfer(&elector.elector, ask).await
+        }
+        Command::Leader {
+            elector,
+            watch,
+            from_file,
+            envoy_eds,
+            cluster,
+            envoy_eds_dir,
+            cluster_template,
+            names,
+            ..
+        } => {
             let names = leader::names(names, from_file.as_deref())?;
             let flags = leader::EdsFlags { file: envoy_eds, cluster, dir: envoy_eds_dir, template: cluster_template };
             let eds = leader::eds_files(flags, &names.list, watch)?;
             leader::leader(leader::Follow { url: elector.elector, names, watch, eds }).await
         }
-        Command::Ls { elector, what, held, page_size, json } => {
+        Command::Ls { elector, what, history: Some(name), json, .. } => {
+            ls::history(&elector.elector, what, Some(name).filter(|n| !n.is_empty()), json).await
+        }
+        Command::Ls { elector, what, held, page_size, json, history: None } => {
             ls::ls(&elector.elector, what, held, page_size, json).await
         }
         Command::Watchdog { .. } => unreachable!("main runs the watchdog before any runtime starts"),
