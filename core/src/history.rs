@@ -94,7 +94,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { per_name: 32, names: 10_000, ring: 4096, leaderless: 1000 }
+        Limits { per_name: 32, names: 1000, ring: 4096, leaderless: 1000 }
     }
 }
 
