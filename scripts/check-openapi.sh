@@ -16,6 +16,10 @@ trap 'kill "$pid" 2>/dev/null || true; rm -rf "$state"' EXIT
 # long-poll and a watch answer within a second, well inside
 # schemathesis's 10 s read timeout (a generated wait_ms or timeout_ms may
 # be minutes).
+# use_after_free is off: schemathesis infers that GET
+# /v1/{locks,elections}/{name}/history reads the resource DELETE
+# /v1/{locks,elections}/{name} removes, but a name's history outlives its
+# release by design (it is what an operator reads after a hand-over).
 exec 3< <(exec "$bin" --listen 127.0.0.1:0 --state-file "$state/elector.json" --log error --max-line-wait 1s \
   --max-poll-wait 1s)
 pid=$!
@@ -31,6 +35,6 @@ url=${line#elector listening on }
 # follow (it would send its next request down the session, unanswered);
 # elector/tests/conformance.rs drives it over a raw connection instead.
 PYTHONPATH=.tools/schemathesis .tools/schemathesis/bin/st run elector/openapi.yaml --url "$url" \
-  --checks all --exclude-checks ensure_resource_availability --workers 1 --exclude-path /v1/sessions \
+  --checks all --exclude-checks ensure_resource_availability,use_after_free --workers 1 --exclude-path /v1/sessions \
   --max-examples "${OPENAPI_EXAMPLES:-60}" --seed "${OPENAPI_SEED:-1}" \
   --continue-on-failure --no-color
