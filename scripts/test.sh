@@ -22,6 +22,14 @@ step() { printf '\n== [%dm%02ds] %s\n' $(((SECONDS - started) / 60)) $(((SECONDS
 
 source scripts/build-env.sh
 
+# Every temporary file of the run (the tests' scratch folders, etcd's data,
+# jco's and Chromium's) goes into one folder that is removed when the run
+# ends: a process a test kills cannot clean up after itself, and repeated
+# runs must not fill /tmp.
+run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpsync-test.XXXXXX")
+export TMPDIR=$run_tmp
+trap 'rm -rf "$run_tmp"' EXIT
+
 # make test must leave the work tree as it found it: whatever a step writes
 # belongs under target/ or .tools/ (both ignored), never beside the sources.
 status_before=$(git status --porcelain --untracked-files=all 2>/dev/null || true)
@@ -31,7 +39,6 @@ cargo fmt --all --check
 
 step "build and lints: the workspace, every target, once (cold: about 7 minutes on 2 cores; after make demo: under a minute)"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 cargo build --locked --profile test --workspace --exclude sync-guest --exclude sync-apps --all-targets 2>&1 | tee "$log"
 if grep -qE '^(warning|error)(\[|:)' "$log"; then
   echo "lints: the build above has warnings; the tests need none" >&2
