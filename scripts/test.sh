@@ -37,7 +37,7 @@ status_before=$(git status --porcelain --untracked-files=all 2>/dev/null || true
 step "format"
 cargo fmt --all --check
 
-step "build and lints: the workspace, every target, once (cold: about 7 minutes on 2 cores; after make demo: under a minute)"
+step "build and lints: the workspace, every target, once (cold: about 6 minutes on 2 cores; after make demo: under a minute)"
 log=$(mktemp)
 cargo build --locked --profile test --workspace --exclude sync-guest --exclude sync-apps --all-targets 2>&1 | tee "$log"
 if grep -qE '^(warning|error)(\[|:)' "$log"; then

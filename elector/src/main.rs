@@ -99,7 +99,9 @@ struct Args {
 
     /// Most connections open at once on each listening address; one more
     /// is answered 503 with retry-after and closed. Keep it (twice it, with
-    /// --health-listen) under the process's file limit.
+    /// --health-listen) under the process's file limit. Both ports speak
+    /// HTTP/1.1 and HTTP/2 with prior knowledge (h2c: one connection per
+    /// Envoy worker carries all its calls, up to 1,024 at once).
     #[arg(long, env = "ELECTOR_MAX_CONNECTIONS", default_value_t = elector::server::Limits::default().max_connections)]
     max_connections: usize,
 
@@ -151,7 +153,8 @@ struct Args {
     max_sessions: usize,
 
     /// Time a client has to send a request's headers; also how long an idle
-    /// keep-alive connection is kept open.
+    /// keep-alive connection (HTTP/1.1, or HTTP/2 with no request in
+    /// flight) is kept open.
     #[arg(long, env = "ELECTOR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     header_read_timeout: Duration,
 

@@ -16,6 +16,15 @@
 //! timeout; `--max-sessions` bounds them) and its shutdown (the elector
 //! ends its sessions itself, which releases nothing).
 //!
+//! A connection that opens with HTTP/2's preface (prior knowledge, `h2c`)
+//! is served with HTTP/2: a proxy's worker then carries its watch, the
+//! watch that replaces it and each held request's long-poll on one
+//! connection, where HTTP/1.1 needs a connection for each request in
+//! flight. The same limits hold: the first bytes within
+//! `header_read_timeout`, header lists of at most `max_header_bytes`, at
+//! most [`MAX_STREAMS`] requests in flight per connection, and a
+//! connection with none in flight for `header_read_timeout` is closed.
+//!
 //! Every refusal is counted in `/metrics` (`mpsync_refusals_total`) and
 //! logged, at most once a second per limit.
 //!
@@ -25,6 +34,7 @@
 //! wear the elector down nor take connections from the lease API.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +64,14 @@ impl Default for Limits {
         Limits { max_connections: 10_000, header_read_timeout: Duration::from_secs(10), max_header_bytes: 16 * 1024 }
     }
 }
+
+/// Requests in flight at once on one HTTP/2 connection (a proxy's worker
+/// past it opens another connection). `--max-long-polls` bounds the
+/// long-polls of all connections together.
+pub const MAX_STREAMS: u32 = 1024;
+
+/// What a connection that speaks HTTP/2 with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 const FULL: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
 connection: close\r\ncontent-length: 100\r\n\r\n\
@@ -166,21 +184,150 @@ async fn accept(
             request.extensions_mut().insert(Peer(peer));
             hyper::service::Service::call(&app, request)
         });
-        let connection = http.serve_connection(TokioIo::new(stream), labelled).with_upgrades();
-        let mut stopping = stopping.clone();
+        let (http, stopping) = (http.clone(), stopping.clone());
+        let within = limits.header_read_timeout;
+        let max_header_bytes = limits.max_header_bytes;
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match protocol(&stream, within).await {
+                // Closed, or silent past the timeout.
+                None => {}
+                Some(Protocol::Http1) => {
+                    let connection = http.serve_connection(TokioIo::new(stream), labelled).with_upgrades();
+                    served(connection, stopping, |c| c.graceful_shutdown()).await;
+                }
+                Some(Protocol::Http2) => {
+                    let in_flight = InFlight::default();
+                    let counted = in_flight.clone();
+                    let labelled = hyper::service::service_fn(move |request| {
+                        let started = counted.start();
+                        let answer = hyper::service::Service::call(&labelled, request);
+                        async move {
+                            let answer = answer.await;
+                            drop(started);
+                            answer
+                        }
+                    });
+                    let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    h2.timer(TokioTimer::new())
+                        .max_concurrent_streams(MAX_STREAMS)
+                        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+                        // A peer that stops answering pings is gone.
+                        .keep_alive_interval(Some(within))
+                        .keep_alive_timeout(within);
+                    let connection = h2.serve_connection(TokioIo::new(stream), labelled);
+                    let idle = in_flight.idle_for(within);
+                    served_until(connection, stopping, idle, |c| c.graceful_shutdown()).await;
                 }
             }
-            drop((stopping, permit));
+            drop(permit);
         });
     }
     Open { stop }
+}
+
+/// How a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Tells HTTP/2 with prior knowledge (its preface) from HTTP/1.1 by the
+/// first bytes, without taking them; `None` when the peer closes or sends
+/// nothing within `within`.
+async fn protocol(stream: &tokio::net::TcpStream, within: Duration) -> Option<Protocol> {
+    let decide = async {
+        let mut first = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut first).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if !H2_PREFACE.starts_with(&first[..n]) {
+                return Some(Protocol::Http1);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(Protocol::Http2);
+            }
+            // A part of the preface so far ("P" may yet be a POST): peek
+            // again shortly (a peek returns what is there at once).
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(within, decide).await.ok().flatten()
+}
+
+/// Serves `connection` to its end, or until the elector stops: then lets
+/// it finish the requests in flight.
+async fn served<C: Future>(connection: C, stopping: watch::Receiver<bool>, graceful: impl FnOnce(Pin<&mut C>)) {
+    served_until(connection, stopping, std::future::pending(), graceful).await;
+}
+
+/// [`served`], also finishing the connection gracefully when `idle`
+/// resolves.
+async fn served_until<C: Future>(
+    connection: C,
+    mut stopping: watch::Receiver<bool>,
+    idle: impl Future<Output = ()>,
+    graceful: impl FnOnce(Pin<&mut C>),
+) {
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+            graceful(connection.as_mut());
+            let _ = connection.await;
+        }
+        () = idle => {
+            graceful(connection.as_mut());
+            let _ = connection.await;
+        }
+    }
+}
+
+/// The requests in flight on one HTTP/2 connection, to close it once it
+/// has had none for a while (as an idle HTTP/1.1 keep-alive connection is).
+#[derive(Clone, Default)]
+struct InFlight(Arc<InFlightState>);
+
+#[derive(Default)]
+struct InFlightState {
+    count: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+/// One request in flight, until dropped.
+struct Started(Arc<InFlightState>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl InFlight {
+    fn start(&self) -> Started {
+        self.0.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+        Started(self.0.clone())
+    }
+
+    /// Resolves once no request has been in flight for `quiet`.
+    async fn idle_for(self, quiet: Duration) {
+        loop {
+            let changed = self.0.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.0.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                if tokio::time::timeout(quiet, changed).await.is_err() {
+                    return;
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

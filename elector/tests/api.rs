@@ -927,6 +927,93 @@ async fn a_half_sent_request_and_an_idle_connection_are_closed_at_the_header_tim
     read_until_closed(&mut idle, within).await;
 }
 
+/// One HTTP/2 connection with prior knowledge (h2c, as Envoy's elector
+/// cluster speaks it), for the requests of one client.
+struct H2 {
+    send: hyper::client::conn::http2::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    /// Resolves when the connection ends.
+    ended: tokio::task::JoinHandle<()>,
+    addr: std::net::SocketAddr,
+}
+
+impl H2 {
+    async fn connect(addr: std::net::SocketAddr) -> H2 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (send, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+        let ended = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        H2 { send, ended, addr }
+    }
+
+    /// Sends a request on the connection; its status and body.
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> impl Future<Output = (StatusCode, Vec<u8>)> + use<> {
+        use http_body_util::BodyExt;
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(body.unwrap_or_default())))
+            .unwrap();
+        let mut send = self.send.clone();
+        async move {
+            let answer = send.send_request(request).await.unwrap();
+            let status = answer.status();
+            (status, answer.into_body().collect().await.unwrap().to_bytes().to_vec())
+        }
+    }
+}
+
+/// A proxy's worker sends its watch, the watch that replaces it and each
+/// held request's long-poll on one HTTP/2 connection: a claim, three
+/// long-polls parked at once on that connection, and the release (on the
+/// same connection) that answers all three.
+#[tokio::test]
+async fn http2_with_prior_knowledge_carries_parked_long_polls_and_writes_on_one_connection() {
+    let (mut elector, _client) = serve(Knobs::default()).await;
+    let h2 = H2::connect(elector.addr()).await;
+    let claim = serde_json::to_vec(&acquire("a", 60_000)).unwrap();
+    let (status, body) = h2.request(Method::PUT, "/v1/locks/multiplexed", Some(claim)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let lease: LeaseView = serde_json::from_slice(&body).unwrap();
+    let path = format!("/v1/locks/multiplexed?wait={}&timeout_ms=60000", lease.version);
+    let polls: Vec<_> = (0..3).map(|_| tokio::spawn(h2.request(Method::GET, &path, None))).collect();
+    elector.parked(3).await;
+    let end = serde_json::to_vec(&json!({"holder": "a", "token": lease.token})).unwrap();
+    let (status, _) = h2.request(Method::DELETE, "/v1/locks/multiplexed", Some(end)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for poll in polls {
+        // Free now: 404, at a newer version.
+        let (status, body) = poll.await.unwrap();
+        let read = mpsync_core::client::http::decode_read(status.as_u16(), &body).unwrap();
+        assert!(matches!(read, Read::Free { version } if version > lease.version), "{read:?}");
+    }
+    assert!(!h2.ended.is_finished(), "one connection served them all");
+}
+
+/// An HTTP/2 connection with nothing in flight is closed at
+/// `--header-read-timeout`, as an idle HTTP/1.1 one is (the client answers
+/// the server's pings, so only the idle limit can close it).
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_at_the_header_timeout() {
+    let (elector, _client) = serve(Knobs {
+        limits: Limits { header_read_timeout: Duration::from_millis(300), ..Limits::default() },
+        ..Knobs::default()
+    })
+    .await;
+    let h2 = H2::connect(elector.addr()).await;
+    assert_eq!(h2.request(Method::GET, "/healthz", None).await.0, StatusCode::OK);
+    let within = Limits::default().header_read_timeout / 2;
+    tokio::time::timeout(within, h2.ended).await.expect("the elector kept the idle connection open").unwrap();
+}
+
 #[tokio::test]
 async fn past_max_connections_a_connection_gets_503_and_is_counted() {
     use tokio::io::AsyncWriteExt;

@@ -187,19 +187,16 @@ static_resources:
     type: STATIC
     connect_timeout: 1s
     # One watch per worker, and a long-poll of its own for each request held
-    # while its election has no leader, each a request on a connection of
-    # its own (HTTP/1): a benchmark holding thousands of requests at once
-    # would pass Envoy's default of 1,024.
+    # while its election has no leader: a benchmark holding thousands of
+    # requests at once would pass Envoy's default of 1,024 requests.
     circuit_breakers:
       thresholds: [{{ max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 }}]
-    # A watch replaced by a larger one, and a held request's own long-poll,
-    # each leave a connection behind once answered: closed after a second
-    # unused, so that each worker keeps about one (its watch).
+    # HTTP/2 (prior knowledge): each worker's watch, the watch that replaces
+    # it and every held request's long-poll share one connection per worker.
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        common_http_protocol_options: {{ idle_timeout: 1s }}
-        explicit_http_config: {{ http_protocol_options: {{}} }}
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
     load_assignment:
       cluster_name: elector
       endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }}] }}]
