@@ -99,9 +99,10 @@ struct Args {
 
     /// Most connections open at once on each listening address; one more
     /// is answered 503 with retry-after and closed. Keep it (twice it, with
-    /// --health-listen) under the process's file limit. Both ports speak
-    /// HTTP/1.1 and HTTP/2 with prior knowledge (h2c: one connection per
-    /// Envoy worker carries all its calls, up to 1,024 at once).
+    /// --health-listen) under the process's file limit. The API port
+    /// speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c: one connection
+    /// per Envoy worker carries its calls, up to 128 at once); the probe
+    /// port HTTP/1.1.
     #[arg(long, env = "ELECTOR_MAX_CONNECTIONS", default_value_t = elector::server::Limits::default().max_connections)]
     max_connections: usize,
 

@@ -16,14 +16,19 @@
 //! timeout; `--max-sessions` bounds them) and its shutdown (the elector
 //! ends its sessions itself, which releases nothing).
 //!
-//! A connection that opens with HTTP/2's preface (prior knowledge, `h2c`)
-//! is served with HTTP/2: a proxy's worker then carries its watch, the
-//! watch that replaces it and each held request's long-poll on one
-//! connection, where HTTP/1.1 needs a connection for each request in
-//! flight. The same limits hold: the first bytes within
-//! `header_read_timeout`, header lists of at most `max_header_bytes`, at
-//! most [`MAX_STREAMS`] requests in flight per connection, and a
-//! connection with none in flight for `header_read_timeout` is closed.
+//! On the API port, a connection that opens with HTTP/2's preface (prior
+//! knowledge, `h2c`) is served with HTTP/2: a proxy's worker then carries
+//! its watch, the watch that replaces it and each held request's long-poll
+//! on one connection, where HTTP/1.1 needs a connection for each request in
+//! flight. Its limits: the preface within `header_read_timeout` (what the
+//! first bytes took counts against an HTTP/1.1 request's headers too),
+//! header lists of at most `max_header_bytes`, at most [`MAX_STREAMS`]
+//! requests in flight per connection, and a connection with none in flight
+//! for `header_read_timeout` is closed (gracefully: a streamed answer
+//! finishes). Each stream's handler runs in a task of its own, which
+//! shutdown waits for. The 503 past `max_connections` is HTTP/1.1 bytes:
+//! an HTTP/2 client sees the connection fail, and tries again. Sessions
+//! need HTTP/1.1 ([`crate::api`]).
 //!
 //! Every refusal is counted in `/metrics` (`mpsync_refusals_total`) and
 //! logged, at most once a second per limit.
@@ -66,9 +71,10 @@ impl Default for Limits {
 }
 
 /// Requests in flight at once on one HTTP/2 connection (a proxy's worker
-/// past it opens another connection). `--max-long-polls` bounds the
+/// past it opens another connection), so that one connection holds about
+/// what 128 HTTP/1.1 connections would. `--max-long-polls` bounds the
 /// long-polls of all connections together.
-pub const MAX_STREAMS: u32 = 1024;
+pub const MAX_STREAMS: u32 = 128;
 
 /// What a connection that speaks HTTP/2 with prior knowledge sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -87,7 +93,7 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let open = accept(listener, crate::api::router(service.clone()), &service, limits, shutdown).await;
+    let open = accept(listener, crate::api::router(service.clone()), &service, limits, true, shutdown).await;
     tracing::info!("shutting down: finishing requests in flight");
     service.begin_shutdown();
     open.shutdown().await;
@@ -107,7 +113,9 @@ pub async fn serve_health(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let open = accept(listener, crate::api::health_router(service.clone()), &service, limits, shutdown).await;
+    // HTTP/1.1 only: the probe port is the one a pod exposes beyond
+    // loopback, and its clients (the kubelet, Prometheus) need no more.
+    let open = accept(listener, crate::api::health_router(service.clone()), &service, limits, false, shutdown).await;
     open.shutdown().await;
     Ok(())
 }
@@ -136,6 +144,7 @@ async fn accept(
     app: axum::Router,
     service: &Service,
     limits: Limits,
+    http2: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Open {
     let app = TowerToHyperService::new(app);
@@ -178,51 +187,74 @@ async fn accept(
             });
             continue;
         };
-        // Each request learns its peer (only loopback opens a session).
-        let app = app.clone();
-        let labelled = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(Peer(peer));
-            hyper::service::Service::call(&app, request)
-        });
-        let (http, stopping) = (http.clone(), stopping.clone());
-        let within = limits.header_read_timeout;
-        let max_header_bytes = limits.max_header_bytes;
+        let (app, http, stopping) = (app.clone(), http.clone(), stopping.clone());
         tokio::spawn(async move {
-            match protocol(&stream, within).await {
-                // Closed, or silent past the timeout.
-                None => {}
-                Some(Protocol::Http1) => {
-                    let connection = http.serve_connection(TokioIo::new(stream), labelled).with_upgrades();
-                    served(connection, stopping, |c| c.graceful_shutdown()).await;
-                }
-                Some(Protocol::Http2) => {
-                    let in_flight = InFlight::default();
-                    let counted = in_flight.clone();
-                    let labelled = hyper::service::service_fn(move |request| {
-                        let started = counted.start();
-                        let answer = hyper::service::Service::call(&labelled, request);
-                        async move {
-                            let answer = answer.await;
-                            drop(started);
-                            answer
-                        }
-                    });
-                    let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-                    h2.timer(TokioTimer::new())
-                        .max_concurrent_streams(MAX_STREAMS)
-                        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
-                        // A peer that stops answering pings is gone.
-                        .keep_alive_interval(Some(within))
-                        .keep_alive_timeout(within);
-                    let connection = h2.serve_connection(TokioIo::new(stream), labelled);
-                    let idle = in_flight.idle_for(within);
-                    served_until(connection, stopping, idle, |c| c.graceful_shutdown()).await;
-                }
-            }
+            connection(stream, peer, app, http, http2, limits, stopping).await;
             drop(permit);
         });
     }
     Open { stop }
+}
+
+/// Serves one connection: tells its protocol by its first bytes (within
+/// the header timeout, or until the elector stops), then serves it with
+/// HTTP/1.1 or (where `http2` allows) HTTP/2 until it ends or the elector
+/// stops.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    app: TowerToHyperService<axum::Router>,
+    mut http: hyper::server::conn::http1::Builder,
+    http2: bool,
+    limits: Limits,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let started = tokio::time::Instant::now();
+    let within = limits.header_read_timeout;
+    let told = tokio::select! {
+        told = protocol(stream, within, http2) => told,
+        _ = stopping.wait_for(|stop| *stop) => None,
+    };
+    // Closed, silent past the timeout, or the elector is stopping.
+    let Some((protocol, stream)) = told else { return };
+    // Each request learns its peer (only loopback opens a session).
+    let labelled = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
+        hyper::service::Service::call(&app, request)
+    });
+    match protocol {
+        Protocol::Http1 => {
+            // What the first bytes took counts against the header timeout.
+            let left = within.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+            http.header_read_timeout(left);
+            let connection = http.serve_connection(TokioIo::new(stream), labelled).with_upgrades();
+            served(connection, stopping, std::future::pending(), |c| c.graceful_shutdown()).await;
+        }
+        Protocol::Http2 => {
+            let in_flight = InFlight::default();
+            let (counted, held) = (in_flight.clone(), stopping.clone());
+            // Each stream's handler runs in a task of its own: it holds a
+            // receiver of `stopping`, so that shutdown waits for it too.
+            let labelled = hyper::service::service_fn(move |request| {
+                let guards = (counted.start(), held.clone());
+                let answer = hyper::service::Service::call(&labelled, request);
+                async move {
+                    let answer = answer.await;
+                    drop(guards);
+                    answer
+                }
+            });
+            let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+            h2.timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_STREAMS)
+                .max_header_list_size(u32::try_from(limits.max_header_bytes.max(8192)).unwrap_or(u32::MAX))
+                // A peer that stops answering pings is gone.
+                .keep_alive_interval(Some(within))
+                .keep_alive_timeout(within);
+            let connection = h2.serve_connection(TokioIo::new(stream), labelled);
+            served(connection, stopping, in_flight.idle_for(within), |c| c.graceful_shutdown()).await;
+        }
+    }
 }
 
 /// How a connection speaks.
@@ -233,39 +265,104 @@ enum Protocol {
 }
 
 /// Tells HTTP/2 with prior knowledge (its preface) from HTTP/1.1 by the
-/// first bytes, without taking them; `None` when the peer closes or sends
-/// nothing within `within`.
-async fn protocol(stream: &tokio::net::TcpStream, within: Duration) -> Option<Protocol> {
+/// first bytes (every connection is HTTP/1.1 unless `http2`); the stream
+/// comes back with those bytes, to be read again. `None` when the peer
+/// closes, or has not told within `within`.
+async fn protocol(mut stream: tokio::net::TcpStream, within: Duration, http2: bool) -> Option<(Protocol, Rewind)> {
+    use tokio::io::AsyncReadExt;
+    if !http2 {
+        return Some((Protocol::Http1, Rewind::new(Vec::new(), stream)));
+    }
+    let mut first = Vec::with_capacity(H2_PREFACE.len());
     let decide = async {
-        let mut first = [0u8; H2_PREFACE.len()];
+        let mut buf = [0u8; H2_PREFACE.len()];
         loop {
-            let n = stream.peek(&mut first).await.ok()?;
+            // At most what the preface still lacks: nothing past it is read.
+            let n = stream.read(&mut buf[..H2_PREFACE.len() - first.len()]).await.ok()?;
             if n == 0 {
                 return None;
             }
-            if !H2_PREFACE.starts_with(&first[..n]) {
+            first.extend_from_slice(&buf[..n]);
+            if !H2_PREFACE.starts_with(&first) {
                 return Some(Protocol::Http1);
             }
-            if n == H2_PREFACE.len() {
+            if first.len() == H2_PREFACE.len() {
                 return Some(Protocol::Http2);
             }
-            // A part of the preface so far ("P" may yet be a POST): peek
-            // again shortly (a peek returns what is there at once).
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     };
-    tokio::time::timeout(within, decide).await.ok().flatten()
+    let protocol = tokio::time::timeout(within, decide).await.ok().flatten()?;
+    Some((protocol, Rewind::new(first, stream)))
 }
 
-/// Serves `connection` to its end, or until the elector stops: then lets
-/// it finish the requests in flight.
-async fn served<C: Future>(connection: C, stopping: watch::Receiver<bool>, graceful: impl FnOnce(Pin<&mut C>)) {
-    served_until(connection, stopping, std::future::pending(), graceful).await;
+/// A connection whose first bytes, read to tell its protocol, are read
+/// again first.
+struct Rewind {
+    first: Vec<u8>,
+    /// How much of `first` has been read again.
+    at: usize,
+    stream: tokio::net::TcpStream,
 }
 
-/// [`served`], also finishing the connection gracefully when `idle`
-/// resolves.
-async fn served_until<C: Future>(
+impl Rewind {
+    fn new(first: Vec<u8>, stream: tokio::net::TcpStream) -> Rewind {
+        Rewind { first, at: 0, stream }
+    }
+}
+
+impl tokio::io::AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.first.len() {
+            let n = (this.first.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Serves `connection` to its end, or until the elector stops or `idle`
+/// resolves: then lets it finish the requests in flight.
+async fn served<C: Future>(
     connection: C,
     mut stopping: watch::Receiver<bool>,
     idle: impl Future<Output = ()>,
@@ -273,16 +370,12 @@ async fn served_until<C: Future>(
 ) {
     tokio::pin!(connection);
     tokio::select! {
-        _ = connection.as_mut() => {}
-        () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
-            graceful(connection.as_mut());
-            let _ = connection.await;
-        }
-        () = idle => {
-            graceful(connection.as_mut());
-            let _ = connection.await;
-        }
+        _ = connection.as_mut() => return,
+        _ = stopping.wait_for(|stop| *stop) => {}
+        () = idle => {}
     }
+    graceful(connection.as_mut());
+    let _ = connection.await;
 }
 
 /// The requests in flight on one HTTP/2 connection, to close it once it

@@ -922,9 +922,16 @@ async fn a_half_sent_request_and_an_idle_connection_are_closed_at_the_header_tim
     let mut half = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
     half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut idle = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
+    // A first byte that may yet be a POST or HTTP/2's preface, and a part
+    // of the preface.
+    let mut p = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
+    p.write_all(b"P").await.unwrap();
+    let mut preface = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     let within = Limits::default().header_read_timeout / 2;
-    read_until_closed(&mut half, within).await;
-    read_until_closed(&mut idle, within).await;
+    for stream in [&mut half, &mut idle, &mut p, &mut preface] {
+        read_until_closed(stream, within).await;
+    }
 }
 
 /// One HTTP/2 connection with prior knowledge (h2c, as Envoy's elector
@@ -1012,6 +1019,68 @@ async fn an_idle_http2_connection_is_closed_at_the_header_timeout() {
     assert_eq!(h2.request(Method::GET, "/healthz", None).await.0, StatusCode::OK);
     let within = Limits::default().header_read_timeout / 2;
     tokio::time::timeout(within, h2.ended).await.expect("the elector kept the idle connection open").unwrap();
+}
+
+/// The idle limit counts only an HTTP/2 connection with nothing in flight:
+/// a long-poll parked longer than `--header-read-timeout` keeps it, is
+/// answered at its own timeout, and the connection serves the next request.
+#[tokio::test]
+async fn an_http2_connection_with_a_parked_long_poll_is_not_idle() {
+    let (mut elector, _client) = serve(Knobs {
+        limits: Limits { header_read_timeout: Duration::from_millis(300), ..Limits::default() },
+        ..Knobs::default()
+    })
+    .await;
+    let h2 = H2::connect(elector.addr()).await;
+    let claim = serde_json::to_vec(&acquire("a", 60_000)).unwrap();
+    let (status, body) = h2.request(Method::PUT, "/v1/locks/busy", Some(claim)).await;
+    assert_eq!(status, StatusCode::OK);
+    let lease: LeaseView = serde_json::from_slice(&body).unwrap();
+    // Five times the idle limit.
+    let path = format!("/v1/locks/busy?wait={}&timeout_ms=1500", lease.version);
+    let poll = tokio::spawn(h2.request(Method::GET, &path, None));
+    elector.parked(1).await;
+    let (status, body) = poll.await.unwrap();
+    let read = mpsync_core::client::http::decode_read(status.as_u16(), &body).unwrap();
+    assert!(matches!(read, Read::Held(ref l) if l.token == lease.token), "answered at its timeout: {read:?}");
+    assert_eq!(h2.request(Method::GET, "/healthz", None).await.0, StatusCode::OK, "the connection still serves");
+}
+
+/// Shutdown answers a long-poll parked on an HTTP/2 connection at once, and
+/// waits neither for a connection that has sent nothing nor for one that
+/// has sent part of HTTP/2's preface (the header timeout here is 10 s).
+#[tokio::test]
+async fn shutdown_answers_http2_long_polls_and_waits_for_no_silent_connection() {
+    use tokio::io::AsyncWriteExt;
+    let (mut elector, _client) = serve(Knobs::default()).await;
+    let _silent = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(elector.addr()).await.unwrap();
+    partial.write_all(b"PRI * HT").await.unwrap();
+    let h2 = H2::connect(elector.addr()).await;
+    let claim = serde_json::to_vec(&acquire("a", 60_000)).unwrap();
+    let (_, body) = h2.request(Method::PUT, "/v1/locks/bye-h2", Some(claim)).await;
+    let lease: LeaseView = serde_json::from_slice(&body).unwrap();
+    let path = format!("/v1/locks/bye-h2?wait={}&timeout_ms=120000", lease.version);
+    let poll = tokio::spawn(h2.request(Method::GET, &path, None));
+    elector.parked(1).await;
+    elector.shut_down();
+    let (status, _) = tokio::time::timeout(PATIENCE, poll).await.expect("long-poll hung at shutdown").unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let within = Limits::default().header_read_timeout / 2;
+    let served = tokio::time::timeout(within, &mut elector.serving).await.expect("shutdown waited for silence");
+    served.unwrap().unwrap();
+}
+
+/// Sessions need a connection of their own: over HTTP/2 they are refused
+/// with a clear 400, not reset.
+#[tokio::test]
+async fn a_session_over_http2_is_refused_with_400() {
+    let (elector, _client) = serve(Knobs::default()).await;
+    let h2 = H2::connect(elector.addr()).await;
+    let (status, body) = h2.request(Method::POST, "/v1/sessions", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert!(error.message.contains("sessions need HTTP/1.1"), "{}", error.message);
 }
 
 #[tokio::test]

@@ -41,6 +41,17 @@ pub(super) async fn open(State(service): State<Arc<Service>>, mut request: Reque
         )
         .into_response();
     }
+    if request.version() >= axum::http::Version::HTTP_2 {
+        // An HTTP/2 stream shares its connection: its end is not the
+        // kernel closing the holder's own socket.
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UpgradeRequired,
+            "sessions need HTTP/1.1: a session is a connection of its own (upgraded, or one request that never \
+             ends), and this request came over HTTP/2",
+        )
+        .into_response();
+    }
     if !asks_for_upgrade(request.headers()) && super::session_stream::asks_for_stream(request.headers()) {
         return super::session_stream::open(service, request);
     }

@@ -31,7 +31,10 @@
 //!    most 5 ms.
 //!
 //! Each worker count runs first with one shard (the comparison), then with
-//! `SHARDS`; the ratios are printed.
+//! `SHARDS`; the ratios are printed. Envoy's elector cluster speaks HTTP/2
+//! (as in the examples); with `HTTP1=1` (the default) each worker count
+//! also runs `SHARDS` with the cluster on HTTP/1.1, the comparison for the
+//! connections, and the ratios are printed too.
 //!
 //! Instructions per request at 10,000 shards against 1 are counted by the
 //! `instructions` bench: `BENCH_SHARDS=10000 BENCH_ONLY=8,9 make
@@ -42,7 +45,7 @@
 //! election, workers × shards of them on each side.
 //!
 //! `make bench-shards`. Knobs: `SHARDS` (10000), `WORKERS` ("2 4"),
-//! `CHANGES` (200), `SETTLE_MS` (0: a pause between the resignation and
+//! `CHANGES` (200), `HTTP1` (1: also with the cluster on HTTP/1.1; 0: not), `SETTLE_MS` (0: a pause between the resignation and
 //! the new leader, so that what the resignation set off is over first).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -198,6 +201,8 @@ async fn elect(client: &Client, shard: usize, holder: &str, at: usize, upstreams
 
 /// What one worker count and shard count measured.
 struct Run {
+    /// The elector cluster's protocol.
+    http: &'static str,
     workers: usize,
     shards: usize,
     reached: usize,
@@ -218,7 +223,14 @@ struct Run {
 }
 
 #[allow(clippy::too_many_lines)]
-async fn run(workers: usize, shards: usize, changes: usize, settle: Duration, upstreams: &[SocketAddr]) -> Run {
+async fn run(
+    http: &'static str,
+    workers: usize,
+    shards: usize,
+    changes: usize,
+    settle: Duration,
+    upstreams: &[SocketAddr],
+) -> Run {
     let limit = (workers * shards + 1000).to_string();
     let max_names = shards.max(mpsync_core::watch::DEFAULT_MAX_WATCH_NAMES).to_string();
     let elector = ElectorProcess::spawn(
@@ -252,7 +264,11 @@ async fn run(workers: usize, shards: usize, changes: usize, settle: Duration, up
         r#"{{"elector_cluster":"elector","shard":{{"header":"x-shard","template":"s-{{shard}}"}},"allow":["127.0.0.0/8"],"hold_ms":10000,"max_elections":{}}}"#,
         shards.max(10_000)
     );
-    let envoy = Envoy::start_on(&config(&filter, elector.addr(), None), workers, None).await;
+    let mut yaml = config(&filter, elector.addr(), None);
+    if http == "1.1" {
+        yaml = yaml.replace("http2_protocol_options", "http_protocol_options");
+    }
+    let envoy = Envoy::start_on(&yaml, workers, None).await;
     let (elector_pid, envoy_pid) = (elector.pid().unwrap(), envoy.pid());
     let before = (rss_kib(elector_pid), rss_kib(envoy_pid));
 
@@ -290,7 +306,7 @@ async fn run(workers: usize, shards: usize, changes: usize, settle: Duration, up
     let warm = start.elapsed();
     let warm_connections = connections_to(envoy_pid, elector.addr().port());
     let after = (rss_kib(elector_pid), rss_kib(envoy_pid));
-    eprintln!("shards: {workers} workers, {shards} shards warm in {warm:?}; {changes} leader changes");
+    eprintln!("shards: HTTP/{http}, {workers} workers, {shards} shards warm in {warm:?}; {changes} leader changes");
 
     let (mut routed, mut slowest, mut whole) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..changes {
@@ -353,6 +369,7 @@ async fn run(workers: usize, shards: usize, changes: usize, settle: Duration, up
     whole.sort();
     let connections = (warm_connections, connections_to(envoy_pid, elector.addr().port()));
     Run {
+        http,
         workers,
         shards,
         reached,
@@ -376,7 +393,8 @@ fn print(runs: &[Run], changes: usize) {
          {changes} leader changes each (resign, then a new leader at the other upstream), same run:\n"
     );
     println!(
-        "{:>7} | {:>6} | {:>9} | {:>15} | {:>9} | {:>8} | {:>8} | {:>16} | {:>18} | {:>23} | {:>23} | {:>23}",
+        "{:>4} | {:>7} | {:>6} | {:>9} | {:>15} | {:>9} | {:>8} | {:>8} | {:>16} | {:>18} | {:>23} | {:>23} | {:>23}",
+        "HTTP",
         "workers",
         "shards",
         "warm",
@@ -393,7 +411,8 @@ fn print(runs: &[Run], changes: usize) {
     for r in runs {
         let pair = |v: &[Duration]| format!("{} / {}", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)));
         println!(
-            "{:>7} | {:>6} | {:>7.1} s | {:>7} / {:>5} | {:>4} / {:>2} | {:>8} | {:>8} | {:>5.1} → {:>5.1} MiB | {:>6.1} → {:>6.1} MiB | {:>23} | {:>23} | {:>23}",
+            "{:>4} | {:>7} | {:>6} | {:>7.1} s | {:>7} / {:>5} | {:>4} / {:>2} | {:>8} | {:>8} | {:>5.1} → {:>5.1} MiB | {:>6.1} → {:>6.1} MiB | {:>23} | {:>23} | {:>23}",
+            r.http,
             if r.reached == r.workers { r.workers.to_string() } else { format!("{} of {}", r.reached, r.workers) },
             r.shards,
             r.warm.as_secs_f64(),
@@ -412,9 +431,14 @@ fn print(runs: &[Run], changes: usize) {
             pair(&r.whole),
         );
     }
-    for pair in runs.chunks(2) {
-        if let [one, many] = pair {
-            let p99 = |r: &Run| percentile(&r.routed, 0.99).as_secs_f64();
+    let p99 = |r: &Run| percentile(&r.routed, 0.99).as_secs_f64();
+    let grown = |r: &Run| r.elector_kib.1.saturating_sub(r.elector_kib.0).max(1) as f64;
+    let envoy_grown = |r: &Run| r.envoy_kib.1.saturating_sub(r.envoy_kib.0).max(1) as f64;
+    for many in runs.iter().filter(|r| r.shards > 1 && r.http == "2") {
+        let find = |shards: usize, http: &str| {
+            runs.iter().find(|r| r.workers == many.workers && r.shards == shards && r.http == http)
+        };
+        if let Some(one) = find(1, "2") {
             println!(
                 "  {} workers, {} shards / {}: routed p99 {:.2}, elector RSS grown {:.1}, Envoy RSS grown {:.1}; \
                  warm-up {} per shard and worker (a request for a shard its worker has not met waits for the watch)",
@@ -422,11 +446,24 @@ fn print(runs: &[Run], changes: usize) {
                 many.shards,
                 one.shards,
                 p99(many) / p99(one).max(1e-9),
-                many.elector_kib.1.saturating_sub(many.elector_kib.0) as f64
-                    / one.elector_kib.1.saturating_sub(one.elector_kib.0).max(1) as f64,
-                many.envoy_kib.1.saturating_sub(many.envoy_kib.0) as f64
-                    / one.envoy_kib.1.saturating_sub(one.envoy_kib.0).max(1) as f64,
+                grown(many) / grown(one),
+                envoy_grown(many) / envoy_grown(one),
                 ms(many.warm / u32::try_from(many.shards).unwrap_or(u32::MAX)),
+            );
+        }
+        if let Some(http1) = find(many.shards, "1.1") {
+            println!(
+                "  {} workers, {} shards, HTTP/2 / HTTP/1.1: connections {} / {} after the warm-up, {} / {} after the \
+                 changes; routed p99 {:.2}; elector RSS grown {:.2}; warm-up {:.2}",
+                many.workers,
+                many.shards,
+                many.connections.0,
+                http1.connections.0,
+                many.connections.1,
+                http1.connections.1,
+                p99(many) / p99(http1).max(1e-9),
+                grown(many) / grown(http1),
+                many.warm.as_secs_f64() / http1.warm.as_secs_f64().max(1e-9),
             );
         }
     }
@@ -462,10 +499,14 @@ async fn main() {
     let upstreams = [Upstream::start("a").await, Upstream::start("b").await];
     let addrs: Vec<SocketAddr> = upstreams.iter().map(|u| u.addr).collect();
     let mut runs = Vec::new();
+    let http1 = env_or("HTTP1", 1) != 0;
     for &w in &workers {
         // The comparison first: the same Envoy and elector with one shard.
-        runs.push(run(w, 1, changes, settle, &addrs).await);
-        runs.push(run(w, shards, changes, settle, &addrs).await);
+        runs.push(run("2", w, 1, changes, settle, &addrs).await);
+        runs.push(run("2", w, shards, changes, settle, &addrs).await);
+        if http1 {
+            runs.push(run("1.1", w, shards, changes, settle, &addrs).await);
+        }
     }
     print(&runs, changes);
 }
