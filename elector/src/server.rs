@@ -20,9 +20,9 @@
 //! knowledge, `h2c`) is served with HTTP/2: a proxy's worker then carries
 //! its watch, the watch that replaces it and each held request's long-poll
 //! on one connection, where HTTP/1.1 needs a connection for each request in
-//! flight. Its limits: the preface within `header_read_timeout` (what the
-//! first bytes took counts against an HTTP/1.1 request's headers too),
-//! header lists of at most `max_header_bytes`, at most [`MAX_STREAMS`]
+//! flight. Its limits: the preface within `header_read_timeout` (an
+//! HTTP/1.1 client then has `header_read_timeout` again for the rest of
+//! its first request's headers: at most twice it in all), header lists of at most `max_header_bytes`, at most [`MAX_STREAMS`]
 //! requests in flight per connection, and a connection with none in flight
 //! for `header_read_timeout` is closed (gracefully: a streamed answer
 //! finishes). Each stream's handler runs in a task of its own, which
@@ -204,12 +204,11 @@ async fn connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     app: TowerToHyperService<axum::Router>,
-    mut http: hyper::server::conn::http1::Builder,
+    http: hyper::server::conn::http1::Builder,
     http2: bool,
     limits: Limits,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let started = tokio::time::Instant::now();
     let within = limits.header_read_timeout;
     let told = tokio::select! {
         told = protocol(stream, within, http2) => told,
@@ -224,9 +223,6 @@ async fn connection(
     });
     match protocol {
         Protocol::Http1 => {
-            // What the first bytes took counts against the header timeout.
-            let left = within.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-            http.header_read_timeout(left);
             let connection = http.serve_connection(TokioIo::new(stream), labelled).with_upgrades();
             served(connection, stopping, std::future::pending(), |c| c.graceful_shutdown()).await;
         }

@@ -266,6 +266,7 @@ async fn run(
     );
     let mut yaml = config(&filter, elector.addr(), None);
     if http == "1.1" {
+        assert!(yaml.contains("http2_protocol_options"), "the elector cluster is not on HTTP/2:\n{yaml}");
         yaml = yaml.replace("http2_protocol_options", "http_protocol_options");
     }
     let envoy = Envoy::start_on(&yaml, workers, None).await;
