@@ -28,6 +28,15 @@ use serde::{Deserialize, Serialize};
 use crate::record::{Record, Why};
 use crate::wire::Kind;
 
+/// Whether a record whose holder and token were `before` and are now
+/// `after` changed hands: another holder (or none, or one where there was
+/// none), or the same holder with a new lease (another token: it let its
+/// lease run out and claimed again). A renewal, or a change to the line of
+/// waiters alone, is not one. (`(None, 0)` stands for no record.)
+pub fn changed_hands(before: (Option<&str>, u64), after: (Option<&str>, u64)) -> bool {
+    before.0 != after.0 || (after.0.is_some() && before.1 != after.1)
+}
+
 /// One change of holder of one name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -171,7 +180,7 @@ impl History {
             (None, None) => (None, 0),
         };
         let before = known.map_or((None, 0), |k| (k.holder.as_deref(), k.token));
-        let changed = before.0 != holder || (holder.is_some() && before.1 != token);
+        let changed = changed_hands(before, (holder, token));
         let entry = changed.then(|| {
             self.last_seq += 1;
             Arc::new(Entry {

@@ -160,3 +160,15 @@ fn entries_read_as_the_api_documents_them() {
         r#"{"changes":[{"seq":12,"kind":"lock","name":"db","at":"2026-11-30T14:00:00.123Z","from":"alice","to":"bob","token":7,"address":null,"why":"released"}],"next":12,"gap":false}"#
     );
 }
+
+#[test]
+fn changing_hands_is_another_holder_or_a_new_lease_never_a_renewal() {
+    let (a, b) = (Some("a"), Some("b"));
+    assert!(changed_hands((None, 0), (a, 1)), "taken where there was no record");
+    assert!(changed_hands((a, 1), (b, 2)), "another holder");
+    assert!(changed_hands((a, 1), (None, 1)), "let go");
+    assert!(changed_hands((a, 1), (a, 2)), "the same holder, a new lease");
+    assert!(!changed_hands((a, 1), (a, 1)), "a renewal");
+    assert!(!changed_hands((None, 1), (None, 3)), "free, and still free");
+    assert!(!changed_hands((None, 0), (None, 0)), "no record, then a free one");
+}

@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
+use mpsync_core::history::changed_hands;
 use mpsync_core::record::Why;
 use mpsync_core::{Kind, Record};
 use tokio::sync::mpsc;
@@ -70,9 +71,12 @@ fn why_text(why: Option<Why>, previous: Option<&str>) -> Option<String> {
 /// a change to the line of waiters alone, calls for none.
 pub fn change(kind: Kind, before: Option<&Record>, after: &Record) -> Option<Change> {
     let previous = before.and_then(|b| b.holder.as_deref());
-    let new_lease = before.is_none_or(|b| b.token != after.token);
+    let was = (previous, before.map_or(0, |b| b.token));
+    if !changed_hands(was, (after.holder.as_deref(), after.token)) {
+        return None;
+    }
     let (action, what, token, previous) = match (after.holder.as_deref(), previous) {
-        (Some(holder), previous) if new_lease || previous != Some(holder) => {
+        (Some(holder), previous) => {
             let what = match kind {
                 Kind::Election => format!("{holder} became leader"),
                 Kind::Lock => format!("{holder} acquired the lock"),
