@@ -259,14 +259,16 @@ async fn shared_holds_the_elector_did_not_exclude_are_caught() {
 
 #[tokio::test]
 async fn a_term_that_a_transfer_s_reservation_should_have_kept_out_is_caught() {
-    // Few hand-overs: what proves a reservation broken (an elector's
-    // history showing the release) is read only at the end, so the run
-    // cannot stop as soon as it shows.
-    let mut config = config(StoreKind::Memory, 100, 20);
+    // A set number of hand-overs, not a stop condition: what proves a
+    // reservation broken (an elector's history showing the release) is
+    // read only at the end, so the run cannot stop as soon as it shows.
+    let mut config = config(StoreKind::Memory, 300, 20);
     // Transfers made up, never asked: nothing reserves the election for
     // their target, so the next term often goes to another within a TTL.
+    // No faults: a term that overlaps one proves nothing. Three hundred
+    // hand-overs: on a loaded machine a hundred gave as few as 10 terms,
+    // and none of them proved.
     config.transfer_made_up = true;
-    config.faults = vec![FaultKind::ContenderKill];
     config.time_limit = Duration::from_secs(60);
     let report = run(config).await.unwrap();
     println!("{}", report.text());
