@@ -486,16 +486,18 @@ pub fn ended_by_session(mut released: Record, before: &Record) -> Record {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
 
-    fn claim(holder: &str, token: Option<u64>) -> Claim<'_> {
+    /// A claim by `holder` for 10 s, with `token` to renew.
+    pub(crate) fn claim(holder: &str, token: Option<u64>) -> Claim<'_> {
         Claim { holder, ttl_ms: 10_000, token, address: None, key: None, shared: false, permits: None }
     }
 
-    fn held(holder: &str, token: u64) -> Record {
+    /// `holder` holds it with `token`, for 10 s.
+    pub(crate) fn held(holder: &str, token: u64) -> Record {
         Record { holder: Some(holder.into()), token, ..Record::free(10_000) }
     }
 

@@ -98,17 +98,10 @@ impl From<&TransferView> for Transfer {
 mod tests {
     use super::*;
     use crate::judge::Judge;
-    use crate::record::{Claim, Outcome, ReleaseOutcome, decide_claim, decide_clear, decide_release};
+    use crate::record::tests::{claim, held};
+    use crate::record::{Outcome, ReleaseOutcome, decide_claim, decide_clear, decide_release};
 
     const S: Duration = Duration::from_secs(1);
-
-    fn claim(holder: &str, token: Option<u64>) -> Claim<'_> {
-        Claim { holder, ttl_ms: 10_000, token, address: None, key: None, shared: false, permits: None }
-    }
-
-    fn held(holder: &str, token: u64) -> Record {
-        Record { holder: Some(holder.into()), token, ..Record::free(10_000) }
-    }
 
     fn at(record: &Record, version: u64, observed_secs: u64) -> Current<'_> {
         Current { record, version, observed_at: S * observed_secs as u32 }

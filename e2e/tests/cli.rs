@@ -4,11 +4,7 @@
 
 use mpsync_client::{Client, Read};
 use mpsync_core::Kind;
-use testkit::proc::{Proc, elector, metric};
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
+use testkit::proc::{Proc, args, elector, metric};
 
 #[tokio::test]
 async fn lock_runs_the_command_with_the_token_and_releases_after() {

@@ -5,21 +5,9 @@
 
 use mpsync_client::{Client, Read};
 use mpsync_core::Kind;
-use testkit::proc::{Proc, elector};
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
+use testkit::proc::{Proc, args, elector, is_leading, leading};
 
 /// The token in a "leading with token N" line.
-fn leading(line: &str) -> u64 {
-    line.strip_prefix("leading with token ").unwrap_or_else(|| panic!("{line:?}")).trim().parse().unwrap()
-}
-
-fn is_leading(line: &str) -> bool {
-    line.starts_with("leading with token ")
-}
-
 /// The pid in a "pid=N" line.
 fn pid(line: &str) -> i32 {
     line.trim_start_matches("pid=").trim().parse().unwrap()

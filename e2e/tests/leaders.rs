@@ -11,11 +11,7 @@ use std::time::Duration;
 use mpsync_client::{Claimed, Client, Kind};
 use mpsync_core::wire::AcquireRequest;
 use testkit::elector::ElectorProcess;
-use testkit::proc::{Proc, metric};
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
+use testkit::proc::{Proc, args, metric};
 
 /// `holder` takes `name` (no key, no session) for `ttl`, advertising
 /// `address`; returns its token.

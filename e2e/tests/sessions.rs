@@ -13,15 +13,11 @@ use std::time::Duration;
 
 use mpsync_client::{Client, Read};
 use mpsync_core::Kind;
-use testkit::proc::{Proc, elector, metric};
+use testkit::proc::{Proc, args, elector, metric};
 
 const TTL: &str = "120s";
 /// How long the tests that say "nothing changed" watch the record for.
 const QUIET: Duration = Duration::from_secs(2);
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
 
 /// `mpsync lock` for `holder` around `script`, with the long TTL.
 fn lock(url: &str, holder: &str, name: &str, script: &str) -> Proc {

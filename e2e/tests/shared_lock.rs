@@ -7,11 +7,7 @@
 use std::time::Duration;
 
 use testkit::elector::ElectorProcess;
-use testkit::proc::{PATIENCE, Proc, elector, metric};
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
+use testkit::proc::{PATIENCE, Proc, args, elector, metric};
 
 /// `mpsync lock FLAGS… NAME` around a command that prints its permit and
 /// token, then sleeps until stopped.

@@ -6,19 +6,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use testkit::proc::{Proc, elector};
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
-fn leading(line: &str) -> u64 {
-    line.strip_prefix("leading with token ").unwrap_or_else(|| panic!("{line:?}")).trim().parse().unwrap()
-}
-
-fn is_leading(line: &str) -> bool {
-    line.starts_with("leading with token ")
-}
+use testkit::proc::{Proc, args, elector, is_leading, leading};
 
 /// `mpsync elect` for `holder`, renewing every second (TTL 3 s): it learns
 /// of a transfer within a second.

@@ -276,6 +276,25 @@ pub enum Provider {
     Jco,
 }
 
+/// A command line from string slices.
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Whether `line` is `mpsync elect`'s "leading with token N".
+pub fn is_leading(line: &str) -> bool {
+    line.starts_with("leading with token ")
+}
+
+/// The token in `mpsync elect`'s "leading with token N" line.
+pub fn leading(line: &str) -> u64 {
+    line.strip_prefix("leading with token ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
 /// A tool `scripts/setup.sh` installs into `.tools/`.
 pub fn tool(path: &str) -> String {
     let bin = crate::workspace().join(".tools").join(path);
