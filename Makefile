@@ -45,8 +45,9 @@ bench-instructions: setup
 # the elector, elector and Envoy RSS, leader change to the first request
 # routed to the new leader; a few minutes. Instructions per request at
 # 10,000 shards: BENCH_SHARDS=10000 BENCH_ONLY=8,9 make bench-instructions.
-# Knobs: SHARDS (10000), WORKERS ("2 4"), CHANGES (200), HTTP1 (1: also the
-# elector cluster on HTTP/1.1, the comparison; 0: not).
+# Knobs: SHARDS (10000), WORKERS ("2 4"), CHANGES (200), WHOLE (1: also an
+# elector that keeps no watch sets, every watch sending every name, the
+# comparison; 0: not), HTTP1 (0; 1: also the elector cluster on HTTP/1.1).
 bench-shards: setup
 	cargo build --locked --release --bins
 	MPSYNC_WASM_DIR=$$(scripts/build-wasm.sh | tail -n 1) && export MPSYNC_WASM_DIR && \

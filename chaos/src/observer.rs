@@ -2,8 +2,12 @@
 //! one watch over all of them (`POST /v1/watch`), as a proxy routing many
 //! shards does, beside the line watcher ([`crate::watcher`]).
 //!
-//! It sends its watch to each elector in turn (a failed or late answer
-//! only moves it on to the next), merges each answer with
+//! It sends [`ROUNDS_PER_ELECTOR`] watches to each elector in turn (a
+//! failed or late answer moves it on to the next at once). The first watch
+//! on an elector resumes the set another elector keeps, is answered 410,
+//! and sends the whole set; the others resume it with only what changed
+//! ([`Rounds`] counts each).
+//! It merges each answer with
 //! [`Tracked::merge`], which keeps only views newer than those it knows
 //! (two electors of one store may answer in either order), and records
 //! every view it accepts in the history ([`Step::Watched`]): the lock, its
@@ -42,6 +46,10 @@ use crate::fence::{Fence, Hold, Step, View};
 /// its watches answers the one before it on the same elector.
 pub const WATCHER: &str = "chaos-observer";
 
+/// Watches sent to one elector before the next: its kept set is resumed
+/// in all but the first.
+pub const ROUNDS_PER_ELECTOR: usize = 4;
+
 /// How long a watch waits on the elector with nothing news.
 const SLICE: Duration = Duration::from_secs(1);
 
@@ -60,6 +68,18 @@ const RETRY: Duration = Duration::from_millis(10);
 /// hand-over in flight), and each watch answers the first change it sees.
 pub const SETTLE_ROUNDS: u64 = 8;
 
+/// How the observer's answered watches went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rounds {
+    /// Resumed the set the elector keeps, with only what changed.
+    pub resumed: u64,
+    /// Resumed a set the elector does not keep (another elector's): answered
+    /// 410, then sent the whole set.
+    pub gone: u64,
+    /// Sent the whole set (the first, and those after a failure).
+    pub whole: u64,
+}
+
 /// The watch observer.
 pub struct Observer {
     clients: Vec<Client>,
@@ -75,6 +95,7 @@ pub struct Observer {
     stale: bool,
     /// The control's answer not recorded yet, with the elector it came from.
     held_back: Option<(usize, WatchAnswer)>,
+    rounds: Rounds,
 }
 
 impl Observer {
@@ -96,6 +117,7 @@ impl Observer {
             last: BTreeMap::new(),
             stale,
             held_back: None,
+            rounds: Rounds::default(),
         }
     }
 
@@ -111,7 +133,11 @@ impl Observer {
         while !*stop.borrow() {
             let answered = tokio::select! {
                 answered = self.round() => answered,
-                _ = stop.changed() => break,
+                _ = stop.changed() => {
+                    // The watch given up may have told the elector nothing.
+                    self.tracked.failed();
+                    break;
+                }
             };
             if !answered {
                 tokio::select! {
@@ -126,8 +152,9 @@ impl Observer {
     /// Once the run's faults are over and its contenders stopped: reads
     /// every lock, and watches again while a read disagrees with the last
     /// view, for at most [`SETTLE_ROUNDS`] watches. The control takes
-    /// these answers as the honest observer does.
-    pub async fn settle(mut self) {
+    /// these answers as the honest observer does. Returns how its watches
+    /// went.
+    pub async fn settle(mut self) -> Rounds {
         (self.stale, self.held_back) = (false, None);
         for round in 0..=SETTLE_ROUNDS {
             self.fence.mark_settle(round);
@@ -149,12 +176,13 @@ impl Observer {
             }
             if agree || round == SETTLE_ROUNDS {
                 self.read_histories().await;
-                return;
+                return self.rounds;
             }
             if !self.round().await {
                 tokio::time::sleep(RETRY).await;
             }
         }
+        self.rounds
     }
 
     /// Records every elector's history of the run's locks (`GET
@@ -184,14 +212,25 @@ impl Observer {
     /// The elector to ask next.
     fn next_elector(&mut self) -> usize {
         self.turn += 1;
-        (self.turn - 1) % self.clients.len()
+        ((self.turn - 1) / ROUNDS_PER_ELECTOR) % self.clients.len()
     }
 
-    /// One watch, to the next elector; false if it failed or came late.
+    /// One watch, to the next elector; false if it failed or came late
+    /// (then the next watch goes to the next elector).
     async fn round(&mut self) -> bool {
         let i = self.next_elector();
-        let asked = tokio::time::timeout(SLICE + LATE, self.clients[i].watch(&self.tracked, SLICE)).await;
-        let Ok(Ok(answer)) = asked else { return false };
+        let (resuming, whole_sets) = (self.tracked.resumes(), self.tracked.whole_sets());
+        let asked = tokio::time::timeout(SLICE + LATE, self.clients[i].watch(&mut self.tracked, SLICE)).await;
+        let Ok(Ok(answer)) = asked else {
+            self.tracked.failed();
+            self.turn = self.turn.next_multiple_of(ROUNDS_PER_ELECTOR);
+            return false;
+        };
+        match (resuming, self.tracked.whole_sets() > whole_sets) {
+            (true, false) => self.rounds.resumed += 1,
+            (true, true) => self.rounds.gone += 1,
+            (false, _) => self.rounds.whole += 1,
+        }
         if !self.stale {
             for (_, lock, read) in self.tracked.merge(answer) {
                 self.record(&lock, view(&read), i);

@@ -135,6 +135,9 @@ pub struct Report {
     /// What the electors said about sessions.
     #[serde(default)]
     pub sessions: SessionFigures,
+    /// How the watch observer's watches went.
+    #[serde(default)]
+    pub watch_rounds: crate::observer::Rounds,
     /// How soon killed holders' locks went to someone else.
     #[serde(default)]
     pub successors: Vec<Successors>,
@@ -224,6 +227,11 @@ impl Report {
              {} never entered, {} a restarted elector's placeholder; {} tokens gone back, {} phantom holders; \
              at the end, {settled}\n",
             v.views, v.names, v.held, v.electors, v.proven, v.unproven, v.recovering, v.regressions, v.phantoms
+        ));
+        out.push_str(&format!(
+            "watch: {} watches resumed the set an elector keeps, {} resumed one it does not (another elector's: \
+             410, then the whole set), {} sent the whole set\n",
+            self.watch_rounds.resumed, self.watch_rounds.gone, self.watch_rounds.whole
         ));
         out.push_str(&format!(
             "history: {} changes of holder in the electors' histories, {} tokens gone back\n",

@@ -158,7 +158,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     }
     let _ = lines.await;
     // The faults are over and the contenders gone: the watch must catch up.
-    observer.await.context("the watch observer")?.settle().await;
+    let watch_rounds = observer.await.context("the watch observer")?.settle().await;
     let events = fence.events();
     if let Some(path) = &config.history {
         // Beside the history, for `mpsync-chaos --check` to excuse by.
@@ -185,6 +185,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         clock,
         no_session: !config.sessions,
         sessions,
+        watch_rounds,
         successors: crate::report::successors(&events, &faults),
         shared_locks: crate::report::shared_locks(&crate::check::sections(&events)),
         ttl_ms: config.ttl.as_millis() as u64,

@@ -125,12 +125,16 @@ async fn memory_store_with_elector_restarts_and_a_slow_clock_is_safe() {
 async fn etcd_store_is_safe() {
     let report = short_run(config(StoreKind::Etcd, 300, 12)).await;
     assert_eq!(report.findings.watch.electors, 2, "one elector answered every watch: {}", report.text());
+    let rounds = report.watch_rounds;
+    assert!(rounds.resumed > 0 && rounds.gone > 0, "kept sets were not resumed and refused: {}", report.text());
 }
 
 #[tokio::test]
 async fn kubernetes_store_is_safe() {
     let report = short_run(config(StoreKind::Kubernetes, 300, 13)).await;
     assert_eq!(report.findings.watch.electors, 2, "one elector answered every watch: {}", report.text());
+    let rounds = report.watch_rounds;
+    assert!(rounds.resumed > 0 && rounds.gone > 0, "kept sets were not resumed and refused: {}", report.text());
 }
 
 #[tokio::test]

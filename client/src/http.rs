@@ -14,7 +14,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mpsync_core::client::watch::{Tracked, decode_watch};
+use mpsync_core::client::watch::{Tracked, gone};
 use mpsync_core::client::{self as protocol, AnswerError, Claimed, HttpRequest, Method, Read};
 use mpsync_core::watch::WatchAnswer;
 use mpsync_core::wire::{AcquireRequest, ConflictView, Kind, LeaseView, ListView, ReleaseRequest, TransferRequest};
@@ -317,8 +317,22 @@ impl Client {
     /// `POST /v1/watch`: one long-poll over every record `tracked` follows,
     /// answered as soon as any of them differs from the version it knows,
     /// or empty after `slice` (0: at once, with whatever differs now). Merge
-    /// the answer with [`Tracked::merge`] before the next call.
-    pub async fn watch(&self, tracked: &Tracked, slice: Duration) -> Result<WatchAnswer, ClientError> {
-        self.call(&tracked.request(slice)).await?.decode(decode_watch)
+    /// the answer with [`Tracked::merge`] before the next call. A watcher's
+    /// set kept by the elector is resumed with only what changed; when this
+    /// elector no longer keeps it (410), the whole set goes again at once.
+    /// A failed call leaves `tracked` sending its whole set next time; so
+    /// must a caller that gives a call up ([`Tracked::failed`]).
+    pub async fn watch(&self, tracked: &mut Tracked, slice: Duration) -> Result<WatchAnswer, ClientError> {
+        let resumed = tracked.resumes();
+        match self.ask(tracked, slice).await {
+            Err(ClientError::Answer { error, .. }) if resumed && gone(&error) => self.ask(tracked, slice).await,
+            answer => answer,
+        }
+    }
+
+    async fn ask(&self, tracked: &mut Tracked, slice: Duration) -> Result<WatchAnswer, ClientError> {
+        let reply = self.call(&tracked.request(slice)).await.inspect_err(|_| tracked.failed())?;
+        let url = reply.url.clone();
+        tracked.decode(reply.status.as_u16(), &reply.body).map_err(|error| ClientError::Answer { url, error })
     }
 }

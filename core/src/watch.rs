@@ -6,8 +6,18 @@
 //! knows (0 for none: no holder known), and the elector answers as soon as
 //! any of them is news (a write, a lease seen running out, someone taking
 //! a record known free), with only those. The client merges them and asks
-//! again with what it now knows. No state is kept between requests, so any
-//! elector of the store can answer the next one.
+//! again with what it now knows.
+//!
+//! A watcher may ask the elector to keep its set between requests
+//! ([`WatchRequest::keep`]): the next request then sends only what changed
+//! ([`WatchRequest::resume`]), new names and records whose knowledge moved,
+//! and the elector goes on from where the last watch left off, with the
+//! changes made in between. A proxy following 10,000 shards then re-arms
+//! with a few names instead of all of them after every leader change. A set
+//! the elector does not keep (it restarted, nobody resumed it for a minute,
+//! a newer `keep` replaced it, or a request's names were lost on the way)
+//! is answered 410, and the client sends the whole set again: nothing is
+//! lost, and any elector of the store can answer a whole set.
 //!
 //! The client's side (the versions to send, merging answers) is
 //! [`crate::client::watch`].
@@ -52,6 +62,26 @@ pub struct WatchRequest {
     /// to end, and never holds more than one watch per elector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watcher: Option<String>,
+    /// With `watcher`: keep this request's set on the elector, replacing
+    /// the watcher's kept set, so that the next request may send only what
+    /// changed (`resume`). The client's name for the set (1 to
+    /// [`MAX_KEEP_LEN`] of `A-Z a-z 0-9 - _ .`): the answer's `resume` is it,
+    /// a dot, and a part the elector adds, so that two clients that share a
+    /// watcher id never resume each other's set.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::wire::present")]
+    pub keep: Option<String>,
+    /// With `watcher`: the records listed come on top of the set kept under
+    /// this id (an answer's `resume`: new names, or what is now known of a
+    /// name followed), and the watch goes on from the last one of the set,
+    /// changes made since included. 410 when this elector does not keep
+    /// that set.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::wire::present")]
+    pub resume: Option<String>,
+    /// With `resume`: how many records the client follows in all, this
+    /// request's new ones included. A kept set of another size missed a
+    /// request's names (one lost on the way) and is answered 410.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::wire::present")]
+    pub total: Option<usize>,
 }
 
 /// What a client knows of one record it watches.
@@ -110,12 +140,21 @@ mod as_list {
     }
 }
 
-/// The longest `watcher` id.
+/// The longest `watcher` id, and `resume` id.
 pub const MAX_WATCHER_LEN: usize = 64;
 
-/// Whether `id` can be a watcher's id.
+/// The longest `keep` id: with the dot and the 16 hexadecimal digits the
+/// elector adds, a `resume` id.
+pub const MAX_KEEP_LEN: usize = MAX_WATCHER_LEN - 17;
+
+/// Whether `id` can be a watcher's id (or a `resume` id).
 pub fn valid_watcher(id: &str) -> bool {
     (1..=MAX_WATCHER_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Whether `id` can be a `keep` id.
+pub fn valid_keep(id: &str) -> bool {
+    id.len() <= MAX_KEEP_LEN && valid_watcher(id)
 }
 
 impl WatchRequest {
@@ -124,7 +163,7 @@ impl WatchRequest {
         self.elections.len() + self.locks.len()
     }
 
-    /// It follows nothing.
+    /// It names no record (a `resume` may: nothing changed).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -160,11 +199,19 @@ pub struct Watched {
 }
 
 /// The answer to `POST /v1/watch` (200): the records that are news, none
-/// if the watch timed out or the elector is shutting down.
+/// if the watch timed out or the elector is shutting down. With a kept set
+/// (`keep`, `resume`), a record answered is answered again by the next
+/// watch unless that watch says what the client now knows of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchAnswer {
     /// The records that are news, in no particular order.
     pub changed: Vec<Watched>,
+    /// The id of the set this elector keeps for the watcher after this
+    /// answer (the request's `keep` or `resume`): the next request may
+    /// `resume` it. Absent when nothing is kept (no `keep` asked, or the
+    /// elector keeps as many names as it may for other watchers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 #[cfg(test)]
@@ -190,6 +237,14 @@ mod tests {
         let back: serde_json::Value = serde_json::to_value(&parsed).unwrap();
         assert_eq!(back, serde_json::json!({"elections": [{"name": "a", "version": 2, "token": 5}]}));
         assert!(valid_watcher("envoy-worker-3.abc_1") && !valid_watcher("") && !valid_watcher("a b"));
+        assert!(valid_keep("k1") && !valid_keep(&"k".repeat(MAX_KEEP_LEN + 1)));
+        // Kept-set fields may be absent, not null.
+        for null in ["keep", "resume", "total"] {
+            let text = format!(r#"{{"locks": [{{"name": "a", "version": 0}}], "watcher": "w", "{null}": null}}"#);
+            assert!(serde_json::from_str::<WatchRequest>(&text).is_err(), "{null}: null");
+        }
+        let resumed: WatchRequest = serde_json::from_str(r#"{"watcher": "w", "resume": "k1.00", "total": 3}"#).unwrap();
+        assert_eq!((resumed.resume.as_deref(), resumed.total, resumed.keep), (Some("k1.00"), Some(3), None));
         assert!(!valid_watcher(&"w".repeat(MAX_WATCHER_LEN + 1)));
     }
 }

@@ -172,7 +172,7 @@ pub fn validate_session(id: &str) -> Result<(), InvalidField> {
 /// An optional field that, when present, must hold a value: `null` is
 /// refused (the API document allows only a number or a string there), so
 /// that "absent" has one spelling.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub(crate) fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
 
@@ -621,6 +621,10 @@ pub enum ErrorCode {
     UpgradeRequired,
     /// 403: a session asked for from beyond loopback.
     Forbidden,
+    /// 410: the watch set a `resume` names is not kept by this elector
+    /// (it restarted, nobody resumed it for a minute, a newer `keep`
+    /// replaced it, or `total` differs): send the whole set again.
+    Gone,
     /// 503: the store is unreachable or failed; retry later.
     Unavailable,
 }

@@ -6,11 +6,14 @@
 //! 10,000 leaders renewed meanwhile), each mode in an elector of its own started the same way (so neither inherits the
 //! other's heap), in the same run: `WATCH_NAMES` (10,000) elections
 //! `shard-0` … each with a leader, followed
-//! 1. **watch**: by one client holding one `POST /v1/watch` over all of
-//!    them (`mpsync_core::client::watch::Tracked`, as the Envoy filter's
-//!    worker and `mpsync leader` follow many elections), on one keep-alive
-//!    connection;
-//! 2. **long-polls**: by one `GET /v1/elections/NAME?wait=VERSION` per
+//! 1. **watch, resumed**: by one client holding one `POST /v1/watch` over
+//!    all of them (`mpsync_core::client::watch::Tracked`, as the Envoy
+//!    filter's worker and `mpsync leader` follow many elections), on one
+//!    keep-alive connection, its set kept by the elector between watches:
+//!    each watch after the first sends only what changed;
+//! 2. **watch, whole set**: the same, sending every name every time
+//!    (`Tracked::without_kept_set`, as before kept sets);
+//! 3. **long-polls**: by one `GET /v1/elections/NAME?wait=VERSION` per
 //!    name, each on its own connection, as every per-election watcher did
 //!    before the watch (`--max-long-polls` and `--max-connections` raised
 //!    for it).
@@ -25,7 +28,7 @@
 //! leader is elected on the same name (`PUT`). Per change: the time from
 //! the write's answer to the watcher's answer (0 when the watcher's answer
 //! came first) and from the write sent, the bytes of the watcher's answer
-//! and of its next request (the watch sends every name again), all on the
+//! and of its next request (a whole-set watch sends every name again), all on the
 //! wire (headers included). Requests are written by hand on raw
 //! connections so that every byte is counted.
 //!
@@ -238,11 +241,15 @@ struct Run {
     request_bytes: Vec<usize>,
 }
 
-async fn run_watch(names: usize, changes: usize, probes: usize) -> Run {
+async fn run_watch(names: usize, changes: usize, probes: usize, whole: bool) -> Run {
     let (elector, client, mut leaders) = elector_with_leaders(names).await;
     let pid = elector.pid().unwrap();
-    let mut run = Run { label: "one watch", connections: 1, idle_kib: rss_kib(pid), ..Run::default() };
+    let label = if whole { "one watch, whole set" } else { "one watch, resumed" };
+    let mut run = Run { label, connections: 1, idle_kib: rss_kib(pid), ..Run::default() };
     let mut tracked = Tracked::as_watcher(WATCHER);
+    if whole {
+        tracked = tracked.without_kept_set();
+    }
     for i in 0..names {
         tracked.follow(Kind::Election, &name(i), 0);
     }
@@ -396,7 +403,7 @@ fn print(runs: &[Run], names: usize, changes: usize) {
     for r in runs {
         println!("  {}: first answer(s) in {}", r.label, ms(r.first_took));
     }
-    if let [watch, polls] = runs {
+    if let [resumed, whole, polls] = runs {
         let p99 = |r: &Run| {
             let mut v = r.after_answer.clone();
             v.sort();
@@ -404,12 +411,16 @@ fn print(runs: &[Run], names: usize, changes: usize) {
         };
         let grown = |r: &Run| r.parked_kib.saturating_sub(r.idle_kib).max(1) as f64;
         let total = |r: &Run| r.answer_bytes.iter().chain(&r.request_bytes).sum::<usize>() as f64;
-        println!(
-            "  watch / long-polls: memory parked {:.4}, news p99 {:.2}, bytes per change (answer + next request) {:.1}",
-            grown(watch) / grown(polls),
-            p99(watch) / p99(polls).max(1e-9),
-            total(watch) / total(polls).max(1.0)
-        );
+        for (a, b) in [(resumed, polls), (whole, polls), (resumed, whole)] {
+            println!(
+                "  {} / {}: memory parked {:.4}, news p99 {:.2}, bytes per change (answer + next request) {:.3}",
+                a.label,
+                b.label,
+                grown(a) / grown(b),
+                p99(a) / p99(b).max(1e-9),
+                total(a) / total(b).max(1.0)
+            );
+        }
     }
     println!(
         "  ask again: the same request with timeout_ms=0, answered at once (for the watch: every name parsed, read and judged)"
@@ -437,7 +448,8 @@ async fn main() {
         eprintln!("watch: {names} long-polls need `ulimit -n` above {} (it is {limit})", names + 100);
         std::process::exit(2);
     }
-    let watch = run_watch(names, changes, probes).await;
+    let resumed = run_watch(names, changes, probes, false).await;
+    let whole = run_watch(names, changes, probes, true).await;
     let polls = run_long_polls(names, changes, probes).await;
-    print(&[watch, polls], names, changes);
+    print(&[resumed, whole, polls], names, changes);
 }

@@ -56,6 +56,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidWatch { field, name, message } => {
                 ApiError::bad(if name { ErrorCode::InvalidName } else { ErrorCode::InvalidField }, field, message)
             }
+            ServiceError::WatchGone => ApiError::new(StatusCode::GONE, ErrorCode::Gone, e.to_string()),
             ServiceError::TtlTooLong { .. } => ApiError::bad(ErrorCode::InvalidField, "ttl_ms", e.to_string()),
             ServiceError::Store(StoreError::BadCursor(_)) => {
                 ApiError::bad(ErrorCode::InvalidQuery, "cursor", e.to_string())

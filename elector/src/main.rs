@@ -127,6 +127,16 @@ struct Args {
     #[arg(long, env = "ELECTOR_MAX_WATCH_NAMES", default_value_t = mpsync_core::watch::DEFAULT_MAX_WATCH_NAMES)]
     max_watch_names: usize,
 
+    /// Most names the watch sets kept between a watcher's watches hold in
+    /// all (`keep`/`resume` on `POST /v1/watch`: a kept set lets the next
+    /// watch send only what changed instead of every name). A set that
+    /// would go past it (a new one, or one grown) is served but not kept,
+    /// and its watcher sends whole sets; a set nobody resumes for a minute
+    /// is dropped. 0 keeps none. The default holds four Envoy workers' sets
+    /// at the default --max-watch-names.
+    #[arg(long, env = "ELECTOR_MAX_KEPT_WATCH_NAMES", default_value_t = elector::service::DEFAULT_MAX_KEPT_NAMES)]
+    max_kept_watch_names: usize,
+
     /// The longest a claim waits parked in a lock's line before its `202`
     /// (it asks for `wait_ms`, at most half its TTL; this caps it further).
     #[arg(long, env = "ELECTOR_MAX_LINE_WAIT", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -392,6 +402,7 @@ async fn main() -> anyhow::Result<()> {
     let mut service = Service::new(store, identity, args.ttl)
         .with_max_long_polls(args.max_long_polls)
         .with_max_watch_names(args.max_watch_names)
+        .with_max_kept_watch_names(args.max_kept_watch_names)
         .with_max_poll_wait(args.max_poll_wait)
         .with_max_line_wait(args.max_line_wait)
         .with_max_sessions(args.max_sessions);

@@ -60,6 +60,8 @@ pub enum Refusal {
     LongPoll,
     /// A session past `--max-sessions`.
     Session,
+    /// A watch set past `--max-kept-watch-names` (served, not kept).
+    KeptWatchNames,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,6 +152,7 @@ pub struct Metrics {
     store_up: Gauge,
     store_errors: Family<StoreErrorLabels, Counter>,
     long_polls: Gauge,
+    kept_watch_names: Gauge,
     limits: Family<LimitLabel, Gauge>,
     handovers: Family<HandoverLabels, Counter>,
     leaderless: Family<ElectionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -210,7 +213,7 @@ impl Metrics {
         });
         let [acquisitions, renewals, releases, expiries, conflicts, session_releases] = events;
         let refusals = Family::<LimitLabel, Counter>::default();
-        for limit in ["connections", "long_polls", "sessions"] {
+        for limit in ["connections", "long_polls", "sessions", "kept_watch_names"] {
             let _ = refusals.get_or_create(&LimitLabel { limit });
         }
         registry.register("mpsync_refusals", "Connections and requests turned away at a limit.", refusals.clone());
@@ -275,11 +278,18 @@ impl Metrics {
              many names and claims parked in a lock's line.",
             long_polls.clone(),
         );
+        let kept_watch_names = Gauge::default();
+        registry.register(
+            "mpsync_kept_watch_names",
+            "Names held by the watch sets kept for their watchers' next watch, of \
+             mpsync_limit{limit=\"kept_watch_names\"}.",
+            kept_watch_names.clone(),
+        );
         let limits = Family::<LimitLabel, Gauge>::default();
         registry.register(
             "mpsync_limit",
             "The limits mpsync_refusals_total counts refusals at, by limit: long_polls (--max-long-polls), sessions \
-             (--max-sessions).",
+             (--max-sessions); and kept_watch_names (--max-kept-watch-names).",
             limits.clone(),
         );
         let handovers = Family::<HandoverLabels, Counter>::default();
@@ -323,6 +333,7 @@ impl Metrics {
             store_up,
             store_errors,
             long_polls,
+            kept_watch_names,
             limits,
             handovers,
             leaderless,
@@ -351,6 +362,7 @@ impl Metrics {
             Refusal::Connection => "connections",
             Refusal::LongPoll => "long_polls",
             Refusal::Session => "sessions",
+            Refusal::KeptWatchNames => "kept_watch_names",
         };
         self.refusals.get_or_create(&LimitLabel { limit }).inc();
     }
@@ -410,11 +422,19 @@ impl Metrics {
         }
     }
 
-    /// Reports the long-poll slots taken now and the limits of
-    /// `mpsync_limit`.
-    pub fn report_capacity(&self, long_polls: usize, max_long_polls: usize, max_sessions: usize) {
+    /// Reports the long-poll slots taken now, the names of kept watch
+    /// sets, and the limits of `mpsync_limit`.
+    pub fn report_capacity(
+        &self,
+        long_polls: usize,
+        max_long_polls: usize,
+        max_sessions: usize,
+        (kept_names, max_kept_names): (usize, usize),
+    ) {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.long_polls.set(gauge(long_polls));
+        self.kept_watch_names.set(gauge(kept_names));
+        self.limits.get_or_create(&LimitLabel { limit: "kept_watch_names" }).set(gauge(max_kept_names));
         self.limits.get_or_create(&LimitLabel { limit: "long_polls" }).set(gauge(max_long_polls));
         self.limits.get_or_create(&LimitLabel { limit: "sessions" }).set(gauge(max_sessions));
     }
@@ -478,7 +498,7 @@ mod tests {
         m.observe_request("election_put", 200, Duration::from_millis(2));
         let watching = m.watching();
         m.report_sizes(|| vec![("judge", 2), ("records", 4)]);
-        m.report_capacity(5, 8, 16);
+        m.report_capacity(5, 8, 16, (3, 40));
         m.store_outcome("memory", "read", false);
         let text = m.render(3, "memory", &[("write", 5)]);
         for line in [
@@ -487,6 +507,7 @@ mod tests {
             "mpsync_refusals_total{limit=\"long_polls\"} 1",
             "mpsync_refusals_total{limit=\"connections\"} 0",
             "mpsync_refusals_total{limit=\"sessions\"} 1",
+            "mpsync_refusals_total{limit=\"kept_watch_names\"} 0",
             "mpsync_session_releases_total{kind=\"lock\"} 1",
             "mpsync_sessions 2",
             "mpsync_held_leases 3",
@@ -500,6 +521,8 @@ mod tests {
             "mpsync_long_polls 5",
             "mpsync_limit{limit=\"long_polls\"} 8",
             "mpsync_limit{limit=\"sessions\"} 16",
+            "mpsync_kept_watch_names 3",
+            "mpsync_limit{limit=\"kept_watch_names\"} 40",
             "mpsync_store_up 0",
             "mpsync_store_errors_total{store=\"memory\",call=\"read\"} 1",
             "# EOF",

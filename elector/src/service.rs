@@ -22,13 +22,16 @@ use crate::store::{Key, NameRefused, Store, StoreError, Versioned};
 
 mod capacity;
 mod history;
+mod kept;
 mod line;
 mod many;
 mod sessions;
 mod sweep;
 mod transfer;
+mod watchers;
 
 pub use many::LIST_ABOVE;
+pub use watchers::{DEFAULT_MAX_KEPT_NAMES, KEEP_IDLE};
 
 pub use line::QueueResult;
 
@@ -94,6 +97,11 @@ pub enum ServiceError {
     /// The OS gave no random bytes for a session id.
     #[error("no randomness for a session id: {0}")]
     NoRandomness(String),
+    /// A watch resumes a set this elector does not keep (a 410).
+    #[error(
+        "this elector keeps no such watch set (restarted, idle for long, replaced, or a request lost): send the whole set"
+    )]
+    WatchGone,
     /// A watch over many names that cannot be served as asked (a 400).
     #[error("{message}")]
     InvalidWatch {
@@ -197,7 +205,7 @@ pub struct Service {
     /// these by hash, so that the map does not grow with them.
     turns: Vec<tokio::sync::Mutex<()>>,
     max_line_wait: Duration,
-    watchers: many::Watchers,
+    watchers: watchers::Watchers,
     max_watch_names: usize,
     max_poll_wait: Duration,
     /// The history of changes of holder, when kept ([`Service::with_history`]).
@@ -268,7 +276,7 @@ impl Service {
             max_line_wait: Duration::from_millis(mpsync_core::wire::MAX_WAIT_MS),
             line_dates,
             parked,
-            watchers: many::Watchers::default(),
+            watchers: watchers::Watchers::default(),
             max_watch_names: mpsync_core::watch::DEFAULT_MAX_WATCH_NAMES,
             max_poll_wait: Duration::from_millis(mpsync_core::wire::MAX_WAIT_MS),
             history: None,

@@ -113,6 +113,7 @@ fn every_error_code_and_conflict_reason_is_documented() {
         UpgradeRequired,
         Forbidden,
         Unavailable,
+        Gone,
     ] {
         let name = serde_json::to_value(code).unwrap();
         assert!(codes.iter().any(|c| c == name.as_str().unwrap()), "{name} missing from the Error enum");

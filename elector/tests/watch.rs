@@ -4,7 +4,11 @@
 //! when a lease runs out without a write, when another elector of the
 //! same store writes, and when the same watcher sends a newer watch; it
 //! holds one long-poll slot whatever the number of names; bad requests
-//! are refused with the field named.
+//! are refused with the field named. A set kept between a watcher's
+//! watches (`keep`, `resume`) is resumed with only what changed, catches
+//! up with what happened between two watches, answers again what the
+//! client does not say it learnt, and is answered 410 when the elector
+//! does not keep it (any more, at all, or within its bound).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -263,6 +267,16 @@ async fn watch_requests_are_checked(store: &str) {
         (400, "timeout_ms".into())
     );
     assert_eq!(refused(serde_json::json!({"locks": map(names(1)), "colour": 1})).await.0, 400, "unknown fields");
+    // Kept sets: per watcher, keep or resume, a resume with its total.
+    assert_eq!(refused(serde_json::json!({"locks": map(names(1)), "keep": "k1"})).await, (400, "keep".into()));
+    assert_eq!(refused(serde_json::json!({"resume": "k1", "total": 1})).await, (400, "resume".into()));
+    let both = serde_json::json!({"locks": map(names(1)), "watcher": "w", "keep": "k2", "resume": "k1", "total": 1});
+    assert_eq!(refused(both).await, (400, "resume".into()));
+    assert_eq!(refused(serde_json::json!({"watcher": "w", "resume": "k1"})).await, (400, "total".into()));
+    let odd = serde_json::json!({"locks": map(names(1)), "watcher": "w", "keep": "k 1"});
+    assert_eq!(refused(odd).await, (400, "keep".into()));
+    let long = serde_json::json!({"locks": map(names(1)), "watcher": "w", "keep": "k".repeat(48)});
+    assert_eq!(refused(long).await, (400, "keep".into()));
     let word = serde_json::json!({"locks": [{"name": "a", "version": "x"}]});
     assert_eq!(refused(word).await.0, 400, "a version is a number");
     // Three names are allowed: answered (nothing written, nothing new).
@@ -278,6 +292,151 @@ async fn watch_requests_are_checked(store: &str) {
     let huge = "x".repeat(elector::api::MAX_WATCH_BODY + 1);
     let reply = client.send(Method::POST, "/v1/watch", Some(huge.into())).await.unwrap();
     assert_eq!(reply.status, 413);
+}
+
+/// A watch of `entries` with the client's knowledge, resuming kept set `id`
+/// of watcher `w` whose whole set has `total` names.
+fn resume(entries: &[(&String, Since)], id: &str, total: usize, timeout_ms: u64) -> WatchRequest {
+    WatchRequest {
+        elections: entries.iter().map(|(n, s)| ((*n).clone(), *s)).collect(),
+        watcher: Some("w".into()),
+        resume: Some(id.into()),
+        total: Some(total),
+        timeout_ms: Some(timeout_ms),
+        ..WatchRequest::default()
+    }
+}
+
+/// What a client knows of a record it was answered.
+fn known(watched: &Watched) -> Since {
+    match &watched.lease {
+        Some(lease) => Since { version: watched.version, token: Some(lease.token) },
+        None => Since::NOTHING,
+    }
+}
+
+/// Waits until a plain read shows `name` free (a lease running out writes
+/// nothing to wait on).
+async fn until_free(client: &Client, name: &str) {
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    tokio::time::timeout(PATIENCE, async {
+        while !matches!(client.read(Kind::Election, name, None).await.unwrap(), mpsync_client::Read::Free { .. }) {
+            every.tick().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{name} never ran out"));
+}
+
+/// A watcher's kept set, resumed: each watch sends only what changed, and
+/// is answered with what happened between two watches (a write, through
+/// another elector on a shared store, and a lease running out), with what
+/// the last answer brought unless the watch says it learnt it (that
+/// answer may have been lost), and with names it adds.
+async fn a_kept_set_is_resumed_with_only_what_changed(store: &str) {
+    let backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("e1", &[]).await;
+    // Writes come through a second elector where the store is shared.
+    let (_other, writing) = match store {
+        "memory" => (None, client.clone()),
+        _ => {
+            let (elector, writing) = backend.elector("e2", &[]).await;
+            (Some(elector), writing)
+        }
+    };
+    let names: Vec<String> = (0..100).map(|i| unique(&format!("kept{i}"))).collect();
+    for name in names.iter().step_by(10) {
+        lead(&writing, name, "1", TTL_MS).await;
+    }
+    // One short lease the client knows of from the start: the elector
+    // looks again when it runs out.
+    let short = lead(&writing, &names[55], "5", 1500).await;
+    let mut whole =
+        WatchRequest { watcher: Some("w".into()), keep: Some("k1".into()), ..elections(&names, &[0; 100], 0) };
+    let version = versions_now(&client, &names[55..56]).await[0];
+    whole.elections.insert(names[55].clone(), Since { version, token: Some(short) });
+    // The whole set, kept: answered at once with the other 10 leaders.
+    let first = watch(&client, &whole).await.unwrap();
+    let id = first.resume.clone().expect("kept");
+    assert!(id.starts_with("k1.") && first.changed.len() == 10, "{first:?}");
+    let told: Vec<(&String, Since)> =
+        first.changed.iter().map(|w| (names.iter().find(|n| **n == w.name).unwrap(), known(w))).collect();
+    // Between two watches: a write, and a lease running out.
+    let token = lead(&writing, &names[3], "2", TTL_MS).await;
+    until_free(&client, &names[55]).await;
+    // Resumed with only what the client learnt: answered at once with both.
+    let second = watch(&client, &resume(&told, &id, 100, PATIENCE.as_millis() as u64)).await.unwrap();
+    let mut changed: Vec<(&str, Option<u64>)> =
+        second.changed.iter().map(|w| (w.name.as_str(), w.lease.as_ref().map(|l| l.token))).collect();
+    changed.sort();
+    assert_eq!(changed, vec![(names[3].as_str(), Some(token)), (names[55].as_str(), None)], "{second:?}");
+    assert_eq!(second.resume.as_ref(), Some(&id));
+    // Not saying it learnt them (as if that answer were lost): answered again.
+    let again = watch(&client, &resume(&[], &id, 100, PATIENCE.as_millis() as u64)).await.unwrap();
+    assert_eq!(again.changed.len(), 2, "{again:?}");
+    // Saying so: parked. A newer watch adding a name answers it (empty)
+    // and takes the set over, parked until a change: the new name's.
+    let learnt: Vec<(&String, Since)> =
+        again.changed.iter().map(|w| (names.iter().find(|n| **n == w.name).unwrap(), known(w))).collect();
+    let spawn = |request: WatchRequest| {
+        let client = client.clone();
+        tokio::spawn(async move { watch(&client, &request).await.unwrap() })
+    };
+    let older = spawn(resume(&learnt, &id, 100, PATIENCE.as_millis() as u64));
+    until_watching(&client, 1).await;
+    let extra = unique("kept-extra");
+    let newer = spawn(resume(&[(&extra, Since::NOTHING)], &id, 101, PATIENCE.as_millis() as u64));
+    let answered = tokio::time::timeout(PATIENCE, older).await.expect("the older watch was never answered").unwrap();
+    assert!(answered.changed.is_empty(), "{answered:?}");
+    until_watching(&client, 1).await;
+    let token = lead(&writing, &extra, "3", TTL_MS).await;
+    let news = only(tokio::time::timeout(PATIENCE, newer).await.expect("the resumed watch never answered").unwrap());
+    assert_eq!((news.name.as_str(), news.lease.map(|l| l.token)), (extra.as_str(), Some(token)));
+}
+
+/// A resumed set this elector does not keep is answered 410 (`gone`): an
+/// id it never kept, one a newer `keep` replaced (under the same name too:
+/// the elector's part of the id differs), one whose watch said a different
+/// total (a request's names lost on the way, which also drops the set);
+/// and past `--max-kept-watch-names` a set is served but not kept (no
+/// `resume` in its answer), and counted.
+async fn a_set_the_elector_does_not_keep_is_gone(store: &str) {
+    let backend = Backend::start(store).await;
+    let (_elector, client) = backend.elector("e1", &["--max-kept-watch-names", "5"]).await;
+    let names: Vec<String> = (0..6).map(|i| unique(&format!("gone{i}"))).collect();
+    let gone = |request: WatchRequest| {
+        let client = client.clone();
+        async move {
+            let (status, body) = watch(&client, &request).await.unwrap_err();
+            assert_eq!((status, body.error), (410, mpsync_core::wire::ErrorCode::Gone), "{body:?}");
+        }
+    };
+    let keep = |id: &str, n: usize| WatchRequest {
+        watcher: Some("w".into()),
+        keep: Some(id.into()),
+        ..elections(&names[..n], &vec![0; n], 0)
+    };
+    gone(resume(&[], "never", 3, 0)).await;
+    let k1 = watch(&client, &keep("k1", 3)).await.unwrap().resume.expect("kept");
+    assert!(k1.starts_with("k1."), "{k1}");
+    assert_eq!(metric(&client, "mpsync_kept_watch_names").await, Some(3));
+    assert!(watch(&client, &resume(&[], &k1, 3, 0)).await.unwrap().changed.is_empty());
+    // A newer set of the same watcher replaces it, even under the same
+    // name (another client sharing the watcher id): the elector's part
+    // of the id differs.
+    let again = watch(&client, &keep("k1", 3)).await.unwrap().resume.expect("kept");
+    assert_ne!(again, k1);
+    gone(resume(&[], &k1, 3, 0)).await;
+    // Another total: names were lost on the way; the set is dropped.
+    gone(resume(&[], &again, 4, 0)).await;
+    gone(resume(&[], &again, 3, 0)).await;
+    // Past the bound: served, not kept, and counted.
+    let big = watch(&client, &keep("k3", 6)).await.unwrap();
+    assert_eq!(big.resume, None, "six names past a bound of five are not kept");
+    assert_eq!(metric(&client, "mpsync_kept_watch_names").await, Some(0));
+    let reply = client.request(Method::GET, "/metrics", None::<&()>).await.unwrap();
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    assert!(text.contains("mpsync_refusals_total{limit=\"kept_watch_names\"} 1\n"), "{text}");
 }
 
 /// The value of an unlabelled metric.
@@ -305,13 +464,16 @@ async fn until_watching(client: &Client, n: u64) {
 
 suite!(memory: a_watch_answers_with_the_one_record_that_changed, a_lease_running_out_answers_a_watch,
     a_renewal_is_no_news_to_a_watch_that_knows_the_token,
-    a_newer_watch_of_the_same_watcher_answers_the_older, watch_requests_are_checked);
+    a_newer_watch_of_the_same_watcher_answers_the_older, watch_requests_are_checked,
+    a_kept_set_is_resumed_with_only_what_changed, a_set_the_elector_does_not_keep_is_gone);
 suite!(etcd: a_watch_answers_with_the_one_record_that_changed, a_lease_running_out_answers_a_watch,
     a_renewal_is_no_news_to_a_watch_that_knows_the_token,
-    a_watch_sees_writes_through_another_elector, a_newer_watch_of_the_same_watcher_answers_the_older);
+    a_watch_sees_writes_through_another_elector, a_newer_watch_of_the_same_watcher_answers_the_older,
+    a_kept_set_is_resumed_with_only_what_changed, a_set_the_elector_does_not_keep_is_gone);
 suite!(kubernetes: a_watch_answers_with_the_one_record_that_changed, a_lease_running_out_answers_a_watch,
     a_renewal_is_no_news_to_a_watch_that_knows_the_token, a_name_the_store_cannot_keep_is_never_news,
-    a_watch_sees_writes_through_another_elector, watch_requests_are_checked);
+    a_watch_sees_writes_through_another_elector, watch_requests_are_checked,
+    a_kept_set_is_resumed_with_only_what_changed, a_set_the_elector_does_not_keep_is_gone);
 suite!(real_cluster #[ignore = "needs MPSYNC_TEST_KUBECONFIG (a real cluster)"]:
     a_watch_answers_with_the_one_record_that_changed, a_lease_running_out_answers_a_watch,
-    a_watch_sees_writes_through_another_elector);
+    a_watch_sees_writes_through_another_elector, a_kept_set_is_resumed_with_only_what_changed);

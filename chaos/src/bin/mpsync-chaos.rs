@@ -23,7 +23,8 @@ use clap::Parser;
 /// watcher lists the locks to see who waits). A stranger reads held locks and tries to
 /// renew and release them without the holder's key: the elector must refuse
 /// every attempt. A watch observer follows every lock with one watch
-/// (`POST /v1/watch`): its views must never show a token going back or a
+/// (`POST /v1/watch`, resuming the set each elector keeps for it): its
+/// views must never show a token going back or a
 /// holder that was never granted that token, and must agree with plain
 /// reads once the run is over. Candidates stand in an election through
 /// `mpsync elect`, and a transferrer asks the leader to hand over: the

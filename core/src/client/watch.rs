@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::POLL_GRACE;
 use super::http::{AnswerError, HttpRequest, Method, Read};
@@ -33,24 +33,33 @@ struct Body<'a> {
     timeout_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     watcher: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<usize>,
 }
 
-/// The records of one kind, as `{"name", "version", "token"}` objects.
+/// The records of one kind, as `{"name", "version", "token"}` objects:
+/// every one followed, or only those to tell a kept set.
 struct Entries<'a> {
     tracked: &'a Tracked,
     kind: Kind,
+    only_untold: bool,
 }
 
 impl Entries<'_> {
-    fn iter(&self) -> impl Iterator<Item = (&str, Since)> {
-        let kind = self.kind;
-        self.tracked.known.iter().filter(move |((k, _), _)| *k == kind).map(|((_, name), known)| {
-            let since = match known.held {
-                Some(token) => Since { version: known.version, token: (!self.tracked.renewals).then_some(token) },
-                None => Since::NOTHING,
-            };
-            (name.as_str(), since)
-        })
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, Since)> + '_> {
+        let (tracked, kind) = (self.tracked, self.kind);
+        let since = move |known: &Known| tracked.since(known);
+        if self.only_untold {
+            let untold = tracked.untold.iter().filter(move |(k, _)| *k == kind);
+            let known = untold.filter_map(move |key| Some((key.1.as_str(), since(tracked.known.get(key)?))));
+            return Box::new(known);
+        }
+        let all = tracked.known.iter().filter(move |((k, _), _)| *k == kind);
+        Box::new(all.map(move |((_, name), known)| (name.as_str(), since(known))))
     }
 
     fn is_empty(&self) -> bool {
@@ -69,6 +78,12 @@ impl serde::Serialize for Entries<'_> {
         }
         s.collect_seq(self.iter().map(|(name, since)| Entry { name, version: since.version, token: since.token }))
     }
+}
+
+/// Whether a watch's failure is a 410: the elector does not keep the set
+/// resumed, and the whole set is worth sending at once.
+pub fn gone(error: &AnswerError) -> bool {
+    matches!(error, AnswerError::Status { status: 410, .. })
 }
 
 /// Decodes the answer to a watch.
@@ -91,12 +106,31 @@ pub fn decode_watch(status: u16, body: &[u8]) -> Result<WatchAnswer, AnswerError
 /// but an elector that answers the same older version twice in a row is
 /// believed (it restarted without its state, and its versions started
 /// again), or the watch would be answered at once for ever.
+///
+/// As a watcher, it asks the elector to keep its set (`keep`), and once an
+/// answer says the elector does, its requests send only what the elector
+/// has not been told ([`Tracked::request`]): the records followed or learnt
+/// since, and every record an answer brought (that answer may have been
+/// one the elector sent before the last request, or lost). Call
+/// [`Tracked::failed`] when a request fails or is given up: the next one
+/// sends the whole set again.
 #[derive(Debug, Clone, Default)]
 pub struct Tracked {
     known: BTreeMap<(Kind, String), Known>,
     watcher: Option<String>,
     /// Renewals are news too (no token is sent).
     renewals: bool,
+    /// Records the kept set has not been told of as they are known now.
+    untold: BTreeSet<(Kind, String)>,
+    /// The id of the set asked to be kept by the last whole request.
+    kept: Option<String>,
+    /// The elector's id for it (`kept`, a dot, and the elector's part),
+    /// once an answer said the elector keeps it: the next request resumes.
+    resume: Option<String>,
+    /// Sets asked to be kept so far, for the next id.
+    sets: u64,
+    /// Never ask the elector to keep the set.
+    whole: bool,
 }
 
 /// What a client knows of one record.
@@ -121,6 +155,14 @@ impl Tracked {
         Tracked { watcher: Some(watcher.into()), ..Tracked::default() }
     }
 
+    /// Sends the whole set every time, never asking the elector to keep
+    /// it: for a watcher whose requests a balancer spreads over several
+    /// electors (each would answer a resumed set 410).
+    pub fn without_kept_set(mut self) -> Tracked {
+        self.whole = true;
+        self
+    }
+
     /// Renewals are news too: the requests send no token, so every write
     /// to a record held answers the watch (for a client that counts on
     /// the time a lease has left; a proxy does not need them).
@@ -136,6 +178,7 @@ impl Tracked {
         if self.known.contains_key(&key) {
             return false;
         }
+        self.untold.insert(key.clone());
         self.known.insert(key, Known { version, ..Known::default() });
         true
     }
@@ -154,7 +197,8 @@ impl Tracked {
     /// [`Tracked::learn`] from a view's version and its holder's token
     /// (`None`: nobody holds it).
     pub fn learn_view(&mut self, kind: Kind, name: &str, version: u64, token: Option<u64>) -> bool {
-        let Some(known) = self.known.get_mut(&(kind, name.to_owned())) else { return false };
+        let key = (kind, name.to_owned());
+        let Some(known) = self.known.get_mut(&key) else { return false };
         let newer = crate::route::supersedes(version, token.is_some(), known.version, known.held.is_some());
         if !newer {
             if version < known.version && known.older != Some(version) {
@@ -166,12 +210,52 @@ impl Tracked {
             }
         }
         *known = Known { version, held: token, older: None };
+        self.untold.insert(key);
         true
     }
 
-    /// Stops following `name`.
+    /// Stops following `name` (the next request sends the whole set: a
+    /// kept set only grows).
     pub fn forget(&mut self, kind: Kind, name: &str) {
-        self.known.remove(&(kind, name.to_owned()));
+        if self.known.remove(&(kind, name.to_owned())).is_some() {
+            self.failed();
+        }
+    }
+
+    /// The last request failed, was given up, or was answered 410: the
+    /// elector may lack what it said, so the next one sends the whole set,
+    /// to be kept under a new id.
+    pub fn failed(&mut self) {
+        self.resume = None;
+        self.kept = None;
+    }
+
+    /// Whether the next request resumes a kept set (sends only what the
+    /// elector was not told).
+    pub fn resumes(&self) -> bool {
+        self.resume.is_some()
+    }
+
+    /// Sets sent whole and asked to be kept so far (the first request, and
+    /// one after each failure or 410).
+    pub fn whole_sets(&self) -> u64 {
+        self.sets
+    }
+
+    /// Decodes the answer to a request ([`Tracked::merge`] it next): any
+    /// other status than 200, or a body that is not the documented JSON,
+    /// makes the next request send the whole set. A 410 ([`gone`]) is
+    /// worth sending again at once.
+    pub fn decode(&mut self, status: u16, body: &[u8]) -> Result<WatchAnswer, AnswerError> {
+        decode_watch(status, body).inspect_err(|_| self.failed())
+    }
+
+    /// What a request says the client knows of one record.
+    fn since(&self, known: &Known) -> Since {
+        match known.held {
+            Some(token) => Since { version: known.version, token: (!self.renewals).then_some(token) },
+            None => Since::NOTHING,
+        }
     }
 
     /// Whether `name` is followed.
@@ -197,40 +281,64 @@ impl Tracked {
     /// The watch to send: every record followed, with the version and
     /// token of the lease known held, or nothing.
     pub fn watch(&self) -> WatchRequest {
-        let of = |kind| Entries { tracked: self, kind }.iter().map(|(name, since)| (name.to_owned(), since)).collect();
+        let of = |kind| {
+            let entries = Entries { tracked: self, kind, only_untold: false };
+            entries.iter().map(|(name, since)| (name.to_owned(), since)).collect()
+        };
         WatchRequest {
             elections: of(Kind::Election),
             locks: of(Kind::Lock),
-            timeout_ms: None,
             watcher: self.watcher.clone(),
+            ..WatchRequest::default()
         }
     }
 
-    /// The next request, waiting up to `slice` on the elector: the body
-    /// of [`Tracked::watch`], written straight from what is known (no
-    /// copy of the names: a proxy sends thousands at each change).
-    pub fn request(&self, slice: Duration) -> HttpRequest {
+    /// The next request, waiting up to `slice` on the elector, written
+    /// straight from what is known (no copy of the names: a proxy sends
+    /// thousands). A watcher's whole set (that of [`Tracked::watch`]) asks
+    /// the elector to keep it; once an answer says it does, a request
+    /// resumes it with only the records it was not told of. Either way, it
+    /// counts them told: call [`Tracked::failed`] if it is not answered.
+    pub fn request(&mut self, slice: Duration) -> HttpRequest {
+        let resume = self.resume.is_some();
+        if !resume && self.watcher.is_some() && !self.whole {
+            self.sets += 1;
+            self.kept = Some(format!("k{}", self.sets));
+        }
+        let keep = if resume { None } else { self.kept.as_deref() };
+        let resume_id = self.resume.as_deref();
         let body = Body {
-            elections: Entries { tracked: self, kind: Kind::Election },
-            locks: Entries { tracked: self, kind: Kind::Lock },
+            elections: Entries { tracked: self, kind: Kind::Election, only_untold: resume },
+            locks: Entries { tracked: self, kind: Kind::Lock, only_untold: resume },
             timeout_ms: timeout_ms(slice),
             watcher: self.watcher.as_deref(),
+            keep,
+            resume: resume_id,
+            total: resume.then_some(self.known.len()),
         };
-        HttpRequest {
-            method: Method::Post,
-            path: "/v1/watch".into(),
-            body: serde_json::to_vec(&body).ok(),
-            timeout: slice + POLL_GRACE,
-        }
+        let body = serde_json::to_vec(&body).ok();
+        self.untold.clear();
+        HttpRequest { method: Method::Post, path: "/v1/watch".into(), body, timeout: slice + POLL_GRACE }
     }
 
     /// Takes in an answer: returns the records that are news (followed,
     /// and a view that supersedes the one known; see
     /// [`crate::route::supersedes`]), with what they show recorded.
+    /// Every record it brings is told to the kept set again, and an
+    /// answer that names the set last asked to be kept makes the next
+    /// requests resume it (until [`Tracked::failed`]).
     pub fn merge(&mut self, answer: WatchAnswer) -> Vec<(Kind, String, Read)> {
+        if let (Some(id), Some(kept)) = (&answer.resume, &self.kept)
+            && id.strip_prefix(kept.as_str()).is_some_and(|rest| rest.starts_with('.'))
+        {
+            self.resume = Some(id.clone());
+        }
         let mut news = Vec::new();
         for watched in answer.changed {
             let (kind, name) = (watched.kind, watched.name.clone());
+            if self.follows(kind, &name) {
+                self.untold.insert((kind, name.clone()));
+            }
             let read = read(watched);
             if self.learn(kind, &name, &read) {
                 news.push((kind, name, read));
@@ -306,6 +414,7 @@ mod tests {
                 Watched { kind: Kind::Election, name: "b".into(), version: 3, lease: None },
                 held("unfollowed", 9, "y"),
             ],
+            resume: None,
         };
         let news = tracked.merge(answer);
         assert_eq!(news.len(), 2);
@@ -313,21 +422,97 @@ mod tests {
         assert_eq!(news[1].2, Read::Free { version: 3 });
         assert_eq!((tracked.version(Kind::Election, "a"), tracked.version(Kind::Election, "b")), (Some(6), Some(3)));
         // A late answer with an older view changes nothing.
-        assert!(tracked.merge(WatchAnswer { changed: vec![held("a", 5, "old")] }).is_empty());
+        assert!(tracked.merge(WatchAnswer { resume: None, changed: vec![held("a", 5, "old")] }).is_empty());
         assert_eq!(tracked.version(Kind::Election, "a"), Some(6));
         // Free at 3 is sent as 0; a late held view older than it is no news.
         assert_eq!(tracked.watch().elections.get("b"), Some(&Since::NOTHING));
-        assert!(tracked.merge(WatchAnswer { changed: vec![held("b", 2, "stale")] }).is_empty());
+        assert!(tracked.merge(WatchAnswer { resume: None, changed: vec![held("b", 2, "stale")] }).is_empty());
         // The same version seen free after held: the lease ran out.
         let ran_out = Watched { kind: Kind::Election, name: "a".into(), version: 6, lease: None };
-        assert_eq!(tracked.merge(WatchAnswer { changed: vec![ran_out] }).len(), 1);
+        assert_eq!(tracked.merge(WatchAnswer { resume: None, changed: vec![ran_out] }).len(), 1);
         // An elector that went back (restarted without its state) is
         // believed once it answers the same older version twice.
-        let restarted = || WatchAnswer { changed: vec![held("a", 2, "after")] };
+        let restarted = || WatchAnswer { resume: None, changed: vec![held("a", 2, "after")] };
         assert!(tracked.merge(restarted()).is_empty(), "once: perhaps a late answer");
         assert_eq!(tracked.merge(restarted()).len(), 1, "twice: the elector's versions went back");
         assert_eq!(tracked.version(Kind::Election, "a"), Some(2));
         tracked.forget(Kind::Election, "a");
         assert!(!tracked.follows(Kind::Election, "a") && tracked.len() == 1);
+    }
+
+    fn body(request: HttpRequest) -> serde_json::Value {
+        serde_json::from_slice(&request.body.unwrap()).unwrap()
+    }
+
+    fn names(body: &serde_json::Value) -> Vec<(&str, u64)> {
+        let entries = body["elections"].as_array().map(Vec::as_slice).unwrap_or_default();
+        entries.iter().map(|e| (e["name"].as_str().unwrap(), e["version"].as_u64().unwrap())).collect()
+    }
+
+    #[test]
+    fn a_kept_set_is_resumed_with_only_what_the_elector_was_not_told() {
+        const S: Duration = Duration::from_secs(30);
+        // The elector's id: the client's, a dot, and its own part.
+        let kept = |id: &str| Some(format!("{id}.00ff"));
+        let mut tracked = Tracked::as_watcher("w");
+        tracked.follow(Kind::Election, "a", 0);
+        tracked.follow(Kind::Election, "b", 0);
+        let first = body(tracked.request(S));
+        assert_eq!((first["keep"].as_str(), first.get("resume"), names(&first).len()), (Some("k1"), None, 2));
+        // Not answered yet: a grown set goes whole, to be kept under a new id.
+        tracked.follow(Kind::Election, "c", 0);
+        let second = body(tracked.request(S));
+        assert_eq!((second["keep"].as_str(), names(&second).len()), (Some("k2"), 3));
+        // The first set's answer is not the set last asked to be kept.
+        tracked.merge(WatchAnswer { changed: vec![], resume: kept("k1") });
+        assert!(!tracked.resumes());
+        // The second's is: the next request sends what the elector was not
+        // told: the record an answer brought, and one learnt meanwhile.
+        assert_eq!(tracked.merge(WatchAnswer { changed: vec![held("a", 6, "x")], resume: kept("k2") }).len(), 1);
+        assert!(tracked.resumes());
+        assert!(tracked.learn_view(Kind::Election, "b", 9, None));
+        let third = body(tracked.request(S));
+        assert_eq!(
+            (third["resume"].as_str(), third["total"].as_u64(), third.get("keep")),
+            (Some("k2.00ff"), Some(3), None)
+        );
+        assert_eq!(names(&third), vec![("a", 6), ("b", 0)]);
+        assert_eq!(third["elections"][0]["token"].as_u64(), Some(1));
+        // Nothing new: only the resume.
+        let fourth = body(tracked.request(S));
+        assert_eq!((fourth["resume"].as_str(), fourth.get("elections")), (Some("k2.00ff"), None));
+        // An answer bringing a record known already: told again all the same
+        // (the elector answered it because it was not told).
+        tracked.merge(WatchAnswer { changed: vec![held("a", 6, "x")], resume: kept("k2") });
+        assert_eq!(names(&body(tracked.request(S))), vec![("a", 6)]);
+        // A 410: whole again, under a new id.
+        let gone = tracked.decode(410, br#"{"error":"gone","message":"send the whole set"}"#).unwrap_err();
+        assert!(super::gone(&gone) && !tracked.resumes());
+        let fifth = body(tracked.request(S));
+        assert_eq!((fifth["keep"].as_str(), names(&fifth).len(), fifth.get("total")), (Some("k3"), 3, None));
+        // An answer for another set of the same prefix is not this one's.
+        tracked.merge(WatchAnswer { changed: vec![], resume: Some("k30.00ff".into()) });
+        assert!(!tracked.resumes());
+        // Another watch's answer (a plain look) changes nothing of that.
+        tracked.merge(WatchAnswer { changed: vec![], resume: None });
+        assert!(!tracked.resumes());
+        tracked.merge(WatchAnswer { changed: vec![], resume: kept("k3") });
+        tracked.merge(WatchAnswer { changed: vec![], resume: None });
+        assert!(tracked.resumes());
+        assert_eq!(body(tracked.request(S))["resume"].as_str(), Some("k3.00ff"));
+        // Forgetting a record: whole again (a kept set only grows).
+        tracked.forget(Kind::Election, "c");
+        let sixth = body(tracked.request(S));
+        assert_eq!((sixth["keep"].as_str(), names(&sixth)), (Some("k4"), vec![("a", 6), ("b", 0)]));
+        // Without a watcher nothing is kept.
+        let mut anonymous = Tracked::new();
+        anonymous.follow(Kind::Lock, "l", 0);
+        let plain = body(anonymous.request(S));
+        assert_eq!((plain.get("keep"), plain.get("resume"), plain.get("watcher")), (None, None, None));
+        // Nor when told not to.
+        let mut whole = Tracked::as_watcher("w").without_kept_set();
+        whole.follow(Kind::Lock, "l", 0);
+        let plain = body(whole.request(S));
+        assert_eq!((plain.get("keep"), plain["watcher"].as_str()), (None, Some("w")));
     }
 }

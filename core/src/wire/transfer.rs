@@ -25,11 +25,11 @@ pub struct TransferView {
 pub struct TransferRequest {
     /// The candidate to hand over to; absent: anyone but the leader (it
     /// cannot win the election back while the reservation lasts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::wire::present")]
     pub to: Option<String>,
     /// Ask only if this candidate leads now (a `preStop` hook names its
     /// own pod): otherwise 409 and nothing is asked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::wire::present")]
     pub from: Option<String>,
 }
 
@@ -59,5 +59,8 @@ mod tests {
         assert_eq!(empty.validate().unwrap_err().field, "to");
         assert!(empty.validate().unwrap_err().message.starts_with("to "));
         assert!(serde_json::from_str::<TransferRequest>(r#"{"too":"b"}"#).is_err());
+        // Absent, not null: the schema has no null there.
+        assert!(serde_json::from_str::<TransferRequest>(r#"{"to":null}"#).is_err());
+        assert!(serde_json::from_str::<TransferRequest>(r#"{"from":null}"#).is_err());
     }
 }

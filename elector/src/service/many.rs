@@ -10,19 +10,24 @@
 //! at the earliest expiry among the leases it shows held.
 //!
 //! A new watch from the same `watcher` on this elector answers the one
-//! before it at once ([`Watchers`]), so a client whose set of names grows
+//! before it at once ([`super::watchers`]), so a client whose set of names grows
 //! never holds two.
+//!
+//! A watcher may have its set kept between watches ([`Kept`]: the records,
+//! the feed subscription, the expiries): the next watch sends only what
+//! changed, and goes on with what the feed brought in between. The records
+//! a watch answered with are looked at again first by the next one, unless
+//! it says what the client now knows of them: an answer lost on the way is
+//! answered again.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 use mpsync_core::watch::{Since, WatchAnswer, WatchRequest, Watched};
-use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
+use super::kept::{Expiries, Followed, Kept};
 use super::{Service, ServiceError, View};
 use crate::store::{Key, Store, StoreError, Versioned};
 
@@ -35,116 +40,6 @@ const REPLACING: Duration = Duration::from_secs(1);
 
 /// Reads at once while reading records one by one.
 const READS_IN_FLIGHT: usize = 32;
-
-/// The watch in progress for each watcher id, so that the next one from
-/// the same watcher can answer it.
-#[derive(Default)]
-pub(crate) struct Watchers {
-    current: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
-    next_id: std::sync::atomic::AtomicU64,
-}
-
-/// A watch registered under a watcher id; leaving removes it unless a
-/// newer watch of the same watcher replaced it.
-pub(crate) struct Registered<'a> {
-    watchers: &'a Watchers,
-    watcher: Option<(String, u64)>,
-    /// Notified when a newer watch of the same watcher arrives.
-    pub(crate) superseded: Arc<Notify>,
-    /// This watch answered an older one of its watcher, which is about to
-    /// give its long-poll slot back.
-    pub(crate) replaces: bool,
-}
-
-impl Watchers {
-    /// How many watchers have a watch in progress.
-    pub(crate) fn len(&self) -> usize {
-        mpsync_core::lock(&self.current).len()
-    }
-
-    /// Registers a watch of `watcher`, answering its previous one.
-    pub(crate) fn register(&self, watcher: Option<&str>) -> Registered<'_> {
-        let superseded = Arc::new(Notify::new());
-        let Some(watcher) = watcher else {
-            return Registered { watchers: self, watcher: None, superseded, replaces: false };
-        };
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let previous = mpsync_core::lock(&self.current).insert(watcher.to_owned(), (id, superseded.clone()));
-        let replaces = previous.is_some();
-        if let Some((_, previous)) = previous {
-            // A permit is stored if the previous watch is between two
-            // looks: it answers at its next one.
-            previous.notify_one();
-        }
-        Registered { watchers: self, watcher: Some((watcher.to_owned(), id)), superseded, replaces }
-    }
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        if let Some((watcher, id)) = &self.watcher {
-            let mut current = mpsync_core::lock(&self.watchers.current);
-            if current.get(watcher).is_some_and(|(current_id, _)| current_id == id) {
-                current.remove(watcher);
-            }
-        }
-    }
-}
-
-/// One record a watch follows.
-struct Followed {
-    key: Key,
-    /// What the client knows of it.
-    known: Since,
-    stored: Option<Versioned>,
-}
-
-/// When to look again at each record shown held: when its lease would
-/// run out. A record's newer time replaces its older one (the heap keeps
-/// the older entry until it comes up, then drops it).
-struct Expiries {
-    heap: BinaryHeap<Reverse<(Instant, usize)>>,
-    at: Vec<Option<Instant>>,
-}
-
-impl Expiries {
-    fn new(records: usize) -> Expiries {
-        Expiries { heap: BinaryHeap::new(), at: vec![None; records] }
-    }
-
-    fn set(&mut self, i: usize, at: Instant) {
-        if self.at[i] != Some(at) {
-            self.at[i] = Some(at);
-            self.heap.push(Reverse((at, i)));
-        }
-    }
-
-    /// The earliest time to look again.
-    fn next(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, i))) = self.heap.peek().copied() {
-            if self.at[i] == Some(at) {
-                return Some(at);
-            }
-            self.heap.pop();
-        }
-        None
-    }
-
-    /// The records due at `now`, no longer scheduled.
-    fn due(&mut self, now: Instant) -> Vec<usize> {
-        let mut due = Vec::new();
-        while let Some(at) = self.next() {
-            if at > now {
-                break;
-            }
-            if let Some(Reverse((_, i))) = self.heap.pop() {
-                self.at[i] = None;
-                due.push(i);
-            }
-        }
-        due
-    }
-}
 
 /// Reads the records of `keys`, in order: one by one, or by listing their
 /// kinds where there are many and the store is remote.
@@ -185,6 +80,18 @@ async fn read_by_listing(store: &dyn Store, keys: &[&Key]) -> Result<Vec<Option<
 }
 
 impl Service {
+    /// Caps the names the sets kept for watchers hold in all (0: none is
+    /// kept; see [`super::watchers`]).
+    pub fn with_max_kept_watch_names(self, max: usize) -> Self {
+        self.watchers.set_max_kept_names(max);
+        self
+    }
+
+    /// Names held by the sets kept for watchers, and how many may be.
+    pub fn kept_watch_names(&self) -> (usize, usize) {
+        self.watchers.kept_names()
+    }
+
     /// The watch in progress per watcher id, for `/metrics`.
     pub fn watchers_count(&self) -> usize {
         self.watchers.len()
@@ -206,7 +113,7 @@ impl Service {
     pub fn check_watch(&self, request: &WatchRequest) -> Result<(), ServiceError> {
         let field = if request.elections.is_empty() { "locks" } else { "elections" };
         let invalid = |field, name, message| ServiceError::InvalidWatch { field, name, message };
-        if request.is_empty() {
+        if request.is_empty() && request.resume.is_none() {
             return Err(invalid(field, false, "a watch names at least one election or lock".into()));
         }
         if request.len() > self.max_watch_names {
@@ -214,15 +121,34 @@ impl Service {
             let message = format!("the watch names {n} records; at most {max} are allowed (--max-watch-names)");
             return Err(invalid(field, false, message));
         }
-        if let Some(watcher) = &request.watcher
-            && !mpsync_core::watch::valid_watcher(watcher)
+        use mpsync_core::watch::{MAX_KEEP_LEN, MAX_WATCHER_LEN, valid_keep, valid_watcher};
+        let ids = [
+            ("watcher", &request.watcher, valid_watcher as fn(&str) -> bool, MAX_WATCHER_LEN),
+            ("keep", &request.keep, valid_keep, MAX_KEEP_LEN),
+            ("resume", &request.resume, valid_watcher, MAX_WATCHER_LEN),
+        ];
+        for (field, id, valid, max) in ids {
+            if let Some(id) = id
+                && !valid(id)
+            {
+                return Err(invalid(field, false, format!("{field} {id:?} is not 1 to {max} of A-Z a-z 0-9 - _ .")));
+            }
+        }
+        let kept = match (&request.keep, &request.resume) {
+            (Some(_), Some(_)) => return Err(invalid("resume", false, "a watch keeps a set or resumes one".into())),
+            (Some(_), None) => Some("keep"),
+            (None, Some(_)) => Some("resume"),
+            (None, None) => None,
+        };
+        if let Some(field) = kept
+            && request.watcher.is_none()
         {
-            let max = mpsync_core::watch::MAX_WATCHER_LEN;
-            return Err(invalid(
-                "watcher",
-                false,
-                format!("watcher {watcher:?} is not 1 to {max} of A-Z a-z 0-9 - _ ."),
-            ));
+            return Err(invalid(field, false, format!("{field} needs a watcher: sets are kept per watcher")));
+        }
+        match (&request.resume, request.total) {
+            (Some(_), None) => return Err(invalid("total", false, "resume needs total".into())),
+            (None, Some(_)) => return Err(invalid("total", false, "total goes with resume".into())),
+            _ => {}
         }
         for (kind, name, _) in request.entries() {
             let field = match kind {
@@ -239,7 +165,8 @@ impl Service {
     /// Answers with the records of `request` that are news (see
     /// `WatchRequest`), as soon as there is one; with none after its
     /// timeout, at shutdown, or when a newer watch of the same watcher
-    /// arrives (then with whatever differs at that moment).
+    /// arrives (then with whatever differs at that moment). With `keep` or
+    /// `resume`, the set is kept for the watcher's next watch.
     pub async fn watch_many(&self, request: &WatchRequest) -> Result<WatchAnswer, ServiceError> {
         self.check_watch(request)?;
         let timeout = request.timeout().map_err(|message| ServiceError::InvalidWatch {
@@ -258,92 +185,176 @@ impl Service {
             (false, false) => Some(self.park()?),
             (false, true) => Some(self.park_within(REPLACING).await?),
         };
-        let _names = self.metrics.watching_names(request.len());
-        let mut stopping = self.stopping.subscribe();
-        // Subscribed before reading: a change after the read is in the feed.
-        let mut feed = self.store.feed();
-        feed.generation.borrow_and_update();
-        // A valid name the store cannot keep (too long for a Lease's name)
-        // can never be held: followed by nobody, rather than failing the
-        // watch, and so every other name a proxy follows, for one
-        // client's odd shard key.
-        let mut followed: Vec<Followed> = request
-            .entries()
-            .map(|(kind, name, known)| Followed { key: Key { kind, name: name.to_owned() }, known, stored: None })
-            .filter(|f| self.store.check_name(&f.key).is_ok())
-            .collect();
-        let ids: HashMap<String, usize> =
-            followed.iter().enumerate().map(|(i, f)| (self.store.feed_id(&f.key), i)).collect();
-        self.read_again(&mut followed, None).await?;
-        // Every record is looked at first; then only those read again or
-        // whose lease may have run out.
-        let mut due: Vec<usize> = (0..followed.len()).collect();
-        let mut expiries = Expiries::new(followed.len());
-        let mut generation_open = true;
-        loop {
-            let changed = self.look(&followed, &due, &mut expiries);
-            if !changed.is_empty() || *stopping.borrow_and_update() {
-                return Ok(WatchAnswer { changed });
+        // The watcher's kept set, once the watch using it gives it back.
+        let mut slot = match (request.watcher.as_deref(), &request.keep, &request.resume) {
+            (Some(watcher), Some(_), _) if self.watchers.keeps_any() => {
+                Some((watcher, self.watchers.lock(watcher, REPLACING, true).await.ok_or(ServiceError::WatchGone)?))
             }
-            due.clear();
-            let next_expiry = expiries.next();
-            tokio::select! {
-                received = feed.changed.recv() => {
-                    let mut stale = Vec::new();
-                    let mut everything = false;
-                    // Read again rather than use the record the feed
-                    // carries: the look compares what a read returns.
-                    let mut push = |received: Result<std::sync::Arc<crate::store::Change>, _>| match received {
-                        Ok(change) => stale.extend(ids.get(&change.id).copied()),
-                        Err(broadcast::error::RecvError::Lagged(_)) => everything = true,
-                        Err(broadcast::error::RecvError::Closed) => everything = true,
-                    };
-                    push(received);
-                    // Whatever else is already queued, in the same look.
-                    loop {
-                        match feed.changed.try_recv() {
-                            Ok(id) => push(Ok(id)),
-                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                                push(Err(broadcast::error::RecvError::Lagged(n)));
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if everything {
-                        stale = (0..followed.len()).collect();
-                    }
-                    stale.sort_unstable();
-                    stale.dedup();
-                    self.read_again(&mut followed, Some(&stale)).await?;
-                    due = stale;
+            (Some(watcher), _, Some(_)) => {
+                Some((watcher, self.watchers.lock(watcher, REPLACING, false).await.ok_or(ServiceError::WatchGone)?))
+            }
+            _ => None,
+        };
+        // A whole set is counted before its records are read, as the
+        // long-poll is; a resumed one once its new names are in.
+        let (mut kept, _names) = match &request.resume {
+            Some(id) => {
+                let guard = slot.as_mut().map(|(_, (_, guard))| guard);
+                let mut kept = guard.and_then(|g| g.take_if(|k| k.id == *id)).ok_or(ServiceError::WatchGone)?;
+                // The kept set is gone from the slot until the answer: a
+                // watch that ends early (an error, the client gone) leaves
+                // nothing half done for the next one to resume.
+                self.resume(&mut kept, request).await?;
+                let names = self.metrics.watching_names(kept.followed.len());
+                (kept, names)
+            }
+            None => {
+                // A new set replaces the one kept, if any.
+                if let Some((_, (_, guard))) = slot.as_mut() {
+                    guard.take();
                 }
-                changed = feed.generation.changed(), if generation_open => {
-                    // A store without a watch of its own never bumps it.
-                    generation_open = changed.is_ok();
-                    if generation_open {
-                        self.read_again(&mut followed, None).await?;
-                        due = (0..followed.len()).collect();
+                let names = self.metrics.watching_names(request.len());
+                (self.start(request).await?, names)
+            }
+        };
+        // Within the bound on kept names, or served and not kept.
+        let keeping = slot.as_ref().is_some_and(|(watcher, (slot, _))| {
+            let admitted = self.watchers.admit(watcher, slot, kept.followed.len());
+            if !admitted {
+                self.metrics.refuse(crate::metrics::Refusal::KeptWatchNames);
+                if self.quiet.speak() {
+                    let (names, max) = self.watchers.kept_names();
+                    tracing::warn!(
+                        watcher,
+                        names = kept.followed.len(),
+                        kept = names,
+                        "a watch set is served but not kept: the kept sets hold {names} of \
+                         --max-kept-watch-names {max}; its watcher sends whole sets"
+                    );
+                }
+            }
+            admitted
+        });
+        let mut stopping = self.stopping.subscribe();
+        let changed = loop {
+            let mut due = std::mem::take(&mut kept.due);
+            // A record may be due twice over (told, and in the feed).
+            due.sort_unstable();
+            due.dedup();
+            let changed = self.look(&kept.followed, &due, &mut kept.expiries);
+            if !changed.is_empty() || *stopping.borrow_and_update() {
+                break changed;
+            }
+            let next_expiry = kept.expiries.next();
+            tokio::select! {
+                received = kept.feed.changed.recv() => {
+                    let stale = kept.stale(Some(received));
+                    self.read_again(&mut kept.followed, Some(&stale)).await?;
+                    kept.due = stale;
+                }
+                changed = kept.feed.generation.changed(), if kept.generation_open => {
+                    kept.generation_open = changed.is_ok();
+                    if kept.generation_open {
+                        self.read_again(&mut kept.followed, None).await?;
+                        kept.due = (0..kept.followed.len()).collect();
                     }
                 }
                 () = async { tokio::time::sleep_until(next_expiry.unwrap_or(deadline)).await }, if next_expiry.is_some() => {
                     // Read again first: a renewal through another
                     // elector may not be in the feed yet.
-                    due = expiries.due(Instant::now());
-                    self.read_again(&mut followed, Some(&due)).await?;
+                    kept.due = kept.expiries.due(Instant::now());
+                    self.read_again(&mut kept.followed, Some(&kept.due)).await?;
                 }
                 // At the end, and when superseded: whatever differs now.
-                () = tokio::time::sleep_until(deadline) => return Ok(self.last_look(&followed)),
-                () = registered.superseded.notified() => return Ok(self.last_look(&followed)),
+                () = tokio::time::sleep_until(deadline) => break self.last_look(&mut kept),
+                () = registered.superseded.notified() => break self.last_look(&mut kept),
                 _ = stopping.changed() => {}
             }
+        };
+        // What this answer brings is looked at again by the next watch,
+        // unless it says it knows: the answer may never reach the client.
+        kept.due = changed.iter().map(|(i, _)| *i).collect();
+        let changed = changed.into_iter().map(|(_, watched)| watched).collect();
+        let resume = match &mut slot {
+            Some((watcher, (slot, guard))) if keeping => {
+                let id = kept.id.clone();
+                self.watchers.keep(watcher, slot, guard, kept).then_some(id)
+            }
+            _ => None,
+        };
+        Ok(WatchAnswer { changed, resume })
+    }
+
+    /// The set of a watch that sends it whole: subscribed to the feed,
+    /// then every record read.
+    async fn start(&self, request: &WatchRequest) -> Result<Kept, ServiceError> {
+        let mut feed = self.store.feed();
+        feed.generation.borrow_and_update();
+        let mut kept = Kept {
+            // The elector's part keeps two clients of one watcher id apart.
+            id: request.keep.as_ref().map(|keep| format!("{keep}.{:016x}", self.watchers.nonce())).unwrap_or_default(),
+            followed: Vec::new(),
+            by_key: HashMap::new(),
+            by_feed_id: HashMap::new(),
+            feed,
+            generation_open: true,
+            expiries: Expiries::new(0),
+            due: Vec::new(),
+        };
+        for (kind, name, known) in request.entries() {
+            kept.add(self.store.as_ref(), Key { kind, name: name.to_owned() }, known);
         }
+        self.read_again(&mut kept.followed, None).await?;
+        kept.due = (0..kept.followed.len()).collect();
+        Ok(kept)
+    }
+
+    /// Takes a resumed watch's records into its kept set, then catches up
+    /// with what happened since the last watch: the feed's changes, and
+    /// the leases that ran out meanwhile (all in the first answer).
+    async fn resume(&self, kept: &mut Kept, request: &WatchRequest) -> Result<(), ServiceError> {
+        // Read again, all of them: new names, and those the client tells
+        // (it may have read them itself, ahead of this elector's feed).
+        let mut stale = Vec::new();
+        for (kind, name, known) in request.entries() {
+            let key = Key { kind, name: name.to_owned() };
+            match kept.by_key.get(&key) {
+                Some(&i) => {
+                    kept.followed[i].known = known;
+                    stale.push(i);
+                }
+                None => stale.push(kept.add(self.store.as_ref(), key, known)),
+            }
+        }
+        if kept.followed.len() > self.max_watch_names {
+            let (n, max) = (kept.followed.len(), self.max_watch_names);
+            let message = format!("the watch follows {n} records; at most {max} are allowed (--max-watch-names)");
+            return Err(ServiceError::InvalidWatch { field: "elections", name: false, message });
+        }
+        if request.total != Some(kept.followed.len()) {
+            // A request's names were lost on the way: start again whole.
+            return Err(ServiceError::WatchGone);
+        }
+        stale.extend(kept.stale(None));
+        // Within the millisecond a look rounds its time up by: a lease a
+        // read shows run out is in this answer.
+        stale.extend(kept.expiries.due(Instant::now() + Duration::from_millis(1)));
+        if kept.generation_open && kept.feed.generation.has_changed().unwrap_or(false) {
+            kept.feed.generation.borrow_and_update();
+            stale = (0..kept.followed.len()).collect();
+        }
+        stale.sort_unstable();
+        stale.dedup();
+        self.read_again(&mut kept.followed, Some(&stale)).await?;
+        kept.due.extend(stale);
+        Ok(())
     }
 
     /// Reads the records at `which` (all when `None`) again.
     async fn read_again(&self, followed: &mut [Followed], which: Option<&[usize]>) -> Result<(), StoreError> {
         let indices: Vec<usize> = match which {
-            Some(which) => which.to_vec(),
-            None => (0..followed.len()).collect(),
+            Some(which) => which.iter().copied().filter(|&i| !followed[i].never).collect(),
+            None => (0..followed.len()).filter(|&i| !followed[i].never).collect(),
         };
         let keys: Vec<&Key> = indices.iter().map(|&i| &followed[i].key).collect();
         let read = read_all(self.store.as_ref(), &keys).await?;
@@ -354,18 +365,21 @@ impl Service {
     }
 
     /// Judges every record now, for the last answer.
-    fn last_look(&self, followed: &[Followed]) -> WatchAnswer {
-        let every: Vec<usize> = (0..followed.len()).collect();
-        WatchAnswer { changed: self.look(followed, &every, &mut Expiries::new(followed.len())) }
+    fn last_look(&self, kept: &mut Kept) -> Vec<(usize, Watched)> {
+        let every: Vec<usize> = (0..kept.followed.len()).collect();
+        self.look(&kept.followed, &every, &mut kept.expiries)
     }
 
     /// Judges the records at `due` now: those whose view differs from
     /// what the client knows, and, for the rest held, when to look again.
-    fn look(&self, followed: &[Followed], due: &[usize], expiries: &mut Expiries) -> Vec<Watched> {
+    fn look(&self, followed: &[Followed], due: &[usize], expiries: &mut Expiries) -> Vec<(usize, Watched)> {
         let now = self.now();
         let mut changed = Vec::new();
         for &i in due {
             let f = &followed[i];
+            if f.never {
+                continue;
+            }
             let view = self.view(&f.key, f.stored.as_ref(), now);
             let news = match (f.known, &view) {
                 // Nobody known: only a holder is news (see WatchRequest).
@@ -385,7 +399,7 @@ impl Service {
                     View::Held(lease) => Some(lease),
                     View::Free { .. } | View::Absent { .. } => None,
                 };
-                changed.push(Watched { kind: f.key.kind, name: f.key.name.clone(), version, lease });
+                changed.push((i, Watched { kind: f.key.kind, name: f.key.name.clone(), version, lease }));
             } else if let View::Held(lease) = &view {
                 // Rounded up, so the look comes after the expiry.
                 expiries.set(i, Instant::now() + Duration::from_millis(lease.expires_in_ms + 1));

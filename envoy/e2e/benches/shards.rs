@@ -31,10 +31,14 @@
 //!    most 5 ms.
 //!
 //! Each worker count runs first with one shard (the comparison), then with
-//! `SHARDS`; the ratios are printed. Envoy's elector cluster speaks HTTP/2
-//! (as in the examples); with `HTTP1=1` (the default) each worker count
-//! also runs `SHARDS` with the cluster on HTTP/1.1, the comparison for the
-//! connections, and the ratios are printed too.
+//! `SHARDS`; the ratios are printed. The elector keeps each worker's watch
+//! set, so a watch after a change sends only what changed; with `WHOLE=1`
+//! (the default) each worker count also runs `SHARDS` with an elector that
+//! keeps none (`--max-kept-watch-names 0`: every watch sends every name),
+//! the comparison for the leader change, and the ratios are printed.
+//! Envoy's elector cluster speaks HTTP/2 (as in the examples); with
+//! `HTTP1=1` each worker count also runs `SHARDS` with the cluster on
+//! HTTP/1.1, the comparison for the connections.
 //!
 //! Instructions per request at 10,000 shards against 1 are counted by the
 //! `instructions` bench: `BENCH_SHARDS=10000 BENCH_ONLY=8,9 make
@@ -45,8 +49,10 @@
 //! election, workers × shards of them on each side.
 //!
 //! `make bench-shards`. Knobs: `SHARDS` (10000), `WORKERS` ("2 4"),
-//! `CHANGES` (200), `HTTP1` (1: also with the cluster on HTTP/1.1; 0: not), `SETTLE_MS` (0: a pause between the resignation and
-//! the new leader, so that what the resignation set off is over first).
+//! `CHANGES` (200), `WHOLE` (1: also with whole sets; 0: not), `HTTP1` (0;
+//! 1: also with the cluster on HTTP/1.1), `SETTLE_MS` (0: a pause between
+//! the resignation and the new leader, so that what the resignation set
+//! off is over first).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -203,6 +209,8 @@ async fn elect(client: &Client, shard: usize, holder: &str, at: usize, upstreams
 struct Run {
     /// The elector cluster's protocol.
     http: &'static str,
+    /// The elector keeps the workers' watch sets.
+    kept: bool,
     workers: usize,
     shards: usize,
     reached: usize,
@@ -225,6 +233,7 @@ struct Run {
 #[allow(clippy::too_many_lines)]
 async fn run(
     http: &'static str,
+    kept: bool,
     workers: usize,
     shards: usize,
     changes: usize,
@@ -233,9 +242,21 @@ async fn run(
 ) -> Run {
     let limit = (workers * shards + 1000).to_string();
     let max_names = shards.max(mpsync_core::watch::DEFAULT_MAX_WATCH_NAMES).to_string();
+    let max_kept = if kept { workers * shards + 1000 } else { 0 }.to_string();
     let elector = ElectorProcess::spawn(
         testkit::bin("elector"),
-        &["--log", "error", "--max-long-polls", &limit, "--max-connections", &limit, "--max-watch-names", &max_names],
+        &[
+            "--log",
+            "error",
+            "--max-long-polls",
+            &limit,
+            "--max-connections",
+            &limit,
+            "--max-watch-names",
+            &max_names,
+            "--max-kept-watch-names",
+            &max_kept,
+        ],
     )
     .await
     .unwrap();
@@ -377,6 +398,7 @@ async fn run(
         followed: followed(now),
         want,
         warm,
+        kept,
         connections,
         watchers: now.0,
         watched_names: now.1,
@@ -394,8 +416,9 @@ fn print(runs: &[Run], changes: usize) {
          {changes} leader changes each (resign, then a new leader at the other upstream), same run:\n"
     );
     println!(
-        "{:>4} | {:>7} | {:>6} | {:>9} | {:>15} | {:>9} | {:>8} | {:>8} | {:>16} | {:>18} | {:>23} | {:>23} | {:>23}",
+        "{:>4} | {:>5} | {:>7} | {:>6} | {:>9} | {:>15} | {:>9} | {:>8} | {:>8} | {:>16} | {:>18} | {:>23} | {:>23} | {:>23}",
         "HTTP",
+        "sets",
         "workers",
         "shards",
         "warm",
@@ -412,8 +435,9 @@ fn print(runs: &[Run], changes: usize) {
     for r in runs {
         let pair = |v: &[Duration]| format!("{} / {}", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)));
         println!(
-            "{:>4} | {:>7} | {:>6} | {:>7.1} s | {:>7} / {:>5} | {:>4} / {:>2} | {:>8} | {:>8} | {:>5.1} → {:>5.1} MiB | {:>6.1} → {:>6.1} MiB | {:>23} | {:>23} | {:>23}",
+            "{:>4} | {:>5} | {:>7} | {:>6} | {:>7.1} s | {:>7} / {:>5} | {:>4} / {:>2} | {:>8} | {:>8} | {:>5.1} → {:>5.1} MiB | {:>6.1} → {:>6.1} MiB | {:>23} | {:>23} | {:>23}",
             r.http,
+            if r.kept { "kept" } else { "whole" },
             if r.reached == r.workers { r.workers.to_string() } else { format!("{} of {}", r.reached, r.workers) },
             r.shards,
             r.warm.as_secs_f64(),
@@ -435,11 +459,11 @@ fn print(runs: &[Run], changes: usize) {
     let p99 = |r: &Run| percentile(&r.routed, 0.99).as_secs_f64();
     let grown = |r: &Run| r.elector_kib.1.saturating_sub(r.elector_kib.0).max(1) as f64;
     let envoy_grown = |r: &Run| r.envoy_kib.1.saturating_sub(r.envoy_kib.0).max(1) as f64;
-    for many in runs.iter().filter(|r| r.shards > 1 && r.http == "2") {
-        let find = |shards: usize, http: &str| {
-            runs.iter().find(|r| r.workers == many.workers && r.shards == shards && r.http == http)
+    for many in runs.iter().filter(|r| r.shards > 1 && r.http == "2" && r.kept) {
+        let find = |shards: usize, http: &str, kept: bool| {
+            runs.iter().find(|r| r.workers == many.workers && r.shards == shards && r.http == http && r.kept == kept)
         };
-        if let Some(one) = find(1, "2") {
+        if let Some(one) = find(1, "2", true) {
             println!(
                 "  {} workers, {} shards / {}: routed p99 {:.2}, elector RSS grown {:.1}, Envoy RSS grown {:.1}; \
                  warm-up {} per shard and worker (a request for a shard its worker has not met waits for the watch)",
@@ -452,7 +476,23 @@ fn print(runs: &[Run], changes: usize) {
                 ms(many.warm / u32::try_from(many.shards).unwrap_or(u32::MAX)),
             );
         }
-        if let Some(http1) = find(many.shards, "1.1") {
+        if let Some(whole) = find(many.shards, "2", false) {
+            println!(
+                "  {} workers, {} shards, kept sets / whole sets: routed p99 {:.3} ({} / {}); slowest p99 {:.3}; \
+                 resignation p50 {:.3}; elector RSS grown {:.2}; warm-up {:.2}",
+                many.workers,
+                many.shards,
+                p99(many) / p99(whole).max(1e-9),
+                ms(percentile(&many.routed, 0.99)),
+                ms(percentile(&whole.routed, 0.99)),
+                percentile(&many.slowest, 0.99).as_secs_f64()
+                    / percentile(&whole.slowest, 0.99).as_secs_f64().max(1e-9),
+                percentile(&many.whole, 0.5).as_secs_f64() / percentile(&whole.whole, 0.5).as_secs_f64().max(1e-9),
+                grown(many) / grown(whole),
+                many.warm.as_secs_f64() / whole.warm.as_secs_f64().max(1e-9),
+            );
+        }
+        if let Some(http1) = find(many.shards, "1.1", true) {
             println!(
                 "  {} workers, {} shards, HTTP/2 / HTTP/1.1: connections {} / {} after the warm-up, {} / {} after the \
                  changes; routed p99 {:.2}; elector RSS grown {:.2}; warm-up {:.2}",
@@ -500,13 +540,16 @@ async fn main() {
     let upstreams = [Upstream::start("a").await, Upstream::start("b").await];
     let addrs: Vec<SocketAddr> = upstreams.iter().map(|u| u.addr).collect();
     let mut runs = Vec::new();
-    let http1 = env_or("HTTP1", 1) != 0;
+    let (whole, http1) = (env_or("WHOLE", 1) != 0, env_or("HTTP1", 0) != 0);
     for &w in &workers {
         // The comparison first: the same Envoy and elector with one shard.
-        runs.push(run("2", w, 1, changes, settle, &addrs).await);
-        runs.push(run("2", w, shards, changes, settle, &addrs).await);
+        runs.push(run("2", true, w, 1, changes, settle, &addrs).await);
+        runs.push(run("2", true, w, shards, changes, settle, &addrs).await);
+        if whole {
+            runs.push(run("2", false, w, shards, changes, settle, &addrs).await);
+        }
         if http1 {
-            runs.push(run("1.1", w, shards, changes, settle, &addrs).await);
+            runs.push(run("1.1", true, w, shards, changes, settle, &addrs).await);
         }
     }
     print(&runs, changes);

@@ -32,6 +32,12 @@ struct Raw {
     headers: RawHeaders,
     #[serde(default = "default_max_elections")]
     max_elections: usize,
+    #[serde(default = "default_keep_watch_set")]
+    keep_watch_set: bool,
+}
+
+fn default_keep_watch_set() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +155,9 @@ pub struct Config {
     pub poll_timeout_ms: u64,
     /// Most elections watched at once (shards are named by clients).
     pub max_elections: usize,
+    /// Ask the elector to keep the worker's watch set between watches, so
+    /// that a watch after a change sends only what changed.
+    pub keep_watch_set: bool,
     /// Header carrying the leader's id upstream (none: not sent).
     pub leader_id_header: Option<String>,
     /// Header carrying the leader's fencing token upstream (none: not sent).
@@ -247,6 +256,7 @@ impl Config {
         }
         Ok(Config {
             max_elections: raw.max_elections,
+            keep_watch_set: raw.keep_watch_set,
             authority: raw.elector_authority.unwrap_or_else(|| raw.elector_cluster.clone()),
             cluster: raw.elector_cluster,
             election,
@@ -317,6 +327,9 @@ mod tests {
             (2000, Some("x-leader-id"), "elector")
         );
         assert_eq!(c.election_for(|_| None, b"/x").unwrap(), "web");
+        assert!(c.keep_watch_set, "kept watch sets by default");
+        let whole = br#"{"elector_cluster":"e","election":"w","allow":["127.0.0.0/8"],"keep_watch_set":false}"#;
+        assert!(!Config::parse(whole).unwrap().keep_watch_set);
     }
 
     #[test]

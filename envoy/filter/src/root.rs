@@ -128,9 +128,10 @@ impl RootContext for Root {
                 return false;
             }
         };
+        let keep = config.keep_watch_set;
         self.worker = Some(Rc::new(Worker::new(config, metrics)));
         let random = random_u64();
-        self.watch = Some(Watch::new(&watcher_id(self.id, random), random.rotate_left(32)));
+        self.watch = Some(Watch::new(&watcher_id(self.id, random), random.rotate_left(32), keep));
         self.set_tick_period(TICK);
         true
     }

@@ -4,15 +4,22 @@
 //! what an answer means. Time is passed in (`now`, from the root's ticks).
 //!
 //! One watch is in flight at a time. A request meeting a new election has
-//! the root follow it; at the next tick a fresh watch with the whole set
-//! goes out, and the elector answers the one before it at once (same
-//! watcher id), so a burst of new shards costs one watch per tick, not one
-//! per shard. The answer of the watch in flight sends the next one at once;
-//! the answer of a superseded one is merged, and that is all.
+//! the root follow it; at the next tick a fresh watch goes out, and the
+//! elector answers the one before it at once (same watcher id), so a burst
+//! of new shards costs one watch per tick, not one per shard. The answer of
+//! the watch in flight sends the next one at once; the answer of a
+//! superseded one is merged, and that is all.
+//!
+//! The elector keeps the worker's set between watches (see
+//! `mpsync_core::watch`): after the first answer, a watch sends only the
+//! new elections and what changed, not every one. When the elector no
+//! longer keeps it (410: restarted, or a request lost), the whole set goes
+//! again at once, with no pause; any other failure sends the whole set
+//! after the pause.
 
 use std::time::Duration;
 
-use mpsync_core::client::watch::{Tracked, decode_watch};
+use mpsync_core::client::watch::{Tracked, gone};
 use mpsync_core::client::{Backoff, HttpRequest, Read};
 use mpsync_core::wire::Kind;
 
@@ -48,10 +55,11 @@ pub(crate) struct Watch {
 
 impl Watch {
     /// A watch as `watcher` (unique per worker and Envoy process), its
-    /// jitter drawn from `seed`.
-    pub(crate) fn new(watcher: &str, seed: u64) -> Watch {
+    /// jitter drawn from `seed`; `keep`: ask the elector to keep the set.
+    pub(crate) fn new(watcher: &str, seed: u64, keep: bool) -> Watch {
+        let tracked = Tracked::as_watcher(watcher);
         Watch {
-            tracked: Tracked::as_watcher(watcher),
+            tracked: if keep { tracked } else { tracked.without_kept_set() },
             current: None,
             grown: false,
             retry_at: None,
@@ -86,8 +94,9 @@ impl Watch {
         !self.tracked.is_empty() && (self.current.is_none() || self.grown) && self.retry_at.is_none_or(|at| now >= at)
     }
 
-    /// The next watch, waiting up to `slice` on the elector.
-    pub(crate) fn request(&self, slice: Duration) -> HttpRequest {
+    /// The next watch, waiting up to `slice` on the elector: call
+    /// [`Watch::sent`] or [`Watch::not_sent`] after.
+    pub(crate) fn request(&mut self, slice: Duration) -> HttpRequest {
         self.tracked.request(slice)
     }
 
@@ -101,6 +110,7 @@ impl Watch {
     /// Envoy refused to send it: try again after a pause, which this
     /// returns.
     pub(crate) fn not_sent(&mut self, now: Duration) -> Duration {
+        self.tracked.failed();
         self.pause(now, None)
     }
 
@@ -119,8 +129,11 @@ impl Watch {
             self.current = None;
         }
         let answer = match status {
-            Some(status) => decode_watch(status, body).map_err(|e| e.to_string()),
-            None => Err("no answer".to_owned()),
+            Some(status) => self.tracked.decode(status, body).map_err(|e| (gone(&e), e.to_string())),
+            None => {
+                self.tracked.failed();
+                Err((false, "no answer".to_owned()))
+            }
         };
         match answer {
             Ok(answer) => {
@@ -131,9 +144,12 @@ impl Watch {
                 let news = news.into_iter().filter(|(kind, _, _)| *kind == Kind::Election);
                 Answered { news: news.map(|(_, name, read)| (name, read)).collect(), failed: None }
             }
-            // A superseded watch's failure changes nothing: another is out.
+            // A superseded watch's failure pauses nothing (another is out);
+            // the next watch sends the whole set all the same.
             Err(_) if !current => Answered::default(),
-            Err(why) => {
+            // The elector no longer keeps the set: the whole set at once.
+            Err((true, _)) => Answered::default(),
+            Err((false, why)) => {
                 let pause = self.pause(now, retry_after);
                 Answered { news: Vec::new(), failed: Some((why, pause)) }
             }
@@ -185,7 +201,7 @@ mod tests {
 
     #[test]
     fn new_elections_wait_for_the_tick_and_go_out_together_superseding_the_watch_in_flight() {
-        let mut w = Watch::new("envoy-1-ab", 7);
+        let mut w = Watch::new("envoy-1-ab", 7, true);
         assert!(!w.due(Duration::ZERO), "nothing followed: nothing to watch");
         w.follow("a", Some((4, Some(3))));
         w.follow("b", None);
@@ -220,7 +236,7 @@ mod tests {
 
     #[test]
     fn news_is_what_a_read_would_have_answered() {
-        let mut w = Watch::new("w", 1);
+        let mut w = Watch::new("w", 1, true);
         w.follow("a", Some((2, Some(3))));
         w.sent(1);
         let held = w.answered(1, Some(200), &changed("a", 4, Some("x")), None, MS);
@@ -233,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_failed_watch_is_sent_again_after_a_growing_pause_at_least_what_the_elector_asks() {
-        let mut w = Watch::new("w", 1);
+        let mut w = Watch::new("w", 1, true);
         w.follow("a", None);
         w.sent(1);
         let down = w.answered(1, None, b"", None, MS * 1000);
@@ -261,5 +277,55 @@ mod tests {
         w.sent(6);
         let (_, pause) = w.answered(6, Some(500), b"", None, MS * 6000).failed.unwrap();
         assert!(pause <= MS * 100, "{pause:?}");
+    }
+
+    fn body(request: &HttpRequest) -> serde_json::Value {
+        serde_json::from_slice(request.body.as_deref().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn once_the_elector_keeps_the_set_a_watch_sends_only_what_changed_and_after_410_the_whole_set_at_once() {
+        const SLICE: Duration = Duration::from_secs(30);
+        let mut w = Watch::new("w", 1, true);
+        w.follow("a", None);
+        w.follow("b", None);
+        let first = w.request(SLICE);
+        assert_eq!((body(&first)["keep"].as_str(), names(&first).len()), (Some("k1"), 2));
+        w.sent(1);
+        let mut kept: serde_json::Value = serde_json::from_slice(&changed("a", 4, Some("x"))).unwrap();
+        kept["resume"] = "k1.0a".into();
+        let answered = w.answered(1, Some(200), &serde_json::to_vec(&kept).unwrap(), None, MS);
+        assert_eq!(answered.news.len(), 1);
+        // Only what the elector was not told: the election the answer brought.
+        assert!(w.due(MS));
+        let next = w.request(SLICE);
+        assert_eq!((body(&next)["resume"].as_str(), body(&next)["total"].as_u64()), (Some("k1.0a"), Some(2)));
+        assert_eq!(names(&next), vec![("a".into(), 4)]);
+        w.sent(2);
+        // A new election: only it.
+        w.follow("c", None);
+        assert!(w.due(MS * 2));
+        let grown = w.request(SLICE);
+        assert_eq!((names(&grown), body(&grown)["total"].as_u64()), (vec![("c".into(), 0)], Some(3)));
+        w.sent(3);
+        // The superseded watch's answer is merged; 410 to the current one
+        // sends the whole set at once, under a new id, with no pause.
+        w.answered(2, Some(200), br#"{"changed":[],"resume":"k1.0a"}"#, None, MS * 3);
+        let gone = br#"{"error":"gone","message":"send the whole set"}"#;
+        assert_eq!(w.answered(3, Some(410), gone, None, MS * 4), Answered::default());
+        assert!(w.due(MS * 4));
+        let whole = w.request(SLICE);
+        assert_eq!((body(&whole)["keep"].as_str(), names(&whole).len()), (Some("k2"), 3));
+        w.sent(4);
+        // Any other failure: the whole set too, after the pause.
+        w.answered(4, Some(200), br#"{"changed":[],"resume":"k2.0b"}"#, None, MS * 5);
+        w.sent(5);
+        let (_, pause) = w.answered(5, Some(503), b"", None, MS * 6).failed.unwrap();
+        assert!(!w.due(MS * 6) && w.due(MS * 6 + pause));
+        assert_eq!(body(&w.request(SLICE))["keep"].as_str(), Some("k3"));
+        // Told not to: whole sets, never kept.
+        let mut whole = Watch::new("w", 1, false);
+        whole.follow("a", None);
+        assert_eq!(body(&whole.request(SLICE)).get("keep"), None);
     }
 }

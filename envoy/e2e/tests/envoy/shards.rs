@@ -91,6 +91,50 @@ async fn lead(client: &Client, name: &str, holder: &str, upstream: &Upstream) ->
     }
 }
 
+/// Whether a shard's first answer must come from the upstream named, or one
+/// soon after.
+#[derive(Clone, Copy)]
+enum Reached {
+    AtOnce,
+    Soon,
+}
+
+/// Sends a request for every shard `0..shards` on each of `clients` (one
+/// task each), until it is answered by `upstream` (its echo starts with
+/// it).
+async fn visit_every_shard(
+    clients: &[HttpClient],
+    listener: std::net::SocketAddr,
+    shards: usize,
+    upstream: &'static str,
+    reached: Reached,
+) {
+    let visits: Vec<_> = clients
+        .iter()
+        .map(|http| {
+            let http = http.clone();
+            tokio::spawn(async move {
+                for shard in 0..shards {
+                    let header = [("x-shard", &shard.to_string()[..])];
+                    let answer = http.get(listener, "/", &header).await;
+                    match reached {
+                        Reached::AtOnce => assert!(answer.body.starts_with(upstream), "shard {shard}: {answer:?}"),
+                        Reached::Soon if answer.body.starts_with(upstream) => {}
+                        Reached::Soon => tokio::time::timeout(PATIENCE, async {
+                            while !http.get(listener, "/", &header).await.body.starts_with(upstream) {}
+                        })
+                        .await
+                        .unwrap_or_else(|_| panic!("shard {shard} never reached {upstream}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    for visit in visits {
+        visit.await.unwrap();
+    }
+}
+
 /// Many shards through one Envoy with two workers: each worker follows
 /// every shard its requests used in one watch, so the elector holds one
 /// watch per worker (every shard in each), not a long-poll per shard and
@@ -114,21 +158,7 @@ async fn many_shards_cost_the_elector_one_watch_per_worker_and_every_change_reac
     // Four clients, a connection each, two per worker; each visits every
     // shard, so each worker follows all of them.
     let clients: Vec<HttpClient> = (0..4).map(|_| HttpClient::new()).collect();
-    let visits: Vec<_> = clients
-        .iter()
-        .map(|http| {
-            let (http, listener) = (http.clone(), envoy.listener);
-            tokio::spawn(async move {
-                for shard in 0..SHARDS {
-                    let answer = http.get(listener, "/", &[("x-shard", &shard.to_string())]).await;
-                    assert!(answer.body.starts_with("a "), "shard {shard}: {answer:?}");
-                }
-            })
-        })
-        .collect();
-    for visit in visits {
-        visit.await.unwrap();
-    }
+    visit_every_shard(&clients, envoy.listener, SHARDS, "a ", Reached::AtOnce).await;
     for worker in 0..WORKERS {
         let connections = envoy.envoy_stat(&format!("^listener.*worker_{worker}.downstream_cx_total$")).await;
         assert_eq!(connections, 2, "worker {worker}");
@@ -159,12 +189,59 @@ async fn many_shards_cost_the_elector_one_watch_per_worker_and_every_change_reac
         assert!(http.get(envoy.listener, "/", &[("x-shard", "1")]).await.body.starts_with("a "));
     }
     settles(&elector, &envoy, settled).await;
+    // The elector keeps each worker's set between its watches: a watch
+    // after a change sends only what changed.
+    assert_eq!(metric(&elector, "mpsync_kept_watch_names").await, WORKERS * SHARDS as u64);
     // Each worker's watches (every one that replaced a smaller one, and
     // those the hand-overs answered) went over one HTTP/2 connection: over
     // HTTP/1.1 a replacing watch needs a second one (9 in all, measured).
     // Fewer than two per worker, so that a reconnect does not fail this.
     let opened = envoy.envoy_stat("^cluster.elector.upstream_cx_total$").await;
     assert!(opened < 2 * WORKERS, "Envoy opened {opened} connections to the elector");
+}
+
+/// An elector that restarts (cleanly, on the memory store: same state
+/// file) has lost the workers' kept sets: each worker's next watch sends
+/// its whole set again, the leaders elected after the restart reach the
+/// traffic of both workers, and the new elector keeps the sets again.
+#[tokio::test]
+async fn after_an_elector_restart_each_worker_sends_its_whole_set_again() {
+    const SHARDS: usize = 20;
+    const WORKERS: u64 = 2;
+    let state = testkit::temp_dir("shards-restart").unwrap();
+    let state_file = state.join("elector.json");
+    let args = ["--log", "warn", "--state-file", state_file.to_str().unwrap()];
+    let mut elector = ElectorProcess::spawn(testkit::bin("elector"), &args).await.unwrap();
+    let addr = elector.addr();
+    let client = Client::new(&elector.url());
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let mut tokens = Vec::new();
+    for shard in 0..SHARDS {
+        tokens.push(lead(&client, &format!("again-{shard}"), "a", &a).await);
+    }
+    let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"again-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000,"poll_timeout_ms":300000}"#;
+    let envoy = Envoy::start(&exact_balance(&config(filter, addr, None))).await;
+    let clients: Vec<HttpClient> = (0..4).map(|_| HttpClient::new()).collect();
+    visit_every_shard(&clients, envoy.listener, SHARDS, "a ", Reached::AtOnce).await;
+    let settled = (WORKERS, WORKERS * SHARDS as u64, WORKERS);
+    settles(&elector, &envoy, settled).await;
+    assert_eq!(metric(&elector, "mpsync_kept_watch_names").await, WORKERS * SHARDS as u64);
+    // Every leader resigns (no lease live: the restart has nothing to wait
+    // out), and the elector stops cleanly and starts again.
+    for (shard, token) in tokens.into_iter().enumerate() {
+        assert!(client.release(Kind::Election, &format!("again-{shard}"), "a", token).await.unwrap());
+    }
+    elector.signal("TERM").unwrap();
+    elector.wait().await.unwrap();
+    let elector = ElectorProcess::spawn_on(testkit::bin("elector"), &args, addr).await.unwrap();
+    for shard in 0..SHARDS {
+        lead(&client, &format!("again-{shard}"), "b", &b).await;
+    }
+    visit_every_shard(&clients, envoy.listener, SHARDS, "b ", Reached::Soon).await;
+    settles(&elector, &envoy, settled).await;
+    assert_eq!(metric(&elector, "mpsync_kept_watch_names").await, WORKERS * SHARDS as u64);
+    drop(elector);
+    std::fs::remove_dir_all(&state).ok();
 }
 
 /// A shard key is client input, and a header may carry any bytes: one that

@@ -17,7 +17,7 @@ use anyhow::{Context, anyhow, bail};
 use mpsync::eds::EdsFile;
 use mpsync_client::{Client, ClientError, Kind, Leader, Read, Tracked, WatchAnswer};
 use mpsync_core::client::http::rejection;
-use mpsync_core::client::watch::{decode_watch, read};
+use mpsync_core::client::watch::{gone, read};
 use mpsync_core::client::{Backoff, POLL_SLICE, retry_after};
 
 use crate::board::{Board, Change};
@@ -148,7 +148,7 @@ pub async fn leader(follow: Follow) -> anyhow::Result<ExitCode> {
     // without it. No answer: nobody leads as far as we know.
     let sent = Instant::now();
     let mut changes = Vec::new();
-    match exchange(&client, &tracked, Duration::ZERO).await {
+    match exchange(&client, &mut tracked, Duration::ZERO).await {
         Ok(answer) => changes = shown.hear(tracked.merge(answer), sent),
         Err(failed) if eds.is_some() && !failed.permanent => {
             eprintln!("mpsync: {}; no endpoint until the elector answers", failed.error);
@@ -164,7 +164,7 @@ pub async fn leader(follow: Follow) -> anyhow::Result<ExitCode> {
     let mut backoff = Backoff::new(BACKOFF_TTL);
     loop {
         let sent = Instant::now();
-        let pause = match shown.meanwhile(exchange(&client, &tracked, POLL_SLICE)).await? {
+        let pause = match shown.meanwhile(exchange(&client, &mut tracked, POLL_SLICE)).await? {
             Ok(answer) => {
                 backoff.reset();
                 shown.unreachable = false;
@@ -217,7 +217,7 @@ async fn answered(
         true => None,
         false => {
             let sent_again = Instant::now();
-            shown.meanwhile(exchange(client, &again, Duration::ZERO)).await?.ok().map(|a| (a, sent_again))
+            shown.meanwhile(exchange(client, &mut again, Duration::ZERO)).await?.ok().map(|a| (a, sent_again))
         }
     };
     let mut changes = shown.hear(news, sent);
@@ -286,25 +286,43 @@ struct Failed {
     permanent: bool,
     /// 429: too many long-polls parked at the elector now.
     busy: bool,
+    /// 410: the elector no longer keeps the set resumed.
+    gone: bool,
     retry_after: Option<Duration>,
 }
 
 impl From<ClientError> for Failed {
     fn from(error: ClientError) -> Failed {
-        Failed { error: error.into(), permanent: false, busy: false, retry_after: None }
+        Failed { error: error.into(), permanent: false, busy: false, gone: false, retry_after: None }
     }
 }
 
-/// One watch over every election followed, waiting up to `slice`.
-async fn exchange(client: &Client, tracked: &Tracked, slice: Duration) -> Result<WatchAnswer, Failed> {
-    let reply = client.call(&tracked.request(slice)).await?;
+/// One watch over every election followed, waiting up to `slice`: the
+/// kept set resumed if there is one, and the whole set at once if this
+/// elector no longer keeps it (410).
+async fn exchange(client: &Client, tracked: &mut Tracked, slice: Duration) -> Result<WatchAnswer, Failed> {
+    let resumed = tracked.resumes();
+    match ask(client, tracked, slice).await {
+        Err(failed) if failed.gone && resumed => ask(client, tracked, slice).await,
+        answer => answer,
+    }
+}
+
+async fn ask(client: &Client, tracked: &mut Tracked, slice: Duration) -> Result<WatchAnswer, Failed> {
+    let reply = client.call(&tracked.request(slice)).await.inspect_err(|_| tracked.failed())?;
     let status = reply.status.as_u16();
+    let answer = tracked.decode(status, &reply.body);
     if let Some(refused) = rejection(status, &reply.body) {
         let error = anyhow!("the elector at {} refused the watch: {refused}", client.base());
-        return Err(Failed { error, permanent: true, busy: false, retry_after: None });
+        return Err(Failed { error, permanent: true, busy: false, gone: false, retry_after: None });
     }
     let retry_after = reply.headers.get("retry-after").and_then(|v| retry_after(v.as_bytes()));
-    reply.decode(decode_watch).map_err(|e| Failed { busy: status == 429, retry_after, ..Failed::from(e) })
+    answer.map_err(|error| Failed {
+        busy: status == 429,
+        gone: gone(&error),
+        retry_after,
+        ..Failed::from(ClientError::Answer { url: client.base().to_owned(), error })
+    })
 }
 
 /// Where changes go: each election's file first, then its line.
