@@ -131,8 +131,8 @@ struct Args {
     /// all (`keep`/`resume` on `POST /v1/watch`: a kept set lets the next
     /// watch send only what changed instead of every name). A set that
     /// would go past it (a new one, or one grown) is served but not kept,
-    /// and its watcher sends whole sets; a set nobody resumes for a minute
-    /// is dropped. 0 keeps none. The default holds four Envoy workers' sets
+    /// and its watcher sends whole sets (a grown one after one 410); a set
+    /// nobody resumes for a minute is dropped. 0 keeps none. The default holds four Envoy workers' sets
     /// at the default --max-watch-names.
     #[arg(long, env = "ELECTOR_MAX_KEPT_WATCH_NAMES", default_value_t = elector::service::DEFAULT_MAX_KEPT_NAMES)]
     max_kept_watch_names: usize,

@@ -28,6 +28,7 @@ use mpsync_core::watch::{Since, WatchAnswer, WatchRequest, Watched};
 use tokio::time::Instant;
 
 use super::kept::{Expiries, Followed, Kept};
+use super::watchers::Admitted;
 use super::{Service, ServiceError, View};
 use crate::store::{Key, Store, StoreError, Versioned};
 
@@ -220,7 +221,7 @@ impl Service {
         // Within the bound on kept names, or served and not kept.
         let keeping = slot.as_ref().is_some_and(|(watcher, (slot, _))| {
             let admitted = self.watchers.admit(watcher, slot, kept.followed.len());
-            if !admitted {
+            if admitted == Admitted::Full {
                 self.metrics.refuse(crate::metrics::Refusal::KeptWatchNames);
                 if self.quiet.speak() {
                     let (names, max) = self.watchers.kept_names();
@@ -233,7 +234,7 @@ impl Service {
                     );
                 }
             }
-            admitted
+            admitted == Admitted::Yes
         });
         let mut stopping = self.stopping.subscribe();
         let changed = loop {

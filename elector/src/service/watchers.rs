@@ -58,6 +58,17 @@ struct Entry {
     used: Instant,
 }
 
+/// Whether a watch's set may be kept ([`Watchers::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// Counted: it is kept after the answer.
+    Yes,
+    /// Past `--max-kept-watch-names`: served, not kept.
+    Full,
+    /// A newer set of the watcher took the slot meanwhile.
+    Replaced,
+}
+
 /// A watch registered under a watcher id; leaving removes it unless a
 /// newer watch of the same watcher replaced it.
 pub(crate) struct Registered<'a> {
@@ -175,28 +186,28 @@ impl Watchers {
     }
 
     /// Counts `names` for `watcher`'s set in `slot` (locked by the
-    /// caller) if the bound allows: true if the set may be kept. Sets
-    /// nobody used for [`KEEP_IDLE`] are dropped first.
-    pub(crate) fn admit(&self, watcher: &str, slot: &KeptSlot, names: usize) -> bool {
+    /// caller) if the bound allows. Sets nobody used for [`KEEP_IDLE`] are
+    /// dropped first.
+    pub(crate) fn admit(&self, watcher: &str, slot: &KeptSlot, names: usize) -> Admitted {
         let now = Instant::now();
         let mut kept = mpsync_core::lock(&self.kept);
         kept.sweep(now);
         let KeptSets { slots, names: total, max_names, .. } = &mut *kept;
         let Some(entry) = slots.get_mut(watcher).filter(|e| Arc::ptr_eq(&e.slot, slot)) else {
             // Replaced meanwhile: the newer set is the one kept.
-            return false;
+            return Admitted::Replaced;
         };
         let others = *total - entry.names;
         *total = others;
         if others + names > *max_names {
             // Not kept: its slot goes (it holds nothing for a resume).
             slots.remove(watcher);
-            return false;
+            return Admitted::Full;
         }
         entry.names = names;
         entry.used = now;
         *total += names;
-        true
+        Admitted::Yes
     }
 
     /// Puts `set`, admitted, back into `watcher`'s slot (still locked by
