@@ -187,12 +187,12 @@ impl Service {
             (false, true) => Some(self.park_within(REPLACING).await?),
         };
         // The watcher's kept set, once the watch using it gives it back.
-        let mut slot = match (request.watcher.as_deref(), &request.keep, &request.resume) {
-            (Some(watcher), Some(_), _) if self.watchers.keeps_any() => {
-                Some((watcher, self.watchers.lock(watcher, REPLACING, true).await.ok_or(ServiceError::WatchGone)?))
-            }
-            (Some(watcher), _, Some(_)) => {
-                Some((watcher, self.watchers.lock(watcher, REPLACING, false).await.ok_or(ServiceError::WatchGone)?))
+        // (A whole set where none may be kept is served without one.)
+        let resuming = request.resume.is_some();
+        let mut slot = match request.watcher.as_deref() {
+            Some(watcher) if resuming || (request.keep.is_some() && self.watchers.keeps_any()) => {
+                let locked = self.watchers.lock(watcher, REPLACING, !resuming).await;
+                Some((watcher, locked.ok_or(ServiceError::WatchGone)?))
             }
             _ => None,
         };

@@ -91,6 +91,27 @@ async fn lead(client: &Client, name: &str, holder: &str, upstream: &Upstream) ->
     }
 }
 
+/// Elects leader "a" at `upstream` in shards `PREFIX-0` … `PREFIX-{n-1}`;
+/// their tokens.
+async fn lead_shards(client: &Client, prefix: &str, n: usize, upstream: &Upstream) -> Vec<u64> {
+    let mut tokens = Vec::new();
+    for shard in 0..n {
+        tokens.push(lead(client, &format!("{prefix}-{shard}"), "a", upstream).await);
+    }
+    tokens
+}
+
+/// An Envoy gateway with two workers (connections balanced exactly) and
+/// the filter sharded by `x-shard` into `PREFIX-{shard}`. Watches last as
+/// long as the elector lets them: one the filter left behind would still
+/// be parked at the end of a test.
+async fn sharded_gateway(prefix: &str, elector: std::net::SocketAddr) -> Envoy {
+    let filter = format!(
+        r#"{{"elector_cluster":"elector","shard":{{"header":"x-shard","template":"{prefix}-{{shard}}"}},"allow":["127.0.0.0/8"],"hold_ms":5000,"poll_timeout_ms":300000}}"#
+    );
+    Envoy::start(&exact_balance(&config(&filter, elector, None))).await
+}
+
 /// Whether a shard's first answer must come from the upstream named, or one
 /// soon after.
 #[derive(Clone, Copy)]
@@ -147,14 +168,8 @@ async fn many_shards_cost_the_elector_one_watch_per_worker_and_every_change_reac
     let elector = elector().await;
     let client = Client::new(&elector.url());
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let mut tokens = Vec::new();
-    for shard in 0..SHARDS {
-        tokens.push(lead(&client, &format!("many-{shard}"), "a", &a).await);
-    }
-    // Watches last as long as the elector lets them: one the filter left
-    // behind would still be parked at the end.
-    let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"many-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000,"poll_timeout_ms":300000}"#;
-    let envoy = Envoy::start(&exact_balance(&config(filter, elector.addr(), None))).await;
+    let tokens = lead_shards(&client, "many", SHARDS, &a).await;
+    let envoy = sharded_gateway("many", elector.addr()).await;
     // Four clients, a connection each, two per worker; each visits every
     // shard, so each worker follows all of them.
     let clients: Vec<HttpClient> = (0..4).map(|_| HttpClient::new()).collect();
@@ -215,12 +230,8 @@ async fn after_an_elector_restart_each_worker_sends_its_whole_set_again() {
     let addr = elector.addr();
     let client = Client::new(&elector.url());
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let mut tokens = Vec::new();
-    for shard in 0..SHARDS {
-        tokens.push(lead(&client, &format!("again-{shard}"), "a", &a).await);
-    }
-    let filter = r#"{"elector_cluster":"elector","shard":{"header":"x-shard","template":"again-{shard}"},"allow":["127.0.0.0/8"],"hold_ms":5000,"poll_timeout_ms":300000}"#;
-    let envoy = Envoy::start(&exact_balance(&config(filter, addr, None))).await;
+    let tokens = lead_shards(&client, "again", SHARDS, &a).await;
+    let envoy = sharded_gateway("again", addr).await;
     let clients: Vec<HttpClient> = (0..4).map(|_| HttpClient::new()).collect();
     visit_every_shard(&clients, envoy.listener, SHARDS, "a ", Reached::AtOnce).await;
     let settled = (WORKERS, WORKERS * SHARDS as u64, WORKERS);
