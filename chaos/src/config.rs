@@ -146,4 +146,8 @@ pub struct Config {
     /// Draw faults only of these kinds (of those the store has); empty:
     /// every kind.
     pub faults: Vec<FaultKind>,
+    /// Draw no fault at all: a baseline, or a control whose proof needs
+    /// stretches no fault overlaps. The transferrer and the stranger keep
+    /// their pace (`fault_every`).
+    pub no_faults: bool,
 }

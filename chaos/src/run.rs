@@ -124,6 +124,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         if config.stop_when.is_some_and(|caught| caught(&check(&fence.events(), &faults))) {
             break;
         }
+        if config.no_faults {
+            continue;
+        }
         if config.verbose && last_progress.elapsed() > std::time::Duration::from_secs(5) {
             eprintln!("chaos: {} sections so far", fence.entered());
             last_progress = Instant::now();

@@ -120,6 +120,10 @@ struct Args {
     /// network-delay, network-blackhole, network-cut, holder-partition.
     #[arg(long = "fault", value_name = "KIND")]
     faults: Vec<FaultKind>,
+    /// Draw no fault at all: a baseline of the same run (the stranger and
+    /// the transferrer still come every --fault-every).
+    #[arg(long, conflicts_with = "faults")]
+    no_faults: bool,
     /// The contenders hold their leases without sessions (they set
     /// MPSYNC_NO_SESSION): a dead holder's lease runs out at its TTL.
     #[arg(long)]
@@ -246,6 +250,7 @@ async fn go() -> anyhow::Result<bool> {
             watch_stale: args.watch_stale,
             transfer_made_up: args.transfer_made_up,
             faults: args.faults.clone(),
+            no_faults: args.no_faults,
         })
         .await?;
         print!("{}", report.text());
