@@ -149,7 +149,8 @@ pub enum Action {
 #[derive(Debug, Clone)]
 enum State {
     Attempt,
-    Wait,
+    /// Long-poll for a change from this version.
+    Wait(u64),
     Sleep(Duration),
     Done(Result<Held, Error>),
 }
@@ -201,7 +202,7 @@ impl Acquire {
         let slice = cap.map_or(left, |cap| left.min(cap)).max(MIN_SLICE);
         match &self.state {
             State::Attempt => self.attempt(session, slice),
-            State::Wait => Action::Wait(session.wait_request(slice)),
+            State::Wait(version) => Action::Wait(session.wait_request_from(*version, slice)),
             State::Sleep(at) if now >= *at => self.attempt(session, slice),
             State::Sleep(at) => Action::SleepUntil(*at),
             State::Done(result) => Action::Done(result.clone()),
@@ -231,7 +232,12 @@ impl Acquire {
             Err(error) => match self.blocking.after(error, now, session.draw()) {
                 Then::Report(error) => State::Done(Err(error)),
                 Then::RetryAt(at) => State::Sleep(at),
-                Then::Wait(_) => State::Wait,
+                // From the record the refusal saw. Not from the session's
+                // last version: a concurrent read (an election's leader
+                // watch) may have seen the release since, and a wait from
+                // there would sleep through the free record for a whole
+                // slice.
+                Then::Wait(_) => State::Wait(session.refused_at().unwrap_or(session.version())),
             },
         };
     }
@@ -346,6 +352,28 @@ mod tests {
         let Action::Wait(_) = a.next(&mut s, now, None) else { panic!() };
         a.waited(Err("connection refused".into()), Some(MS * 3000), &mut s, now);
         assert_eq!(a.next(&mut s, now, None), Action::SleepUntil(now + MS * 3000), "retry-after is honoured");
+    }
+
+    /// An election's leader watch reads the record beside the campaign: it
+    /// may learn the release between the refusal and the wait. The wait
+    /// starts from what the refusal saw, so it is answered at once;
+    /// from the watch's version it slept a whole slice on a free record.
+    #[test]
+    fn a_wait_starts_from_the_refusal_not_from_a_later_read() {
+        let options = Options { ttl: MS * 1000, holder: "me".into(), address: None };
+        let mut s = Session::new("http://e", Kind::Election, "lead", options, &[3; ENTROPY_LEN]).unwrap();
+        let mut a = Acquire::new(Duration::ZERO, MS * 60_000, MS * 1000);
+        assert_eq!(a.next(&mut s, Duration::ZERO, None), Action::Attempt);
+        s.start_acquire(Duration::ZERO).unwrap();
+        let Some(crate::client::session::Step::Send { id, request, .. }) = s.next_step() else { panic!("a claim") };
+        let held = br#"{"name":"lead","reason":"held","holder":"you","version":14,"expires_in_ms":900}"#;
+        s.answer(id, request, Ok((409, held)), MS);
+        let refused = s.acquisition(MS);
+        // The leader watch: released meanwhile.
+        s.observe(&decode_read(404, br#"{"error":"not_found","message":"free","version":16}"#).unwrap());
+        a.attempted(refused, &mut s, MS);
+        let Action::Wait(request) = a.next(&mut s, MS, None) else { panic!("a held election is waited on") };
+        assert!(request.path.starts_with("/v1/elections/lead?wait=14&"), "{}", request.path);
     }
 
     #[test]

@@ -535,7 +535,20 @@ impl Session {
     /// The request that waits for the record to change from the version
     /// last seen, for at most `slice` (capped at [`POLL_SLICE`]).
     pub fn wait_request(&self, slice: Duration) -> HttpRequest {
-        read_request(self.kind, &self.name, Some((self.version, slice.min(POLL_SLICE))), self.request_timeout())
+        self.wait_request_from(self.version, slice)
+    }
+
+    /// The request that waits for the record to change from `version`,
+    /// for at most `slice` (capped at [`POLL_SLICE`]).
+    pub fn wait_request_from(&self, version: u64, slice: Duration) -> HttpRequest {
+        read_request(self.kind, &self.name, Some((version, slice.min(POLL_SLICE))), self.request_timeout())
+    }
+
+    /// The version of the record the last attempt was refused at, if it
+    /// was: a blocking acquire waits for a change from there, not from a
+    /// later read (see [`crate::client::blocking::Acquire`]).
+    pub fn refused_at(&self) -> Option<u64> {
+        self.refusal.as_ref().map(|c| c.version)
     }
 
     /// A plain read of the record.
