@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let id = lines.next().unwrap_or("leader").to_owned();
     let token = lines.next().and_then(|t| t.parse().ok()).unwrap_or(1);
     let mode = match lines.next().and_then(|m| m.parse::<SocketAddr>().ok()) {
-        Some(self_address) => Mode::Sidecar { self_address, forward: data.len() % 2 == 0 },
+        Some(self_address) => Mode::Sidecar { self_address, forward: data.len().is_multiple_of(2) },
         None => Mode::Gateway,
     };
     let leader = Leader { id, address: address.clone(), token };
